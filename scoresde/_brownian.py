@@ -1,0 +1,76 @@
+"""A cheap Brownian path for fixed-step sampling of a whole batch at once.
+
+Each sample `i` of the batch owns a key; the increment over `[t0, t1]` is drawn from
+`fold_in(fold_in(key_i, bits(t0)), bits(t1))`, so a sample's noise depends only on its own key
+and on the step, never on the batch it sits in. Like `diffrax.UnsafeBrownianPath`, increments
+over different intervals are independent draws: the path is exact for a fixed grid whose
+steps are each evaluated once as a whole, and wrong for adaptive steps (use
+`diffrax.VirtualBrownianTree` there).
+"""
+
+import math
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import PRNGKeyArray
+
+
+def _bits(t):
+    t = jnp.asarray(t)
+    itype = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[t.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(t, itype)
+    return bits.astype(jnp.uint32) if itype is not jnp.int64 else (bits ^ (bits >> 32)).astype(
+        jnp.uint32
+    )
+
+
+class BatchBrownianPath(dfx.AbstractBrownianPath):
+    """Independent Brownian increments per batch element, for fixed-step solves.
+
+    **Arguments:**
+
+    - `keys`: one key per sample, shape `(batch,)`.
+    - `shape`: the batch's shape `(batch, *data)`; `dtype` its float dtype.
+    - `levy_area`: `diffrax.BrownianIncrement` or `diffrax.SpaceTimeLevyArea` (SRA1, ShARK, SEA).
+    """
+
+    keys: PRNGKeyArray
+    shape: tuple[int, ...] = eqx.field(static=True)
+    dtype: jnp.dtype = eqx.field(static=True)
+    levy_area: type = eqx.field(static=True, default=dfx.BrownianIncrement)
+
+    @property
+    def t0(self):
+        return -jnp.inf
+
+    @property
+    def t1(self):
+        return jnp.inf
+
+    def evaluate(self, t0, t1=None, left=True, use_levy=False):
+        del left
+        if t1 is None:
+            raise ValueError("BatchBrownianPath only gives increments: pass both t0 and t1.")
+        t0 = jax.lax.stop_gradient(jnp.asarray(t0, self.dtype))
+        t1 = jax.lax.stop_gradient(jnp.asarray(t1, self.dtype))
+        dt = t1 - t0
+        std = jnp.sqrt(dt)
+        data_shape = self.shape[1:]
+        with_h = self.levy_area is dfx.SpaceTimeLevyArea
+
+        def draw(key):
+            key = jr.fold_in(jr.fold_in(key, _bits(t0)), _bits(t1))
+            key_w, key_h = jr.split(key)
+            w = std * jr.normal(key_w, data_shape, self.dtype)
+            h = std / math.sqrt(12) * jr.normal(key_h, data_shape, self.dtype) if with_h else None
+            return w, h
+
+        w, h = jax.vmap(draw)(self.keys)
+        if not use_levy:
+            return w
+        if with_h:
+            return dfx.SpaceTimeLevyArea(dt=dt, W=w, H=h)
+        return dfx.BrownianIncrement(dt=dt, W=w)

@@ -1,0 +1,60 @@
+"""Exact counts of score evaluations for diffrax solvers.
+
+JAX has no side effects to count calls at run time, so the count comes from each solver's
+structure: `init_evals + num_steps * evals_per_step`, where `num_steps` is diffrax's count of
+attempted steps (accepted and rejected). First-same-as-last Runge-Kutta methods reuse their last
+stage; we hand diffeqsolve an initial solver state holding that first evaluation, so every step,
+the first and every rejected one included, costs exactly `stages - 1`.
+
+A solver of this package's own (the exponential integrators) declares its cost through the
+class attributes `score_evals_at_init` and `score_evals_per_step`.
+"""
+
+import dataclasses
+
+import diffrax as dfx
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalCost:
+    init: int
+    per_step: int
+    fsal: bool = False
+
+
+def evaluation_cost(solver, terms, t0, y0) -> EvalCost | None:
+    """Score evaluations of `solver` on `terms`: `None` when unknown (implicit solvers)."""
+    if hasattr(solver, "score_evals_per_step"):
+        return EvalCost(int(getattr(solver, "score_evals_at_init", 0)), int(solver.score_evals_per_step))
+    if isinstance(solver, (dfx.Euler, dfx.EulerHeun, dfx.ItoMilstein, dfx.StratonovichMilstein)):
+        return EvalCost(0, 1)
+    if isinstance(solver, dfx.ReversibleHeun):
+        return EvalCost(1, 1)
+    if isinstance(solver, dfx.AbstractSRK):
+        return EvalCost(0, len(solver.tableau.c) + 1)
+    if isinstance(solver, dfx.AbstractRungeKutta):
+        tableau = solver.tableau
+        tableaus = getattr(tableau, "tableaus", (tableau,))
+        if any(getattr(tab, "implicit", False) for tab in tableaus):
+            return None
+        stages = tableaus[0].num_stages
+        fsal = all(tab.fsal for tab in tableaus) and not terms.is_vf_expensive(t0, t0, y0, None)
+        if fsal:
+            return EvalCost(1, stages - 1, fsal=True)
+        return EvalCost(0, stages)
+    return None
+
+
+def initial_solver_state(cost: EvalCost | None, terms, t0, y0):
+    """For FSAL Runge-Kutta methods, the state `(first_step=False, f0)` with `f0` evaluated once."""
+    if cost is None or not cost.fsal:
+        return None
+    return jnp.array(False), terms.vf(t0, y0, None)
+
+
+def count(cost: EvalCost | None, num_steps):
+    """Score evaluations after `num_steps` attempted steps; -1 where the cost is unknown."""
+    if cost is None:
+        return jnp.full(jnp.shape(num_steps), -1, jnp.int32)
+    return (cost.init + cost.per_step * num_steps).astype(jnp.int32)

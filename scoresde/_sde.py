@@ -1,0 +1,307 @@
+r"""Linear SDEs $dx = f(t)\,x\,dt + g(t)\,dw$ and their Gaussian transition kernels.
+
+Every SDE here has $x_t \mid x_0 \sim N(\alpha(t) x_0, \sigma(t)^2 I)$ with
+$\alpha' = f\alpha$ and $(\sigma^2)' = 2 f \sigma^2 + g^2$. Methods act on ONE unbatched sample;
+batches go through `jax.vmap`. All formulas are written to stay accurate near $t = 0$
+(`expm1`, `log1p`, no $\log 0$).
+"""
+
+import abc
+import math
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array
+
+from ._checks import check_positive, is_concrete
+from ._custom_types import Key, Sample, Scalar
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class AbstractSDE(eqx.Module):
+    r"""$dx = f(t)\,x\,dt + g(t)\,dw$ on $[0, T]$, acting on one unbatched sample.
+
+    Concrete SDEs define `drift_coeff` ($f$), `diffusion` ($g$), `marginal`
+    ($\alpha, \sigma$), the half log-SNR `log_snr` ($\lambda = \ln(\alpha/\sigma)$) with its
+    inverse `log_snr_inverse`, and `prior_std` (the prior is $N(0, \text{prior\_std}^2 I)$).
+    """
+
+    T: eqx.AbstractVar[float]
+
+    @abc.abstractmethod
+    def drift_coeff(self, t: Scalar) -> Array:
+        """The scalar $f(t)$ of the linear drift $f(t)\\,x$."""
+
+    @abc.abstractmethod
+    def diffusion(self, t: Scalar) -> Array:
+        """The scalar diffusion coefficient $g(t)$."""
+
+    @abc.abstractmethod
+    def marginal(self, t: Scalar) -> tuple[Array, Array]:
+        r"""`(alpha, sigma)` such that $x_t \mid x_0 \sim N(\alpha x_0, \sigma^2 I)$."""
+
+    @abc.abstractmethod
+    def log_snr(self, t: Scalar) -> Array:
+        r"""Half log signal-to-noise ratio $\lambda(t) = \ln(\alpha(t)/\sigma(t))$, decreasing."""
+
+    @abc.abstractmethod
+    def log_snr_inverse(self, lam: Scalar) -> Array:
+        r"""The time $t$ with $\lambda(t) = $ `lam`."""
+
+    @property
+    @abc.abstractmethod
+    def prior_std(self) -> float:
+        """Standard deviation of the isotropic Gaussian prior at `T`."""
+
+    @property
+    def default_t_eps(self) -> float:
+        """The end time `t_eps` that samplers use when none is given."""
+        return 1e-3
+
+    def drift(self, t: Scalar, x: Sample) -> Sample:
+        """The drift $f(t)\\,x$."""
+        return self.drift_coeff(t) * x
+
+    def prior_sample(self, key: Key, shape: tuple[int, ...]) -> Array:
+        """Draw from $N(0, \\text{prior\\_std}^2 I)$ with the given shape (a sample or a batch)."""
+        return self.prior_std * jr.normal(key, shape)
+
+    def prior_log_prob(self, x: Sample) -> Array:
+        """Log-density of the prior at ONE sample `x`, summed over its dimensions."""
+        std = self.prior_std
+        return -0.5 * (jnp.sum((x / std) ** 2) + x.size * (_LOG_2PI + 2 * math.log(std)))
+
+    def perturb(self, key: Key, x0: Sample, t: Scalar) -> tuple[Array, Array]:
+        r"""Draw $x_t = \alpha(t) x_0 + \sigma(t) z$, $z \sim N(0, I)$; returns `(x_t, z)`."""
+        alpha, sigma = self.marginal(t)
+        z = jr.normal(key, jnp.shape(x0), jnp.result_type(x0))
+        return alpha * x0 + sigma * z, z
+
+
+def _check_betas(name, beta_min, beta_max):
+    check_positive("beta_min", beta_min, strict=False)
+    check_positive("beta_max", beta_max)
+    if is_concrete(beta_min) and is_concrete(beta_max) and not beta_min <= beta_max:
+        raise ValueError(
+            f"{name} needs 0 <= beta_min <= beta_max; got beta_min={beta_min}, beta_max={beta_max}."
+        )
+
+
+class _BetaSchedule(eqx.Module):
+    r"""Linear $\beta(t) = \beta_{min} + t(\beta_{max} - \beta_{min})$ and its integral $B(t)$."""
+
+    beta_min: float
+    beta_max: float
+
+    def beta(self, t):
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def integral(self, t):
+        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+
+    def integral_inverse(self, B):
+        # Root of (bmax - bmin)/2 t^2 + bmin t - B = 0, in the cancellation-free form.
+        d = self.beta_max - self.beta_min
+        return 2 * B / (self.beta_min + jnp.sqrt(self.beta_min**2 + 2 * d * B))
+
+
+class VPSDE(AbstractSDE):
+    r"""Variance-preserving SDE (DDPM in continuous time) on $[0, 1]$.
+
+    $f = -\beta(t)/2$, $g^2 = \beta(t)$, $\alpha = e^{-B(t)/2}$, $\sigma^2 = 1 - e^{-B(t)}$, with
+    $\beta(t) = \beta_{min} + t(\beta_{max} - \beta_{min})$ and $B(t) = \int_0^t \beta$.
+    Prior $N(0, I)$.
+    """
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    @property
+    def T(self):
+        return 1.0
+
+    def __check_init__(self):
+        _check_betas("VPSDE", self.beta_min, self.beta_max)
+
+    @property
+    def _schedule(self):
+        return _BetaSchedule(self.beta_min, self.beta_max)
+
+    def drift_coeff(self, t):
+        return -0.5 * self._schedule.beta(t)
+
+    def diffusion(self, t):
+        return jnp.sqrt(self._schedule.beta(t))
+
+    def marginal(self, t):
+        B = self._schedule.integral(t)
+        return jnp.exp(-0.5 * B), jnp.sqrt(-jnp.expm1(-B))
+
+    def log_snr(self, t):
+        # alpha^2 / sigma^2 = 1 / expm1(B)
+        return -0.5 * jnp.log(jnp.expm1(self._schedule.integral(t)))
+
+    def log_snr_inverse(self, lam):
+        return self._schedule.integral_inverse(jnp.logaddexp(0.0, -2 * lam))
+
+    @property
+    def prior_std(self):
+        return 1.0
+
+
+class SubVPSDE(AbstractSDE):
+    r"""Sub-VP SDE of Song et al. (2021) on $[0, 1]$.
+
+    $f = -\beta(t)/2$, $g^2 = \beta(t)(1 - e^{-2B(t)})$, $\alpha = e^{-B(t)/2}$,
+    $\sigma = 1 - e^{-B(t)}$. Prior $N(0, I)$.
+    """
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    @property
+    def T(self):
+        return 1.0
+
+    def __check_init__(self):
+        _check_betas("SubVPSDE", self.beta_min, self.beta_max)
+
+    @property
+    def _schedule(self):
+        return _BetaSchedule(self.beta_min, self.beta_max)
+
+    def drift_coeff(self, t):
+        return -0.5 * self._schedule.beta(t)
+
+    def diffusion(self, t):
+        B = self._schedule.integral(t)
+        return jnp.sqrt(-self._schedule.beta(t) * jnp.expm1(-2 * B))
+
+    def marginal(self, t):
+        B = self._schedule.integral(t)
+        return jnp.exp(-0.5 * B), -jnp.expm1(-B)
+
+    def log_snr(self, t):
+        # alpha / sigma = 1 / (2 sinh(B/2))
+        B = self._schedule.integral(t)
+        return -jnp.log(2 * jnp.sinh(0.5 * B))
+
+    def log_snr_inverse(self, lam):
+        return self._schedule.integral_inverse(2 * jnp.arcsinh(0.5 * jnp.exp(-lam)))
+
+    @property
+    def prior_std(self):
+        return 1.0
+
+
+class VESDE(AbstractSDE):
+    r"""Variance-exploding SDE on $[0, 1]$, starting from the data itself.
+
+    With $s(t) = \sigma_{min} (\sigma_{max}/\sigma_{min})^t$: $f = 0$,
+    $g^2 = 2 \ln(\sigma_{max}/\sigma_{min})\, s(t)^2$, $\alpha = 1$ and
+    $\sigma(t)^2 = s(t)^2 - \sigma_{min}^2$, so $\sigma(0) = 0$. (The original score-SDE code
+    instead treats $s(t)$ itself as the marginal std, i.e. data pre-blurred by $\sigma_{min}$.)
+    Prior $N(0, \sigma_{max}^2 I)$.
+    """
+
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+
+    @property
+    def T(self):
+        return 1.0
+
+    def __check_init__(self):
+        check_positive("sigma_min", self.sigma_min)
+        check_positive("sigma_max", self.sigma_max)
+        if (
+            is_concrete(self.sigma_min)
+            and is_concrete(self.sigma_max)
+            and not self.sigma_min < self.sigma_max
+        ):
+            raise ValueError(
+                "VESDE needs 0 < sigma_min < sigma_max; got "
+                f"sigma_min={self.sigma_min}, sigma_max={self.sigma_max}."
+            )
+
+    @property
+    def _log_ratio(self):
+        return jnp.log(self.sigma_max) - jnp.log(self.sigma_min)
+
+    def drift_coeff(self, t):
+        return jnp.zeros_like(jnp.asarray(t, dtype=jnp.result_type(t, float)))
+
+    def diffusion(self, t):
+        log_ratio = self._log_ratio
+        return self.sigma_min * jnp.exp(t * log_ratio) * jnp.sqrt(2 * log_ratio)
+
+    def marginal(self, t):
+        t = jnp.asarray(t, dtype=jnp.result_type(t, float))
+        sigma = self.sigma_min * jnp.sqrt(jnp.expm1(2 * t * self._log_ratio))
+        return jnp.ones_like(t), sigma
+
+    def log_snr(self, t):
+        return -jnp.log(self.sigma_min) - 0.5 * jnp.log(jnp.expm1(2 * t * self._log_ratio))
+
+    def log_snr_inverse(self, lam):
+        # sigma = exp(-lam)  =>  expm1(2 t ln r) = exp(-2 (lam + ln sigma_min))
+        arg = jnp.exp(-2 * (lam + jnp.log(self.sigma_min)))
+        return jnp.log1p(arg) / (2 * self._log_ratio)
+
+    @property
+    def prior_std(self):
+        return self.sigma_max
+
+
+class EDMSDE(AbstractSDE):
+    r"""The EDM / Karras et al. (2022) SDE: $\sigma(t) = t$, $\alpha = 1$, $g^2 = 2t$, $T = \sigma_{max}$.
+
+    `sigma_min` is the default end time `t_eps` of samplers (the Karras grid ends there).
+    Prior $N(0, \sigma_{max}^2 I)$.
+    """
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+
+    def __check_init__(self):
+        check_positive("sigma_min", self.sigma_min)
+        check_positive("sigma_max", self.sigma_max)
+        if (
+            is_concrete(self.sigma_min)
+            and is_concrete(self.sigma_max)
+            and not self.sigma_min < self.sigma_max
+        ):
+            raise ValueError(
+                "EDMSDE needs 0 < sigma_min < sigma_max; got "
+                f"sigma_min={self.sigma_min}, sigma_max={self.sigma_max}."
+            )
+
+    @property
+    def T(self):
+        return self.sigma_max
+
+    @property
+    def default_t_eps(self):
+        return self.sigma_min
+
+    def drift_coeff(self, t):
+        return jnp.zeros_like(jnp.asarray(t, dtype=jnp.result_type(t, float)))
+
+    def diffusion(self, t):
+        return jnp.sqrt(2 * jnp.asarray(t, dtype=jnp.result_type(t, float)))
+
+    def marginal(self, t):
+        t = jnp.asarray(t, dtype=jnp.result_type(t, float))
+        return jnp.ones_like(t), t
+
+    def log_snr(self, t):
+        return -jnp.log(t)
+
+    def log_snr_inverse(self, lam):
+        return jnp.exp(-lam)
+
+    @property
+    def prior_std(self):
+        return self.sigma_max

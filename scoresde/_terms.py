@@ -1,0 +1,121 @@
+r"""The forward SDE, reverse-time SDE and probability-flow ODE as diffrax terms.
+
+Sampling runs in the reversed time $s = T - t$, so that every diffrax solver steps forward
+($t_0 < t_1$, $dt_0 > 0$): diffrax's stochastic Runge-Kutta solvers (SRA1, ShARK, SEA) are only
+correct when stepping forward. In $s$, with $F(t, x) = f(t)x - \tfrac12 g(t)^2 \nabla\ln p_t(x)$:
+
+- reverse SDE: $dx = [-f(t)x + g(t)^2 \nabla\ln p_t(x)]\,ds + g(t)\,dW_s$;
+- PF-ODE: $dx/ds = -F(T - s, x)$.
+
+The noise is additive ($g$ depends on $t$ only), so additive-noise SRK solvers apply. The SDE and
+the score live inside the terms' pytrees (Equinox modules, not closures), so diffrax's adjoints
+can differentiate through a score network's parameters.
+"""
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+
+from ._custom_types import Sample, Scalar, ScoreFn
+from ._sde import AbstractSDE
+
+
+def checked_score(score: ScoreFn, t: Scalar, x: Sample) -> Sample:
+    """Call `score(t, x)` and check at trace time that it returns `x`'s shape and dtype."""
+    out = score(t, x)
+    if not hasattr(out, "shape") or jnp.shape(out) != jnp.shape(x):
+        raise ValueError(
+            f"score(t, x) must return an array of x's shape {jnp.shape(x)}; got "
+            f"{getattr(out, 'shape', type(out).__name__)}. A score acts on ONE unbatched sample."
+        )
+    if jnp.result_type(out) != jnp.result_type(x):
+        raise TypeError(
+            f"score(t, x) must return x's dtype {jnp.result_type(x)}; got {jnp.result_type(out)}."
+        )
+    return out
+
+
+class BatchedScore(eqx.Module):
+    """`score(t, x)` lifted to a batch `x` of shape `(batch, *data)` with `jax.vmap`."""
+
+    score: ScoreFn
+
+    def __call__(self, t: Scalar, x):
+        return jax.vmap(lambda xi: checked_score(self.score, t, xi))(x)
+
+
+def _reverse_time(sde: AbstractSDE, s: Scalar):
+    return sde.T - s
+
+
+class _ForwardDrift(eqx.Module):
+    sde: AbstractSDE
+
+    def __call__(self, t, x, args):
+        return self.sde.drift(t, x)
+
+
+class _Diffusion(eqx.Module):
+    """$g(t)\\,I$ as a diagonal operator; `reversed` reads the time argument as $s = T - t$."""
+
+    sde: AbstractSDE
+    reversed: bool = eqx.field(static=True)
+
+    def __call__(self, time, x, args):
+        t = _reverse_time(self.sde, time) if self.reversed else time
+        g = self.sde.diffusion(t).astype(jnp.result_type(x))
+        return lx.DiagonalLinearOperator(jnp.broadcast_to(g, jnp.shape(x)))
+
+
+class ReverseDrift(eqx.Module):
+    r"""Drift of the reverse SDE in $s = T - t$: $-f(t)x + g(t)^2\,\mathrm{score}(t, x)$."""
+
+    sde: AbstractSDE
+    score: ScoreFn
+
+    def __call__(self, s, x, args):
+        t = _reverse_time(self.sde, s)
+        g2 = self.sde.diffusion(t) ** 2
+        return -self.sde.drift(t, x) + g2 * checked_score(self.score, t, x)
+
+
+class ProbabilityFlow(eqx.Module):
+    r"""Vector field of the PF-ODE in $s = T - t$: $-(f(t)x - \tfrac12 g(t)^2\,\mathrm{score}(t, x))$."""
+
+    sde: AbstractSDE
+    score: ScoreFn
+
+    def __call__(self, s, x, args):
+        t = _reverse_time(self.sde, s)
+        g2 = self.sde.diffusion(t) ** 2
+        return -(self.sde.drift(t, x) - 0.5 * g2 * checked_score(self.score, t, x))
+
+
+def forward_terms(sde: AbstractSDE, brownian: dfx.AbstractBrownianPath) -> dfx.MultiTerm:
+    r"""The noising SDE $dx = f(t)x\,dt + g(t)\,dw$ in the diffusion time $t$ ($0 \to T$).
+
+    `brownian` must have the data's shape (e.g. `diffrax.VirtualBrownianTree`).
+    """
+    return dfx.MultiTerm(
+        dfx.ODETerm(_ForwardDrift(sde)), dfx.ControlTerm(_Diffusion(sde, False), brownian)
+    )
+
+
+def reverse_terms(
+    sde: AbstractSDE, score: ScoreFn, brownian: dfx.AbstractBrownianPath
+) -> dfx.MultiTerm:
+    r"""The reverse-time SDE in $s = T - t$ ($s$ from $0$ to $T - t_\varepsilon$).
+
+    `diffrax.MultiTerm(ODETerm(drift), ControlTerm(diffusion, brownian))`; integrate it with any
+    diffrax SDE solver stepping forward in $s$. `brownian` must span $[0, T - t_\varepsilon]$.
+    """
+    return dfx.MultiTerm(
+        dfx.ODETerm(ReverseDrift(sde, score)), dfx.ControlTerm(_Diffusion(sde, True), brownian)
+    )
+
+
+def probability_flow_term(sde: AbstractSDE, score: ScoreFn) -> dfx.ODETerm:
+    r"""`diffrax.ODETerm` of the PF-ODE in $s = T - t$: $dx/ds = -F(T - s, x)$."""
+    return dfx.ODETerm(ProbabilityFlow(sde, score))

@@ -1,0 +1,301 @@
+r"""Analytic oracles: Gaussians and Gaussian mixtures, diffused exactly by any linear SDE.
+
+Under $x_t = \alpha x_0 + \sigma z$ a Gaussian $N(\mu, S)$ stays Gaussian,
+$N(\alpha\mu, \alpha^2 S + \sigma^2 I)$, and a mixture stays a mixture component by component.
+Covariances are held in their eigendecomposition $S = U \operatorname{diag}(l) U^\top$, so every
+diffused covariance shares $U$ and has eigenvalues $\alpha^2 l + \sigma^2$: scores and densities at
+any $t$ cost one projection, with no factorisation per call.
+
+All methods act on ONE sample `x` of shape `(dim,)`; `sample` returns `(num, dim)`, sample `i`
+drawn from `jax.random.fold_in(key, i)`.
+"""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._checks import is_concrete
+from ._custom_types import Key, Scalar
+from ._sde import AbstractSDE
+
+__all__ = ["Gaussian", "GaussianMixture", "MarginalScore", "marginal_score"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _eigh(cov, name):
+    cov = jnp.asarray(cov)
+    if is_concrete(cov):
+        c = np.asarray(cov)
+        if not np.allclose(c, np.swapaxes(c, -1, -2), rtol=1e-5, atol=1e-8):
+            raise ValueError(f"{name} must be symmetric.")
+    eigvals, eigvecs = jnp.linalg.eigh(0.5 * (cov + jnp.swapaxes(cov, -1, -2)))
+    return eigvecs, eigvals
+
+
+def _check_eigvals(eigvals, name):
+    if is_concrete(eigvals) and not np.all(np.asarray(eigvals) > 0):
+        raise ValueError(
+            f"{name} must be positive definite; its smallest eigenvalue is "
+            f"{float(np.min(np.asarray(eigvals)))}."
+        )
+
+
+def _float(x):
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(float)
+
+
+def _check_sample(x, dim, who):
+    if jnp.ndim(x) != 1 or jnp.shape(x)[0] != dim:
+        raise ValueError(
+            f"{who} takes ONE sample of shape ({dim},); got x with shape {jnp.shape(x)}. "
+            "Use jax.vmap for a batch."
+        )
+
+
+class Gaussian(eqx.Module):
+    r"""$N(\mu, S)$ with a full covariance, stored as $S = U \operatorname{diag}(l) U^\top$.
+
+    Construct with `Gaussian(mean, cov)` or `Gaussian(mean, eigvecs=U, eigvals=l)`.
+    """
+
+    mean: Float[Array, " dim"]
+    eigvecs: Float[Array, "dim dim"]
+    eigvals: Float[Array, " dim"]
+
+    def __init__(self, mean, cov=None, *, eigvecs=None, eigvals=None):
+        mean = _float(mean)
+        if mean.ndim != 1:
+            raise ValueError(f"mean must have shape (dim,); got {mean.shape}.")
+        dim = mean.shape[0]
+        if cov is not None:
+            if eigvecs is not None or eigvals is not None:
+                raise TypeError("Give either cov or (eigvecs, eigvals), not both.")
+            cov = jnp.asarray(cov, mean.dtype)
+            if cov.shape != (dim, dim):
+                raise ValueError(f"cov must have shape ({dim}, {dim}); got {cov.shape}.")
+            eigvecs, eigvals = _eigh(cov, "cov")
+        elif eigvecs is None or eigvals is None:
+            raise TypeError("Gaussian needs cov, or both eigvecs and eigvals.")
+        eigvecs = jnp.asarray(eigvecs, mean.dtype)
+        eigvals = jnp.asarray(eigvals, mean.dtype)
+        if eigvecs.shape != (dim, dim) or eigvals.shape != (dim,):
+            raise ValueError(
+                f"eigvecs must be ({dim}, {dim}) and eigvals ({dim},); got "
+                f"{eigvecs.shape} and {eigvals.shape}."
+            )
+        _check_eigvals(eigvals, "cov")
+        self.mean, self.eigvecs, self.eigvals = mean, eigvecs, eigvals
+
+    @property
+    def dim(self) -> int:
+        return self.mean.shape[0]
+
+    @property
+    def cov(self) -> Float[Array, "dim dim"]:
+        return (self.eigvecs * self.eigvals[None, :]) @ self.eigvecs.T
+
+    def log_prob(self, x: Float[Array, " dim"]) -> Array:
+        """$\\ln N(x; \\mu, S)$."""
+        _check_sample(x, self.dim, "Gaussian.log_prob")
+        proj = self.eigvecs.T @ (x - self.mean)
+        maha = jnp.sum(proj**2 / self.eigvals)
+        return -0.5 * (self.dim * _LOG_2PI + jnp.sum(jnp.log(self.eigvals)) + maha)
+
+    def score(self, x: Float[Array, " dim"]) -> Array:
+        """$\\nabla_x \\ln N(x; \\mu, S) = S^{-1}(\\mu - x)$."""
+        _check_sample(x, self.dim, "Gaussian.score")
+        proj = self.eigvecs.T @ (self.mean - x)
+        return self.eigvecs @ (proj / self.eigvals)
+
+    def sample(self, key: Key, num: int) -> Float[Array, "num dim"]:
+        """`num` samples; sample `i` uses `fold_in(key, i)`."""
+
+        def one(i):
+            z = jr.normal(jr.fold_in(key, i), (self.dim,), self.mean.dtype)
+            return self.mean + self.eigvecs @ (jnp.sqrt(self.eigvals) * z)
+
+        return jax.vmap(one)(jnp.arange(num))
+
+    def entropy(self) -> Array:
+        """Differential entropy $\\tfrac12 \\ln\\det(2\\pi e S)$ in nats."""
+        return 0.5 * (self.dim * (_LOG_2PI + 1) + jnp.sum(jnp.log(self.eigvals)))
+
+    def marginal(self, sde: AbstractSDE, t: Scalar) -> "Gaussian":
+        r"""The law of $x_t = \alpha(t) x_0 + \sigma(t) z$: $N(\alpha\mu, \alpha^2 S + \sigma^2 I)$."""
+        alpha, sigma = sde.marginal(t)
+        return Gaussian(
+            alpha * self.mean,
+            eigvecs=self.eigvecs,
+            eigvals=alpha**2 * self.eigvals + sigma**2,
+        )
+
+    def probability_flow(
+        self, sde: AbstractSDE, t_from: Scalar, t_to: Scalar, x: Float[Array, " dim"]
+    ) -> Array:
+        r"""Exact PF-ODE flow map of this Gaussian's diffusion, from `t_from` to `t_to`.
+
+        Per eigen-direction $i$, with $v_i(t) = \alpha(t)^2 l_i + \sigma(t)^2$:
+        $x_{t} - \alpha(t)\mu = \sqrt{v_i(t)/v_i(s)}\,(x_s - \alpha(s)\mu)$.
+        """
+        _check_sample(x, self.dim, "Gaussian.probability_flow")
+        a0, s0 = sde.marginal(t_from)
+        a1, s1 = sde.marginal(t_to)
+        v0 = a0**2 * self.eigvals + s0**2
+        v1 = a1**2 * self.eigvals + s1**2
+        proj = self.eigvecs.T @ (x - a0 * self.mean)
+        return a1 * self.mean + self.eigvecs @ (jnp.sqrt(v1 / v0) * proj)
+
+
+class GaussianMixture(eqx.Module):
+    r"""$\sum_k w_k N(\mu_k, S_k)$ with full covariances $S_k = U_k \operatorname{diag}(l_k) U_k^\top$.
+
+    Construct with `GaussianMixture(weights, means, covs)` or
+    `GaussianMixture(weights, means, eigvecs=U, eigvals=l)` (shapes `(K, d, d)` and `(K, d)`).
+    """
+
+    weights: Float[Array, " K"]
+    means: Float[Array, "K dim"]
+    eigvecs: Float[Array, "K dim dim"]
+    eigvals: Float[Array, "K dim"]
+
+    def __init__(self, weights, means, covs=None, *, eigvecs=None, eigvals=None):
+        means = _float(means)
+        if means.ndim != 2:
+            raise ValueError(f"means must have shape (K, dim); got {means.shape}.")
+        K, dim = means.shape
+        weights = jnp.asarray(weights, means.dtype)
+        if weights.shape != (K,):
+            raise ValueError(f"weights must have shape ({K},); got {weights.shape}.")
+        if is_concrete(weights):
+            w = np.asarray(weights)
+            if not (np.all(w > 0) and abs(w.sum() - 1) < 1e-4):
+                raise ValueError(f"weights must be positive and sum to 1; got {w}.")
+        if covs is not None:
+            if eigvecs is not None or eigvals is not None:
+                raise TypeError("Give either covs or (eigvecs, eigvals), not both.")
+            covs = jnp.asarray(covs, means.dtype)
+            if covs.shape != (K, dim, dim):
+                raise ValueError(f"covs must have shape ({K}, {dim}, {dim}); got {covs.shape}.")
+            eigvecs, eigvals = _eigh(covs, "covs")
+        elif eigvecs is None or eigvals is None:
+            raise TypeError("GaussianMixture needs covs, or both eigvecs and eigvals.")
+        eigvecs = jnp.asarray(eigvecs, means.dtype)
+        eigvals = jnp.asarray(eigvals, means.dtype)
+        if eigvecs.shape != (K, dim, dim) or eigvals.shape != (K, dim):
+            raise ValueError(
+                f"eigvecs must be ({K}, {dim}, {dim}) and eigvals ({K}, {dim}); got "
+                f"{eigvecs.shape} and {eigvals.shape}."
+            )
+        _check_eigvals(eigvals, "covs")
+        self.weights, self.means, self.eigvecs, self.eigvals = weights, means, eigvecs, eigvals
+
+    @classmethod
+    def from_npz(cls, path, dtype=None) -> "GaussianMixture":
+        """Load `weights`, `means`, `eigvecs`, `eigvals` arrays from an `.npz` file."""
+        with np.load(path) as data:
+            arrays = {k: jnp.asarray(data[k], dtype) for k in ("weights", "means", "eigvecs", "eigvals")}
+        weights = arrays["weights"] / jnp.sum(arrays["weights"])
+        return cls(weights, arrays["means"], eigvecs=arrays["eigvecs"], eigvals=arrays["eigvals"])
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def num_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def covs(self) -> Float[Array, "K dim dim"]:
+        return jnp.einsum("kij,kj,klj->kil", self.eigvecs, self.eigvals, self.eigvecs)
+
+    @property
+    def mean(self) -> Float[Array, " dim"]:
+        return self.weights @ self.means
+
+    @property
+    def cov(self) -> Float[Array, "dim dim"]:
+        """Covariance of the whole mixture (law of total covariance)."""
+        centred = self.means - self.mean[None, :]
+        between = jnp.einsum("k,ki,kj->ij", self.weights, centred, centred)
+        return jnp.einsum("k,kij->ij", self.weights, self.covs) + between
+
+    def _component_terms(self, x):
+        """Per-component log-densities and projected residuals $U_k^\\top (x - \\mu_k) / l_k$."""
+        proj = jnp.einsum("kij,ki->kj", self.eigvecs, x[None, :] - self.means)
+        maha = jnp.sum(proj**2 / self.eigvals, axis=-1)
+        logdet = jnp.sum(jnp.log(self.eigvals), axis=-1)
+        log_n = -0.5 * (self.dim * _LOG_2PI + logdet + maha)
+        return log_n, proj / self.eigvals
+
+    def component_log_probs(self, x: Float[Array, " dim"]) -> Float[Array, " K"]:
+        """$\\ln w_k + \\ln N(x; \\mu_k, S_k)$ for each component."""
+        _check_sample(x, self.dim, "GaussianMixture.component_log_probs")
+        return jnp.log(self.weights) + self._component_terms(x)[0]
+
+    def responsibilities(self, x: Float[Array, " dim"]) -> Float[Array, " K"]:
+        """Posterior component probabilities $r_k(x)$."""
+        return jax.nn.softmax(self.component_log_probs(x))
+
+    def log_prob(self, x: Float[Array, " dim"]) -> Array:
+        """$\\ln \\sum_k w_k N(x; \\mu_k, S_k)$."""
+        return jax.nn.logsumexp(self.component_log_probs(x))
+
+    def score(self, x: Float[Array, " dim"]) -> Array:
+        """$\\sum_k r_k(x) S_k^{-1} (\\mu_k - x)$."""
+        _check_sample(x, self.dim, "GaussianMixture.score")
+        log_n, scaled = self._component_terms(x)
+        r = jax.nn.softmax(jnp.log(self.weights) + log_n)
+        return -jnp.einsum("k,kij,kj->i", r, self.eigvecs, scaled)
+
+    def sample(self, key: Key, num: int) -> Float[Array, "num dim"]:
+        """`num` samples; sample `i` uses `fold_in(key, i)`."""
+        samples, _ = self.sample_with_components(key, num)
+        return samples
+
+    def sample_with_components(self, key: Key, num: int) -> tuple[Array, Array]:
+        """`num` samples and the index of the component each was drawn from."""
+
+        def one(i):
+            key_k, key_z = jr.split(jr.fold_in(key, i))
+            k = jr.categorical(key_k, jnp.log(self.weights))
+            z = jr.normal(key_z, (self.dim,), self.means.dtype)
+            return self.means[k] + self.eigvecs[k] @ (jnp.sqrt(self.eigvals[k]) * z), k
+
+        return jax.vmap(one)(jnp.arange(num))
+
+    def marginal(self, sde: AbstractSDE, t: Scalar) -> "GaussianMixture":
+        r"""The law at time `t`: $\sum_k w_k N(\alpha\mu_k, \alpha^2 S_k + \sigma^2 I)$."""
+        alpha, sigma = sde.marginal(t)
+        return GaussianMixture(
+            self.weights,
+            alpha * self.means,
+            eigvecs=self.eigvecs,
+            eigvals=alpha**2 * self.eigvals + sigma**2,
+        )
+
+
+class MarginalScore(eqx.Module):
+    r"""The exact score $\nabla_x \ln p_t(x)$ of `dist` diffused by `sde`, as `score(t, x)`."""
+
+    dist: Gaussian | GaussianMixture
+    sde: AbstractSDE
+
+    def __call__(self, t: Scalar, x: Float[Array, " dim"]) -> Array:
+        return self.dist.marginal(self.sde, t).score(x)
+
+
+def marginal_score(dist: Gaussian | GaussianMixture, sde: AbstractSDE) -> MarginalScore:
+    """The exact `score(t, x)` of `dist` diffused by `sde` (an Equinox module)."""
+    if not isinstance(dist, (Gaussian, GaussianMixture)):
+        raise TypeError(f"dist must be a Gaussian or GaussianMixture; got {type(dist).__name__}.")
+    if not isinstance(sde, AbstractSDE):
+        raise TypeError(f"sde must be an AbstractSDE; got {type(sde).__name__}.")
+    return MarginalScore(dist, sde)
