@@ -21,4 +21,64 @@ from ._terms import (
     reverse_terms as reverse_terms,
 )
 
+from ._checkpoint import (
+    CheckpointError as CheckpointError,
+    load as load,
+    read_sidecar as read_sidecar,
+    save as save,
+)
+from ._data import (
+    ImageData as ImageData,
+    batches as batches,
+    checkerboard as checkerboard,
+    dequantize as dequantize,
+    gaussian_mixture as gaussian_mixture,
+    load_digits as load_digits,
+    quantize as quantize,
+    rings as rings,
+    swiss_roll as swiss_roll,
+    toy_mixture as toy_mixture,
+    two_moons as two_moons,
+)
+from ._losses import (
+    AbstractTimeSampler as AbstractTimeSampler,
+    AbstractWeighting as AbstractWeighting,
+    DenoisingScoreMatching as DenoisingScoreMatching,
+    EDMTime as EDMTime,
+    EDMWeighting as EDMWeighting,
+    ImportanceTime as ImportanceTime,
+    LikelihoodWeighting as LikelihoodWeighting,
+    NCSNLoss as NCSNLoss,
+    SigmaSquared as SigmaSquared,
+    UniformTime as UniformTime,
+    dsm_loss as dsm_loss,
+    explicit_score_matching_loss as explicit_score_matching_loss,
+    geometric_sigmas as geometric_sigmas,
+    implicit_score_matching_loss as implicit_score_matching_loss,
+    ncsn_loss as ncsn_loss,
+    sliced_score_matching_loss as sliced_score_matching_loss,
+)
+from ._networks import (
+    GaussianFourierFeatures as GaussianFourierFeatures,
+    MLPScoreNet as MLPScoreNet,
+    UNet as UNet,
+)
+from ._parametrisation import (
+    AbstractParametrisation as AbstractParametrisation,
+    DirectScore as DirectScore,
+    EDMPreconditioning as EDMPreconditioning,
+    EnergyScore as EnergyScore,
+    EpsPrediction as EpsPrediction,
+    VPrediction as VPrediction,
+    X0Prediction as X0Prediction,
+)
+from ._train import (
+    FitResult as FitResult,
+    TrainState as TrainState,
+    adam_with_warmup as adam_with_warmup,
+    fit as fit,
+    num_params as num_params,
+    train_toy2d as train_toy2d,
+)
+
 __version__ = "0.1.0"

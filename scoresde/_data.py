@@ -1,0 +1,192 @@
+r"""Built-in datasets, generated in code or shipped with a dependency: no downloads.
+
+- 2-D toy sets drawn from a key, sample `i` from `jax.random.fold_in(key, i)` (the same sample
+  whatever `num`): [`scoresde.two_moons`][], [`scoresde.rings`][], [`scoresde.swiss_roll`][],
+  [`scoresde.checkerboard`][], [`scoresde.gaussian_mixture`][] (whose exact density is
+  [`scoresde.toy_mixture`][]).
+- scikit-learn's bundled 8x8 handwritten digits as 8-bit images `(num, 1, 8, 8)`
+  ([`scoresde.load_digits`][]), with [`scoresde.dequantize`][] ($y = 2(k + u)/256 - 1$,
+  $u \sim U[0, 1)$), [`scoresde.quantize`][] (its inverse) and a key-driven batching iterator
+  ([`scoresde.batches`][]).
+"""
+
+import math
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float, UInt8
+
+from . import analytic
+from ._custom_types import Key
+
+
+def _check_num(num):
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+        raise ValueError(f"num must be a positive int; got num={num!r}.")
+    return int(num)
+
+
+def _per_sample(key, num, one):
+    num = _check_num(num)
+    return jax.vmap(lambda i: one(jr.fold_in(key, i)))(jnp.arange(num))
+
+
+def two_moons(key: Key, num: int, *, noise: float = 0.05) -> Float[Array, "num 2"]:
+    """Two interleaved half circles (scikit-learn's `make_moons` layout), Gaussian noise `noise`."""
+
+    def one(k):
+        k_side, k_angle, k_noise = jr.split(k, 3)
+        upper = jr.bernoulli(k_side)
+        a = math.pi * jr.uniform(k_angle)
+        x = jnp.where(
+            upper,
+            jnp.stack([jnp.cos(a), jnp.sin(a)]),
+            jnp.stack([1 - jnp.cos(a), 0.5 - jnp.sin(a)]),
+        )
+        return x - jnp.array([0.5, 0.25]) + noise * jr.normal(k_noise, (2,))
+
+    return _per_sample(key, num, one)
+
+
+def rings(
+    key: Key, num: int, *, radii: tuple[float, ...] = (1.0, 2.0, 3.0), noise: float = 0.08
+) -> Float[Array, "num 2"]:
+    """Concentric circles of the given radii (points spread in proportion to circumference)."""
+    r = jnp.asarray(radii, float)
+    logits = jnp.log(r / jnp.sum(r))
+
+    def one(k):
+        k_ring, k_angle, k_noise = jr.split(k, 3)
+        radius = r[jr.categorical(k_ring, logits)]
+        a = 2 * math.pi * jr.uniform(k_angle)
+        return radius * jnp.stack([jnp.cos(a), jnp.sin(a)]) + noise * jr.normal(k_noise, (2,))
+
+    return _per_sample(key, num, one)
+
+
+def swiss_roll(key: Key, num: int, *, noise: float = 0.1) -> Float[Array, "num 2"]:
+    r"""The 2-D swiss roll $u\,(\cos u, \sin u)/3$, $u \sim U[1.5\pi, 4.5\pi]$, plus noise."""
+
+    def one(k):
+        k_u, k_noise = jr.split(k)
+        u = 1.5 * math.pi * (1 + 2 * jr.uniform(k_u))
+        return u * jnp.stack([jnp.cos(u), jnp.sin(u)]) / 3 + noise * jr.normal(k_noise, (2,))
+
+    return _per_sample(key, num, one)
+
+
+def checkerboard(key: Key, num: int, *, cells: int = 4, size: float = 4.0) -> Float[Array, "num 2"]:
+    """Uniform on the black squares of a `cells` x `cells` board covering `[-size/2, size/2]^2`."""
+    if cells < 2:
+        raise ValueError(f"cells must be >= 2; got cells={cells}.")
+
+    black = jnp.asarray(
+        [(c, r) for r in range(cells) for c in range(cells) if (r + c) % 2 == 0], float
+    )
+
+    def one(k):
+        k_cell, k_pos = jr.split(k)
+        cell = black[jr.randint(k_cell, (), 0, black.shape[0])]
+        return (cell + jr.uniform(k_pos, (2,))) * (size / cells) - size / 2
+
+    return _per_sample(key, num, one)
+
+
+def toy_mixture(
+    num_components: int = 8, *, radius: float = 4.0, std: float = 0.5
+) -> analytic.GaussianMixture:
+    """Equal-weight isotropic Gaussians (std `std`) on a circle of `radius`: an exact density."""
+    if num_components < 1:
+        raise ValueError(f"num_components must be >= 1; got {num_components}.")
+    angles = 2 * math.pi * jnp.arange(num_components) / num_components
+    means = radius * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=1)
+    covs = jnp.broadcast_to(std**2 * jnp.eye(2), (num_components, 2, 2))
+    return analytic.GaussianMixture(jnp.full(num_components, 1 / num_components), means, covs)
+
+
+def gaussian_mixture(
+    key: Key, num: int, *, num_components: int = 8, radius: float = 4.0, std: float = 0.5
+) -> Float[Array, "num 2"]:
+    """Samples of [`scoresde.toy_mixture`][] (same arguments)."""
+    return toy_mixture(num_components, radius=radius, std=std).sample(key, _check_num(num))
+
+
+# --- 8x8 digits ------------------------------------------------------------------------------
+
+
+class ImageData(NamedTuple):
+    """8-bit images `(num, channels, height, width)` split into `train` and `test`, with labels."""
+
+    train: UInt8[np.ndarray, "num c h w"]
+    test: UInt8[np.ndarray, "num c h w"]
+    train_labels: np.ndarray
+    test_labels: np.ndarray
+
+
+def load_digits(*, num_test: int = 297, seed: int = 0) -> ImageData:
+    """scikit-learn's bundled 1797 8x8 digits as 8-bit images `(num, 1, 8, 8)`.
+
+    The 17 grey levels 0..16 map to `round(v * 255 / 16)`. A permutation from `seed` puts
+    `num_test` images in `test` (default: 1500 train / 297 test). Needs scikit-learn (the
+    `data` extra); the data ship inside it, nothing is downloaded.
+    """
+    try:
+        from sklearn.datasets import load_digits as _sk_load_digits
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "load_digits needs scikit-learn: pip install 'scoresde[data]' (or scikit-learn)."
+        ) from e
+    bunch = _sk_load_digits()
+    images = np.rint(bunch.images * (255 / 16)).astype(np.uint8)[:, None, :, :]
+    n = images.shape[0]
+    if not 0 < num_test < n:
+        raise ValueError(f"num_test must lie in (0, {n}); got num_test={num_test}.")
+    perm = np.random.default_rng(seed).permutation(n)
+    test, train = perm[:num_test], perm[num_test:]
+    return ImageData(images[train], images[test], bunch.target[train], bunch.target[test])
+
+
+def dequantize(key: Key, images: Array, *, bits: int = 8) -> Array:
+    r"""Integer images $k \in \{0..2^b - 1\}$ to $y = 2(k + u)/2^b - 1 \in [-1, 1]$, $u \sim U[0, 1)$.
+
+    With `key=None`, $u = 1/2$ (the bin centres). Returns the default float dtype.
+    """
+    images = jnp.asarray(images)
+    dtype = jnp.result_type(float)
+    levels = 2.0**bits
+    if key is None:
+        u = jnp.full(images.shape, 0.5, dtype)
+    else:
+        u = jr.uniform(key, images.shape, dtype)
+    return 2 * (images.astype(dtype) + u) / levels - 1
+
+
+def quantize(y: Array, *, bits: int = 8) -> Array:
+    """The inverse of [`scoresde.dequantize`][]: `floor((y + 1) 2^b / 2)`, clipped, as uint8."""
+    levels = 2**bits
+    k = jnp.floor((jnp.asarray(y) + 1) * levels / 2)
+    return jnp.clip(k, 0, levels - 1).astype(jnp.uint8 if bits <= 8 else jnp.uint16)
+
+
+def batches(key: Key, data: Array, batch_size: int, *, drop_last: bool = True) -> Iterator[Array]:
+    """An endless iterator of batches: epoch `e` shuffles `data` with `fold_in(key, e)`.
+
+    With `drop_last`, each epoch yields `len(data) // batch_size` full batches.
+    """
+    n = int(np.shape(data)[0])
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int; got batch_size={batch_size!r}.")
+    if drop_last and batch_size > n:
+        raise ValueError(f"batch_size={batch_size} exceeds the {n} rows of data.")
+    data = jnp.asarray(data)
+    epoch = 0
+    while True:
+        perm = jr.permutation(jr.fold_in(key, epoch), n)
+        stop = (n // batch_size) * batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            yield data[perm[start : start + batch_size]]
+        epoch += 1

@@ -1,0 +1,270 @@
+r"""Output parametrisations: wrappers turning a network `net(c, x_in)` into `score(t, x)`.
+
+With $x_t = \alpha x_0 + \sigma z$ (`sde.marginal(t)`), every wrapper feeds the network the noise
+conditioning $c = \ln(\sigma/\alpha)/4 = -\lambda(t)/4$ (from `sde.log_snr`) and the input
+$x_{in} = x / \sqrt{\sigma^2 + \alpha^2 \sigma_d^2}$ (unit variance for data of std $\sigma_d$;
+$\sigma_d = 1$ except for [`scoresde.EDMPreconditioning`][]), and reads its output as:
+
+| wrapper | network predicts | score |
+|---|---|---|
+| `DirectScore` | $\nabla \ln p_t(x)$ | the output |
+| `EpsPrediction` | $z$ | $-\hat z / \sigma$ |
+| `X0Prediction` | $x_0$ (the denoiser) | $(\alpha \hat x_0 - x)/\sigma^2$ |
+| `VPrediction` | $v = a z - s x_0$, $(a, s) = (\alpha, \sigma)/\sqrt{\alpha^2+\sigma^2}$ | via $\hat z = s x/r + a \hat v$ |
+| `EDMPreconditioning` | $F$ with $D = c_{skip}\hat x + c_{out} F$ | $(\alpha D - x)/\sigma^2$ |
+| `EnergyScore` | an energy $E$ | $-\nabla_x E$ |
+
+Each wrapper is an Equinox module `score(t, x)` on ONE sample, checks at trace time that the
+network returns the right shape and dtype, and has `to_score(t, x, out)` / `from_score(t, x, s)`
+(the exact inverse) plus `denoise(t, x)` (Tweedie: $E[x_0 \mid x_t]$).
+"""
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array
+
+from ._custom_types import Sample, Scalar
+from ._sde import AbstractSDE
+
+
+def _check_output(out, x, who, scalar=False):
+    expected = () if scalar else jnp.shape(x)
+    if not hasattr(out, "shape") or jnp.shape(out) != expected:
+        what = "a scalar" if scalar else f"an array of x's shape {jnp.shape(x)}"
+        raise ValueError(
+            f"{who}: the network must return {what}; got "
+            f"{getattr(out, 'shape', type(out).__name__)}. Networks act on ONE unbatched sample."
+        )
+    if jnp.result_type(out) != jnp.result_type(x):
+        raise TypeError(
+            f"{who}: the network must return x's dtype {jnp.result_type(x)}; got "
+            f"{jnp.result_type(out)}."
+        )
+    return out
+
+
+def _check_sde(sde):
+    if not isinstance(sde, AbstractSDE):
+        raise TypeError(f"sde must be an AbstractSDE; got {type(sde).__name__}.")
+
+
+class AbstractParametrisation(eqx.Module):
+    r"""`score(t, x)` from a network `net(c, x_in)` and an SDE's `marginal`.
+
+    Subclasses define `to_score(t, x, out)` (network output to score) and its inverse
+    `from_score(t, x, score)`.
+    """
+
+    net: eqx.AbstractVar[eqx.Module]
+    sde: eqx.AbstractVar[AbstractSDE]
+
+    def _data_std(self) -> float:
+        return 1.0
+
+    def net_inputs(self, t: Scalar, x: Sample) -> tuple[Array, Array]:
+        r"""`(c, x_in)`: $c = -\lambda(t)/4$, $x_{in} = x / \sqrt{\sigma^2 + \alpha^2\sigma_d^2}$."""
+        alpha, sigma = self.sde.marginal(t)
+        scale = jnp.sqrt(sigma**2 + alpha**2 * self._data_std() ** 2)
+        c = -0.25 * self.sde.log_snr(t)
+        return c, (x / scale).astype(jnp.result_type(x))
+
+    @abc.abstractmethod
+    def to_score(self, t: Scalar, x: Sample, out: Sample) -> Sample:
+        """The score implied by the network output `out` at `(t, x)`."""
+
+    @abc.abstractmethod
+    def from_score(self, t: Scalar, x: Sample, score: Sample) -> Sample:
+        """The network output that `to_score` maps to `score` (its exact inverse)."""
+
+    def __call__(self, t: Scalar, x: Sample) -> Sample:
+        c, x_in = self.net_inputs(t, x)
+        out = _check_output(self.net(c, x_in), x, type(self).__name__)
+        return self.to_score(t, x, out).astype(jnp.result_type(x))
+
+    def denoise(self, t: Scalar, x: Sample) -> Sample:
+        r"""Tweedie's $E[x_0 \mid x_t = x] = (x + \sigma^2 \nabla\ln p_t(x)) / \alpha$."""
+        alpha, sigma = self.sde.marginal(t)
+        return (x + sigma**2 * self(t, x)) / alpha
+
+
+class DirectScore(AbstractParametrisation):
+    """The network output is the score itself."""
+
+    net: eqx.Module
+    sde: AbstractSDE
+
+    def __check_init__(self):
+        _check_sde(self.sde)
+
+    def to_score(self, t, x, out):
+        return out
+
+    def from_score(self, t, x, score):
+        return score
+
+
+class EpsPrediction(AbstractParametrisation):
+    r"""The network predicts the noise $z$: score $= -\hat z / \sigma(t)$ (DDPM)."""
+
+    net: eqx.Module
+    sde: AbstractSDE
+
+    def __check_init__(self):
+        _check_sde(self.sde)
+
+    def to_score(self, t, x, out):
+        _, sigma = self.sde.marginal(t)
+        return -out / sigma
+
+    def from_score(self, t, x, score):
+        _, sigma = self.sde.marginal(t)
+        return -sigma * score
+
+
+class X0Prediction(AbstractParametrisation):
+    r"""The network is a denoiser $\hat x_0$: score $= (\alpha \hat x_0 - x)/\sigma^2$."""
+
+    net: eqx.Module
+    sde: AbstractSDE
+
+    def __check_init__(self):
+        _check_sde(self.sde)
+
+    def to_score(self, t, x, out):
+        alpha, sigma = self.sde.marginal(t)
+        return (alpha * out - x) / sigma**2
+
+    def from_score(self, t, x, score):
+        alpha, sigma = self.sde.marginal(t)
+        return (x + sigma**2 * score) / alpha
+
+
+def _v_coefficients(sde, t):
+    alpha, sigma = sde.marginal(t)
+    r = jnp.sqrt(alpha**2 + sigma**2)
+    return alpha / r, sigma / r, r, sigma
+
+
+class VPrediction(AbstractParametrisation):
+    r"""The network predicts $v = a z - s x_0$ with $(a, s) = (\alpha, \sigma)/\sqrt{\alpha^2+\sigma^2}$.
+
+    For VP ($\alpha^2 + \sigma^2 = 1$) this is Salimans & Ho's $v$. Since $x/r = a x_0 + s z$,
+    $\hat z = s\,x/r + a \hat v$ and the score is $-\hat z/\sigma$.
+
+    ??? cite "Reference"
+        ```bibtex
+        @inproceedings{salimans2022progressive,
+          title={Progressive Distillation for Fast Sampling of Diffusion Models},
+          author={Salimans, Tim and Ho, Jonathan},
+          booktitle={ICLR}, year={2022}}
+        ```
+    """
+
+    net: eqx.Module
+    sde: AbstractSDE
+
+    def __check_init__(self):
+        _check_sde(self.sde)
+
+    def to_score(self, t, x, out):
+        a, s, r, sigma = _v_coefficients(self.sde, t)
+        z = s * x / r + a * out
+        return -z / sigma
+
+    def from_score(self, t, x, score):
+        a, s, r, sigma = _v_coefficients(self.sde, t)
+        z = -sigma * score
+        x0 = (x / r - s * z) / a
+        return a * z - s * x0
+
+
+class EDMPreconditioning(AbstractParametrisation):
+    r"""Karras et al.'s preconditioning, generalised to scaled SDEs ($\hat x = x/\alpha$, $\hat\sigma = \sigma/\alpha$).
+
+    $D(\hat x) = c_{skip} \hat x + c_{out} F(c_{noise}, c_{in} \hat x)$ with
+    $c_{skip} = \sigma_d^2/(\hat\sigma^2 + \sigma_d^2)$,
+    $c_{out} = \hat\sigma \sigma_d / \sqrt{\hat\sigma^2 + \sigma_d^2}$,
+    $c_{in} = 1/\sqrt{\hat\sigma^2 + \sigma_d^2}$, $c_{noise} = \ln(\hat\sigma)/4$; the score is
+    $(\alpha D - x)/\sigma^2$.
+
+    ??? cite "Reference"
+        ```bibtex
+        @inproceedings{karras2022elucidating,
+          title={Elucidating the Design Space of Diffusion-Based Generative Models},
+          author={Karras, Tero and Aittala, Miika and Aila, Timo and Laine, Samuli},
+          booktitle={NeurIPS}, year={2022}}
+        ```
+    """
+
+    net: eqx.Module
+    sde: AbstractSDE
+    sigma_data: float = 0.5
+
+    def __check_init__(self):
+        _check_sde(self.sde)
+        if not (isinstance(self.sigma_data, (int, float)) and self.sigma_data > 0):
+            raise ValueError(f"sigma_data must be a float > 0; got sigma_data={self.sigma_data!r}.")
+
+    def _data_std(self):
+        return self.sigma_data
+
+    def _coefficients(self, t):
+        alpha, sigma = self.sde.marginal(t)
+        s_hat = sigma / alpha
+        sd2 = self.sigma_data**2
+        c_skip = sd2 / (s_hat**2 + sd2)
+        c_out = s_hat * self.sigma_data / jnp.sqrt(s_hat**2 + sd2)
+        return alpha, sigma, c_skip, c_out
+
+    def to_score(self, t, x, out):
+        alpha, sigma, c_skip, c_out = self._coefficients(t)
+        denoised = c_skip * (x / alpha) + c_out * out
+        return (alpha * denoised - x) / sigma**2
+
+    def from_score(self, t, x, score):
+        alpha, sigma, c_skip, c_out = self._coefficients(t)
+        denoised = (x + sigma**2 * score) / alpha
+        return (denoised - c_skip * (x / alpha)) / c_out
+
+
+class EnergyScore(AbstractParametrisation):
+    r"""An energy-based model: score $= -\nabla_x E(t, x)$, so $\ln p_t(x) = -E(t, x) + $ const.
+
+    A network with a scalar output (e.g. `MLPScoreNet(..., out_size="scalar")`) is the energy
+    $E = \text{net}(c, x_{in})$; a network with a sample-shaped output $y$ gives
+    $E = \|x - \alpha y\|^2 / (2\sigma^2)$ (a denoiser-shaped energy). `energy(t, x)` and
+    `log_prob_unnormalised(t, x)` give the (negative) log-density up to a constant, as MALA needs.
+    """
+
+    net: eqx.Module
+    sde: AbstractSDE
+
+    def __check_init__(self):
+        _check_sde(self.sde)
+
+    def energy(self, t: Scalar, x: Sample) -> Array:
+        """$E(t, x)$, a scalar of `x`'s dtype."""
+        c, x_in = self.net_inputs(t, x)
+        out = self.net(c, x_in)
+        if jnp.shape(out) == ():
+            return _check_output(out, x, "EnergyScore", scalar=True)
+        out = _check_output(out, x, "EnergyScore")
+        alpha, sigma = self.sde.marginal(t)
+        return (0.5 * jnp.sum((x - alpha * out) ** 2) / sigma**2).astype(jnp.result_type(x))
+
+    def log_prob_unnormalised(self, t: Scalar, x: Sample) -> Array:
+        """$-E(t, x)$: $\\ln p_t(x)$ up to an additive constant."""
+        return -self.energy(t, x)
+
+    def __call__(self, t: Scalar, x: Sample) -> Sample:
+        return -jax.grad(self.energy, argnums=1)(t, x)
+
+    def to_score(self, t, x, out):
+        """Not defined pointwise: the score needs the energy's gradient (use `__call__`)."""
+        raise NotImplementedError("EnergyScore's score is -grad E; call the module instead.")
+
+    def from_score(self, t, x, score):
+        raise NotImplementedError("An energy is not determined by one score value.")
