@@ -22,8 +22,10 @@ def _bits(t):
     t = jnp.asarray(t)
     itype = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[t.dtype.itemsize]
     bits = jax.lax.bitcast_convert_type(t, itype)
-    return bits.astype(jnp.uint32) if itype is not jnp.int64 else (bits ^ (bits >> 32)).astype(
-        jnp.uint32
+    return (
+        bits.astype(jnp.uint32)
+        if itype is not jnp.int64
+        else (bits ^ (bits >> 32)).astype(jnp.uint32)
     )
 
 

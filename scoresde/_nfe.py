@@ -26,7 +26,9 @@ class EvalCost:
 def evaluation_cost(solver, terms, t0, y0) -> EvalCost | None:
     """Score evaluations of `solver` on `terms`: `None` when unknown (implicit solvers)."""
     if hasattr(solver, "score_evals_per_step"):
-        return EvalCost(int(getattr(solver, "score_evals_at_init", 0)), int(solver.score_evals_per_step))
+        return EvalCost(
+            int(getattr(solver, "score_evals_at_init", 0)), int(solver.score_evals_per_step)
+        )
     if isinstance(solver, (dfx.Euler, dfx.EulerHeun, dfx.ItoMilstein, dfx.StratonovichMilstein)):
         return EvalCost(0, 1)
     if isinstance(solver, dfx.ReversibleHeun):

@@ -118,7 +118,6 @@ def _sample(
         num_steps = jnp.broadcast_to(sol.stats["num_steps"], (num,))
         ok = jnp.broadcast_to(sol.result == dfx.RESULTS.successful, (num,))
     else:
-
         s0 = jnp.zeros((), dtype)
 
         def make_terms(noise_key):
@@ -160,8 +159,24 @@ def _default_t_eps(sde, t_eps):
     return sde.default_t_eps if t_eps is None else t_eps
 
 
-def _run(name, sde, score, key, shape, solver, steps, controller, t_eps, denoise, grid, x_T,
-         stochastic, dt0, max_steps, brownian_tol):
+def _run(
+    name,
+    sde,
+    score,
+    key,
+    shape,
+    solver,
+    steps,
+    controller,
+    t_eps,
+    denoise,
+    grid,
+    x_T,
+    stochastic,
+    dt0,
+    max_steps,
+    brownian_tol,
+):
     if not isinstance(sde, AbstractSDE):
         raise TypeError(f"sde must be a scoresde SDE (AbstractSDE); got {type(sde).__name__}.")
     if not callable(score):
@@ -206,7 +221,9 @@ def _run(name, sde, score, key, shape, solver, steps, controller, t_eps, denoise
             if isinstance(controller, dfx.PIDController):
                 if dtmin is None:
                     controller = eqx.tree_at(
-                        lambda c: c.dtmin, controller, 10 * brownian_tol,
+                        lambda c: c.dtmin,
+                        controller,
+                        10 * brownian_tol,
                         is_leaf=lambda x: x is None,
                     )
                 elif dtmin <= brownian_tol:
@@ -215,9 +232,19 @@ def _run(name, sde, score, key, shape, solver, steps, controller, t_eps, denoise
                         "the Brownian tree must resolve the smallest step."
                     )
     x, nfe, num_steps, ok = _sample(
-        sde, score, key, jnp.asarray(t_eps, dtype), x_T,
-        shape=shape, solver=solver, steps=steps, controller=controller, grid=grid,
-        denoise=denoise, stochastic=stochastic, max_steps=max_steps,
+        sde,
+        score,
+        key,
+        jnp.asarray(t_eps, dtype),
+        x_T,
+        shape=shape,
+        solver=solver,
+        steps=steps,
+        controller=controller,
+        grid=grid,
+        denoise=denoise,
+        stochastic=stochastic,
+        max_steps=max_steps,
         dt0=None if dt0 is None else jnp.asarray(dt0, dtype),
         brownian_tol=brownian_tol,
     )
@@ -287,8 +314,24 @@ def sample_ode(
     """
     if stepsize_controller is None and steps is None:
         stepsize_controller = dfx.PIDController(rtol=rtol, atol=atol)
-    return _run("sample_ode", sde, score, key, shape, solver, steps, stepsize_controller, t_eps,
-                denoise, grid, x_T, False, dt0, max_steps, None)
+    return _run(
+        "sample_ode",
+        sde,
+        score,
+        key,
+        shape,
+        solver,
+        steps,
+        stepsize_controller,
+        t_eps,
+        denoise,
+        grid,
+        x_T,
+        False,
+        dt0,
+        max_steps,
+        None,
+    )
 
 
 def sample_sde(
@@ -325,5 +368,21 @@ def sample_sde(
 
     **Returns:** a [`scoresde.SampleResult`][].
     """
-    return _run("sample_sde", sde, score, key, shape, solver, steps, stepsize_controller, t_eps,
-                denoise, grid, x_T, True, dt0, max_steps, brownian_tol)
+    return _run(
+        "sample_sde",
+        sde,
+        score,
+        key,
+        shape,
+        solver,
+        steps,
+        stepsize_controller,
+        t_eps,
+        denoise,
+        grid,
+        x_T,
+        True,
+        dt0,
+        max_steps,
+        brownian_tol,
+    )

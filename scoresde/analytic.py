@@ -23,7 +23,7 @@ from ._checks import is_concrete
 from ._custom_types import Key, Scalar
 from ._sde import AbstractSDE
 
-__all__ = ["Gaussian", "GaussianMixture", "MarginalScore", "marginal_score"]
+__all__ = ["Gaussian", "GaussianMixture", "MarginalScore", "marginal_score", "ring_mixture"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -200,7 +200,9 @@ class GaussianMixture(eqx.Module):
     def from_npz(cls, path, dtype=None) -> "GaussianMixture":
         """Load `weights`, `means`, `eigvecs`, `eigvals` arrays from an `.npz` file."""
         with np.load(path) as data:
-            arrays = {k: jnp.asarray(data[k], dtype) for k in ("weights", "means", "eigvecs", "eigvals")}
+            arrays = {
+                k: jnp.asarray(data[k], dtype) for k in ("weights", "means", "eigvecs", "eigvals")
+            }
         weights = arrays["weights"] / jnp.sum(arrays["weights"])
         return cls(weights, arrays["means"], eigvecs=arrays["eigvecs"], eigvals=arrays["eigvals"])
 
@@ -299,3 +301,23 @@ def marginal_score(dist: Gaussian | GaussianMixture, sde: AbstractSDE) -> Margin
     if not isinstance(sde, AbstractSDE):
         raise TypeError(f"sde must be an AbstractSDE; got {type(sde).__name__}.")
     return MarginalScore(dist, sde)
+
+
+def ring_mixture(
+    num_modes: int = 8, radius: float = 1.0, std: float = 0.1, weights=None
+) -> GaussianMixture:
+    """Isotropic 2-D components evenly spaced on a circle (the `ring2d` benchmark problem).
+
+    Default weights are 0.05, 0.10, 0.15, 0.20 repeated around the circle (for 8 modes).
+    """
+    if num_modes < 1:
+        raise ValueError(f"num_modes must be >= 1; got num_modes={num_modes}.")
+    angles = 2 * np.pi * np.arange(num_modes) / num_modes
+    means = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    if weights is None:
+        weights = 0.05 * (1 + np.arange(num_modes) % 4)
+    weights = np.asarray(weights, float)
+    weights = weights / weights.sum()
+    eigvecs = np.broadcast_to(np.eye(2), (num_modes, 2, 2))
+    eigvals = np.full((num_modes, 2), std**2)
+    return GaussianMixture(weights, means, eigvecs=eigvecs, eigvals=eigvals)

@@ -1,7 +1,14 @@
 import jax
 import pytest
+from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# The `x64` fixture only switches a global flag, which is the same for every example.
+settings.register_profile(
+    "scoresde", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.load_profile("scoresde")
 
 
 @pytest.fixture

@@ -1,0 +1,392 @@
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from helpers import SDE_IDS, SDE_SOLVER_IDS, SDE_SOLVERS, SDES, random_gaussian
+
+import scoresde as ss
+
+# ----------------------------------------------------------------------------- PF-ODE accuracy
+
+
+@pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
+def test_pf_ode_matches_exact_gaussian_flow(x64, sde):
+    """Tsit5 at rtol 1e-7 in float64 reproduces the exact flow map to 1e-5."""
+    dist = random_gaussian(0, 3, jnp.float64)
+    t_eps = 1e-3 * sde.T
+    x_T = dist.marginal(sde, sde.T).sample(jr.key(1), 16)
+    result = ss.sample_ode(
+        sde,
+        ss.analytic.marginal_score(dist, sde),
+        key=jr.key(2),
+        shape=x_T.shape,
+        x_T=x_T,
+        t_eps=t_eps,
+        stepsize_controller=dfx.PIDController(rtol=1e-7, atol=1e-7),
+    )
+    expected = jax.vmap(lambda x: dist.probability_flow(sde, sde.T, t_eps, x))(x_T)
+    assert result.x.dtype == jnp.float64
+    assert jnp.max(jnp.abs(result.x - expected)) < 1e-5
+
+
+def test_pf_ode_fixed_grids_converge(x64):
+    """More steps on each grid bring the fixed-step solution closer to the exact map."""
+    sde = ss.VPSDE()
+    dist = random_gaussian(1, 2, jnp.float64)
+    score = ss.analytic.marginal_score(dist, sde)
+    x_T = dist.marginal(sde, sde.T).sample(jr.key(0), 8)
+    expected = jax.vmap(lambda x: dist.probability_flow(sde, sde.T, 1e-3, x))(x_T)
+    for grid in ["uniform", "log_snr", "karras"]:
+        errs = []
+        for steps in [10, 40]:
+            r = ss.sample_ode(
+                sde,
+                score,
+                key=jr.key(0),
+                shape=x_T.shape,
+                x_T=x_T,
+                t_eps=1e-3,
+                solver=dfx.Heun(),
+                steps=steps,
+                grid=grid,
+            )
+            errs.append(float(jnp.max(jnp.abs(r.x - expected))))
+        assert errs[1] < errs[0] / 8, (grid, errs)  # second order: 16x in theory
+
+
+# ----------------------------------------------------------------------------- reverse SDE statistics
+
+
+def _moments_within(x, mean, cov, n_se=5.0):
+    """Sample mean and covariance within n_se standard errors of the exact ones."""
+    n = x.shape[0]
+    var = jnp.diag(cov)
+    mean_ok = jnp.all(jnp.abs(x.mean(0) - mean) < n_se * jnp.sqrt(var / n))
+    emp = jnp.cov(x.T)
+    # Var of a sample covariance entry: (S_ii S_jj + S_ij^2) / n for Gaussian data.
+    se = jnp.sqrt((jnp.outer(var, var) + cov**2) / n)
+    cov_ok = jnp.all(jnp.abs(emp - cov) < n_se * se)
+    return bool(mean_ok), bool(cov_ok)
+
+
+SDE_STEPS = {"euler": 500, "heun": 200, "reversible_heun": 200, "sra1": 200, "shark": 200}
+
+
+@pytest.mark.parametrize("solver", SDE_SOLVERS, ids=SDE_SOLVER_IDS)
+def test_reverse_sde_reproduces_gaussian_moments(solver, request):
+    sde = ss.VPSDE()
+    dist = random_gaussian(2, 2)
+    n, t_eps = 4000, 1e-3
+    x_T = dist.marginal(sde, sde.T).sample(jr.key(0), n)
+    steps = SDE_STEPS[request.node.callspec.id]
+    r = ss.sample_sde(
+        sde,
+        ss.analytic.marginal_score(dist, sde),
+        key=jr.key(1),
+        shape=x_T.shape,
+        x_T=x_T,
+        solver=solver,
+        steps=steps,
+        t_eps=t_eps,
+        denoise=False,
+    )
+    target = dist.marginal(sde, t_eps)
+    assert _moments_within(r.x, target.mean, target.cov) == (True, True)
+
+
+def test_negative_control_pf_drift_without_half_fails():
+    """Integrating dx = [f x - g^2 score] dt with NO noise (the PF-ODE without its 1/2)
+    collapses the spread: the same moment check must reject it."""
+    sde = ss.VPSDE()
+    dist = random_gaussian(2, 2)
+    n, t_eps = 4000, 1e-3
+    x_T = dist.marginal(sde, sde.T).sample(jr.key(0), n)
+    score = ss.analytic.marginal_score(dist, sde)
+    wrong = ss._terms.ReverseDrift(sde, ss._terms.BatchedScore(score))  # drift with g^2, no 1/2
+    s_grid = sde.T - ss.time_grid(sde, 200, t_eps=t_eps)
+    sol = dfx.diffeqsolve(
+        dfx.ODETerm(wrong),
+        dfx.Heun(),
+        s_grid[0],
+        s_grid[-1],
+        None,
+        x_T,
+        stepsize_controller=dfx.StepTo(ts=s_grid),
+        max_steps=200,
+    )
+    target = dist.marginal(sde, t_eps)
+    assert _moments_within(sol.ys[0], target.mean, target.cov) != (True, True)
+    # ...while the correct PF-ODE on the same grid passes it.
+    r = ss.sample_ode(
+        sde,
+        score,
+        key=jr.key(1),
+        shape=x_T.shape,
+        x_T=x_T,
+        solver=dfx.Heun(),
+        steps=200,
+        t_eps=t_eps,
+    )
+    assert _moments_within(r.x, target.mean, target.cov) == (True, True)
+
+
+@pytest.mark.parametrize("sde", [ss.VPSDE(), ss.VESDE()], ids=["vp", "ve"])
+def test_reverse_sde_recovers_mixture_mode_weights(sde):
+    dist = ss.analytic.ring_mixture()
+    n = 4000
+    r = ss.sample_sde(
+        sde,
+        ss.analytic.marginal_score(dist, sde),
+        key=jr.key(0),
+        shape=(n, 2),
+        solver=dfx.Euler(),
+        steps=500,
+        grid="log_snr",
+    )
+    comp = jnp.argmax(jax.vmap(dist.responsibilities)(r.x), axis=1)
+    freq = jnp.bincount(comp, length=dist.num_components) / n
+    assert jnp.max(jnp.abs(freq - dist.weights)) < 0.03
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solver", SDE_SOLVERS, ids=SDE_SOLVER_IDS)
+@pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
+def test_reverse_sde_moments_every_sde_and_solver(sde, solver):
+    """All SDE x solver pairs on a log-SNR grid (EDM's span needs it)."""
+    dist = random_gaussian(4, 2)
+    n, t_eps = 4000, sde.default_t_eps
+    x_T = dist.marginal(sde, sde.T).sample(jr.key(0), n)
+    r = ss.sample_sde(
+        sde,
+        ss.analytic.marginal_score(dist, sde),
+        key=jr.key(1),
+        shape=x_T.shape,
+        x_T=x_T,
+        solver=solver,
+        steps=500,
+        t_eps=t_eps,
+        grid="log_snr",
+        denoise=False,
+    )
+    target = dist.marginal(sde, t_eps)
+    assert _moments_within(r.x, target.mean, target.cov) == (True, True)
+
+
+def test_adaptive_sde_sampling_with_shark(x64):
+    sde = ss.VPSDE()
+    dist = random_gaussian(2, 2, jnp.float64)
+    n = 1000
+    x_T = dist.marginal(sde, sde.T).sample(jr.key(0), n)
+    r = ss.sample_sde(
+        sde,
+        ss.analytic.marginal_score(dist, sde),
+        key=jr.key(1),
+        shape=x_T.shape,
+        x_T=x_T,
+        solver=dfx.ShARK(),
+        steps=50,
+        denoise=False,
+        stepsize_controller=dfx.PIDController(rtol=1e-2, atol=1e-2),
+    )
+    target = dist.marginal(sde, 1e-3)
+    assert _moments_within(r.x, target.mean, target.cov) == (True, True)
+    assert len(set(np.asarray(r.num_steps).tolist())) > 1  # each sample took its own steps
+
+
+# ----------------------------------------------------------------------------- strong order
+
+
+def test_euler_maruyama_strong_order_one(x64):
+    """EM on the reverse VP SDE (additive noise) has strong order 1: log-log slope of the
+    RMS error against a fine solution on the same Brownian path."""
+    sde = ss.VPSDE()
+    dist = random_gaussian(5, 2, jnp.float64)
+    score = ss.analytic.marginal_score(dist, sde)
+    s_end = sde.T - 0.05
+
+    @jax.jit
+    def solve(key, x0, dt):
+        path = dfx.VirtualBrownianTree(0.0, s_end, 1e-5, (2,), key)
+        terms = ss.reverse_terms(sde, score, path)
+        sol = dfx.diffeqsolve(terms, dfx.Euler(), 0.0, s_end, dt, x0, max_steps=2**14)
+        return sol.ys[0]
+
+    keys = jr.split(jr.key(0), 100)
+    x0s = dist.marginal(sde, sde.T).sample(jr.key(1), 100)
+
+    def errs_for(dt):
+        return jax.vmap(lambda k, x: solve(k, x, dt))(keys, x0s)
+
+    reference = errs_for(s_end / 2**11)
+    hs = np.array([s_end / 2**k for k in range(3, 8)])
+    errors = np.array(
+        [float(jnp.sqrt(jnp.mean(jnp.sum((errs_for(h) - reference) ** 2, -1)))) for h in hs]
+    )
+    slope = np.polyfit(np.log(hs), np.log(errors), 1)[0]
+    assert 0.85 < slope < 1.2, (slope, errors)
+
+
+# ----------------------------------------------------------------------------- determinism, nfe
+
+
+@pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-4), (jnp.float64, 1e-12)])
+def test_same_key_same_samples_and_batch_independence(dtype, tol):
+    """Sample i depends on fold_in(key, i) only: up to rounding (batched matmuls may sum
+    in another order), the first 5 of 12 samples are the 5 of a batch of 5."""
+    if dtype == jnp.float64:
+        jax.config.update("jax_enable_x64", True)
+    try:
+        _check_batch_independence(dtype, tol)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def _check_batch_independence(dtype, tol):
+    sde = ss.VPSDE()
+    dist = random_gaussian(6, 2, dtype)
+    score = ss.analytic.marginal_score(dist, sde)
+    for sampler, kw in [
+        (ss.sample_sde, dict(steps=50)),
+        (ss.sample_ode, dict(steps=20)),
+        (ss.sample_ode, dict()),
+    ]:
+        a = sampler(sde, score, key=jr.key(3), shape=(12, 2), **kw).x
+        b = sampler(sde, score, key=jr.key(3), shape=(12, 2), **kw).x
+        c = sampler(sde, score, key=jr.key(3), shape=(5, 2), **kw).x
+        assert jnp.array_equal(a, b)
+        assert jnp.allclose(a[:5], c, rtol=tol, atol=tol)
+        assert not jnp.allclose(a[0], a[1])
+
+
+class _CountingScore(eqx.Module):
+    """The exact score, plus a host-side count of how often it really runs."""
+
+    inner: ss.analytic.MarginalScore
+
+    def __call__(self, t, x):
+        jax.debug.callback(_COUNTER.append, 1)
+        return self.inner(t, x)
+
+
+_COUNTER: list = []
+
+
+@pytest.mark.parametrize(
+    "sampler, kw",
+    [
+        (ss.sample_ode, dict(solver=dfx.Tsit5())),
+        (
+            ss.sample_ode,
+            dict(solver=dfx.Dopri5(), stepsize_controller=dfx.PIDController(rtol=1e-6, atol=1e-6)),
+        ),
+        (ss.sample_ode, dict(solver=dfx.Heun(), steps=7)),
+        (ss.sample_ode, dict(solver=dfx.Bosh3(), steps=5, denoise=True)),
+        (ss.sample_ode, dict(solver=dfx.ReversibleHeun(), steps=6)),
+        (ss.sample_sde, dict(solver=dfx.Euler(), steps=9)),
+        (ss.sample_sde, dict(solver=dfx.ShARK(), steps=4)),
+        (
+            ss.sample_sde,
+            dict(
+                solver=dfx.SRA1(),
+                steps=50,
+                stepsize_controller=dfx.PIDController(rtol=1e-2, atol=1e-2),
+            ),
+        ),
+    ],
+)
+def test_nfe_counts_every_score_evaluation(sampler, kw):
+    """`nfe` equals the number of score calls actually executed (rejected steps included)."""
+    sde = ss.VPSDE()
+    score = _CountingScore(ss.analytic.marginal_score(random_gaussian(0, 2), sde))
+    _COUNTER.clear()
+    r = sampler(sde, score, key=jr.key(0), shape=(1, 2), **kw)
+    jax.effects_barrier()
+    assert int(r.nfe[0]) == len(_COUNTER) > 0
+
+
+def test_no_retrace_for_new_values():
+    sde = ss.VPSDE()
+    traces = []
+
+    class Score(eqx.Module):
+        inner: ss.analytic.MarginalScore
+
+        def __call__(self, t, x):
+            traces.append(1)
+            return self.inner(t, x)
+
+    def make(seed):
+        return Score(ss.analytic.marginal_score(random_gaussian(seed, 2), sde))
+
+    for sampler, kw in [(ss.sample_sde, dict(steps=10)), (ss.sample_ode, dict())]:
+        sampler(sde, make(0), key=jr.key(0), shape=(4, 2), t_eps=1e-3, **kw)
+        n = len(traces)
+        sampler(sde, make(1), key=jr.key(1), shape=(4, 2), t_eps=2e-3, **kw)
+        assert len(traces) == n  # new key, new t_eps, new score parameters: no retrace
+        x_T = jnp.ones((4, 2))
+        sampler(sde, make(2), key=jr.key(2), shape=(4, 2), t_eps=3e-3, x_T=x_T, **kw)
+        n = len(traces)
+        sampler(sde, make(3), key=jr.key(3), shape=(4, 2), t_eps=4e-3, x_T=2 * x_T, **kw)
+        assert len(traces) == n
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _score(sde):
+    return ss.analytic.marginal_score(random_gaussian(0, 2), sde)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(t_eps=0.0), ValueError, "t_eps"),
+        (dict(t_eps=1.5), ValueError, "t_eps"),
+        (dict(steps=0), ValueError, "steps"),
+        (dict(steps=2.5), TypeError, "steps"),
+        (dict(shape=(4,)), ValueError, "shape"),
+        (dict(x_T=jnp.full((4, 2), jnp.nan)), ValueError, "x_T"),
+        (dict(x_T=jnp.ones((3, 2))), ValueError, "x_T"),
+        (dict(grid="cosine"), ValueError, "grid"),
+        (dict(solver="euler"), TypeError, "solver"),
+    ],
+)
+@pytest.mark.parametrize("sampler", [ss.sample_ode, ss.sample_sde], ids=["ode", "sde"])
+def test_bad_arguments_raise(sampler, kwargs, exc, match):
+    sde = ss.VPSDE()
+    base = dict(key=jr.key(0), shape=(4, 2), steps=5)
+    base.update(kwargs)
+    with pytest.raises(exc, match=match):
+        sampler(sde, _score(sde), **base)
+
+
+def test_score_with_wrong_shape_raises():
+    sde = ss.VPSDE()
+    with pytest.raises(ValueError, match="score"):
+        ss.sample_ode(sde, lambda t, x: x[:1], key=jr.key(0), shape=(4, 2), steps=3)
+    with pytest.raises(TypeError, match="dtype"):
+        ss.sample_sde(sde, lambda t, x: x.astype(jnp.int32), key=jr.key(0), shape=(4, 2), steps=3)
+
+
+def test_failed_solve_raises_with_advice():
+    sde = ss.VPSDE()
+    with pytest.raises(RuntimeError, match="t_eps"):
+        ss.sample_ode(
+            sde,
+            _score(sde),
+            key=jr.key(0),
+            shape=(2, 2),
+            max_steps=3,
+            stepsize_controller=dfx.PIDController(rtol=1e-9, atol=1e-9),
+        )
+
+
+def test_unstable_fixed_steps_raise_instead_of_nan():
+    sde = ss.VPSDE()
+    with pytest.raises(FloatingPointError, match="not finite"):
+        ss.sample_ode(
+            sde, lambda t, x: 1e30 * x**3, key=jr.key(0), shape=(2, 2), steps=3, solver=dfx.Euler()
+        )
