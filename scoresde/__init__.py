@@ -81,4 +81,20 @@ from ._train import (
     train_toy2d as train_toy2d,
 )
 
+from ._divergence import (
+    AbstractDivergence as AbstractDivergence,
+    EigenHutchinson as EigenHutchinson,
+    ExactDivergence as ExactDivergence,
+    Hutchinson as Hutchinson,
+)
+from ._likelihood import (
+    BitsPerDimResult as BitsPerDimResult,
+    EncodeResult as EncodeResult,
+    LikelihoodResult as LikelihoodResult,
+    bits_per_dim as bits_per_dim,
+    decode as decode,
+    encode as encode,
+    log_likelihood as log_likelihood,
+)
+
 __version__ = "0.1.0"

@@ -1,0 +1,506 @@
+"""Tests of log_likelihood, the divergence estimators, bits_per_dim, encode and decode.
+
+The oracle (MATH.md): with the exact score, the exact divergence and the analytic p_T as prior, the
+PF-ODE likelihood equals the analytic ln p_{t_eps}(x) up to the solver tolerance.
+"""
+
+import math
+import warnings
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import scoresde as ss
+from scoresde._divergence import EigenHutchinson, ExactDivergence, Hutchinson
+from scoresde._likelihood import bits_per_dim, decode, encode, log_likelihood
+
+SDES = [ss.VPSDE(), ss.SubVPSDE(), ss.VESDE(), ss.EDMSDE()]
+SDE_IDS = ["vp", "subvp", "ve", "edm"]
+BATCH = 4
+
+
+def _t_eps(sde):
+    return 2e-3 if isinstance(sde, ss.EDMSDE) else 1e-5
+
+
+def _random_spd(rng, dim, low, high):
+    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    return (q * rng.uniform(low, high, size=dim)) @ q.T
+
+
+def _gaussian(seed, dim, dtype):
+    rng = np.random.default_rng(seed)
+    return ss.analytic.Gaussian(
+        jnp.asarray(rng.normal(size=dim), dtype),
+        jnp.asarray(_random_spd(rng, dim, 0.05, 2.0), dtype),
+    )
+
+
+def _mixture(seed, dim, k, dtype):
+    rng = np.random.default_rng(seed)
+    covs = np.stack([_random_spd(rng, dim, 0.05, 1.0) for _ in range(k)])
+    return ss.analytic.GaussianMixture(
+        jnp.asarray(rng.dirichlet(np.full(k, 2.0)), dtype),
+        jnp.asarray(2 * rng.normal(size=(k, dim)), dtype),
+        jnp.asarray(covs, dtype),
+    )
+
+
+def _exact_ll(dist, sde, x, *, t_eps, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = log_likelihood(
+            sde,
+            ss.analytic.marginal_score(dist, sde),
+            x,
+            divergence=ExactDivergence(),
+            t_eps=t_eps,
+            prior_log_prob=dist.marginal(sde, sde.T).log_prob,
+            **kwargs,
+        )
+    expected = jax.vmap(dist.marginal(sde, t_eps).log_prob)(x)
+    return result, expected
+
+
+# ---------------------------------------------------------------- the analytic oracle
+
+
+@settings(deadline=None, max_examples=5)
+@given(
+    dim=st.integers(1, 8),
+    sde_index=st.integers(0, 3),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_exact_on_random_gaussians_float64(x64, dim, sde_index, seed):
+    sde = SDES[sde_index]
+    dist = _gaussian(seed, dim, jnp.float64)
+    x = dist.sample(jr.key(seed), BATCH)
+    result, expected = _exact_ll(dist, sde, x, t_eps=_t_eps(sde), rtol=1e-8, atol=1e-8)
+    assert result.log_prob.dtype == jnp.float64
+    np.testing.assert_allclose(result.log_prob, expected, rtol=0, atol=1e-4)
+    # The latent is the exact PF-ODE flow map of the Gaussian.
+    z = jax.vmap(lambda xi: dist.probability_flow(sde, _t_eps(sde), sde.T, xi))(x)
+    np.testing.assert_allclose(result.z, z, rtol=1e-5, atol=1e-5 * sde.prior_std)
+
+
+@settings(deadline=None, max_examples=3)
+@given(
+    dim=st.sampled_from([2, 5]),
+    sde_index=st.integers(0, 3),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_exact_on_random_mixtures_float64(x64, dim, sde_index, seed):
+    sde = SDES[sde_index]
+    dist = _mixture(seed, dim, 3, jnp.float64)
+    x = dist.sample(jr.key(seed), BATCH)
+    result, expected = _exact_ll(dist, sde, x, t_eps=_t_eps(sde), rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(result.log_prob, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
+def test_exact_float32_at_defaults(sde):
+    dist = _mixture(3, 3, 2, jnp.float32)
+    x = dist.sample(jr.key(1), BATCH)
+    result, expected = _exact_ll(dist, sde, x, t_eps=_t_eps(sde))
+    assert result.log_prob.dtype == jnp.float32
+    np.testing.assert_allclose(result.log_prob, expected, rtol=0, atol=1e-2)
+    np.testing.assert_allclose(
+        result.log_prob, result.prior_log_prob + result.delta_log_prob, rtol=1e-6, atol=1e-4
+    )
+    assert result.stderr is None
+    assert result.nfe.shape == (BATCH,) and bool(jnp.all(result.successful))
+    # Tsit5 is FSAL: one evaluation at the start, then 6 per attempted step.
+    np.testing.assert_array_equal(result.nfe, 1 + 6 * result.num_steps)
+
+
+@pytest.mark.slow
+@settings(deadline=None, max_examples=30)
+@given(
+    dim=st.integers(1, 8),
+    sde_index=st.integers(0, 3),
+    seed=st.integers(0, 2**31 - 1),
+    mixture=st.booleans(),
+)
+def test_exact_property_long(x64, dim, sde_index, seed, mixture):
+    sde = SDES[sde_index]
+    dist = _mixture(seed, dim, 3, jnp.float64) if mixture else _gaussian(seed, dim, jnp.float64)
+    x = dist.sample(jr.key(seed), BATCH)
+    result, expected = _exact_ll(dist, sde, x, t_eps=_t_eps(sde), rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(result.log_prob, expected, rtol=0, atol=1e-4)
+
+
+def test_default_prior_differs_by_kl_for_vp():
+    """ln N(z; 0, I) - ln p_T(z), z ~ p_T, has mean -KL(p_T || N(0, I)) (Gaussian formula)."""
+    # A short schedule (alpha(1) ~ 0.28), so that p_T visibly differs from the prior.
+    sde = ss.VPSDE(beta_max=5.0)
+    dim, n = 2, 256
+    dist = ss.analytic.Gaussian(jnp.full((dim,), 2.0), jnp.diag(jnp.array([9.0, 4.0])))
+    x = dist.sample(jr.key(0), n)
+    score = ss.analytic.marginal_score(dist, sde)
+    pT = dist.marginal(sde, sde.T)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analytic = log_likelihood(
+            sde, score, x, divergence=ExactDivergence(), t_eps=1e-5, prior_log_prob=pT.log_prob
+        )
+        default = log_likelihood(sde, score, x, divergence=ExactDivergence(), t_eps=1e-5)
+    diff = default.log_prob - analytic.log_prob
+    np.testing.assert_allclose(
+        diff,
+        jax.vmap(sde.prior_log_prob)(default.z) - jax.vmap(pT.log_prob)(default.z),
+        rtol=0,
+        atol=1e-3,
+    )
+    v = pT.eigvals
+    m = pT.eigvecs.T @ pT.mean
+    kl = 0.5 * jnp.sum(v + m**2 - 1 - jnp.log(v))
+    assert kl > 0.3  # the test is not vacuous
+    se = float(jnp.std(diff)) / math.sqrt(n)
+    assert abs(float(jnp.mean(diff)) + float(kl)) < 5 * se
+
+
+# ---------------------------------------------------------------- Hutchinson
+
+
+def _linear_problem(dim=6):
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.normal(size=(dim, dim)) + 2 * np.eye(dim), jnp.float32)
+    a = 0.5 * (a + a.T)  # symmetric, so MATH.md's variance formulas apply
+    return a, (lambda x: a @ x), jnp.zeros((dim,), jnp.float32)
+
+
+@pytest.mark.parametrize("noise", ["rademacher", "gaussian"])
+def test_hutchinson_unbiased_on_linear_field(noise):
+    a, fn, x = _linear_problem()
+    div = Hutchinson(num_probes=1, noise=noise)
+    n = 4000
+
+    def one(i):
+        probes = div.init(jr.fold_in(jr.key(0), i), fn, x)
+        return div(fn, x, probes)[1][0]
+
+    est = jax.vmap(one)(jnp.arange(n))
+    se = float(jnp.std(est)) / math.sqrt(n)
+    assert abs(float(jnp.mean(est)) - float(jnp.trace(a))) < 4 * se
+    # MATH.md's variances for a symmetric J.
+    fro2 = float(jnp.sum(a**2))
+    expected_var = (
+        2 * (fro2 - float(jnp.sum(jnp.diag(a) ** 2))) if noise == "rademacher" else 2 * fro2
+    )
+    np.testing.assert_allclose(float(jnp.var(est)), expected_var, rtol=0.15)
+
+
+def test_rademacher_variance_below_gaussian():
+    a, fn, x = _linear_problem()
+    variances = {}
+    for noise in ("rademacher", "gaussian"):
+        div = Hutchinson(noise=noise)
+        keys = jax.vmap(lambda i: jr.fold_in(jr.key(1), i))(jnp.arange(2000))
+        est = jax.vmap(lambda k, d=div: d(fn, x, d.init(k, fn, x))[1][0])(keys)
+        variances[noise] = float(jnp.var(est))
+    assert variances["rademacher"] < 0.8 * variances["gaussian"]
+
+
+def test_exact_and_eigen_divergence_on_linear_field():
+    a, fn, x = _linear_problem()
+    fx, est = ExactDivergence()(fn, x, None)
+    np.testing.assert_allclose(est[0], jnp.trace(a), rtol=1e-5)
+    # In the eigenbasis of a constant symmetric Jacobian, Rademacher probes are exact.
+    div = EigenHutchinson(num_probes=2)
+    probes = div.init(jr.key(0), fn, x)
+    np.testing.assert_allclose(div(fn, x, probes)[1], jnp.full((2,), jnp.trace(a)), rtol=1e-4)
+
+
+def _gaussian_case(n, dim=4):
+    sde = ss.VPSDE()
+    dist = _gaussian(7, dim, jnp.float32)
+    x0 = dist.sample(jr.key(3), 1)
+    x = jnp.broadcast_to(x0, (n, dim))  # the same point, a different probe per copy
+    return sde, dist, ss.analytic.marginal_score(dist, sde), x
+
+
+def test_hutchinson_unbiased_on_gaussian_and_stderr():
+    n = 256
+    sde, dist, score, x = _gaussian_case(n)
+    prior = dist.marginal(sde, sde.T).log_prob
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exact = log_likelihood(
+            sde, score, x[:1], divergence=ExactDivergence(), t_eps=1e-3, prior_log_prob=prior
+        )
+        results = {
+            p: log_likelihood(
+                sde,
+                score,
+                x,
+                key=jr.key(5),
+                divergence=Hutchinson(p),
+                t_eps=1e-3,
+                prior_log_prob=prior,
+            )
+            for p in (1, 4)
+        }
+    for p, result in results.items():
+        se = float(jnp.std(result.log_prob)) / math.sqrt(n)
+        assert abs(float(jnp.mean(result.log_prob)) - float(exact.log_prob[0])) < 4 * se, p
+    # The per-sample standard error follows the spread of single-probe estimates / sqrt(4).
+    assert results[1].stderr is None
+    single_sd = float(jnp.std(results[1].log_prob))
+    np.testing.assert_allclose(float(jnp.mean(results[4].stderr)), single_sd / 2, rtol=0.2)
+    np.testing.assert_allclose(float(jnp.std(results[4].log_prob)), single_sd / 2, rtol=0.2)
+
+
+@pytest.mark.slow
+def test_stderr_scales_as_inverse_sqrt_probes():
+    n = 128
+    sde, dist, score, x = _gaussian_case(n, dim=6)
+    prior = dist.marginal(sde, sde.T).log_prob
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        se = {
+            p: float(
+                jnp.mean(
+                    log_likelihood(
+                        sde,
+                        score,
+                        x,
+                        key=jr.key(2),
+                        divergence=Hutchinson(p),
+                        t_eps=1e-3,
+                        prior_log_prob=prior,
+                    ).stderr
+                )
+            )
+            for p in (4, 16, 64)
+        }
+    np.testing.assert_allclose(se[4] / se[16], 2.0, rtol=0.2)
+    np.testing.assert_allclose(se[16] / se[64], 2.0, rtol=0.2)
+
+
+def test_eigen_hutchinson_reduces_error_on_rotated_gaussian():
+    n = 64
+    sde = ss.VPSDE()
+    rng = np.random.default_rng(4)
+    dim = 8
+    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    cov = (q * np.geomspace(1e-3, 1.0, dim)) @ q.T
+    dist = ss.analytic.Gaussian(jnp.zeros(dim), jnp.asarray(cov, jnp.float32))
+    score = ss.analytic.marginal_score(dist, sde)
+    x = dist.sample(jr.key(0), n)
+    prior = dist.marginal(sde, sde.T).log_prob
+    expected = jax.vmap(dist.marginal(sde, 1e-4).log_prob)(x)
+    errors = {}
+    for div in (Hutchinson(), EigenHutchinson()):
+        r = log_likelihood(
+            sde, score, x, key=jr.key(1), divergence=div, t_eps=1e-4, prior_log_prob=prior
+        )
+        errors[type(div).__name__] = float(jnp.sqrt(jnp.mean((r.log_prob - expected) ** 2)))
+        if isinstance(div, EigenHutchinson):
+            np.testing.assert_array_equal(r.nfe, 2 + 6 * r.num_steps)  # + the Jacobian at start
+    assert errors["Hutchinson"] > 0.3  # a single plain probe is noisy here
+    assert errors["EigenHutchinson"] < 0.1 * errors["Hutchinson"]
+
+
+# ---------------------------------------------------------------- errors, retracing, gradients
+
+
+@pytest.fixture
+def small():
+    sde = ss.VPSDE()
+    dist = _gaussian(0, 2, jnp.float32)
+    return sde, ss.analytic.marginal_score(dist, sde), dist.sample(jr.key(0), 3)
+
+
+def test_bad_inputs(small):
+    sde, score, x = small
+    exact = ExactDivergence()
+    with pytest.raises(ValueError, match="key"):
+        log_likelihood(sde, score, x)
+    with pytest.raises(ValueError, match="non-finite"):
+        log_likelihood(sde, score, x.at[0, 0].set(jnp.nan), divergence=exact)
+    with pytest.raises(ValueError, match="batch"):
+        log_likelihood(sde, score, x[0], divergence=exact)
+    with pytest.raises(ValueError, match="shape"):
+        log_likelihood(sde, score, jnp.zeros((3, 5)), divergence=exact)  # score is 2-D
+    with pytest.raises(ValueError, match="rtol"):
+        log_likelihood(sde, score, x, divergence=exact, rtol=0.0)
+    with pytest.raises(ValueError, match="rtol"):
+        log_likelihood(sde, score, x, divergence=exact, rtol=-1e-3)
+    for t_eps in (0.0, -1e-3, 1.0, 2.0):
+        with pytest.raises(ValueError, match="t_eps"):
+            log_likelihood(sde, score, x, divergence=exact, t_eps=t_eps)
+    with pytest.raises(ValueError, match="max_size"):
+        log_likelihood(sde, score, x, divergence=ExactDivergence(max_size=1))
+    with pytest.raises(ValueError, match="variable"):
+        log_likelihood(sde, score, x, divergence=exact, variable="sigma")
+    with pytest.raises(TypeError, match="divergence"):
+        log_likelihood(sde, score, x, divergence="exact")
+    with pytest.raises(ValueError, match="noise"):
+        Hutchinson(noise="uniform")
+    with pytest.raises(ValueError, match="num_probes"):
+        Hutchinson(num_probes=0)
+    with pytest.raises(ValueError, match="dequantization"):
+        bits_per_dim(sde, score, jnp.zeros((2, 2)), key=jr.key(0), dequantization="gauss")
+    with pytest.raises(ValueError, match="integers"):
+        bits_per_dim(sde, score, jnp.full((2, 2), 256.0), key=jr.key(0))
+    with pytest.raises(ValueError, match="key"):
+        bits_per_dim(sde, score, jnp.zeros((2, 2)), divergence=exact)
+
+
+def test_failed_solve_raises_or_gives_nan(small):
+    sde, score, x = small
+    kwargs = dict(divergence=ExactDivergence(), max_steps=2, t_eps=1e-3)
+    with pytest.raises(RuntimeError, match="failed"):
+        log_likelihood(sde, score, x, **kwargs)
+    result = log_likelihood(sde, score, x, throw=False, **kwargs)
+    assert bool(jnp.all(jnp.isnan(result.log_prob)))
+    assert not bool(jnp.any(result.successful))
+    assert bool(jnp.all(result.status != 0))
+
+
+def test_float32_warns_for_small_t_eps(small):
+    sde, score, x = small
+    with pytest.warns(UserWarning, match="float32"):
+        log_likelihood(sde, score, x, divergence=ExactDivergence(), t_eps=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        log_likelihood(sde, score, x, divergence=ExactDivergence(), t_eps=1e-3)
+
+
+class _CountingScore(eqx.Module):
+    inner: ss.analytic.MarginalScore
+    counter: list = eqx.field(static=True)
+
+    def __call__(self, t, x):
+        self.counter.append(1)  # runs at trace time only
+        return self.inner(t, x)
+
+
+def test_no_retrace(small):
+    sde, score, x = small
+    counter = []
+    counting = _CountingScore(score, counter)
+    log_likelihood(sde, counting, x, key=jr.key(0), t_eps=1e-3)
+    traced = len(counter)
+    assert traced > 0
+    # New values of x, key, t_eps and tolerances, and a new score with the same structure.
+    other = _CountingScore(ss.analytic.marginal_score(_gaussian(9, 2, jnp.float32), sde), counter)
+    log_likelihood(sde, other, x + 1.0, key=jr.key(1), t_eps=2e-3, rtol=1e-4, atol=1e-6)
+    assert len(counter) == traced
+    encode(sde, counting, x, t_eps=1e-3)
+    traced = len(counter)
+    encode(sde, counting, x + 1.0, t_eps=2e-3)
+    assert len(counter) == traced
+
+
+class _ScaledScore(eqx.Module):
+    """The exact score of N(0, s^2 I), s = exp(log_std): a model with one parameter."""
+
+    log_std: jax.Array
+    sde: ss.VPSDE
+
+    def __call__(self, t, x):
+        alpha, sigma = self.sde.marginal(t)
+        return -x / (alpha**2 * jnp.exp(2 * self.log_std) + sigma**2)
+
+
+def test_gradient_matches_finite_differences(x64):
+    sde = ss.VPSDE()
+    x = jr.normal(jr.key(0), (3, 2), jnp.float64) * 0.7
+
+    def loss(model):
+        return jnp.sum(
+            log_likelihood(
+                sde, model, x, divergence=ExactDivergence(), t_eps=1e-3, rtol=1e-10, atol=1e-10
+            ).log_prob
+        )
+
+    model = _ScaledScore(jnp.asarray(0.1, jnp.float64), sde)
+    grad = eqx.filter_grad(loss)(model).log_std
+    h = 1e-5
+    fd = (
+        loss(_ScaledScore(model.log_std + h, sde)) - loss(_ScaledScore(model.log_std - h, sde))
+    ) / (2 * h)
+    np.testing.assert_allclose(grad, fd, rtol=1e-5)
+    assert abs(float(grad)) > 1e-2
+
+
+# ---------------------------------------------------------------- bits/dim, encode, decode
+
+
+def test_bits_per_dim_matches_discrete_entropy(x64):
+    """8-bit 1-D data from a discretised Gaussian whose entropy H(P) is computed exactly."""
+    bits, s_w, m_w = 8, 8.0, 100.3  # in integer units w = k + u
+    sde = ss.VPSDE()
+    scale = 2 / 2**bits
+    dist = ss.analytic.Gaussian(jnp.array([-1 + scale * m_w]), jnp.array([[(scale * s_w) ** 2]]))
+    score = ss.analytic.marginal_score(dist, sde)
+    t_eps = 1e-8  # p_{t_eps} is the model up to sigma(t_eps)^2 / s_x^2 ~ 1e-6
+    k = jnp.arange(2**bits, dtype=jnp.float64)[:, None]
+    from jax.scipy.stats import norm
+
+    edges = jnp.arange(2**bits + 1, dtype=jnp.float64)
+    cdf = norm.cdf(edges, m_w, s_w)
+    p = jnp.diff(cdf)
+    entropy_bits = float(
+        -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)) / math.log(2)
+    )
+    kwargs = dict(
+        divergence=ExactDivergence(),
+        t_eps=t_eps,
+        rtol=1e-9,
+        atol=1e-9,
+        prior_log_prob=dist.marginal(sde, sde.T).log_prob,
+    )
+    none = bits_per_dim(sde, score, k, dequantization="none", **kwargs)
+    assert none.num_dims == 1
+    np.testing.assert_allclose(none.log_det_jacobian, math.log(scale), rtol=1e-12)
+    # The components add up, and 8 bits in [-1, 1] is MATH.md's -ln p_x / (D ln 2) + 7.
+    np.testing.assert_allclose(none.bpd, -none.log_prob / math.log(2) + 7, rtol=1e-10)
+    cross_entropy = float(jnp.sum(p * none.bpd))
+    np.testing.assert_allclose(cross_entropy, entropy_bits, atol=2e-3)
+    # Uniform dequantisation: E_u[-ln p_w(k + u)] = -ln p_w(k + 1/2) + 1/(24 s^2) exactly for a
+    # Gaussian p_w, up to the Monte Carlo error of the repeats.
+    unif = bits_per_dim(
+        sde, score, k, key=jr.key(0), dequantization="uniform", num_repeats=16, **kwargs
+    )
+    gap = 1 / (24 * s_w**2) / math.log(2)
+    err = jnp.abs(unif.bpd - none.bpd - gap)
+    assert bool(jnp.all(err < 5 * unif.stderr + 1e-6))
+    assert float(jnp.sum(p * unif.bpd)) >= entropy_bits - 1e-3
+
+
+@pytest.mark.parametrize("sde", [ss.VPSDE(), ss.EDMSDE()], ids=["vp", "edm"])
+def test_reversible_heun_round_trip_is_exact(x64, sde):
+    dist = _mixture(1, 3, 2, jnp.float64)
+    score = ss.analytic.marginal_score(dist, sde)
+    x = dist.sample(jr.key(0), BATCH)
+    t_eps = _t_eps(sde)
+    kwargs = dict(solver=dfx.ReversibleHeun(), steps=16, t_eps=t_eps, variable="log_snr")
+    enc = encode(sde, score, x, **kwargs)
+    dec = decode(sde, score, enc, **kwargs)
+    np.testing.assert_allclose(dec.x, x, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(enc.nfe, 1 + 16)
+    np.testing.assert_array_equal(dec.nfe, 16)
+    # 16 steps are not converged: decoding z alone, without the solver state, is only approximate.
+    plain = decode(sde, score, enc.z, **kwargs)
+    assert float(jnp.max(jnp.abs(plain.x - x))) > 1e-7
+
+
+def test_encode_matches_exact_flow_and_decode_inverts(x64):
+    sde = ss.VPSDE()
+    dist = _gaussian(2, 3, jnp.float64)
+    score = ss.analytic.marginal_score(dist, sde)
+    x = dist.sample(jr.key(1), BATCH)
+    enc = encode(sde, score, x, t_eps=1e-3, rtol=1e-9, atol=1e-9)
+    z = jax.vmap(lambda xi: dist.probability_flow(sde, 1e-3, sde.T, xi))(x)
+    np.testing.assert_allclose(enc.z, z, rtol=0, atol=1e-7)
+    assert enc.solver_state is None
+    dec = decode(sde, score, enc.z, t_eps=1e-3, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(dec.x, x, rtol=0, atol=1e-6)
