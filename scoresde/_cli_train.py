@@ -1,0 +1,231 @@
+"""`scoresde train`: train a score model on a built-in dataset; write a checkpoint and a loss curve.
+
+`add_parser(subparsers)` registers the subcommand; `run(args)` does the work. Flags are parsed
+into a frozen `TrainConfig` before any library call; `model_from_config(config, key=...)`
+rebuilds the model skeleton that `scoresde.load` needs from a checkpoint's sidecar
+(`TrainConfig(**scoresde.read_sidecar(path)["hyperparameters"])`).
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import jax.random as jr
+
+from . import _data, _losses, _networks, _parametrisation, _sde
+from ._checkpoint import save
+from ._train import adam_with_warmup, fit, num_params
+
+SDES = {
+    "vp": _sde.VPSDE,
+    "subvp": _sde.SubVPSDE,
+    "ve": _sde.VESDE,
+    "edm": _sde.EDMSDE,
+}
+PARAMETRISATIONS = {
+    "score": _parametrisation.DirectScore,
+    "eps": _parametrisation.EpsPrediction,
+    "x0": _parametrisation.X0Prediction,
+    "v": _parametrisation.VPrediction,
+    "edm": _parametrisation.EDMPreconditioning,
+}
+TOY_DATASETS = {
+    "mixture": _data.gaussian_mixture,
+    "moons": _data.two_moons,
+    "rings": _data.rings,
+    "swissroll": _data.swiss_roll,
+    "checkerboard": _data.checkerboard,
+}
+DATASETS = (*TOY_DATASETS, "digits")
+WEIGHTINGS = ("sigma2", "likelihood", "edm")
+# (width, depth) of the MLP for 2-D data; (base_channels, channel_mults) of the U-Net.
+MLP_SIZES = {"tiny": (64, 2), "small": (128, 3), "medium": (256, 4)}
+UNET_SIZES = {"tiny": (8, (1, 2)), "small": (16, (1, 2)), "medium": (32, (1, 2))}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything `scoresde train` needs; stored as the checkpoint's hyper-parameters."""
+
+    dataset: str = "mixture"
+    sde: str = "vp"
+    parametrisation: str = "eps"
+    weighting: str = "sigma2"
+    model_size: str = "small"
+    steps: int = 2000
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    num_train: int = 20_000
+    seed: int = 0
+
+    def __post_init__(self):
+        for name, allowed in (
+            ("dataset", DATASETS),
+            ("sde", tuple(SDES)),
+            ("parametrisation", tuple(PARAMETRISATIONS)),
+            ("weighting", WEIGHTINGS),
+            ("model_size", tuple(MLP_SIZES)),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}.")
+        for name in ("steps", "batch_size", "num_train"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
+
+
+def model_from_config(config: TrainConfig, *, key):
+    """The parametrised network that `config` trains (fresh weights from `key`)."""
+    sde = SDES[config.sde]()
+    wrapper = PARAMETRISATIONS[config.parametrisation]
+    if config.dataset == "digits":
+        base, mults = UNET_SIZES[config.model_size]
+        net = _networks.UNet(
+            (1, 8, 8), base_channels=base, channel_mults=mults, num_heads=2, key=key
+        )
+    else:
+        width, depth = MLP_SIZES[config.model_size]
+        net = _networks.MLPScoreNet(2, width=width, depth=depth, key=key)
+    return wrapper(net, sde)
+
+
+def _loss(config, sde):
+    if config.weighting == "likelihood":
+        return _losses.DenoisingScoreMatching(
+            sde, _losses.LikelihoodWeighting(), _losses.ImportanceTime(stratified=True)
+        )
+    if config.weighting == "edm":
+        return _losses.DenoisingScoreMatching(sde, _losses.EDMWeighting(), _losses.EDMTime())
+    return _losses.DenoisingScoreMatching(sde, time_sampler=_losses.UniformTime(stratified=True))
+
+
+def _plot_losses(losses, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no loss curve written.", file=sys.stderr)
+        return None
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = np.arange(1, len(losses) + 1)
+    ax.plot(steps, losses, lw=0.5, alpha=0.4, label="loss")
+    window = max(1, len(losses) // 50)
+    if window > 1:
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], smooth, lw=1.5, label=f"running mean ({window})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log" if np.all(losses > 0) else "linear")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def train(config: TrainConfig, out_dir, *, progress: bool = True) -> dict:
+    """Run the training `config` describes; write `checkpoint.eqx` (EMA weights), its sidecar,
+    `losses.png` and `losses.json` to `out_dir`. Returns the written paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = jr.key(config.seed)
+    key_data, key_init, key_fit = jr.split(key, 3)
+    model = model_from_config(config, key=key_init)
+    preprocess = None
+    if config.dataset == "digits":
+        data = jnp.asarray(_data.load_digits().train)
+        preprocess = _data.dequantize
+    else:
+        data = TOY_DATASETS[config.dataset](key_data, config.num_train)
+    optimizer = adam_with_warmup(
+        config.learning_rate,
+        warmup_steps=min(100, config.steps // 10),
+        decay_steps=config.steps if config.steps > 1 else None,
+    )
+    if progress:
+        print(f"training {num_params(model)} parameters on {config.dataset}", file=sys.stderr)
+    result = fit(
+        model,
+        _loss(config, model.sde),
+        data,
+        key=key_fit,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        optimizer=optimizer,
+        preprocess=preprocess,
+        progress=progress,
+    )
+    ckpt = out_dir / "checkpoint.eqx"
+    hyper = dataclasses.asdict(config)
+    sidecar = save(ckpt, result.ema_model, hyperparameters=hyper, ema=True)
+    losses = result.losses
+    (out_dir / "losses.json").write_text(json.dumps([float(v) for v in losses]))
+    png = _plot_losses(losses, out_dir / "losses.png")
+    return {
+        "checkpoint": ckpt,
+        "sidecar": sidecar,
+        "loss_curve": png,
+        "final_loss": float(losses[-1]),
+    }
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `train` on an argparse `subparsers` object."""
+    defaults = TrainConfig()
+    p = subparsers.add_parser(
+        "train",
+        help="train a score model on a built-in dataset",
+        description="Train a score model on a built-in dataset; writes a checkpoint (EMA "
+        "weights + JSON sidecar) and a loss-curve PNG to --out.",
+    )
+    p.add_argument("--dataset", choices=DATASETS, default=defaults.dataset)
+    p.add_argument("--sde", choices=tuple(SDES), default=defaults.sde)
+    p.add_argument(
+        "--parametrisation", choices=tuple(PARAMETRISATIONS), default=defaults.parametrisation
+    )
+    p.add_argument("--weighting", choices=WEIGHTINGS, default=defaults.weighting)
+    p.add_argument("--model-size", choices=tuple(MLP_SIZES), default=defaults.model_size)
+    p.add_argument("--steps", type=int, default=defaults.steps)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    p.add_argument("--num-train", type=int, default=defaults.num_train,
+                   help="number of training points for 2-D datasets")  # fmt: skip
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--out", default="runs/train", help="output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute `scoresde train` from parsed arguments; returns the exit status."""
+    try:
+        config = TrainConfig(
+            dataset=args.dataset,
+            sde=args.sde,
+            parametrisation=args.parametrisation,
+            weighting=args.weighting,
+            model_size=args.model_size,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            num_train=args.num_train,
+            seed=args.seed,
+        )
+    except ValueError as e:
+        print(f"scoresde train: {e}", file=sys.stderr)
+        return 2
+    paths = train(config, args.out, progress=not args.quiet)
+    print(f"checkpoint: {paths['checkpoint']} (sidecar {paths['sidecar']})")
+    if paths["loss_curve"] is not None:
+        print(f"loss curve: {paths['loss_curve']}")
+    print(f"final loss: {paths['final_loss']:.4g}")
+    return 0

@@ -1,0 +1,298 @@
+"""Training loop, checkpoints and the `train` CLI subcommand."""
+
+import argparse
+import json
+import math
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import scoresde as ss
+from scoresde import _cli_train, _train
+
+SDE = ss.VPSDE()
+LOSS = ss.DenoisingScoreMatching(SDE)
+OPT = ss.adam_with_warmup(1e-3, warmup_steps=5)
+
+
+def _model(key=0, width=16):
+    return ss.EpsPrediction(ss.MLPScoreNet(2, width=width, depth=1, key=jr.key(key)), SDE)
+
+
+def _data(n=512):
+    return ss.gaussian_mixture(jr.key(0), n, num_components=2)
+
+
+def _leaves(tree):
+    return jax.tree.leaves(eqx.filter(tree, eqx.is_array))
+
+
+def _fit(**kw):
+    args = dict(key=jr.key(1), steps=20, batch_size=32, optimizer=OPT, steps_per_call=8)
+    args.update(kw)
+    model = args.pop("model", _model())
+    data = args.pop("data", _data())
+    return ss.fit(model, LOSS, data, progress=False, **args)
+
+
+def test_fit_learns_is_reproducible_and_does_not_retrace():
+    first = _fit(steps=60)
+    traces = _train._TRACES[0]
+    again = _fit(steps=60)  # same shapes and static arguments: no new trace
+    assert _train._TRACES[0] == traces
+    for a, b in zip(_leaves(first.model), _leaves(again.model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert first.losses.shape == (60,) and np.all(np.isfinite(first.losses))
+    assert int(first.state.step) == 60
+    # A different number of steps (a partial last call) still reuses the compiled step.
+    third = _fit(steps=13)
+    assert _train._TRACES[0] == traces
+    assert int(third.state.step) == 13 and third.losses.shape == (13,)
+    # Training lowers the loss (compare means of the first and last 40 steps).
+    long = _fit(steps=400)
+    assert _train._TRACES[0] == traces
+    assert long.losses[-40:].mean() < 0.8 * long.losses[:40].mean()
+
+
+@pytest.mark.slow
+def test_fit_randomness_comes_from_the_step_index():
+    """Step k uses fold_in(key, k): fusing more steps per call changes nothing."""
+    a = _fit(steps=16, steps_per_call=8)
+    b = _fit(steps=16, steps_per_call=16)
+    for x, y in zip(_leaves(a.model), _leaves(b.model), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    c = _fit(steps=16, steps_per_call=8, key=jr.key(2))
+    assert not np.allclose(a.losses, c.losses)
+
+
+def test_resume_equals_one_run():
+    one = _fit(steps=16, steps_per_call=8)
+    half = _fit(steps=8, steps_per_call=8)
+    rest = ss.fit(None, LOSS, _data(), key=jr.key(1), steps=8, batch_size=32, optimizer=OPT,
+                  steps_per_call=8, progress=False, state=half.state)  # fmt: skip
+    for x, y in zip(_leaves(one.state), _leaves(rest.state), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_ema_and_eval_hook():
+    res = _fit(steps=20, ema_decay=0.0)
+    for x, y in zip(_leaves(res.model), _leaves(res.ema_model), strict=True):
+        np.testing.assert_array_equal(x, y)
+    res = _fit(steps=20, ema_decay=0.99)
+    assert any(not np.array_equal(x, y) for x, y in zip(_leaves(res.model), _leaves(res.ema_model)))
+    seen = []
+    res = _fit(steps=20, eval_every=8, eval_fn=lambda s: seen.append(int(s.step)) or len(seen))
+    assert [s for s, _ in res.evals] == [8, 16, 20] and seen == [8, 16, 20]
+
+
+def test_nan_data_is_rejected_naming_the_row_or_batch():
+    data = np.asarray(_data()).copy()
+    data[37, 1] = np.nan
+    with pytest.raises(ValueError, match="row 37"):
+        _fit(data=data)
+    data[37, 1] = np.inf
+    with pytest.raises(ValueError, match="row 37"):
+        _fit(data=data)
+
+    def stream():
+        for i in range(100):
+            batch = np.ones((32, 2), np.float32) * 0.1
+            if i == 3:
+                batch[5, 0] = np.nan
+            yield batch
+
+    with pytest.raises(ValueError, match="batch 3"):
+        _fit(data=stream())
+
+
+def test_fit_from_an_iterator_of_batches():
+    res = _fit(data=ss.batches(jr.key(0), _data(), 32), steps=12)
+    assert res.losses.shape == (12,) and np.all(np.isfinite(res.losses))
+    with pytest.raises(ValueError, match="ran out"):
+        _fit(data=iter([np.zeros((32, 2), np.float32)] * 3), steps=12)
+
+
+def test_fit_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="steps"):
+        _fit(steps=2.5)
+    with pytest.raises(ValueError, match="steps"):
+        _fit(steps=0)
+    with pytest.raises(ValueError, match="ema_decay"):
+        _fit(ema_decay=1.0)
+    with pytest.raises(ValueError, match="eval_fn"):
+        _fit(eval_every=5)
+    with pytest.raises(ValueError, match="shape"):
+        _fit(data=jnp.ones(10))
+    with pytest.raises(ValueError, match="learning_rate"):
+        ss.adam_with_warmup(-1.0)
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip_is_bit_exact(tmp_path):
+    res = _fit(steps=10)
+    path = tmp_path / "model.eqx"
+    ss.save(path, res.ema_model, hyperparameters={"width": 16}, ema=True)
+    meta = ss.read_sidecar(path)
+    assert meta["model"] == "EpsPrediction" and meta["network"] == "MLPScoreNet"
+    assert meta["sde"]["class"] == "VPSDE" and meta["ema"] is True
+    assert meta["versions"]["jax"] == jax.__version__
+    loaded = ss.load(path, _model(key=5), hyperparameters={"width": 16}, ema=True)
+    for a, b in zip(_leaves(res.ema_model), _leaves(loaded), strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    # A whole TrainState (optimiser state included) round-trips too.
+    state_path = tmp_path / "state.eqx"
+    ss.save(state_path, res.state)
+    skeleton = ss.TrainState.init(_model(key=5), OPT)
+    state = ss.load(state_path, skeleton)
+    for a, b in zip(_leaves(res.state), _leaves(state), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoint_corruption_is_detected(tmp_path):
+    model = _model()
+    path = tmp_path / "model.eqx"
+    ss.save(path, model, hyperparameters={"width": 16})
+    good = path.read_bytes()
+    # 1. truncated file
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ss.CheckpointError, match="truncated"):
+        ss.load(path, model)
+    # same size, flipped bytes
+    path.write_bytes(good[:-4] + bytes(4))
+    with pytest.raises(ss.CheckpointError, match="SHA-256"):
+        ss.load(path, model)
+    path.write_bytes(good)
+    # 2. wrong skeleton: another width, another parametrisation, another SDE
+    with pytest.raises(ss.CheckpointError, match="leaf"):
+        ss.load(path, _model(width=32))
+    with pytest.raises(ss.CheckpointError, match="parametrisation"):
+        ss.load(path, ss.X0Prediction(model.net, SDE))
+    with pytest.raises(ss.CheckpointError, match="SDE"):
+        ss.load(path, ss.EpsPrediction(model.net, ss.VPSDE(beta_max=10.0)))
+    # 3. mismatched sidecar
+    with pytest.raises(ss.CheckpointError, match="width"):
+        ss.load(path, model, hyperparameters={"width": 32})
+    with pytest.raises(ss.CheckpointError, match="ema"):
+        ss.load(path, model, ema=True)
+    side = ss._checkpoint.sidecar_path(path)
+    meta = json.loads(side.read_text())
+    meta["leaves"][0]["shape"] = [99]
+    side.write_text(json.dumps(meta))
+    with pytest.raises(ss.CheckpointError, match="leaf 0"):
+        ss.load(path, model)
+    side.write_text("{not json")
+    with pytest.raises(ss.CheckpointError, match="JSON"):
+        ss.load(path, model)
+    side.unlink()
+    with pytest.raises(ss.CheckpointError, match="missing"):
+        ss.load(path, model)
+
+
+def test_failed_load_leaves_the_skeleton_untouched(tmp_path):
+    model = _model()
+    path = tmp_path / "m.eqx"
+    ss.save(path, _fit(steps=8).model)
+    path.write_bytes(path.read_bytes()[:100])
+    before = [np.asarray(x).copy() for x in _leaves(model)]
+    with pytest.raises(ss.CheckpointError):
+        ss.load(path, model)
+    for a, b in zip(before, _leaves(model), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# --- CLI -----------------------------------------------------------------------------------
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="scoresde")
+    sub = parser.add_subparsers(dest="command")
+    _cli_train.add_parser(sub)
+    return parser.parse_args(argv)
+
+
+def test_cli_train_writes_a_loadable_checkpoint_and_a_loss_curve(tmp_path):
+    out = tmp_path / "run"
+    args = _parse(["train", "--dataset", "moons", "--steps", "10", "--batch-size", "64",
+                   "--model-size", "tiny", "--num-train", "500", "--out", str(out), "--quiet"])  # fmt: skip
+    assert args.func is _cli_train.run
+    assert _cli_train.run(args) == 0
+    assert (out / "losses.png").stat().st_size > 1000
+    losses = json.loads((out / "losses.json").read_text())
+    assert len(losses) == 10 and all(math.isfinite(v) for v in losses)
+    hyper = ss.read_sidecar(out / "checkpoint.eqx")["hyperparameters"]
+    config = _cli_train.TrainConfig(**hyper)
+    assert config.dataset == "moons" and config.steps == 10
+    skeleton = _cli_train.model_from_config(config, key=jr.key(123))
+    model = ss.load(out / "checkpoint.eqx", skeleton, ema=True)
+    assert isinstance(model, ss.EpsPrediction)
+    assert model(0.5, jnp.zeros(2)).shape == (2,)
+
+
+def test_cli_train_rejects_bad_flags(capsys):
+    args = _parse(["train", "--steps", "0", "--quiet"])
+    assert _cli_train.run(args) == 2
+    assert "steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _parse(["train", "--sde", "nonsense"])
+
+
+# --- the statistical training check --------------------------------------------------------
+
+
+@eqx.filter_jit
+def _pf_ode_nll(score, sde, x, t_eps):
+    """-ln p(x) by the instantaneous change of variables with the exact divergence (2-D)."""
+
+    def one(x):
+        def field(t, y, args):
+            def drift(x):
+                return sde.drift(t, x) - 0.5 * sde.diffusion(t) ** 2 * score(t, x)
+
+            return drift(y[0]), jnp.trace(jax.jacfwd(drift)(y[0]))
+
+        sol = dfx.diffeqsolve(
+            dfx.ODETerm(field), dfx.Tsit5(), t_eps, sde.T, 0.01, (x, jnp.zeros(())),
+            stepsize_controller=dfx.PIDController(rtol=1e-5, atol=1e-5), max_steps=4096,
+        )  # fmt: skip
+        return -(sde.prior_log_prob(sol.ys[0][0]) + sol.ys[1][0])
+
+    return jax.vmap(one)(x)
+
+
+def _nll(score, sde, x, t_eps):
+    if hasattr(ss, "log_likelihood") and hasattr(ss, "ExactDivergence"):
+        result = ss.log_likelihood(sde, score, x, divergence=ss.ExactDivergence(), t_eps=t_eps)
+        return -result.log_prob
+    return _pf_ode_nll(score, sde, x, t_eps)
+
+
+@pytest.mark.slow
+def test_short_training_reaches_the_true_entropy_on_a_mixture():
+    """Test NLL of a 3000-step model on the 8-Gaussian ring within 0.15 nats of the entropy."""
+    dist = ss.toy_mixture()
+    n_test = 2000
+    entropy_samples = -jax.vmap(dist.log_prob)(dist.sample(jr.key(101), 200_000))
+    entropy = float(jnp.mean(entropy_samples))
+    entropy_se = float(jnp.std(entropy_samples)) / math.sqrt(200_000)
+    data = dist.sample(jr.key(0), 20_000)
+    result = ss.train_toy2d(key=jr.key(1), data=data, steps=3000)
+    x_test = dist.sample(jr.key(100), n_test)
+    nll = _nll(result.ema_model, result.ema_model.sde, x_test, 1e-3)
+    true_nll = -jax.vmap(dist.log_prob)(x_test)
+    # the gap is measured on the same test points, so their sampling noise mostly cancels
+    gap = float(jnp.mean(nll - true_nll))
+    gap_se = float(jnp.std(nll - true_nll)) / math.sqrt(n_test)
+    assert entropy_se < 0.01
+    assert abs(float(jnp.mean(true_nll)) - entropy) < 5 * float(jnp.std(true_nll)) / math.sqrt(
+        n_test
+    )
+    assert gap + 5 * gap_se < 0.15, (gap, gap_se, float(jnp.mean(nll)), entropy)
+    assert float(jnp.mean(nll)) - entropy < 0.15 + 5 * float(jnp.std(nll)) / math.sqrt(n_test)
