@@ -97,4 +97,40 @@ from ._likelihood import (
     log_likelihood as log_likelihood,
 )
 
+from ._langevin import (
+    AnnealedLangevin as AnnealedLangevin,
+    AnnealedLangevinState as AnnealedLangevinState,
+    LangevinInfo as LangevinInfo,
+    LangevinResult as LangevinResult,
+    LangevinState as LangevinState,
+    MALA as MALA,
+    MALAState as MALAState,
+    UnadjustedLangevin as UnadjustedLangevin,
+    annealed_langevin as annealed_langevin,
+    run_langevin as run_langevin,
+)
+from ._pc import (
+    AbstractCorrector as AbstractCorrector,
+    AbstractPredictor as AbstractPredictor,
+    Ancestral as Ancestral,
+    AnnealedLangevinCorrector as AnnealedLangevinCorrector,
+    EulerMaruyama as EulerMaruyama,
+    LangevinCorrector as LangevinCorrector,
+    ReverseDiffusion as ReverseDiffusion,
+    sample_pc as sample_pc,
+)
+from ._solvers import (
+    AbstractPFSolver as AbstractPFSolver,
+    DPMSolver1 as DPMSolver1,
+    DPMSolver2 as DPMSolver2,
+    DPMSolver3 as DPMSolver3,
+    DPMSolverPP2M as DPMSolverPP2M,
+    DPMSolverPP3M as DPMSolverPP3M,
+    EDMHeun as EDMHeun,
+    EDMResult as EDMResult,
+    UniPC as UniPC,
+    clipped_log_snr_grid as clipped_log_snr_grid,
+    sample_edm as sample_edm,
+)
+
 __version__ = "0.1.0"

@@ -27,11 +27,11 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import diffrax as dfx
-from diffrax._term import WrapTerm as _WrapTerm
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+from diffrax._term import WrapTerm as _WrapTerm
 
 from ._checks import check_positive, check_shape, check_steps, check_t_eps, is_concrete
 from ._grid import time_grid
@@ -48,6 +48,7 @@ __all__ = [
     "UniPC",
     "EDMHeun",
     "sample_edm",
+    "clipped_log_snr_grid",
 ]
 
 
@@ -60,11 +61,11 @@ def _phi(k: int, z):
     z = jnp.asarray(z)
     small = jnp.abs(z) < 0.5
     zs = jnp.where(small, z, 0.0)
-    series = sum(zs**j / math.factorial(j + k) for j in range(10))
+    series = sum(zs**j / float(math.factorial(j + k)) for j in range(9))
     zl = jnp.where(small, 1.0, z)
     closed = jnp.expm1(zl)
     for j in range(1, k):
-        closed = closed - zl**j / math.factorial(j)
+        closed = closed - zl**j / float(math.factorial(j))
     closed = closed / zl**k
     return jnp.where(small, series, closed)
 
@@ -509,6 +510,53 @@ class UniPC(_Multistep):
 
     def _predict(self, l_s, l_t, a_t, s_t, s_s, x_s, lams, preds, count):
         return _exp_multistep(l_s, l_t, a_t, s_t, s_s, x_s, lams, preds, count, self.order_)
+
+
+# --------------------------------------------------------------------------------------------
+# A time grid for few-step exponential integrators
+
+
+def clipped_log_snr_grid(
+    sde: AbstractSDE,
+    steps: int,
+    *,
+    t_eps,
+    sigma_hi: float = 4.0,
+    sigma_lo: float | None = None,
+    dtype=None,
+):
+    r"""`steps + 1` decreasing times from `sde.T` to `t_eps` for few-step exponential integrators.
+
+    In the noise level $\tilde\sigma = \sigma/\alpha = e^{-\lambda}$: one step from
+    $\tilde\sigma(T)$ down to `sigma_hi`, steps uniform in $\lambda$ (geometric in
+    $\tilde\sigma$) down to `sigma_lo`, and one last step to $\tilde\sigma(t_\varepsilon)$.
+    Above a few data standard deviations and far below the smallest data scale the data
+    prediction $\hat x_0$ barely changes along the ODE, so exponential integrators (which are
+    exact for constant $\hat x_0$) spend no steps there. The defaults suit data of scale
+    $\sigma_{data} \approx 0.5$: `sigma_hi` $= 8\sigma_{data}$ and `sigma_lo` $= 5\,
+    \tilde\sigma(t_\varepsilon)$. With `steps` $\le 2$ the inner range is skipped. Use it with
+    `diffrax.StepTo(ts=sde.T - grid)` in `diffrax.diffeqsolve`.
+    """
+    steps = check_steps(steps)
+    check_positive("sigma_hi", sigma_hi)
+    dtype = dtype or jnp.result_type(float)
+    T = jnp.asarray(sde.T, dtype)
+    t_eps = jnp.asarray(t_eps, dtype)
+    lam_lo, lam_hi = sde.log_snr(T), sde.log_snr(t_eps)  # noisiest, cleanest
+    lam_a = jnp.clip(-jnp.log(jnp.asarray(sigma_hi, dtype)), lam_lo, lam_hi)
+    if sigma_lo is None:
+        lam_b = lam_hi - math.log(5.0)
+    else:
+        check_positive("sigma_lo", sigma_lo)
+        lam_b = -jnp.log(jnp.asarray(sigma_lo, dtype))
+    lam_b = jnp.clip(lam_b, lam_a, lam_hi)
+    if steps <= 2:
+        lam = jnp.linspace(lam_lo, lam_hi, steps + 1, dtype=dtype)
+    else:
+        inner = jnp.linspace(lam_a, lam_b, steps - 1, dtype=dtype)
+        lam = jnp.concatenate([lam_lo[None], inner, lam_hi[None]])
+    ts = sde.log_snr_inverse(lam).astype(dtype)
+    return ts.at[0].set(T).at[-1].set(t_eps)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,301 @@
+"""Exponential integrators and EDM's Heun as diffrax solvers, checked on exact Gaussian flow maps."""
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import scoresde as ss
+
+GAUSS_MEAN = [0.5, -1.0, 2.0]
+GAUSS_VARS = [0.05, 1.0, 4.0]
+
+
+def _gaussian(dtype=None):
+    return ss.analytic.Gaussian(
+        jnp.asarray(GAUSS_MEAN, dtype), jnp.diag(jnp.asarray(GAUSS_VARS, dtype))
+    )
+
+
+@eqx.filter_jit
+def _solve_constant(solver, sde, score, x_T, t_eps, dt0):
+    """PF-ODE from T to t_eps with constant steps in s = T - t (one compile for every dt0)."""
+    term = ss.probability_flow_term(sde, score)
+    sol = dfx.diffeqsolve(
+        term,
+        solver,
+        0.0,
+        sde.T - t_eps,
+        dt0,
+        x_T,
+        stepsize_controller=dfx.ConstantStepSize(),
+        max_steps=256,
+    )
+    return sol.ys[0]
+
+
+def _observed_order(solver, sde, t_eps, steps=(16, 32, 64)):
+    dist = _gaussian()
+    score = ss.analytic.marginal_score(dist, sde)
+    x_T = dist.marginal(sde, sde.T).sample(jr.key(0), 1)[0]
+    exact = dist.probability_flow(sde, sde.T, t_eps, x_T)
+    errs = []
+    for n in steps:
+        x = _solve_constant(
+            solver, sde, score, x_T, jnp.asarray(t_eps), jnp.asarray((sde.T - t_eps) / n)
+        )
+        errs.append(float(jnp.linalg.norm(x - exact)))
+    slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
+    return slope, errs
+
+
+# VP stops at t = 0.1 and VE at t = 0.2: constant steps in t are then nearly uniform in the
+# log-SNR, so the asymptotic regime starts at a few steps.
+CASES = [(ss.VPSDE(), 0.1), (ss.VESDE(), 0.2)]
+
+
+@pytest.mark.parametrize("sde,t_eps", CASES, ids=["vp", "ve"])
+@pytest.mark.parametrize(
+    "solver,order",
+    [(ss.DPMSolver1(), 1), (ss.DPMSolver2(), 2), (ss.DPMSolver3(), 3), (ss.DPMSolverPP2M(), 2)],
+    ids=["dpm1", "dpm2", "dpm3", "dpmpp2m"],
+)
+def test_convergence_order(x64, sde, t_eps, solver, order):
+    slope, errs = _observed_order(solver, sde, t_eps)
+    assert errs[-1] < errs[0]
+    assert abs(slope - order) < 0.3, (slope, errs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "sde,t_eps",
+    CASES + [(ss.SubVPSDE(), 0.1), (ss.EDMSDE(), 1.0)],
+    ids=["vp", "ve", "subvp", "edm"],
+)
+@pytest.mark.parametrize(
+    "solver,order",
+    [
+        (ss.DPMSolver1(), 1),
+        (ss.DPMSolver2(), 2),
+        (ss.DPMSolver3(), 3),
+        (ss.DPMSolverPP2M(), 2),
+        (ss.DPMSolverPP3M(), 3),
+        (ss.UniPC(2), 3),
+        (ss.UniPC(3, corrector=False), 3),
+        (ss.EDMHeun(), 2),
+    ],
+    ids=["dpm1", "dpm2", "dpm3", "dpmpp2m", "dpmpp3m", "unipc2", "unipc3_nocorr", "heun"],
+)
+def test_convergence_order_all(x64, sde, t_eps, solver, order):
+    slope, errs = _observed_order(solver, sde, t_eps, steps=(8, 16, 32, 64))
+    assert slope > order - 0.35, (slope, errs)
+
+
+@pytest.mark.slow
+def test_unipc_corrector_raises_order(x64):
+    slope, _ = _observed_order(ss.UniPC(3), ss.VESDE(), 0.2, steps=(16, 32, 64))
+    assert slope > 3.6
+
+
+_SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "solver,per_step",
+    [
+        pytest.param(ss.DPMSolver1(), 1, marks=_SLOW),
+        pytest.param(ss.DPMSolver2(), 2, marks=_SLOW),
+        (ss.DPMSolver3(), 3),
+        pytest.param(ss.DPMSolverPP2M(), 1, marks=_SLOW),
+        pytest.param(ss.DPMSolverPP3M(), 1, marks=_SLOW),
+        (ss.UniPC(), 1),
+        pytest.param(ss.EDMHeun(), 2, marks=_SLOW),
+    ],
+    ids=["dpm1", "dpm2", "dpm3", "dpmpp2m", "dpmpp3m", "unipc", "heun"],
+)
+def test_sample_ode_fixed_steps_nfe_and_accuracy(solver, per_step):
+    """In sample_ode's batched fixed-step path: exact nfe, close to the exact flow map."""
+    sde = ss.VPSDE()
+    dist = _gaussian()
+    x_T = dist.marginal(sde, sde.T).sample(jr.key(1), 8)
+    t_eps = 1e-2
+    r = ss.sample_ode(
+        sde,
+        ss.analytic.marginal_score(dist, sde),
+        key=jr.key(0),
+        shape=x_T.shape,
+        solver=solver,
+        steps=30,
+        grid="log_snr",
+        t_eps=t_eps,
+        x_T=x_T,
+    )
+    exact = jax.vmap(lambda x: dist.probability_flow(sde, sde.T, t_eps, x))(x_T)
+    assert r.x.shape == x_T.shape
+    assert np.all(np.asarray(r.nfe) == 30 * per_step)
+    assert float(jnp.max(jnp.abs(r.x - exact))) < 0.2 / per_step
+
+
+@pytest.mark.parametrize(
+    "solver", [pytest.param(ss.DPMSolver2(), marks=_SLOW), ss.DPMSolver3()], ids=["dpm12", "dpm23"]
+)
+def test_adaptive_single_step(solver):
+    """DPM-Solver-12/23 under a PIDController (per-sample adaptive path of sample_ode)."""
+    sde = ss.EDMSDE()
+    dist = _gaussian()
+    x_T = dist.marginal(sde, sde.T).sample(jr.key(2), 4)
+    r = ss.sample_ode(
+        sde,
+        ss.analytic.marginal_score(dist, sde),
+        key=jr.key(0),
+        shape=x_T.shape,
+        solver=solver,
+        rtol=1e-4,
+        atol=1e-4,
+        x_T=x_T,
+    )
+    exact = jax.vmap(lambda x: dist.probability_flow(sde, sde.T, sde.sigma_min, x))(x_T)
+    assert float(jnp.max(jnp.abs(r.x - exact))) < 1e-2
+    cost = solver.score_evals_per_step
+    assert np.all(np.asarray(r.nfe) == cost * np.asarray(r.num_steps))
+
+
+def test_dpmpp2m_matches_the_reference_formula():
+    """Two steps of DPM-Solver++ 2M by hand (EDM: alpha = 1, sigma = t)."""
+    sde = ss.EDMSDE()
+    dist = _gaussian()
+    score = ss.analytic.marginal_score(dist, sde)
+    ts = jnp.asarray([80.0, 10.0, 1.0])
+    x = jnp.asarray([30.0, -20.0, 50.0])
+    sol = dfx.diffeqsolve(
+        ss.probability_flow_term(sde, score),
+        ss.DPMSolverPP2M(),
+        0.0,
+        sde.T - 1.0,
+        None,
+        x,
+        stepsize_controller=dfx.StepTo(ts=sde.T - ts),
+        max_steps=2,
+    )
+
+    def denoise(t, y):
+        return y + t**2 * score(t, y)
+
+    d0 = denoise(ts[0], x)
+    h0 = jnp.log(ts[0] / ts[1])
+    x1 = (ts[1] / ts[0]) * x - jnp.expm1(-h0) * d0
+    d1 = denoise(ts[1], x1)
+    h1 = jnp.log(ts[1] / ts[2])
+    r = h0 / h1
+    d = (1 + 1 / (2 * r)) * d1 - d0 / (2 * r)
+    x2 = (ts[2] / ts[1]) * x1 - jnp.expm1(-h1) * d
+    assert jnp.allclose(sol.ys[0], x2, rtol=1e-5, atol=1e-5)
+
+
+def test_works_on_unbatched_and_image_shaped_states():
+    sde = ss.VESDE()
+    score = lambda t, x: -x / (1 + sde.marginal(t)[1] ** 2)  # N(0, I) data, any shape
+    for shape in [(2, 4, 4)]:
+        x = jnp.ones(shape)
+        sol = dfx.diffeqsolve(
+            ss.probability_flow_term(sde, score),
+            ss.UniPC(),
+            0.0,
+            0.9,
+            0.1,
+            x,
+            stepsize_controller=dfx.ConstantStepSize(),
+        )
+        assert sol.ys[0].shape == shape and bool(jnp.all(jnp.isfinite(sol.ys[0])))
+
+
+def test_unsupported_terms_raise():
+    sde = ss.VPSDE()
+    score = ss.analytic.marginal_score(_gaussian(), sde)
+    with pytest.raises(TypeError, match="probability-flow ODE only"):
+        ss.sample_sde(sde, score, key=jr.key(0), shape=(2, 3), solver=ss.DPMSolver2(), steps=4)
+    with pytest.raises(TypeError, match="probability-flow ODE only"):
+        dfx.diffeqsolve(
+            dfx.ODETerm(lambda t, y, args: -y), ss.DPMSolverPP2M(), 0.0, 1.0, 0.1, jnp.ones(3)
+        )
+
+
+def test_unipc_bad_order():
+    with pytest.raises(ValueError, match="order"):
+        ss.UniPC(order=4)
+
+
+def test_clipped_log_snr_grid():
+    for sde, t_eps in [(ss.EDMSDE(), 0.002), (ss.VPSDE(), 1e-3), (ss.VESDE(), 1e-3)]:
+        for steps in (1, 9):
+            ts = np.asarray(ss.clipped_log_snr_grid(sde, steps, t_eps=t_eps))
+            assert ts.shape == (steps + 1,)
+            assert ts[0] == pytest.approx(sde.T) and ts[-1] == pytest.approx(t_eps)
+            assert np.all(np.diff(ts) < 0)
+    ts = np.asarray(ss.clipped_log_snr_grid(ss.EDMSDE(), 9, t_eps=0.002))
+    assert ts[1] == pytest.approx(4.0, rel=1e-5) and ts[-2] == pytest.approx(0.01, rel=1e-5)
+    with pytest.raises(ValueError, match="sigma_hi"):
+        ss.clipped_log_snr_grid(ss.EDMSDE(), 9, t_eps=0.002, sigma_hi=-1.0)
+
+
+def test_sample_edm_without_churn_is_edm_heun(x64):
+    # float64: in float32 the reversed time s = T - t of sample_ode rounds t near t_eps
+    # (ulp(80) ~ 8e-6 against sigma_min = 2e-3), so the two paths differ by ~1e-3.
+    sde = ss.EDMSDE()
+    dist = _gaussian()
+    score = ss.analytic.marginal_score(dist, sde)
+    r = ss.sample_edm(sde, score, key=jr.key(0), shape=(16, 3), steps=12)
+    r_ode = ss.sample_ode(
+        sde,
+        score,
+        key=jr.key(0),
+        shape=(16, 3),
+        solver=ss.EDMHeun(),
+        steps=12,
+        grid="karras",
+        denoise=True,
+    )
+    assert np.all(np.asarray(r.nfe) == 25) and np.all(np.asarray(r_ode.nfe) == 25)
+    np.testing.assert_allclose(r.x, r_ode.x, rtol=1e-4, atol=1e-4)
+
+
+def test_sample_edm_with_churn_and_bad_input():
+    sde = ss.VPSDE()
+    dist = _gaussian()
+    score = ss.analytic.marginal_score(dist, sde)
+    r = ss.sample_edm(sde, score, key=jr.key(0), shape=(256, 3), steps=20, churn=10.0)
+    r_small = ss.sample_edm(sde, score, key=jr.key(0), shape=(8, 3), steps=20, churn=10.0)
+    np.testing.assert_allclose(r.x[:8], r_small.x, rtol=1e-5, atol=1e-5)  # batch-independent
+    assert bool(jnp.all(jnp.isfinite(r.x)))
+    # Means are right to a few standard errors (stochastic sampler, exact score).
+    se = np.sqrt(np.asarray(GAUSS_VARS) / 256)
+    assert np.all(np.abs(np.asarray(r.x.mean(0)) - np.asarray(GAUSS_MEAN)) < 5 * se + 0.05)
+    for kw, name in [
+        (dict(churn=-1.0), "churn"),
+        (dict(steps=0), "steps"),
+        (dict(s_noise=-1.0), "s_noise"),
+        (dict(rho=0.0), "rho"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            ss.sample_edm(sde, score, key=jr.key(0), shape=(4, 3), **kw)
+
+
+def test_sample_edm_no_retrace():
+    sde = ss.EDMSDE()
+    traces = []
+
+    class Score(eqx.Module):
+        inner: ss.analytic.MarginalScore
+
+        def __call__(self, t, x):
+            traces.append(1)
+            return self.inner(t, x)
+
+    score = Score(ss.analytic.marginal_score(_gaussian(), sde))
+    ss.sample_edm(sde, score, key=jr.key(0), shape=(4, 3), steps=5, churn=1.0)
+    n = len(traces)
+    ss.sample_edm(sde, score, key=jr.key(1), shape=(4, 3), steps=5, churn=2.0, s_noise=1.01)
+    assert len(traces) == n
