@@ -1,7 +1,7 @@
 """A cheap Brownian path for fixed-step sampling of a whole batch at once.
 
 Each sample `i` of the batch owns a key; the increment over `[t0, t1]` is drawn from
-`fold_in(fold_in(key_i, bits(t0)), bits(t1))`, so a sample's noise depends only on its own key
+`fold_in(key_i, hash(bits(t0), bits(t1)))`, so a sample's noise depends only on its own key
 and on the step, never on the batch it sits in. Like `diffrax.UnsafeBrownianPath`, increments
 over different intervals are independent draws: the path is exact for a fixed grid whose
 steps are each evaluated once as a whole, and wrong for adaptive steps (use
@@ -63,11 +63,16 @@ class BatchBrownianPath(dfx.AbstractBrownianPath):
         data_shape = self.shape[1:]
         with_h = self.levy_area is dfx.SpaceTimeLevyArea
 
+        # One fold_in per sample and step: the interval's two ends hashed into one word.
+        word = _bits(t0) * jnp.uint32(0x9E3779B1) + _bits(t1)
+
         def draw(key):
-            key = jr.fold_in(jr.fold_in(key, _bits(t0)), _bits(t1))
+            key = jr.fold_in(key, word)
+            if not with_h:
+                return std * jr.normal(key, data_shape, self.dtype), None
             key_w, key_h = jr.split(key)
             w = std * jr.normal(key_w, data_shape, self.dtype)
-            h = std / math.sqrt(12) * jr.normal(key_h, data_shape, self.dtype) if with_h else None
+            h = std / math.sqrt(12) * jr.normal(key_h, data_shape, self.dtype)
             return w, h
 
         w, h = jax.vmap(draw)(self.keys)
