@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterator
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -35,6 +36,7 @@ def _per_sample(key, num, one):
     return jax.vmap(lambda i: one(jr.fold_in(key, i)))(jnp.arange(num))
 
 
+@eqx.filter_jit
 def two_moons(key: Key, num: int, *, noise: float = 0.05) -> Float[Array, "num 2"]:
     """Two interleaved half circles (scikit-learn's `make_moons` layout), Gaussian noise `noise`."""
 
@@ -52,6 +54,7 @@ def two_moons(key: Key, num: int, *, noise: float = 0.05) -> Float[Array, "num 2
     return _per_sample(key, num, one)
 
 
+@eqx.filter_jit
 def rings(
     key: Key, num: int, *, radii: tuple[float, ...] = (1.0, 2.0, 3.0), noise: float = 0.08
 ) -> Float[Array, "num 2"]:
@@ -68,6 +71,7 @@ def rings(
     return _per_sample(key, num, one)
 
 
+@eqx.filter_jit
 def swiss_roll(key: Key, num: int, *, noise: float = 0.1) -> Float[Array, "num 2"]:
     r"""The 2-D swiss roll $u\,(\cos u, \sin u)/3$, $u \sim U[1.5\pi, 4.5\pi]$, plus noise."""
 
@@ -79,6 +83,7 @@ def swiss_roll(key: Key, num: int, *, noise: float = 0.1) -> Float[Array, "num 2
     return _per_sample(key, num, one)
 
 
+@eqx.filter_jit
 def checkerboard(key: Key, num: int, *, cells: int = 4, size: float = 4.0) -> Float[Array, "num 2"]:
     """Uniform on the black squares of a `cells` x `cells` board covering `[-size/2, size/2]^2`."""
     if cells < 2:
@@ -108,6 +113,7 @@ def toy_mixture(
     return analytic.GaussianMixture(jnp.full(num_components, 1 / num_components), means, covs)
 
 
+@eqx.filter_jit
 def gaussian_mixture(
     key: Key, num: int, *, num_components: int = 8, radius: float = 4.0, std: float = 0.5
 ) -> Float[Array, "num 2"]:

@@ -1,0 +1,100 @@
+"""Built-in datasets: toy 2-D sets, the 8x8 digits, dequantisation, batching."""
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import scoresde as ss
+
+TOYS = [ss.two_moons, ss.rings, ss.swiss_roll, ss.checkerboard, ss.gaussian_mixture]
+
+
+@pytest.mark.parametrize("make", TOYS, ids=lambda f: f.__name__)
+def test_toy_sets_are_keyed_per_sample(make):
+    x = np.asarray(make(jr.key(0), 500))
+    assert x.shape == (500, 2) and np.all(np.isfinite(x))
+    # sample i comes from fold_in(key, i): a prefix of a larger draw
+    np.testing.assert_allclose(make(jr.key(0), 50), x[:50], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(make(jr.key(1), 50), x[:50])
+    assert float(np.std(x)) > 0.3
+    with pytest.raises(ValueError, match="num"):
+        make(jr.key(0), 0)
+
+
+def test_toy_set_geometry():
+    r = np.linalg.norm(np.asarray(ss.rings(jr.key(0), 3000, noise=0.0)), axis=1)
+    np.testing.assert_allclose(np.unique(np.round(r, 4)), [1.0, 2.0, 3.0])
+    # radii are drawn in proportion to circumference: 1/6, 2/6, 3/6
+    frac = np.array([np.mean(np.isclose(r, k)) for k in (1.0, 2.0, 3.0)])
+    assert np.all(np.abs(frac - np.array([1, 2, 3]) / 6) < 5 * np.sqrt(0.25 / 3000))
+    board = np.asarray(ss.checkerboard(jr.key(0), 4000, cells=4, size=4.0))
+    cells = np.floor(board + 2.0).astype(int)
+    assert np.all((cells >= 0) & (cells < 4))
+    assert np.all((cells[:, 0] + cells[:, 1]) % 2 == 0)  # only the black squares
+    assert len({tuple(c) for c in cells}) == 8
+    moons = np.asarray(ss.two_moons(jr.key(0), 2000, noise=0.0))
+    upper = np.isclose(np.linalg.norm(moons + np.array([0.5, 0.25]), axis=1), 1.0, atol=1e-5)
+    lower = np.isclose(np.linalg.norm(moons - np.array([0.5, 0.25]), axis=1), 1.0, atol=1e-5)
+    assert np.all(upper | lower) and 0.4 < upper.mean() < 0.6
+
+
+def test_gaussian_mixture_matches_its_density():
+    dist = ss.toy_mixture(4, radius=3.0, std=0.3)
+    x = np.asarray(ss.gaussian_mixture(jr.key(0), 1000, num_components=4, radius=3.0, std=0.3))
+    np.testing.assert_allclose(
+        x, jax.jit(lambda d, k: d.sample(k, 1000))(dist, jr.key(0)), rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_allclose(dist.means[0], [3.0, 0.0], atol=1e-6)
+    r = np.linalg.norm(x, axis=1)
+    assert abs(r.mean() - 3.0) < 5 * r.std() / np.sqrt(1000)
+
+
+def test_digits_are_8bit_images_with_a_disjoint_split():
+    digits = ss.load_digits()
+    assert digits.train.shape == (1500, 1, 8, 8) and digits.test.shape == (297, 1, 8, 8)
+    assert digits.train.dtype == np.uint8 and digits.train.max() == 255
+    assert digits.train.min() == 0
+    assert len(digits.train_labels) == 1500 and set(np.unique(digits.test_labels)) == set(range(10))
+    flat_train = {d.tobytes() for d in digits.train}
+    overlap = sum(d.tobytes() in flat_train for d in digits.test)
+    assert overlap < 5  # a few digits are exact duplicates in the source data
+    again = ss.load_digits()
+    np.testing.assert_array_equal(again.test, digits.test)
+    other = ss.load_digits(num_test=100, seed=1)
+    assert other.test.shape[0] == 100
+    with pytest.raises(ValueError, match="num_test"):
+        ss.load_digits(num_test=0)
+
+
+def test_dequantize_and_quantize():
+    k = jnp.arange(256, dtype=jnp.uint8)
+    y = ss.dequantize(jr.key(0), jnp.tile(k, 40))
+    assert float(y.min()) >= -1 and float(y.max()) <= 1
+    np.testing.assert_array_equal(ss.quantize(y), jnp.tile(k, 40))
+    # u ~ U[0, 1): within each bin, the mean offset is 1/2
+    offset = (y + 1) * 128 - jnp.tile(k, 40)
+    assert jnp.all((offset >= 0) & (offset < 1))
+    assert abs(float(jnp.mean(offset)) - 0.5) < 5 * np.sqrt(1 / 12 / offset.size)
+    centres = ss.dequantize(None, k)
+    np.testing.assert_allclose(centres, 2 * (k + 0.5) / 256 - 1, rtol=1e-6)
+
+
+def test_batches_cover_each_epoch_once_and_are_reproducible():
+    data = jnp.arange(10.0)[:, None]
+    it = ss.batches(jr.key(0), data, 3)
+    epoch = [next(it) for _ in range(3)]
+    seen = jnp.concatenate(epoch)[:, 0]
+    assert len(set(np.asarray(seen).tolist())) == 9  # 3 full batches, one row dropped
+    nxt = next(it)
+    assert nxt.shape == (3, 1)
+    it2 = ss.batches(jr.key(0), data, 3)
+    np.testing.assert_array_equal(next(it2), epoch[0])
+    full = ss.batches(jr.key(0), data, 4, drop_last=False)
+    sizes = [next(full).shape[0] for _ in range(3)]
+    assert sizes == [4, 4, 2]
+    with pytest.raises(ValueError, match="batch_size"):
+        next(ss.batches(jr.key(0), data, 0))
+    with pytest.raises(ValueError, match="batch_size"):
+        next(ss.batches(jr.key(0), data, 11))
