@@ -8,6 +8,8 @@ import argparse
 import pathlib
 import sys
 
+from . import _cli_train
+
 
 def _add_demo(subparsers):
     p = subparsers.add_parser(
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(subparsers)
+    _cli_train.add_parser(subparsers)
     return parser
 
 
