@@ -1,0 +1,110 @@
+"""The documentation site: every public name is in the API reference; the strict build passes.
+
+The coverage test is pure text (it parses `scoresde/__init__.py` and `scoresde/analytic.py` with
+`ast`, imports nothing); the build test runs `mkdocs build --strict` and is marked slow.
+"""
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "scoresde"
+API_DIR = ROOT / "docs" / "api"
+DIRECTIVE = re.compile(r"^:::\s*(scoresde(?:\.[A-Za-z_]\w*)+)\s*$", re.MULTILINE)
+
+
+def _submodule_all(name: str) -> list[str]:
+    """The literal `__all__` of `scoresde/<name>.py`."""
+    tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    raise AssertionError(f"scoresde/{name}.py has no literal __all__")
+
+
+def public_names() -> set[str]:
+    """Dotted names that the API reference must document.
+
+    Every non-underscore name bound by an import in `scoresde/__init__.py` (`scoresde.X`); a
+    public submodule imported there (`from . import analytic`) stands for its `__all__`
+    (`scoresde.analytic.X`) instead of itself.
+    """
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    names = set()
+    for node in tree.body:
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        for alias in node.names:
+            bound = alias.asname or alias.name
+            if bound.startswith("_"):
+                continue
+            if node.level == 1 and node.module is None:  # `from . import analytic`
+                names.update(f"scoresde.{bound}.{n}" for n in _submodule_all(alias.name))
+            else:
+                names.add(f"scoresde.{bound}")
+    return names
+
+
+def documented_names() -> set[str]:
+    return {
+        m.group(1) for page in API_DIR.glob("*.md") for m in DIRECTIVE.finditer(page.read_text())
+    }
+
+
+def test_public_names_are_found():
+    names = public_names()
+    # A few names the contract (API.md) guarantees: the parser must see them.
+    for name in ("VPSDE", "sample_ode", "log_likelihood", "analytic.GaussianMixture"):
+        assert f"scoresde.{name}" in names
+    assert "scoresde.analytic" not in names
+    assert not any(n.split(".")[-1].startswith("_") for n in names)
+
+
+def test_every_public_name_is_in_the_api_reference():
+    missing = sorted(public_names() - documented_names())
+    assert not missing, "public names without a `::: <name>` entry in docs/api/*.md: " + ", ".join(
+        missing
+    )
+
+
+def test_api_reference_names_exist():
+    """Every `::: scoresde.X` entry for a top-level name is a public name (no stale entries)."""
+    names = public_names()
+    private_modules = {f"scoresde.{p.stem}" for p in PACKAGE.glob("_*.py")}
+    stale = sorted(
+        d
+        for d in documented_names()
+        if d not in names and d not in private_modules and d != "scoresde.analytic"
+    )
+    assert not stale, "docs/api/*.md documents names that scoresde does not export: " + ", ".join(
+        stale
+    )
+
+
+@pytest.mark.slow
+def test_mkdocs_build_strict(tmp_path):
+    mkdocs = shutil.which("mkdocs")
+    if mkdocs is None:
+        pytest.skip("mkdocs is not installed (pip install -e '.[docs]')")
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "site" / "api" / "sampling" / "index.html").exists()
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("WARNING")]
+    assert not warnings, "\n".join(warnings)
