@@ -48,6 +48,7 @@ __all__ = [
     "UniPC",
     "EDMHeun",
     "sample_edm",
+    "EDMResult",
     "clipped_log_snr_grid",
 ]
 
@@ -368,8 +369,16 @@ class _Multistep(AbstractPFSolver):
         lams = jnp.concatenate([l_s[None].astype(state.lams.dtype), state.lams[:-1]])
         preds = jnp.concatenate([d_s[None], state.preds[:-1]])
         x_s = self._correct(model, ts, y0, state, l_s, d_s, a_s, s_s)
-        y1 = self._predict(l_s, l_t, a_t, s_t, s_s, x_s, lams, preds, state.count)
+        # A zero-length step (diffrax clips steps ending within 100 ULP of t1 to t1) changes
+        # nothing: keep y0 and the history, so no later coefficient divides by h = 0.
+        null = ~(l_t > l_s)
+        l_t_safe = jnp.where(null, l_s + 1, l_t)
+        y1 = self._predict(l_s, l_t_safe, a_t, s_t, s_s, x_s, lams, preds, state.count)
+        y1 = jnp.where(null, y0, y1)
         new_state = _History(lams, preds, state.count + 1, x_s)
+        new_state = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(null, old, new), new_state, state
+        )
         dense_info = dict(y0=y0, y1=y1)
         return y1, None, dense_info, new_state, dfx.RESULTS.successful
 
