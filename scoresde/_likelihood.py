@@ -9,9 +9,12 @@ The augmented state $[x, \delta]$ is integrated FORWARD from $t_\varepsilon$ to 
 reversal), one `diffeqsolve` per sample under `jax.vmap`, so each sample takes its own adaptive
 steps. The integration variable is `t` itself by default; `variable="log_snr"` integrates in the
 negated half log-SNR $u = -\lambda(t)$ (for EDM, $u = \ln\sigma$) with $dx/du = F\,dt/du$.
-Measured with the exact score at tolerance $10^{-5}$ (Tsit5, float32), `t` needs fewer steps:
-VP on `aniso64` 106 vs 128 mean NFE, on `ring2d` 80 vs 136; EDM on `ring2d` 151 vs 161. Tsit5
-beats Dopri5 in accuracy per NFE and Bosh3 in NFE (`benchmarks/likelihood.py --variables`).
+Measured at tolerance $10^{-5}$ (float32, VP, `benchmarks/likelihood.py --only variables`),
+`t` needs fewer steps than `log_snr` (Dopri5: `aniso64` 81 vs 113 mean NFE, `ring2d` 69 vs 115),
+and the default solver `diffrax.Dopri5` needs fewer than Tsit5 (81 vs 106 on `aniso64`) at
+errors far below the tolerance; under `vmap` its steps are also several times cheaper than
+Tsit5's (whose per-step overhead dominates on small problems). The first step is a 64th of the
+interval (smaller first steps cost more NFE).
 """
 
 import math
@@ -167,6 +170,7 @@ def _log_likelihood(
     rtol,
     atol,
     prior_log_prob,
+    dt0,
     *,
     divergence,
     solver,
@@ -179,7 +183,7 @@ def _log_likelihood(
     clock = _Clock(sde, variable)
     u0 = clock.u_of_t(t_eps).astype(dtype)
     u1 = clock.u_of_t(jnp.asarray(sde.T, dtype)).astype(dtype)
-    dt0 = (u1 - u0) / 64
+    dt0 = (u1 - u0) / 64 if dt0 is None else dt0
     controller = _controller(stepsize_controller, rtol, atol)
     num = x.shape[0]
     keys = _sample_keys(key, num) if key is not None else jnp.zeros((num,), jnp.uint32)
@@ -281,7 +285,7 @@ def log_likelihood(
     x,
     *,
     key=None,
-    solver: dfx.AbstractSolver = dfx.Tsit5(),
+    solver: dfx.AbstractSolver = dfx.Dopri5(),
     rtol: float = 1e-5,
     atol: float = 1e-5,
     t_eps: float = 1e-5,
@@ -289,6 +293,7 @@ def log_likelihood(
     prior_log_prob=None,
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     variable: str = "t",
+    dt0: float | None = None,
     max_steps: int = 4096,
     adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint(),
     throw: bool = True,
@@ -305,8 +310,9 @@ def log_likelihood(
     - `x`: a batch `(batch, *data_shape)`.
     - `key`: sample `i` draws its probes from `fold_in(key, i)`; needed by stochastic
       estimators, ignored by [`scoresde.ExactDivergence`][].
-    - `solver`: any explicit diffrax ODE solver; `rtol`, `atol` set the default
-      `diffrax.PIDController` (or pass `stepsize_controller`).
+    - `solver`: any explicit diffrax ODE solver (default `Dopri5`, the fewest NFE measured);
+      `rtol`, `atol` set the default `diffrax.PIDController` (or pass `stepsize_controller`);
+      `dt0` is the first step (default: a 64th of the interval).
     - `t_eps`: the start time, in $(0, T)$.
     - `divergence`: [`scoresde.Hutchinson`][] (default, one Rademacher probe),
       [`scoresde.EigenHutchinson`][] (variance-reduced) or [`scoresde.ExactDivergence`][].
@@ -354,6 +360,7 @@ def log_likelihood(
         jnp.asarray(rtol, dtype),
         jnp.asarray(atol, dtype),
         prior_log_prob,
+        None if dt0 is None else jnp.asarray(dt0, dtype),
         divergence=divergence,
         solver=solver,
         stepsize_controller=stepsize_controller,
@@ -605,7 +612,7 @@ def encode(
     score: ScoreFn,
     x,
     *,
-    solver: dfx.AbstractSolver = dfx.Tsit5(),
+    solver: dfx.AbstractSolver = dfx.Dopri5(),
     steps: int | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
@@ -648,7 +655,7 @@ def decode(
     score: ScoreFn,
     z,
     *,
-    solver: dfx.AbstractSolver = dfx.Tsit5(),
+    solver: dfx.AbstractSolver = dfx.Dopri5(),
     steps: int | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-5,

@@ -1,0 +1,351 @@
+"""Exact log-likelihood: `ss.log_likelihood` against the original score-SDE code's approach.
+
+Problems `ring2d` and `aniso64` (exact mixture scores), VP SDE (beta 0.1 to 20), t_eps = 1e-5,
+rtol = atol = 1e-5, float32, batches 256 and 1024, the analytic p_T as the prior (so that the error
+against the analytic ln p_{t_eps}(x) is the integration error plus the probe noise).
+
+- `scoresde`: `ss.log_likelihood` (Tsit5, per-sample adaptive steps under vmap, fully jitted).
+- `scipy`: the baseline of the original score-SDE code, written here: `scipy.integrate.solve_ivp`
+  RK45 on the host over the flattened batch [x (B*D), delta (B)], with a jitted callback that
+  returns the drift and the divergence estimate of the whole batch (same probes, same JVP).
+- `floor`: mean NFE x the time of one jitted batched drift-plus-divergence evaluation.
+
+Columns: time per batch (compile excluded, best of repeats), mean/max NFE per sample, RMSE per
+sample against the analytic log-density, and for the stochastic rows the RMSE against a tight
+reference with the same probes (scipy DOP853, rtol = atol = 1e-10): the solver's own error.
+
+Extra sections: `--variables` (NFE by integration variable and solver), `--rmse` (per-sample RMSE
+and cost of the divergence estimators on aniso64), `--modes` (one evaluation with JVP vs VJP).
+Default: everything. `--quick`: ring2d, batch 256, main table only (< 1 minute).
+
+Run: `python benchmarks/likelihood.py [--quick]`. Writes `benchmarks/results/likelihood.json`.
+"""
+
+import argparse
+import math
+import sys
+import time
+import warnings
+
+import diffrax as dfx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import scipy
+from scipy.integrate import solve_ivp
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+from _common import load_problem, metadata, timed, write  # noqa: E402
+
+import scoresde as ss  # noqa: E402
+from scoresde._likelihood import _pf_drift  # noqa: E402
+
+warnings.simplefilter("ignore", UserWarning)  # float32 with t_eps < 1e-4: measured on purpose
+
+SDE = ss.VPSDE()
+T_EPS = 1e-5
+TOL = 1e-5
+
+
+def _probes(div, key, x, fn):
+    return jax.vmap(lambda i, xi: div.init(jr.fold_in(key, i), fn, xi))(jnp.arange(x.shape[0]), x)
+
+
+def make_eval(score, div):
+    """Jitted batched drift-plus-divergence at time t: (t, x, probes) -> (F, mean estimate)."""
+
+    @jax.jit
+    def evaluate(t, x, probes):
+        def one(xi, pi):
+            fx, est = div(lambda z: _pf_drift(SDE, score, t, z), xi, pi)
+            return fx, jnp.mean(est)
+
+        return jax.vmap(one)(x, probes)
+
+    return evaluate
+
+
+def scipy_baseline(evaluate, x, probes, method="RK45", rtol=TOL, atol=TOL):
+    batch, dim = x.shape
+    x_np = np.asarray(x, np.float64)
+
+    def fun(t, y):
+        fx, div = evaluate(
+            jnp.float32(t), jnp.asarray(y[: batch * dim].reshape(batch, dim), jnp.float32), probes
+        )
+        return np.concatenate([np.asarray(fx, np.float64).ravel(), np.asarray(div, np.float64)])
+
+    y0 = np.concatenate([x_np.ravel(), np.zeros(batch)])
+    sol = solve_ivp(fun, (T_EPS, SDE.T), y0, method=method, rtol=rtol, atol=atol)
+    if not sol.success:
+        raise RuntimeError(sol.message)
+    yT = sol.y[:, -1]
+    return yT[: batch * dim].reshape(batch, dim), yT[batch * dim :], sol.nfev
+
+
+def rmse(a, b):
+    return float(np.sqrt(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
+
+
+def main_table(problems, batches, repeats, quick):
+    rows = []
+    for name in problems:
+        dist = load_problem(name)
+        score = ss.analytic.marginal_score(dist, SDE)
+        prior = dist.marginal(SDE, SDE.T).log_prob
+        p_T = jax.jit(jax.vmap(prior))
+        for batch in batches:
+            x = dist.sample(jr.key(0), batch)
+            exact_lp = np.asarray(jax.vmap(dist.marginal(SDE, T_EPS).log_prob)(x))
+            divs = [("hutchinson", ss.Hutchinson())]
+            if not quick and (name == "ring2d" or batch == 256):
+                divs.append(("exact", ss.ExactDivergence()))
+            for div_name, div in divs:
+                key = jr.key(1)
+
+                def ours(x, key, div=div, score=score, prior=prior):
+                    return ss.log_likelihood(
+                        SDE,
+                        score,
+                        x,
+                        key=key,
+                        divergence=div,
+                        t_eps=T_EPS,
+                        rtol=TOL,
+                        atol=TOL,
+                        prior_log_prob=prior,
+                    )
+
+                first, best, res = timed(ours, x, key, repeats=repeats)
+                nfe = np.asarray(res.nfe)
+                # One batched evaluation (the floor's unit) with the same probes.
+                fn0 = lambda z: z  # noqa: E731  (Hutchinson/Exact ignore fn in init)
+                probes = _probes(div, key, x, fn0)
+                evaluate = make_eval(score, div)
+                _, t_eval, _ = timed(evaluate, jnp.float32(0.5), x, probes, repeats=10)
+                # The scipy baseline, same probes.
+                start = time.perf_counter()
+                zs, delta_s, nfev = scipy_baseline(evaluate, x, probes)
+                t_scipy = time.perf_counter() - start
+                lp_scipy = np.asarray(p_T(jnp.asarray(zs, jnp.float32))) + delta_s
+                row = dict(
+                    problem=name,
+                    batch=batch,
+                    divergence=div_name,
+                    ours_time=best,
+                    ours_compile=first - best,
+                    ours_nfe_mean=float(nfe.mean()),
+                    ours_nfe_max=int(nfe.max()),
+                    ours_rmse=rmse(res.log_prob, exact_lp),
+                    scipy_time=t_scipy,
+                    scipy_nfe=int(nfev),
+                    scipy_rmse=rmse(lp_scipy, exact_lp),
+                    eval_time=t_eval,
+                    floor=float(nfe.mean()) * t_eval,
+                )
+                if div.stochastic and not quick:
+                    zr, delta_r, _ = scipy_baseline(evaluate, x, probes, "DOP853", 1e-10, 1e-10)
+                    lp_ref = np.asarray(p_T(jnp.asarray(zr, jnp.float32))) + delta_r
+                    row["ours_solver_rmse"] = rmse(res.log_prob, lp_ref)
+                    row["scipy_solver_rmse"] = rmse(lp_scipy, lp_ref)
+                row["speedup_vs_scipy"] = t_scipy / best
+                row["ratio_to_floor"] = best / row["floor"]
+                row["ratio_to_floor_max_nfe"] = best / (int(nfe.max()) * t_eval)
+                rows.append(row)
+                print(
+                    f"{name:8s} B={batch:5d} {div_name:10s} ours {best:7.3f}s nfe {nfe.mean():6.1f}"
+                    f" (max {nfe.max():4d}) rmse {row['ours_rmse']:.2e}"
+                    + (
+                        f" solver {row['ours_solver_rmse']:.1e}"
+                        if "ours_solver_rmse" in row
+                        else ""
+                    )
+                    + f" | scipy {t_scipy:7.3f}s nfe {nfev:4d} rmse {row['scipy_rmse']:.2e}"
+                    + (
+                        f" solver {row['scipy_solver_rmse']:.1e}"
+                        if "scipy_solver_rmse" in row
+                        else ""
+                    )
+                    + f" | speedup x{row['speedup_vs_scipy']:.1f}, /floor {row['ratio_to_floor']:.2f}"
+                    f" (max-NFE floor {row['ratio_to_floor_max_nfe']:.2f}), compile {first - best:.1f}s",
+                    flush=True,
+                )
+    return rows
+
+
+def variables_table(batch=256):
+    rows = []
+    for name in ("ring2d", "aniso64"):
+        dist = load_problem(name)
+        for sde in (ss.VPSDE(), ss.EDMSDE()):
+            score = ss.analytic.marginal_score(dist, sde)
+            prior = dist.marginal(sde, sde.T).log_prob
+            t_eps = T_EPS if isinstance(sde, ss.VPSDE) else sde.sigma_min
+            x = dist.sample(jr.key(0), batch)
+            exact_lp = np.asarray(jax.vmap(dist.marginal(sde, t_eps).log_prob)(x))
+            div = ss.ExactDivergence() if name == "ring2d" else ss.Hutchinson()
+            for solver in (dfx.Tsit5(), dfx.Dopri5(), dfx.Bosh3()):
+                for variable in ("t", "log_snr"):
+                    _, best, res = timed(
+                        lambda x, solver=solver, variable=variable, sde=sde, score=score, div=div, t_eps=t_eps, prior=prior: (
+                            ss.log_likelihood(
+                                sde,
+                                score,
+                                x,
+                                key=jr.key(1),
+                                divergence=div,
+                                t_eps=t_eps,
+                                rtol=TOL,
+                                atol=TOL,
+                                prior_log_prob=prior,
+                                solver=solver,
+                                variable=variable,
+                            )
+                        ),
+                        x,
+                        repeats=1,
+                    )
+                    row = dict(
+                        problem=name,
+                        sde=type(sde).__name__,
+                        solver=type(solver).__name__,
+                        variable=variable,
+                        nfe_mean=float(res.nfe.mean()),
+                        nfe_max=int(res.nfe.max()),
+                        time=best,
+                        rmse=rmse(res.log_prob, exact_lp),
+                        divergence=type(div).__name__,
+                    )
+                    rows.append(row)
+                    print(
+                        f"{name:8s} {row['sde']:6s} {row['solver']:6s} {variable:8s} nfe "
+                        f"{row['nfe_mean']:6.1f} (max {row['nfe_max']}) {best:.3f}s rmse "
+                        f"{row['rmse']:.2e} ({row['divergence']})",
+                        flush=True,
+                    )
+    return rows
+
+
+def rmse_table(batch=256):
+    dist = load_problem("aniso64")
+    score = ss.analytic.marginal_score(dist, SDE)
+    prior = dist.marginal(SDE, SDE.T).log_prob
+    x = dist.sample(jr.key(0), batch)
+    exact_lp = np.asarray(jax.vmap(dist.marginal(SDE, T_EPS).log_prob)(x))
+    rows, base = [], None
+    estimators = [
+        ss.Hutchinson(1),
+        ss.Hutchinson(8),
+        ss.Hutchinson(8, "gaussian"),
+        ss.EigenHutchinson(1),
+        ss.EigenHutchinson(2),
+        ss.EigenHutchinson(4),
+        ss.EigenHutchinson(8),
+        ss.EigenHutchinson(16),
+    ]
+    for div in estimators:
+        _, best, res = timed(
+            lambda x, div=div: ss.log_likelihood(
+                SDE,
+                score,
+                x,
+                key=jr.key(1),
+                divergence=div,
+                t_eps=T_EPS,
+                rtol=TOL,
+                atol=TOL,
+                prior_log_prob=prior,
+            ),
+            x,
+            repeats=2,
+        )
+        base = best if base is None else base
+        row = dict(
+            estimator=repr(div),
+            time=best,
+            cost_vs_single_probe=best / base,
+            rmse=rmse(res.log_prob, exact_lp),
+            nfe_mean=float(res.nfe.mean()),
+            mean_stderr=None if res.stderr is None else float(jnp.mean(res.stderr)),
+        )
+        rows.append(row)
+        print(
+            f"{row['estimator']:40s} rmse {row['rmse']:6.3f} nats  time {best:6.3f}s "
+            f"(x{row['cost_vs_single_probe']:.2f})  nfe {row['nfe_mean']:.1f}"
+            + (f"  mean stderr {row['mean_stderr']:.3f}" if row["mean_stderr"] else ""),
+            flush=True,
+        )
+    return rows
+
+
+def modes_table(batch=1024):
+    """One batched evaluation on aniso64: drift only, + JVP, + VJP (one Rademacher probe)."""
+    dist = load_problem("aniso64")
+    score = ss.analytic.marginal_score(dist, SDE)
+    x = dist.sample(jr.key(0), batch)
+    v = jr.rademacher(jr.key(1), x.shape, x.dtype)
+    t = jnp.float32(0.5)
+    fn = lambda z: _pf_drift(SDE, score, t, z)  # noqa: E731
+
+    def jvp_one(z, w):
+        fx, jv = jax.jvp(fn, (z,), (w,))
+        return fx, jnp.sum(w * jv)
+
+    def vjp_one(z, w):
+        fx, pull = jax.vjp(fn, z)
+        return fx, jnp.sum(pull(w)[0] * w)
+
+    cases = {
+        "drift only": jax.jit(jax.vmap(fn)),
+        "drift + JVP": jax.jit(jax.vmap(jvp_one)),
+        "drift + VJP": jax.jit(jax.vmap(vjp_one)),
+    }
+    rows = []
+    for label, f in cases.items():
+        args = (x,) if label == "drift only" else (x, v)
+        _, best, _ = timed(f, *args, repeats=20)
+        rows.append(dict(case=label, time=best))
+        print(f"{label:12s} {best * 1e3:7.2f} ms", flush=True)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="sections to run: main variables rmse modes"
+    )
+    args = parser.parse_args()
+    sections = args.only or (["main"] if args.quick else ["main", "modes", "rmse", "variables"])
+    problems = ["ring2d"] if args.quick else ["ring2d", "aniso64"]
+    batches = [256] if args.quick else [256, 1024]
+    out = metadata(
+        sde="VPSDE(0.1, 20)",
+        t_eps=T_EPS,
+        rtol=TOL,
+        atol=TOL,
+        dtype="float32",
+        quick=args.quick,
+        sections=sections,
+        scipy=scipy.__version__,
+    )
+    if "main" in sections:
+        print("== main: scoresde vs scipy RK45 baseline (VP, t_eps 1e-5, tol 1e-5, float32)")
+        out["main"] = main_table(problems, batches, 1 if args.quick else 3, args.quick)
+    if "modes" in sections:
+        print("== one batched evaluation, aniso64, batch 1024")
+        out["modes"] = modes_table()
+    if "rmse" in sections:
+        print("== per-sample RMSE of divergence estimators, aniso64, batch 256")
+        out["rmse"] = rmse_table()
+    if "variables" in sections:
+        print("== NFE by integration variable and solver, batch 256, tol 1e-5")
+        out["variables"] = variables_table()
+    write("likelihood" + ("_quick" if args.quick else ""), out)
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    print(f"total {time.perf_counter() - t0:.0f}s ({math.floor(time.perf_counter() - t0)} s)")
