@@ -90,6 +90,13 @@ def test_api_reference_names_exist():
     )
 
 
+def test_every_page_is_in_the_nav():
+    """mkdocs only reports pages missing from `nav` as INFO; make it an error."""
+    nav = set(re.findall(r":\s*(\S+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.MULTILINE))
+    pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
+    assert pages == nav, f"not in nav: {sorted(pages - nav)}; missing files: {sorted(nav - pages)}"
+
+
 @pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path):
     mkdocs = shutil.which("mkdocs")
