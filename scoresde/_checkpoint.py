@@ -203,7 +203,7 @@ def load(
             f"checkpoint {path} has {len(stored_leaves)} array leaves; the skeleton has "
             f"{len(manifest)}."
         )
-    for i, (a, b) in enumerate(zip(stored_leaves, manifest)):
+    for i, (a, b) in enumerate(zip(stored_leaves, manifest, strict=True)):
         if a != b:
             raise CheckpointError(
                 f"checkpoint {path}: leaf {i} is {a['dtype']}{tuple(a['shape'])} but the "

@@ -157,9 +157,9 @@ def load_digits(*, num_test: int = 297, seed: int = 0) -> ImageData:
 
 
 def dequantize(key: Key, images: Array, *, bits: int = 8) -> Array:
-    r"""Integer images $k \in \{0..2^b - 1\}$ to $y = 2(k + u)/2^b - 1 \in [-1, 1]$, $u \sim U[0, 1)$.
+    r"""Integer images $k \in \{0..2^b - 1\}$ to $y = 2(k + u)/2^b - 1 \in [-1, 1]$.
 
-    With `key=None`, $u = 1/2$ (the bin centres). Returns the default float dtype.
+    $u \sim U[0, 1)$ is the uniform dequantisation noise. With `key=None`, $u = 1/2$ (the bin centres). Returns the default float dtype.
     """
     images = jnp.asarray(images)
     dtype = jnp.result_type(float)

@@ -61,7 +61,9 @@ class SigmaSquared(AbstractWeighting):
 
 
 class LikelihoodWeighting(AbstractWeighting):
-    r"""$\lambda(t) = g(t)^2$: the objective bounds $\mathrm{KL}(p_0 \| p_\theta)$ (Song et al. 2021).
+    r"""$\lambda(t) = g(t)^2$: the objective bounds $\mathrm{KL}(p_0 \| p_\theta)$.
+
+    Song et al. (2021), up to $\mathrm{KL}(p_T \| \text{prior})$.
 
     ??? cite "Reference"
         ```bibtex
@@ -77,10 +79,11 @@ class LikelihoodWeighting(AbstractWeighting):
 
 
 class EDMWeighting(AbstractWeighting):
-    r"""Karras et al.'s $\lambda_{EDM}\|D - x_0\|^2$ with $\lambda_{EDM} = (\hat\sigma^2 + \sigma_d^2)/(\hat\sigma\sigma_d)^2$.
+    r"""Karras et al.'s weighting $\lambda_{EDM}\|D - x_0\|^2$ of the denoiser error.
 
-    Since $D - x_0 = (\sigma^2/\alpha)(s + z/\sigma)$, in score space
-    $\lambda(t) = \sigma^2 (\hat\sigma^2 + \sigma_d^2)/\sigma_d^2$ with $\hat\sigma = \sigma/\alpha$.
+    $\lambda_{EDM} = (\hat\sigma^2 + \sigma_d^2)/(\hat\sigma\sigma_d)^2$ with
+    $\hat\sigma = \sigma/\alpha$. Since $D - x_0 = (\sigma^2/\alpha)(s + z/\sigma)$, in score
+    space $\lambda(t) = \sigma^2 (\hat\sigma^2 + \sigma_d^2)/\sigma_d^2$.
     """
 
     sigma_data: float = 0.5
@@ -141,11 +144,12 @@ class UniformTime(AbstractTimeSampler):
 
 
 class ImportanceTime(AbstractTimeSampler):
-    r"""$q(t) \propto g(t)^2/\sigma(t)^2$: variance reduction for [`scoresde.LikelihoodWeighting`][].
+    r"""$q(t) \propto g(t)^2/\sigma(t)^2$, to lower the variance of the likelihood weighting.
 
     Since $(\sigma^2)' = 2f\sigma^2 + g^2$ and $\alpha' = f\alpha$,
     $g^2/\sigma^2 = -2\lambda'(t)$ with $\lambda$ the half log-SNR: $q$ is uniform in $\lambda$
-    and the inverse CDF is $t = \lambda^{-1}(\lambda(t_\varepsilon) - u\,[\lambda(t_\varepsilon) - \lambda(T)])$.
+    and the inverse CDF is
+    $t = \lambda^{-1}(\lambda(t_\varepsilon) - u\,[\lambda(t_\varepsilon) - \lambda(T)])$.
     The weight is $w = \sigma^2 Z / (g^2 (T - t_\varepsilon))$ with
     $Z = 2[\lambda(t_\varepsilon) - \lambda(T)]$, so $w\,g^2$ is bounded.
     """
@@ -164,9 +168,9 @@ class ImportanceTime(AbstractTimeSampler):
 
 
 class EDMTime(AbstractTimeSampler):
-    r"""Karras et al.'s $\ln\hat\sigma \sim N(P_{mean}, P_{std}^2)$ with $\hat\sigma = \sigma/\alpha$; weight 1.
+    r"""Karras et al.'s log-normal noise levels: $\ln\hat\sigma \sim N(P_{mean}, P_{std}^2)$.
 
-    $t = \lambda^{-1}(-\ln\hat\sigma)$, clipped to $[t_\varepsilon, T]$. The objective is the
+    $\hat\sigma = \sigma/\alpha$; weight 1; $t = \lambda^{-1}(-\ln\hat\sigma)$, clipped to $[t_\varepsilon, T]$. The objective is the
     expectation under this law (no reweighting to uniform $t$).
     """
 
@@ -203,14 +207,18 @@ def _check_dsm_args(sde, weighting, time_sampler, t_eps):
     return t_eps
 
 
+_SIGMA_SQUARED = SigmaSquared()
+_UNIFORM_TIME = UniformTime()
+
+
 def dsm_loss(
     score: ScoreFn,
     sde: AbstractSDE,
     x0: Batch,
     *,
     key: Key,
-    weighting: AbstractWeighting = SigmaSquared(),
-    time_sampler: AbstractTimeSampler = UniformTime(),
+    weighting: AbstractWeighting = _SIGMA_SQUARED,
+    time_sampler: AbstractTimeSampler = _UNIFORM_TIME,
     t_eps: float | None = None,
 ) -> Array:
     r"""Continuous-time denoising score matching on a batch `x0`.
@@ -249,8 +257,8 @@ class DenoisingScoreMatching(eqx.Module):
     """[`scoresde.dsm_loss`][] as a module `loss(model, x0, key)` for [`scoresde.fit`][]."""
 
     sde: AbstractSDE
-    weighting: AbstractWeighting = SigmaSquared()
-    time_sampler: AbstractTimeSampler = UniformTime()
+    weighting: AbstractWeighting = _SIGMA_SQUARED
+    time_sampler: AbstractTimeSampler = _UNIFORM_TIME
     t_eps: float | None = None
 
     def __check_init__(self):
@@ -283,7 +291,9 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, num: int) -> Float[Arra
 
 
 def ncsn_loss(score: ScoreFn, sigmas: Array, x0: Batch, *, key: Key) -> Array:
-    r"""Song & Ermon's multi-scale objective $\frac1L\sum_i \frac{\sigma_i^2}{2} E\|s(\sigma_i, \tilde x) + (\tilde x - x)/\sigma_i^2\|^2$.
+    r"""Song & Ermon's multi-scale denoising objective (NCSN).
+
+    $$\frac1L\sum_i \frac{\sigma_i^2}{2} E\|s(\sigma_i, \tilde x) + (\tilde x - x)/\sigma_i^2\|^2.$$
 
     Each sample draws one level $i$ uniformly (an unbiased estimate of the mean over levels)
     and $\tilde x = x + \sigma_i z$. The network is called as `score(sigma_i, x)`: its time
@@ -346,7 +356,9 @@ def sliced_score_matching_loss(
     num_projections: int = 1,
     variance_reduced: bool = False,
 ) -> Array:
-    r"""Sliced score matching $E_x E_v[v^\top \partial_x(v^\top s)\, v + (v^\top s)^2/2]$ of `score(x)`.
+    r"""Sliced score matching of a time-free `score(x)`.
+
+    $$E_x E_v[v^\top \partial_x(v^\top s)\, v + (v^\top s)^2/2].$$
 
     `projection` draws $v$ with $E[vv^\top] = I$: `"gaussian"`, `"rademacher"` or `"sphere"`
     (uniform on the sphere of radius $\sqrt D$). `variance_reduced=True` gives SSM-VR, with
@@ -385,7 +397,9 @@ def sliced_score_matching_loss(
 
 
 def implicit_score_matching_loss(score, x: Batch) -> Array:
-    r"""Hyvarinen's objective $E[\|s(x)\|^2/2 + \operatorname{tr}(\partial s/\partial x)]$, exact trace.
+    r"""Hyvarinen's implicit objective, with the exact trace.
+
+    $$E[\|s(x)\|^2/2 + \operatorname{tr}(\partial s/\partial x)].$$
 
     Costs one `jax.jacfwd` per sample (D JVPs): meant for small dimensions. Equals half the
     explicit objective up to a constant independent of `score`.

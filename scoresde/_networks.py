@@ -126,7 +126,7 @@ class MLPScoreNet(eqx.Module):
         dtype = self.input_layer.weight.dtype
         emb = jax.nn.silu(self.embed_mlp(self.embed(c)))
         h = self.input_layer(jnp.ravel(x).astype(dtype))
-        for block, proj in zip(self.blocks, self.time_proj):
+        for block, proj in zip(self.blocks, self.time_proj, strict=True):
             h = h + block(jax.nn.silu(h + proj(emb)))
         out = self.output_layer(jax.nn.silu(h))
         if self.out_size == "scalar":

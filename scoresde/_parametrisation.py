@@ -10,7 +10,7 @@ $\sigma_d = 1$ except for [`scoresde.EDMPreconditioning`][]), and reads its outp
 | `DirectScore` | $\nabla \ln p_t(x)$ | the output |
 | `EpsPrediction` | $z$ | $-\hat z / \sigma$ |
 | `X0Prediction` | $x_0$ (the denoiser) | $(\alpha \hat x_0 - x)/\sigma^2$ |
-| `VPrediction` | $v = a z - s x_0$, $(a, s) = (\alpha, \sigma)/\sqrt{\alpha^2+\sigma^2}$ | via $\hat z = s x/r + a \hat v$ |
+| `VPrediction` | $v = a z - s x_0$ | $-\hat z/\sigma$, $\hat z = s x/r + a \hat v$ |
 | `EDMPreconditioning` | $F$ with $D = c_{skip}\hat x + c_{out} F$ | $(\alpha D - x)/\sigma^2$ |
 | `EnergyScore` | an energy $E$ | $-\nabla_x E$ |
 
@@ -65,7 +65,7 @@ class AbstractParametrisation(eqx.Module):
         return 1.0
 
     def net_inputs(self, t: Scalar, x: Sample) -> tuple[Array, Array]:
-        r"""`(c, x_in)`: $c = -\lambda(t)/4$, $x_{in} = x / \sqrt{\sigma^2 + \alpha^2\sigma_d^2}$."""
+        r"""`(c, x_in)`: $c = -\lambda(t)/4$ and $x_{in} = x / \sqrt{\sigma^2 + \alpha^2\sigma_d^2}$."""
         alpha, sigma = self.sde.marginal(t)
         scale = jnp.sqrt(sigma**2 + alpha**2 * self._data_std() ** 2)
         c = -0.25 * self.sde.log_snr(t)
@@ -149,9 +149,9 @@ def _v_coefficients(sde, t):
 
 
 class VPrediction(AbstractParametrisation):
-    r"""The network predicts $v = a z - s x_0$ with $(a, s) = (\alpha, \sigma)/\sqrt{\alpha^2+\sigma^2}$.
+    r"""The network predicts $v = a z - s x_0$.
 
-    For VP ($\alpha^2 + \sigma^2 = 1$) this is Salimans & Ho's $v$. Since $x/r = a x_0 + s z$,
+    Here $(a, s) = (\alpha, \sigma)/r$ with $r = \sqrt{\alpha^2+\sigma^2}$. For VP ($\alpha^2 + \sigma^2 = 1$) this is Salimans & Ho's $v$. Since $x/r = a x_0 + s z$,
     $\hat z = s\,x/r + a \hat v$ and the score is $-\hat z/\sigma$.
 
     ??? cite "Reference"
@@ -182,9 +182,9 @@ class VPrediction(AbstractParametrisation):
 
 
 class EDMPreconditioning(AbstractParametrisation):
-    r"""Karras et al.'s preconditioning, generalised to scaled SDEs ($\hat x = x/\alpha$, $\hat\sigma = \sigma/\alpha$).
+    r"""Karras et al.'s preconditioning, generalised to scaled SDEs.
 
-    $D(\hat x) = c_{skip} \hat x + c_{out} F(c_{noise}, c_{in} \hat x)$ with
+    With $\hat x = x/\alpha$ and $\hat\sigma = \sigma/\alpha$, $D(\hat x) = c_{skip} \hat x + c_{out} F(c_{noise}, c_{in} \hat x)$ with
     $c_{skip} = \sigma_d^2/(\hat\sigma^2 + \sigma_d^2)$,
     $c_{out} = \hat\sigma \sigma_d / \sqrt{\hat\sigma^2 + \sigma_d^2}$,
     $c_{in} = 1/\sqrt{\hat\sigma^2 + \sigma_d^2}$, $c_{noise} = \ln(\hat\sigma)/4$; the score is

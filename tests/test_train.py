@@ -84,7 +84,8 @@ def test_ema_and_eval_hook():
     for x, y in zip(_leaves(res.model), _leaves(res.ema_model), strict=True):
         np.testing.assert_array_equal(x, y)
     res = _fit(steps=20, ema_decay=0.99)
-    assert any(not np.array_equal(x, y) for x, y in zip(_leaves(res.model), _leaves(res.ema_model)))
+    pairs = zip(_leaves(res.model), _leaves(res.ema_model), strict=True)
+    assert any(not np.array_equal(x, y) for x, y in pairs)
     seen = []
     res = _fit(steps=20, eval_every=8, eval_fn=lambda s: seen.append(int(s.step)) or len(seen))
     assert [s for s, _ in res.evals] == [8, 16, 20] and seen == [8, 16, 20]
