@@ -536,15 +536,18 @@ def clipped_log_snr_grid(
 ):
     r"""`steps + 1` decreasing times from `sde.T` to `t_eps` for few-step exponential integrators.
 
-    In the noise level $\tilde\sigma = \sigma/\alpha = e^{-\lambda}$: one step from
+    In the noise level $\tilde\sigma = \sigma/\alpha = e^{-\lambda}$: a first step from
     $\tilde\sigma(T)$ down to `sigma_hi`, steps uniform in $\lambda$ (geometric in
-    $\tilde\sigma$) down to `sigma_lo`, and one last step to $\tilde\sigma(t_\varepsilon)$.
-    Above a few data standard deviations and far below the smallest data scale the data
-    prediction $\hat x_0$ barely changes along the ODE, so exponential integrators (which are
-    exact for constant $\hat x_0$) spend no steps there. The defaults suit data of scale
-    $\sigma_{data} \approx 0.5$: `sigma_hi` $= 8\sigma_{data}$ and `sigma_lo` $= 5\,
-    \tilde\sigma(t_\varepsilon)$. With `steps` $\le 2$ the inner range is skipped. Use it with
-    `diffrax.StepTo(ts=sde.T - grid)` in `diffrax.diffeqsolve`.
+    $\tilde\sigma$) down to `sigma_lo`, and a last step to $\tilde\sigma(t_\varepsilon)$.
+    Far above the data's scale and far below its smallest scale the data prediction
+    $\hat x_0$ barely changes along the ODE, so exponential integrators (exact for constant
+    $\hat x_0$) need few steps there. The end steps are capped at 4 and 1.7 times the inner
+    step $h$ (so with many steps the grid tends to uniform in $\lambda$ and has no error floor):
+    their lengths are $\min(\lambda(\text{sigma\_hi}) - \lambda(T), 4h)$ and
+    $\min(\lambda(t_\varepsilon) - \lambda(\text{sigma\_lo}), 1.7h)$. The defaults suit data of
+    scale $\sigma_{data} \approx 0.5$: `sigma_hi` $= 8\sigma_{data}$, `sigma_lo` $= 5\,
+    \tilde\sigma(t_\varepsilon)$. Use it with `diffrax.StepTo(ts=sde.T - grid)` in
+    `diffrax.diffeqsolve`.
     """
     steps = check_steps(steps)
     check_positive("sigma_hi", sigma_hi)
@@ -562,7 +565,19 @@ def clipped_log_snr_grid(
     if steps <= 2:
         lam = jnp.linspace(lam_lo, lam_hi, steps + 1, dtype=dtype)
     else:
-        inner = jnp.linspace(lam_a, lam_b, steps - 1, dtype=dtype)
+        first, last, total = lam_a - lam_lo, lam_hi - lam_b, lam_hi - lam_lo
+
+        def length(h):
+            return jnp.minimum(first, 4 * h) + jnp.minimum(last, 1.7 * h) + (steps - 2) * h
+
+        lo, hi = jnp.zeros_like(total), total / (steps - 2)
+        for _ in range(60):  # bisection for the inner step h: length(h) = total
+            mid = 0.5 * (lo + hi)
+            too_long = length(mid) > total
+            lo, hi = jnp.where(too_long, lo, mid), jnp.where(too_long, mid, hi)
+        h = 0.5 * (lo + hi)
+        start = lam_lo + jnp.minimum(first, 4 * h)
+        inner = start + h * jnp.arange(steps - 1, dtype=dtype)
         lam = jnp.concatenate([lam_lo[None], inner, lam_hi[None]])
     ts = sde.log_snr_inverse(lam).astype(dtype)
     return ts.at[0].set(T).at[-1].set(t_eps)
