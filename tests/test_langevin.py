@@ -49,6 +49,7 @@ def test_mala_acceptance_goes_to_one():
     assert rates[-1] > 0.99
 
 
+@pytest.mark.slow
 def test_mala_with_explicit_score_matches_autodiff():
     target = _target()
     x0 = target.sample(jr.key(3), 16)
