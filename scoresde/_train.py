@@ -153,6 +153,8 @@ def _train_chunk(
         new = _one_step(
             params, static, opt_state, ema_params, batch, key_loss, loss, optimizer, ema_decay, step
         )
+        if num == 1:  # `active` is 1: nothing to mask
+            return (*new[:3], step + 1), new[3]
         keep = i < active
         new_carry = jax.tree.map(
             lambda a, b: jnp.where(keep, a, b), (*new[:3], step + 1), (*carry[:3], step)
@@ -160,9 +162,14 @@ def _train_chunk(
         return new_carry, jnp.where(keep, new[3], jnp.nan)
 
     init = (params, state.opt_state, ema_params, state.step)
-    (params, opt_state, ema_params, step), losses = jax.lax.scan(
-        body, init, jnp.arange(num), unroll=unroll
-    )
+    if unroll:  # straight-line code: XLA:CPU runs convolutions inside loops far slower
+        carry, losses = init, []
+        for i in range(num):
+            carry, value = body(carry, jnp.asarray(i))
+            losses.append(value)
+        (params, opt_state, ema_params, step), losses = carry, jnp.stack(losses)
+    else:
+        (params, opt_state, ema_params, step), losses = jax.lax.scan(body, init, jnp.arange(num))
     new_state = TrainState(
         eqx.combine(params, static), eqx.combine(ema_params, static), opt_state, step
     )
@@ -315,14 +322,29 @@ def fit(
         batches = iter(data)
 
     progress_bar = _Progress(steps, progress)
-    losses, evals = [], []
-    done, next_eval = 0, eval_every
+    losses, evals, pending = [], [], []
+
+    def flush():
+        # Reading losses back synchronises; doing it only now and then keeps dispatch async.
+        for start, count, device_losses in pending:
+            values = np.asarray(device_losses)[:count]
+            losses.append(values)
+            progress_bar.update(start + count, values)
+            if not np.all(np.isfinite(values)):
+                progress_bar.close()
+                first = start + int(np.flatnonzero(~np.isfinite(values))[0])
+                raise FloatingPointError(
+                    f"the loss became NaN or inf at step {first}; lower the learning rate or "
+                    "check the model and data."
+                )
+        pending.clear()
+
+    done, next_eval, last_flush = 0, eval_every, time.perf_counter()
     while done < steps:
         active = min(steps_per_call, steps - done)
-        chunk_key = key
         if batches is None:
             state, chunk_losses = _train_chunk(
-                state, data, chunk_key, jnp.asarray(active), loss, optimizer, decay,
+                state, data, key, jnp.asarray(active), loss, optimizer, decay,
                 preprocess, batch_size, steps_per_call, conv_on_cpu,
             )  # fmt: skip
         else:
@@ -338,23 +360,19 @@ def fit(
                 stacked.append(np.asarray(batch))
             stacked += [stacked[-1]] * (steps_per_call - active)
             state, chunk_losses = _train_chunk(
-                state, jnp.asarray(np.stack(stacked)), chunk_key, jnp.asarray(active), loss,
+                state, jnp.asarray(np.stack(stacked)), key, jnp.asarray(active), loss,
                 optimizer, decay, preprocess, None, steps_per_call, conv_on_cpu,
             )  # fmt: skip
-        chunk_losses = np.asarray(chunk_losses)[:active]
-        losses.append(chunk_losses)
+        pending.append((done, active, chunk_losses))
         done += active
-        progress_bar.update(done, chunk_losses)
-        if not np.all(np.isfinite(chunk_losses)):
-            progress_bar.close()
-            first = done - active + int(np.flatnonzero(~np.isfinite(chunk_losses))[0])
-            raise FloatingPointError(
-                f"the loss became NaN or inf at step {first}; lower the learning rate or check "
-                "the model and data."
-            )
-        if eval_every is not None and done >= next_eval:
+        eval_due = eval_every is not None and done >= next_eval
+        if eval_due or time.perf_counter() - last_flush > 1.0:
+            flush()
+            last_flush = time.perf_counter()
+        if eval_due:
             evals.append((done, eval_fn(state)))
             next_eval = (done // eval_every + 1) * eval_every
+    flush()
     progress_bar.close()
     if eval_fn is not None and (not evals or evals[-1][0] != done):
         evals.append((done, eval_fn(state)))

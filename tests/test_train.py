@@ -297,3 +297,28 @@ def test_short_training_reaches_the_true_entropy_on_a_mixture():
     )
     assert gap + 5 * gap_se < 0.15, (gap, gap_se, float(jnp.mean(nll)), entropy)
     assert float(jnp.mean(nll)) - entropy < 0.15 + 5 * float(jnp.std(nll)) / math.sqrt(n_test)
+
+
+@pytest.mark.slow
+def test_fit_unet_on_digits_with_dequantisation():
+    """Conv nets on CPU take the unrolled path (one step per call by default)."""
+    net = ss.UNet((1, 8, 8), base_channels=8, channel_mults=(1, 2), num_heads=2, key=jr.key(0))
+    model = ss.EpsPrediction(net, SDE)
+    data = jnp.asarray(ss.load_digits().train)
+    res = ss.fit(model, LOSS, data, key=jr.key(1), steps=3, batch_size=16, optimizer=OPT,
+                 preprocess=ss.dequantize, progress=False)  # fmt: skip
+    assert res.losses.shape == (3,) and np.all(np.isfinite(res.losses))
+    assert int(res.state.step) == 3
+
+
+def test_a_nan_loss_stops_training_naming_the_step():
+    def bad_loss(model, batch, key):
+        value = LOSS(model, batch, key)
+        return jnp.where(jnp.max(batch) > 1e3, jnp.nan, value)
+
+    data = np.asarray(_data()).copy()
+    data[:] = 0.0
+    data[0] = 1e4  # drawn sooner or later; the loss turns NaN at that step
+    with pytest.raises(FloatingPointError, match="step"):
+        ss.fit(_model(), bad_loss, data, key=jr.key(1), steps=400, batch_size=32, optimizer=OPT,
+               steps_per_call=8, progress=False)  # fmt: skip
