@@ -98,3 +98,10 @@ def test_batches_cover_each_epoch_once_and_are_reproducible():
         next(ss.batches(jr.key(0), data, 0))
     with pytest.raises(ValueError, match="batch_size"):
         next(ss.batches(jr.key(0), data, 11))
+
+
+def test_toy_sets_do_not_retrace_for_new_keys():
+    ss.rings(jr.key(0), 64)
+    size = ss.rings._cached._cache_size()
+    ss.rings(jr.key(5), 64)
+    assert ss.rings._cached._cache_size() == size
