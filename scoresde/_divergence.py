@@ -114,7 +114,9 @@ class Hutchinson(AbstractDivergence):
     - `noise`: `"rademacher"` (variance $2(\|J\|_F^2 - \sum_i J_{ii}^2)$, the default) or
       `"gaussian"` (variance $2\|J\|_F^2$) for symmetric $J$.
 
-    Products are forward-mode (JVP): about 1.5x faster than VJPs in `benchmarks/likelihood.py`.
+    Products are forward-mode (JVP; `jax.linearize` for several probes), measured faster than
+    VJPs (`benchmarks/likelihood.py --only modes`; aniso64, batch 1024, exact mixture score:
+    29 vs 39 ms with one probe, 166 vs 252 ms with eight).
     With $n > 1$ the result carries a per-sample standard error.
 
     ??? cite "Reference"
@@ -165,9 +167,15 @@ class EigenHutchinson(AbstractDivergence):
     estimator $\tfrac1n\sum_j v_j^\top J v_j$ stays unbiased for any fixed orthogonal $W$
     ($E[vv^\top] = W W^\top = I$); its variance $2\sum_{i \ne j} (W^\top M W)_{ij}^2$ (with $M$
     the Jacobian integrated along the path) is small when the path's Jacobians share the
-    eigenvectors of $J_0$, as for data that are locally Gaussian. On `aniso64` it brings the
-    per-sample RMSE from about 10 nats (one plain probe) to well under 1 nat at about 1.3x the
-    single-probe cost (`benchmarks/likelihood.py --rmse`).
+    eigenvectors of $J_0$, as for data that are locally Gaussian. What it cannot remove is the
+    low-rank, rotating part of the Jacobian where a sample sits between mixture components.
+
+    Measured on `aniso64` (VP, batch 256, tolerance 1e-5, `benchmarks/likelihood.py --only
+    rmse`, on a heavily shared 2-core CPU): per-sample RMSE 11.2 nats with one plain Rademacher
+    probe, 3.6 with eight; 1.8 / 1.24 / 0.89 / 0.72 / 0.48 nats with 1 / 2 / 4 / 8 / 16 rotated
+    probes, at 6.2x / 7.3x / 8.2x / 18x / 17x the single-probe time. Most of that cost is the
+    one-off batched `eigh` of the 64x64 Jacobians, which was unusually slow on that machine
+    (LAPACK via NumPy was as slow); the per-probe increments are small.
 
     $W$ enters through `stop_gradient` (the estimate is unbiased for any fixed $W$, so
     gradients stay unbiased too). Like [`scoresde.ExactDivergence`][] it refuses data larger
