@@ -114,9 +114,10 @@ class Hutchinson(AbstractDivergence):
     - `noise`: `"rademacher"` (variance $2(\|J\|_F^2 - \sum_i J_{ii}^2)$, the default) or
       `"gaussian"` (variance $2\|J\|_F^2$) for symmetric $J$.
 
-    Products are forward-mode (JVP; `jax.linearize` for several probes), measured faster than
-    VJPs (`benchmarks/likelihood.py --only modes`; aniso64, batch 1024, exact mixture score:
-    29 vs 39 ms with one probe, 166 vs 252 ms with eight).
+    Products are forward-mode (JVP; `jax.linearize` for several probes), measured as fast as or
+    faster than VJPs (`benchmarks/likelihood.py --only modes`, batch 1024, exact mixture score,
+    best of interleaved repeats: aniso64 52 vs 53 ms with one probe, 243 vs 325 ms with eight;
+    ring2d 0.30 vs 0.48 ms with one).
     With $n > 1$ the result carries a per-sample standard error.
 
     ??? cite "Reference"
