@@ -2,25 +2,6 @@
 
 from . import analytic as analytic
 from ._brownian import BatchBrownianPath as BatchBrownianPath
-from ._grid import time_grid as time_grid
-from ._sample import (
-    SampleResult as SampleResult,
-    sample_ode as sample_ode,
-    sample_sde as sample_sde,
-)
-from ._sde import (
-    AbstractSDE as AbstractSDE,
-    EDMSDE as EDMSDE,
-    SubVPSDE as SubVPSDE,
-    VESDE as VESDE,
-    VPSDE as VPSDE,
-)
-from ._terms import (
-    forward_terms as forward_terms,
-    probability_flow_term as probability_flow_term,
-    reverse_terms as reverse_terms,
-)
-
 from ._checkpoint import (
     CheckpointError as CheckpointError,
     load as load,
@@ -39,6 +20,34 @@ from ._data import (
     swiss_roll as swiss_roll,
     toy_mixture as toy_mixture,
     two_moons as two_moons,
+)
+from ._divergence import (
+    AbstractDivergence as AbstractDivergence,
+    EigenHutchinson as EigenHutchinson,
+    ExactDivergence as ExactDivergence,
+    Hutchinson as Hutchinson,
+)
+from ._grid import clipped_log_snr_grid as clipped_log_snr_grid, time_grid as time_grid
+from ._langevin import (
+    MALA as MALA,
+    AnnealedLangevin as AnnealedLangevin,
+    AnnealedLangevinState as AnnealedLangevinState,
+    LangevinInfo as LangevinInfo,
+    LangevinResult as LangevinResult,
+    LangevinState as LangevinState,
+    MALAState as MALAState,
+    UnadjustedLangevin as UnadjustedLangevin,
+    annealed_langevin as annealed_langevin,
+    run_langevin as run_langevin,
+)
+from ._likelihood import (
+    BitsPerDimResult as BitsPerDimResult,
+    EncodeResult as EncodeResult,
+    LikelihoodResult as LikelihoodResult,
+    bits_per_dim as bits_per_dim,
+    decode as decode,
+    encode as encode,
+    log_likelihood as log_likelihood,
 )
 from ._losses import (
     AbstractTimeSampler as AbstractTimeSampler,
@@ -72,43 +81,6 @@ from ._parametrisation import (
     VPrediction as VPrediction,
     X0Prediction as X0Prediction,
 )
-from ._train import (
-    FitResult as FitResult,
-    TrainState as TrainState,
-    adam_with_warmup as adam_with_warmup,
-    fit as fit,
-    num_params as num_params,
-    train_toy2d as train_toy2d,
-)
-
-from ._divergence import (
-    AbstractDivergence as AbstractDivergence,
-    EigenHutchinson as EigenHutchinson,
-    ExactDivergence as ExactDivergence,
-    Hutchinson as Hutchinson,
-)
-from ._likelihood import (
-    BitsPerDimResult as BitsPerDimResult,
-    EncodeResult as EncodeResult,
-    LikelihoodResult as LikelihoodResult,
-    bits_per_dim as bits_per_dim,
-    decode as decode,
-    encode as encode,
-    log_likelihood as log_likelihood,
-)
-
-from ._langevin import (
-    AnnealedLangevin as AnnealedLangevin,
-    AnnealedLangevinState as AnnealedLangevinState,
-    LangevinInfo as LangevinInfo,
-    LangevinResult as LangevinResult,
-    LangevinState as LangevinState,
-    MALA as MALA,
-    MALAState as MALAState,
-    UnadjustedLangevin as UnadjustedLangevin,
-    annealed_langevin as annealed_langevin,
-    run_langevin as run_langevin,
-)
 from ._pc import (
     AbstractCorrector as AbstractCorrector,
     AbstractPredictor as AbstractPredictor,
@@ -118,6 +90,18 @@ from ._pc import (
     LangevinCorrector as LangevinCorrector,
     ReverseDiffusion as ReverseDiffusion,
     sample_pc as sample_pc,
+)
+from ._sample import (
+    SampleResult as SampleResult,
+    sample_ode as sample_ode,
+    sample_sde as sample_sde,
+)
+from ._sde import (
+    EDMSDE as EDMSDE,
+    VESDE as VESDE,
+    VPSDE as VPSDE,
+    AbstractSDE as AbstractSDE,
+    SubVPSDE as SubVPSDE,
 )
 from ._solvers import (
     AbstractPFSolver as AbstractPFSolver,
@@ -129,8 +113,20 @@ from ._solvers import (
     EDMHeun as EDMHeun,
     EDMResult as EDMResult,
     UniPC as UniPC,
-    clipped_log_snr_grid as clipped_log_snr_grid,
     sample_edm as sample_edm,
+)
+from ._terms import (
+    forward_terms as forward_terms,
+    probability_flow_term as probability_flow_term,
+    reverse_terms as reverse_terms,
+)
+from ._train import (
+    FitResult as FitResult,
+    TrainState as TrainState,
+    adam_with_warmup as adam_with_warmup,
+    fit as fit,
+    num_params as num_params,
+    train_toy2d as train_toy2d,
 )
 
 __version__ = "0.1.0"

@@ -72,6 +72,7 @@ def _sample(
     key,
     t_eps,
     x_T,
+    t_grid,
     *,
     shape,
     solver,
@@ -89,18 +90,22 @@ def _sample(
     prior_keys, noise_keys = _prior_and_noise_keys(key, num)
     if x_T is None:
         x_T = jax.vmap(lambda k: sde.prior_sample(k, data_shape).astype(dtype))(prior_keys)
-    s_end = sde.T - t_eps
+    # Reversed time s = -t (terms with origin 0): every solver steps forward, and s keeps
+    # full floating-point resolution near t_eps even when T is large (EDM: T = 80).
+    s0, s_end = -jnp.asarray(sde.T, dtype), -t_eps
     levy = getattr(solver, "minimal_levy_area", dfx.BrownianIncrement)
     levy = dfx.SpaceTimeLevyArea if issubclass(dfx.SpaceTimeLevyArea, levy) else levy
 
     if controller is None:  # fixed grid, whole batch in one solve
-        s_grid = sde.T - time_grid(sde, steps, t_eps=t_eps, kind=grid, dtype=dtype)
+        if t_grid is None:
+            t_grid = time_grid(sde, steps, t_eps=t_eps, kind=grid, dtype=dtype)
+        s_grid = -t_grid
         batched = BatchedScore(score)
         if stochastic:
             path = BatchBrownianPath(noise_keys, shape, dtype, levy)
-            terms = reverse_terms(sde, batched, path)
+            terms = reverse_terms(sde, batched, path, origin=0.0)
         else:
-            terms = probability_flow_term(sde, batched)
+            terms = probability_flow_term(sde, batched, origin=0.0)
         cost = _nfe.evaluation_cost(solver, terms, s_grid[0], x_T)
         sol = dfx.diffeqsolve(
             terms,
@@ -118,15 +123,14 @@ def _sample(
         num_steps = jnp.broadcast_to(sol.stats["num_steps"], (num,))
         ok = jnp.broadcast_to(sol.result == dfx.RESULTS.successful, (num,))
     else:
-        s0 = jnp.zeros((), dtype)
 
         def make_terms(noise_key):
             if not stochastic:
-                return probability_flow_term(sde, score)
+                return probability_flow_term(sde, score, origin=0.0)
             path = dfx.VirtualBrownianTree(
                 s0, s_end, brownian_tol, data_shape, noise_key, levy_area=levy
             )
-            return reverse_terms(sde, score, path)
+            return reverse_terms(sde, score, path, origin=0.0)
 
         cost = _nfe.evaluation_cost(solver, make_terms(noise_keys[0]), s0, x_T[0])
 
@@ -153,6 +157,29 @@ def _sample(
         x = jax.vmap(lambda xi: _tweedie(sde, score, t_eps, xi))(x)
         nfe = jnp.where(nfe >= 0, nfe + 1, nfe)
     return x, nfe, num_steps, ok
+
+
+def _explicit_grid(grid, sde, t_eps, steps, controller):
+    """Validate a user's grid of times (decreasing from `sde.T` to its last entry, `t_eps`)."""
+    ts = jnp.asarray(grid)
+    if ts.ndim != 1 or ts.shape[0] < 2:
+        raise ValueError(
+            f"grid must be a string or a 1-D array of >= 2 times; got shape {ts.shape}."
+        )
+    if controller is not None and not isinstance(controller, (dfx.StepTo, dfx.ConstantStepSize)):
+        raise ValueError("grid as an array gives fixed steps; do not pass a stepsize_controller.")
+    if steps is not None and steps != ts.shape[0] - 1:
+        raise ValueError(f"steps={steps} disagrees with the grid's {ts.shape[0] - 1} steps.")
+    if is_concrete(ts):
+        host = jnp.asarray(ts, float)
+        if not bool(jnp.all(jnp.diff(host) < 0)):
+            raise ValueError("grid must be strictly decreasing (from sde.T down to t_eps).")
+        if abs(float(host[0]) - sde.T) > 1e-6 * sde.T:
+            raise ValueError(f"grid must start at sde.T = {sde.T}; got {float(host[0])}.")
+        if t_eps is not None and abs(float(host[-1]) - t_eps) > 1e-6 * abs(t_eps):
+            raise ValueError(f"grid ends at {float(host[-1])} but t_eps={t_eps}.")
+        t_eps = float(host[-1])
+    return ts, t_eps, ts.shape[0] - 1
 
 
 def _default_t_eps(sde, t_eps):
@@ -184,10 +211,14 @@ def _run(
     if not isinstance(solver, dfx.AbstractSolver):
         raise TypeError(f"solver must be a diffrax solver; got {type(solver).__name__}.")
     shape = check_shape(shape)
+    t_grid = None
+    if not isinstance(grid, str):
+        t_grid, t_eps, steps = _explicit_grid(grid, sde, t_eps, steps, controller)
+        grid = "uniform"
     t_eps = _default_t_eps(sde, t_eps)
     check_t_eps(t_eps, sde.T)
     if grid not in GRIDS:
-        raise ValueError(f"grid must be one of {GRIDS}; got grid={grid!r}.")
+        raise ValueError(f"grid must be one of {GRIDS} or an array of times; got grid={grid!r}.")
     if steps is not None:
         steps = check_steps(steps)
     if isinstance(controller, (dfx.StepTo, dfx.ConstantStepSize)) and steps is not None:
@@ -231,12 +262,15 @@ def _run(
                         f"The controller's dtmin={dtmin} must exceed brownian_tol={brownian_tol}: "
                         "the Brownian tree must resolve the smallest step."
                     )
+    if t_grid is not None:
+        t_grid = jnp.asarray(t_grid, dtype)
     x, nfe, num_steps, ok = _sample(
         sde,
         score,
         key,
         jnp.asarray(t_eps, dtype),
         x_T,
+        t_grid,
         shape=shape,
         solver=solver,
         steps=steps,
@@ -283,7 +317,7 @@ def sample_ode(
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     t_eps: float | None = None,
     denoise: bool = False,
-    grid: str = "uniform",
+    grid="uniform",
     x_T=None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
@@ -301,7 +335,8 @@ def sample_ode(
     - `key`: sample `i` uses `fold_in(key, i)`; `shape = (num, *data_shape)`.
     - `solver`: any diffrax ODE solver (or this package's exponential integrators).
     - `steps`: a fixed grid of that many steps (kind `grid`: `"uniform"`, `"log_snr"`,
-      `"karras"`). Without `steps`, adaptive steps under `stepsize_controller`, by default
+      `"karras"`, `"clipped_log_snr"`; see [`scoresde.time_grid`][]). `grid` may also be an
+      explicit array of times decreasing from `sde.T` to `t_eps` (then `steps` is implied). Without `steps`, adaptive steps under `stepsize_controller`, by default
       `diffrax.PIDController(rtol, atol)`; with both, `steps` sets the first step size.
     - `t_eps`: the end time; defaults to `sde.default_t_eps` ($10^{-3}$; `sigma_min` for EDM).
     - `denoise`: finish with one Tweedie step $E[x_0 \mid x_{t_\varepsilon}]$ (+1 NFE).
@@ -312,7 +347,7 @@ def sample_ode(
     **Raises:** `RuntimeError` if the solve fails, `FloatingPointError` on non-finite samples,
     `ValueError`/`TypeError` on bad arguments.
     """
-    if stepsize_controller is None and steps is None:
+    if stepsize_controller is None and steps is None and isinstance(grid, str):
         stepsize_controller = dfx.PIDController(rtol=rtol, atol=atol)
     return _run(
         "sample_ode",
@@ -345,7 +380,7 @@ def sample_sde(
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     t_eps: float | None = None,
     denoise: bool = True,
-    grid: str = "uniform",
+    grid="uniform",
     x_T=None,
     dt0: float | None = None,
     max_steps: int = 16384,

@@ -34,7 +34,7 @@ import jax.random as jr
 from diffrax._term import WrapTerm as _WrapTerm
 
 from ._checks import check_positive, check_shape, check_steps, check_t_eps, is_concrete
-from ._grid import time_grid
+from ._grid import clipped_log_snr_grid, time_grid  # noqa: F401  (re-exported)
 from ._sde import AbstractSDE
 from ._terms import ProbabilityFlow, checked_score
 
@@ -76,7 +76,8 @@ def _phi(k: int, z):
 
 
 def _unwrap(solver, terms):
-    """`(sde, score, direction)` from `probability_flow_term(sde, score)`, possibly wrapped."""
+    """`(sde, score, direction, time)` from `probability_flow_term(sde, score)`, possibly wrapped;
+    `time(s)` maps the term's reversed time to the diffusion time."""
     term, direction = terms, 1
     while isinstance(term, _WrapTerm):
         direction = direction * term.direction
@@ -97,7 +98,7 @@ def _unwrap(solver, terms):
                 f"{type(solver).__name__} needs an SDE with `{method}`; "
                 f"{type(sde).__name__} has none."
             )
-    return sde, vf.score, direction
+    return sde, vf.score, direction, vf.time
 
 
 class _Model(eqx.Module):
@@ -124,9 +125,9 @@ class _Model(eqx.Module):
         return ((x + sigma**2 * checked_score(self.score, t, x)) / alpha).astype(x.dtype)
 
 
-def _times(sde, direction, t0, t1):
+def _times(time, direction, t0, t1):
     """Diffusion times of the step `[t0, t1]` in diffeqsolve's (wrapped, reversed) time."""
-    return sde.T - direction * t0, sde.T - direction * t1
+    return time(direction * t0), time(direction * t1)
 
 
 def _check_y(solver, y0):
@@ -166,9 +167,9 @@ class _SingleStep(AbstractPFSolver):
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
-        sde, score, direction = _unwrap(self, terms)
+        sde, score, direction, time = _unwrap(self, terms)
         model = _Model(sde, score)
-        ts, tt = _times(sde, direction, t0, t1)
+        ts, tt = _times(time, direction, t0, t1)
         y1, y_error = self._step(model, ts, tt, y0)
         dense_info = dict(y0=y0, y1=y1)
         return y1, y_error, dense_info, None, dfx.RESULTS.successful
@@ -344,12 +345,11 @@ class _Multistep(AbstractPFSolver):
     history: ClassVar[int]
 
     def init(self, terms, t0, t1, y0, args):
-        sde, _, _ = _unwrap(self, terms)
+        _unwrap(self, terms)
         _check_y(self, y0)
         y0 = jnp.asarray(y0)
         k = self.history
-        ts = sde.T - t0
-        dtype = jnp.result_type(ts, float)
+        dtype = jnp.result_type(t0, float)
         return _History(
             lams=jnp.zeros((k,), dtype),
             preds=jnp.zeros((k, *y0.shape), y0.dtype),
@@ -359,9 +359,9 @@ class _Multistep(AbstractPFSolver):
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del made_jump
-        sde, score, direction = _unwrap(self, terms)
+        sde, score, direction, time = _unwrap(self, terms)
         model = _Model(sde, score)
-        ts, tt = _times(sde, direction, t0, t1)
+        ts, tt = _times(time, direction, t0, t1)
         a_s, s_s, l_s = model.marginal(ts)
         a_t, s_t, l_t = model.marginal(tt)
         d_s = model.data(ts, y0, a_s, s_s)
@@ -522,68 +522,6 @@ class UniPC(_Multistep):
 
 
 # --------------------------------------------------------------------------------------------
-# A time grid for few-step exponential integrators
-
-
-def clipped_log_snr_grid(
-    sde: AbstractSDE,
-    steps: int,
-    *,
-    t_eps,
-    sigma_hi: float = 4.0,
-    sigma_lo: float | None = None,
-    dtype=None,
-):
-    r"""`steps + 1` decreasing times from `sde.T` to `t_eps` for few-step exponential integrators.
-
-    In the noise level $\tilde\sigma = \sigma/\alpha = e^{-\lambda}$: a first step from
-    $\tilde\sigma(T)$ down to `sigma_hi`, steps uniform in $\lambda$ (geometric in
-    $\tilde\sigma$) down to `sigma_lo`, and a last step to $\tilde\sigma(t_\varepsilon)$.
-    Far above the data's scale and far below its smallest scale the data prediction
-    $\hat x_0$ barely changes along the ODE, so exponential integrators (exact for constant
-    $\hat x_0$) need few steps there. The end steps are capped at 4 and 1.7 times the inner
-    step $h$ (so with many steps the grid tends to uniform in $\lambda$ and has no error floor):
-    their lengths are $\min(\lambda(\text{sigma\_hi}) - \lambda(T), 4h)$ and
-    $\min(\lambda(t_\varepsilon) - \lambda(\text{sigma\_lo}), 1.7h)$. The defaults suit data of
-    scale $\sigma_{data} \approx 0.5$: `sigma_hi` $= 8\sigma_{data}$, `sigma_lo` $= 5\,
-    \tilde\sigma(t_\varepsilon)$. Use it with `diffrax.StepTo(ts=sde.T - grid)` in
-    `diffrax.diffeqsolve`.
-    """
-    steps = check_steps(steps)
-    check_positive("sigma_hi", sigma_hi)
-    dtype = dtype or jnp.result_type(float)
-    T = jnp.asarray(sde.T, dtype)
-    t_eps = jnp.asarray(t_eps, dtype)
-    lam_lo, lam_hi = sde.log_snr(T), sde.log_snr(t_eps)  # noisiest, cleanest
-    lam_a = jnp.clip(-jnp.log(jnp.asarray(sigma_hi, dtype)), lam_lo, lam_hi)
-    if sigma_lo is None:
-        lam_b = lam_hi - math.log(5.0)
-    else:
-        check_positive("sigma_lo", sigma_lo)
-        lam_b = -jnp.log(jnp.asarray(sigma_lo, dtype))
-    lam_b = jnp.clip(lam_b, lam_a, lam_hi)
-    if steps <= 2:
-        lam = jnp.linspace(lam_lo, lam_hi, steps + 1, dtype=dtype)
-    else:
-        first, last, total = lam_a - lam_lo, lam_hi - lam_b, lam_hi - lam_lo
-
-        def length(h):
-            return jnp.minimum(first, 4 * h) + jnp.minimum(last, 1.7 * h) + (steps - 2) * h
-
-        lo, hi = jnp.zeros_like(total), total / (steps - 2)
-        for _ in range(60):  # bisection for the inner step h: length(h) = total
-            mid = 0.5 * (lo + hi)
-            too_long = length(mid) > total
-            lo, hi = jnp.where(too_long, lo, mid), jnp.where(too_long, mid, hi)
-        h = 0.5 * (lo + hi)
-        start = lam_lo + jnp.minimum(first, 4 * h)
-        inner = start + h * jnp.arange(steps - 1, dtype=dtype)
-        lam = jnp.concatenate([lam_lo[None], inner, lam_hi[None]])
-    ts = sde.log_snr_inverse(lam).astype(dtype)
-    return ts.at[0].set(T).at[-1].set(t_eps)
-
-
-# --------------------------------------------------------------------------------------------
 # EDM's Heun sampler
 
 
@@ -618,8 +556,8 @@ class EDMHeun(AbstractPFSolver):
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
-        sde, score, direction = _unwrap(self, terms)
-        ts, tt = _times(sde, direction, t0, t1)
+        sde, score, direction, time = _unwrap(self, terms)
+        ts, tt = _times(time, direction, t0, t1)
         y1, y_err = _heun_step(_Model(sde, score), ts, tt, y0)
         return y1, y_err, dict(y0=y0, y1=y1), None, dfx.RESULTS.successful
 

@@ -46,8 +46,9 @@ class BatchedScore(eqx.Module):
         return jax.vmap(lambda xi: checked_score(self.score, t, xi))(x)
 
 
-def _reverse_time(sde: AbstractSDE, s: Scalar):
-    return sde.T - s
+def _reverse_time(sde: AbstractSDE, s: Scalar, origin: float | None = None):
+    """The diffusion time $t = $ `origin` $- s$; `origin=None` means `sde.T` ($s = T - t$)."""
+    return (sde.T if origin is None else origin) - s
 
 
 class _ForwardDrift(eqx.Module):
@@ -58,13 +59,14 @@ class _ForwardDrift(eqx.Module):
 
 
 class _Diffusion(eqx.Module):
-    """$g(t)\\,I$ as a diagonal operator; `reversed` reads the time argument as $s = T - t$."""
+    """$g(t)\\,I$ as a diagonal operator; `reversed` reads the time argument as $s$."""
 
     sde: AbstractSDE
     reversed: bool = eqx.field(static=True)
+    origin: float | None = eqx.field(static=True, default=None)
 
     def __call__(self, time, x, args):
-        t = _reverse_time(self.sde, time) if self.reversed else time
+        t = _reverse_time(self.sde, time, self.origin) if self.reversed else time
         g = self.sde.diffusion(t).astype(jnp.result_type(x))
         return lx.DiagonalLinearOperator(jnp.broadcast_to(g, jnp.shape(x)))
 
@@ -74,9 +76,14 @@ class ReverseDrift(eqx.Module):
 
     sde: AbstractSDE
     score: ScoreFn
+    origin: float | None = eqx.field(static=True, default=None)
+
+    def time(self, s):
+        """The diffusion time $t$ of the reversed time $s$."""
+        return _reverse_time(self.sde, s, self.origin)
 
     def __call__(self, s, x, args):
-        t = _reverse_time(self.sde, s)
+        t = self.time(s)
         g2 = self.sde.diffusion(t) ** 2
         return -self.sde.drift(t, x) + g2 * checked_score(self.score, t, x)
 
@@ -86,9 +93,14 @@ class ProbabilityFlow(eqx.Module):
 
     sde: AbstractSDE
     score: ScoreFn
+    origin: float | None = eqx.field(static=True, default=None)
+
+    def time(self, s):
+        """The diffusion time $t$ of the reversed time $s$."""
+        return _reverse_time(self.sde, s, self.origin)
 
     def __call__(self, s, x, args):
-        t = _reverse_time(self.sde, s)
+        t = self.time(s)
         g2 = self.sde.diffusion(t) ** 2
         return -(self.sde.drift(t, x) - 0.5 * g2 * checked_score(self.score, t, x))
 
@@ -104,18 +116,32 @@ def forward_terms(sde: AbstractSDE, brownian: dfx.AbstractBrownianPath) -> dfx.M
 
 
 def reverse_terms(
-    sde: AbstractSDE, score: ScoreFn, brownian: dfx.AbstractBrownianPath
+    sde: AbstractSDE,
+    score: ScoreFn,
+    brownian: dfx.AbstractBrownianPath,
+    *,
+    origin: float | None = None,
 ) -> dfx.MultiTerm:
     r"""The reverse-time SDE in $s = T - t$ ($s$ from $0$ to $T - t_\varepsilon$).
 
     `diffrax.MultiTerm(ODETerm(drift), ControlTerm(diffusion, brownian))`; integrate it with any
     diffrax SDE solver stepping forward in $s$. `brownian` must span $[0, T - t_\varepsilon]$.
+
+    `origin` sets $t = \text{origin} - s$ instead (default `sde.T`); `origin=0.0` gives
+    $s = -t$, from $-T$ to $-t_\varepsilon$, which keeps full floating-point resolution near
+    $t_\varepsilon$ when $T$ is large (EDM's $T = 80$ in float32). The samplers use it.
     """
     return dfx.MultiTerm(
-        dfx.ODETerm(ReverseDrift(sde, score)), dfx.ControlTerm(_Diffusion(sde, True), brownian)
+        dfx.ODETerm(ReverseDrift(sde, score, origin)),
+        dfx.ControlTerm(_Diffusion(sde, True, origin), brownian),
     )
 
 
-def probability_flow_term(sde: AbstractSDE, score: ScoreFn) -> dfx.ODETerm:
-    r"""`diffrax.ODETerm` of the PF-ODE in $s = T - t$: $dx/ds = -F(T - s, x)$."""
-    return dfx.ODETerm(ProbabilityFlow(sde, score))
+def probability_flow_term(
+    sde: AbstractSDE, score: ScoreFn, *, origin: float | None = None
+) -> dfx.ODETerm:
+    r"""`diffrax.ODETerm` of the PF-ODE in $s = T - t$: $dx/ds = -F(T - s, x)$.
+
+    `origin`: as in [`scoresde.reverse_terms`][] ($t = \text{origin} - s$; default `sde.T`).
+    """
+    return dfx.ODETerm(ProbabilityFlow(sde, score, origin))
