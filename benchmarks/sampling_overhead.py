@@ -68,8 +68,8 @@ def main(quick: bool = False):
 
         scan = jax.jit(lambda x_T, key, score=score: scan_em(sde, score, x_T, key, steps, t_eps))
         one_eval = jax.jit(jax.vmap(score, in_axes=(None, 0)))
-        lib_first, lib_run, lib_x = timed(library, x_T, jr.key(1))
-        scan_first, scan_run, scan_x = timed(scan, x_T, jr.key(1))
+        lib_first, lib_run, lib_x = timed(library, x_T, jr.key(1), repeats=2)
+        scan_first, scan_run, scan_x = timed(scan, x_T, jr.key(1), repeats=2)
         _, eval_run, _ = timed(one_eval, jnp.asarray(0.5), x_T, repeats=20)
         floor = steps * eval_run
         row = dict(
