@@ -231,7 +231,7 @@ class EDMPreconditioning(AbstractParametrisation):
 
 
 class EnergyScore(AbstractParametrisation):
-    r"""An energy-based model: score $= -\nabla_x E(t, x)$, so $\ln p_t(x) = -E(t, x) + $ const.
+    r"""An energy-based model: score $= -\nabla_x E(t, x)$, so $\ln p_t(x) = -E(t, x)$ up to a constant.
 
     A network with a scalar output (e.g. `MLPScoreNet(..., out_size="scalar")`) is the energy
     $E = \text{net}(c, x_{in})$; a network with a sample-shaped output $y$ gives

@@ -48,7 +48,7 @@ class AbstractSDE(eqx.Module):
 
     @abc.abstractmethod
     def log_snr_inverse(self, lam: Scalar) -> Array:
-        r"""The time $t$ with $\lambda(t) = $ `lam`."""
+        r"""The time $t$ at which $\lambda(t)$ equals `lam`."""
 
     @property
     @abc.abstractmethod
