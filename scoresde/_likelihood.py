@@ -193,8 +193,7 @@ def _log_likelihood(
         probes = divergence.init(ki, lambda z: _pf_drift(sde, score, t_eps, z), xi)
         term = dfx.ODETerm(_AugmentedFlow(sde, score, divergence, clock, probes))
         y0 = (xi, jnp.zeros((n_est,), dtype))
-        cost = _nfe.evaluation_cost(solver, term, u0, y0)
-        sol = dfx.diffeqsolve(
+        sol, nfe = _nfe.counted_diffeqsolve(
             term,
             solver,
             u0,
@@ -202,14 +201,11 @@ def _log_likelihood(
             dt0,
             y0,
             stepsize_controller=controller,
-            solver_state=_nfe.initial_solver_state(cost, term, u0, y0),
             max_steps=max_steps,
             adjoint=adjoint,
-            throw=False,
         )
         z, deltas = sol.ys[0][0], sol.ys[1][0]
         steps = sol.stats["num_steps"]
-        nfe = _nfe.count(cost, steps)
         nfe = jnp.where(nfe >= 0, nfe + divergence.init_evaluations, nfe)
         return z, deltas, steps, nfe, sol.result == dfx.RESULTS.successful, _status(sol.result)
 

@@ -60,3 +60,21 @@ def count(cost: EvalCost | None, num_steps):
     if cost is None:
         return jnp.full(jnp.shape(num_steps), -1, jnp.int32)
     return (cost.init + cost.per_step * num_steps).astype(jnp.int32)
+
+
+def counted_diffeqsolve(terms, solver, t0, t1, dt0, y0, **kwargs):
+    """`diffrax.diffeqsolve(..., throw=False)` and the exact score evaluations it made (`-1` if
+    unknown). FSAL methods start from `initial_solver_state`, so the count holds for every step."""
+    cost = evaluation_cost(solver, terms, t0, y0)
+    sol = dfx.diffeqsolve(
+        terms,
+        solver,
+        t0,
+        t1,
+        dt0,
+        y0,
+        solver_state=initial_solver_state(cost, terms, t0, y0),
+        throw=False,
+        **kwargs,
+    )
+    return sol, count(cost, sol.stats["num_steps"])

@@ -106,8 +106,7 @@ def _sample(
             terms = reverse_terms(sde, batched, path, origin=0.0)
         else:
             terms = probability_flow_term(sde, batched, origin=0.0)
-        cost = _nfe.evaluation_cost(solver, terms, s_grid[0], x_T)
-        sol = dfx.diffeqsolve(
+        sol, nfe = _nfe.counted_diffeqsolve(
             terms,
             solver,
             s_grid[0],
@@ -115,11 +114,10 @@ def _sample(
             None,
             x_T,
             stepsize_controller=dfx.StepTo(ts=s_grid),
-            solver_state=_nfe.initial_solver_state(cost, terms, s_grid[0], x_T),
             max_steps=steps,
-            throw=False,
         )
         x = sol.ys[0]
+        nfe = jnp.broadcast_to(nfe, (num,))
         num_steps = jnp.broadcast_to(sol.stats["num_steps"], (num,))
         ok = jnp.broadcast_to(sol.result == dfx.RESULTS.successful, (num,))
     else:
@@ -132,27 +130,22 @@ def _sample(
             )
             return reverse_terms(sde, score, path, origin=0.0)
 
-        cost = _nfe.evaluation_cost(solver, make_terms(noise_keys[0]), s0, x_T[0])
-
         def one(x0, noise_key):
-            terms = make_terms(noise_key)
-            sol = dfx.diffeqsolve(
-                terms,
+            sol, nfe = _nfe.counted_diffeqsolve(
+                make_terms(noise_key),
                 solver,
                 s0,
                 s_end,
                 dt0,
                 x0,
                 stepsize_controller=controller,
-                solver_state=_nfe.initial_solver_state(cost, terms, s0, x0),
                 max_steps=max_steps,
-                throw=False,
             )
-            return sol.ys[0], sol.stats["num_steps"], sol.result == dfx.RESULTS.successful
+            ok = sol.result == dfx.RESULTS.successful
+            return sol.ys[0], nfe, sol.stats["num_steps"], ok
 
-        x, num_steps, ok = jax.vmap(one)(x_T, noise_keys)
+        x, nfe, num_steps, ok = jax.vmap(one)(x_T, noise_keys)
 
-    nfe = _nfe.count(cost, num_steps)
     if denoise:
         x = jax.vmap(lambda xi: _tweedie(sde, score, t_eps, xi))(x)
         nfe = jnp.where(nfe >= 0, nfe + 1, nfe)
