@@ -1,0 +1,153 @@
+"""Outputs of a benchmark run: JSON (with its schema), a Markdown table, work-precision PNGs."""
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+from importlib import metadata
+
+import jax
+
+SCHEMA_PATH = pathlib.Path(__file__).parent / "schema.json"
+SCHEMA_VERSION = 1
+
+
+def schema() -> dict:
+    """The JSON schema every `bench.json` validates against."""
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def environment() -> dict:
+    """Package versions, device and commit of this run."""
+    versions = {}
+    for name in ("scoresde", "jax", "jaxlib", "equinox", "diffrax", "optax", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    versions["python"] = platform.python_version()
+    try:
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=pathlib.Path(__file__).parent,
+                timeout=10,
+            ).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "versions": versions,
+        "device": {
+            "backend": jax.default_backend(),
+            "devices": [str(d) for d in jax.devices()],
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "commit": commit,
+    }
+
+
+def _fmt(value, spec=".3g"):
+    if value is None:
+        return "–"
+    return format(value, spec)
+
+
+def markdown(payload: dict) -> str:
+    """One table per problem, sampler rows in the order they ran."""
+    lines = [
+        "# scoresde bench",
+        "",
+        f"{'Quick run' if payload['parameters']['quick'] else 'Full run'}, commit "
+        f"`{payload['commit'] or 'unknown'}`, {payload['device']['backend']} "
+        f"({payload['device']['cpu_count']} CPU cores), jax {payload['versions']['jax']}.",
+        "Errors: `err ref` is the mean L2 distance to the reference ODE solution from the same "
+        "noise (deterministic samplers); `SW2` sliced Wasserstein and `MMD²` to reference "
+        "samples; `mode err` the largest mode-weight error. Times in seconds, compile apart.",
+    ]
+    for prob in payload["problems"]:
+        floor = prob["floors"]
+        nll = prob["nll"]
+        lines += [
+            "",
+            f"## {prob['name']}",
+            "",
+            f"{prob['description']}; {prob['num_samples']} samples, dimension {prob['dim']}. "
+            f"Reference: {prob['reference']['method']} ({prob['reference']['nfe_mean']:.0f} NFE).",
+            f"Floors (two independent reference sets): SW2 {_fmt(floor['sliced_w2'])}, "
+            f"MMD² {_fmt(floor['mmd2'])}, mode err {_fmt(floor['mode_weight_error'])}.",
+        ]
+        if nll is not None:
+            exact = f" (exact {nll['exact']:.4g})" if nll.get("exact") is not None else ""
+            lines.append(
+                f"Test NLL: {nll['model']:.4g} {nll['unit']}{exact}, {nll['num_points']} points, "
+                f"{nll['nfe_mean']:.0f} NFE."
+            )
+        lines += [
+            "",
+            "| sampler | family | setting | NFE | err ref | SW2 | MMD² | mode err | wall s "
+            "| compile s |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in prob["rows"]:
+            if r["status"] != "ok":
+                lines.append(
+                    f"| {r['sampler']} | {r['family']} | {r['setting']} | – | {r['status']} "
+                    "| | | | | |"
+                )
+                continue
+            lines.append(
+                f"| {r['sampler']} | {r['family']} | {r['setting']} | {r['nfe_mean']:.0f} "
+                f"| {_fmt(r['err_ref'])} | {_fmt(r['sliced_w2'])} | {_fmt(r['mmd2'])} "
+                f"| {_fmt(r['mode_weight_error'])} | {r['wall_s']:.3f} | {r['compile_s']:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(prob: dict, path) -> bool:
+    """Work-precision figure of one problem: error vs NFE, error vs wall time, SW2 vs NFE."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    by_sampler: dict[str, list] = {}
+    for r in prob["rows"]:
+        if r["status"] == "ok":
+            by_sampler.setdefault(r["sampler"], []).append(r)
+    for i, (name, rows) in enumerate(by_sampler.items()):
+        rows = sorted(rows, key=lambda r: r["nfe_mean"])
+        style = dict(marker="o", ms=3, color=f"C{i % 10}", ls="-" if i < 10 else "--", label=name)
+        nfe = [r["nfe_mean"] for r in rows]
+        if rows[0]["err_ref"] is not None:
+            axes[0].plot(nfe, [r["err_ref"] for r in rows], **style)
+            axes[1].plot([r["wall_s"] for r in rows], [r["err_ref"] for r in rows], **style)
+        axes[2].plot(nfe, [r["sliced_w2"] for r in rows], **style)
+    floor = prob["floors"]["sliced_w2"]
+    axes[2].axhline(floor, color="k", lw=0.8, ls=":", label="floor (reference vs reference)")
+    labels = [
+        ("NFE", "error vs reference ODE solution"),
+        ("wall time (s)", "error vs reference ODE solution"),
+        ("NFE", "sliced W2 to reference samples"),
+    ]
+    for ax, (xl, yl) in zip(axes, labels, strict=True):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[2].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{prob['name']}: {prob['description']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -1,0 +1,108 @@
+"""`scoresde bench`: the quick run end to end, its JSON schema, and its error handling."""
+
+import copy
+import json
+
+import jax.numpy as jnp
+import jax.random as jr
+import jsonschema
+import numpy as np
+import pytest
+
+from scoresde import cli
+from scoresde._bench import measure, problems, report, solvers
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    code = cli.main(["bench", "--quick", "--out", str(out), "--cache", str(out / "cache")])
+    assert code == 0
+    return out, json.loads((out / "bench.json").read_text())
+
+
+def test_quick_bench_writes_valid_json_table_and_plots(quick_run):
+    out, payload = quick_run
+    jsonschema.validate(payload, report.schema())
+    assert [p["name"] for p in payload["problems"]] == list(problems.QUICK_PROBLEMS)
+    expected_rows = len(solvers.QUICK_SAMPLERS) - 1 + 0  # adaptive: one tolerance
+    for prob in payload["problems"]:
+        # every fixed-step sampler at both budgets, the adaptive one at its tolerance
+        assert len(prob["rows"]) == 2 * expected_rows + 1
+        assert all(r["status"] == "ok" for r in prob["rows"])
+        assert (out / f"work_precision_{prob['name']}.png").stat().st_size > 10_000
+    table = (out / "bench.md").read_text()
+    for name in solvers.QUICK_SAMPLERS:
+        assert name in table
+
+
+def test_quick_bench_figures_are_consistent(quick_run):
+    _, payload = quick_run
+    ring = payload["problems"][0]
+    by = {(r["sampler"], r["budget"]): r for r in ring["rows"]}
+    for spec in solvers.get_samplers(solvers.QUICK_SAMPLERS):
+        if spec.adaptive:
+            continue
+        lo, hi = by[(spec.name, 10)], by[(spec.name, 20)]
+        assert lo["nfe_mean"] <= 10 and hi["nfe_mean"] <= 20  # budgets are respected exactly
+        assert lo["nfe_mean"] < hi["nfe_mean"]
+        if spec.deterministic:
+            assert hi["err_ref"] < lo["err_ref"]  # more steps, closer to the reference solution
+        else:
+            assert lo["err_ref"] is None
+    # exact score: a tight adaptive solve lands near the reference; the NLL matches the analytic
+    assert by[("Tsit5 (adaptive)", 1e-3)]["err_ref"] < 0.01
+    nll = ring["nll"]
+    assert abs(nll["model"] - nll["exact"]) < 0.02
+    # metrics of the exact-score problem sit near their floor at 20 NFE for a good solver
+    assert by[("UniPC-3", 20)]["sliced_w2"] < 3 * ring["floors"]["sliced_w2"]
+
+
+def test_schema_rejects_a_failed_solve_printed_as_a_number(quick_run):
+    _, payload = quick_run
+    bad = copy.deepcopy(payload)
+    row = bad["problems"][0]["rows"][0]
+    row["status"] = "failed: max_steps reached"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, report.schema())
+    bad = copy.deepcopy(payload)
+    bad["problems"][0]["rows"][0]["sliced_w2"] = None
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, report.schema())
+
+
+def test_a_failing_sampler_is_a_status_not_a_number():
+    ring = problems.make_problem("ring2d", num=16, key=jr.key(0), quick=True, cache=None)
+    nan_score = lambda t, x: jnp.full_like(x, jnp.nan)
+    broken = problems.Problem(**{**ring.__dict__, "score": nan_score})
+    spec = solvers.get_samplers(["Euler"])[0]
+    row = measure.run_sampler(
+        spec,
+        broken,
+        10,
+        key=jr.key(1),
+        x_T=broken.noise(jr.key(2)),
+        ref=np.zeros((16, 2)),
+        bandwidth=1.0,
+        repeats=1,
+        metric_key=jr.key(3),
+    )
+    assert row["status"].startswith("failed: ")
+    assert "sliced_w2" not in row and "nfe_mean" not in row
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--problems", "mnist"], "unknown problem"),
+        (["--samplers", "RK4"], "unknown sampler"),
+        (["--nfes", "1"], "NFE budgets"),
+        (["--tolerances", "2"], "tolerances"),
+        (["--num-samples", "1"], "num_samples"),
+    ],
+)
+def test_bad_arguments_give_one_line_errors(tmp_path, capsys, argv, message):
+    assert cli.main(["bench", "--quick", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "bench.json").exists()
