@@ -303,8 +303,11 @@ class DPMSolver3(_SingleStep):
 
 
 class _History(eqx.Module):
-    """The last `k` data predictions and their log-SNRs (index 0 the newest) and the step count.
+    """The last `k` data predictions (a ring buffer), their log-SNRs (index 0 the newest) and the
+    step count.
 
+    `preds[count % k]` is where the next prediction goes, so the newest stored one sits at
+    `(count - 1) % k`: each step writes one slice in place instead of shifting the whole history.
     `x_start` is the (corrected) state at the start of the previous step, for UniPC's corrector.
     """
 
@@ -313,13 +316,22 @@ class _History(eqx.Module):
     count: jax.Array
     x_start: jax.Array
 
+    def newest(self, num: int) -> list:
+        """The `num` newest stored predictions, newest first."""
+        k = self.preds.shape[0]
+        return [
+            jax.lax.dynamic_index_in_dim(self.preds, (self.count - 1 - i) % k, keepdims=False)
+            for i in range(num)
+        ]
+
 
 def _taylor_weights(thetas, num_active, gs):
     r"""Weights $b_j$ with $\sum_j b_j D_j = \sum_{k<n} c_k g_k$ for the polynomial through the
     first `num_active` nodes $(\theta_j, D_j)$ written as $\sum_k c_k \theta^k / k!$.
 
     Inactive nodes get weight 0. `thetas`: nodes in units of the step; `gs[k]` the integral of
-    $e^{(\theta - 1)h}\theta^k/k!$ times $h$.
+    $e^{(\theta - 1)h}\theta^k/k!$ times $h$. The system is at most 4x4: it is solved by
+    unrolled Gaussian elimination (scalar arithmetic XLA fuses, no LAPACK call per step).
     """
     m = thetas.shape[0]
     j = jnp.arange(m)
@@ -331,11 +343,43 @@ def _taylor_weights(thetas, num_active, gs):
     eye = jnp.eye(m, dtype=thetas.dtype)
     mat = jnp.where(active_row & active_col, vander, jnp.where(active_row | active_col, 0.0, eye))
     g = jnp.where(k < num_active, gs, 0.0)
-    return jnp.linalg.solve(mat.T, g)
+    return _small_solve(mat.T, g)
+
+
+def _small_solve(a, b):
+    """`solve(a, b)` for a tiny well-conditioned system, unrolled (partial pivoting)."""
+    m = a.shape[0]
+    a = [[a[i, j] for j in range(m)] for i in range(m)]
+    b = [b[i] for i in range(m)]
+    for col in range(m):
+        # pivot: swap in the row (at or below col) with the largest entry in this column
+        for row in range(col + 1, m):
+            swap = jnp.abs(a[row][col]) > jnp.abs(a[col][col])
+            for j in range(m):
+                a[col][j], a[row][j] = (
+                    jnp.where(swap, a[row][j], a[col][j]),
+                    jnp.where(swap, a[col][j], a[row][j]),
+                )
+            b[col], b[row] = jnp.where(swap, b[row], b[col]), jnp.where(swap, b[col], b[row])
+        for row in range(col + 1, m):
+            f = a[row][col] / a[col][col]
+            a[row] = [a[row][j] - f * a[col][j] for j in range(m)]
+            b[row] = b[row] - f * b[col]
+    x = [None] * m
+    for i in reversed(range(m)):
+        acc = b[i]
+        for j in range(i + 1, m):
+            acc = acc - a[i][j] * x[j]
+        x[i] = acc / a[i][i]
+    return jnp.stack(x)
 
 
 def _weighted_sum(weights, preds):
-    return jnp.tensordot(weights.astype(preds.dtype), preds, axes=1)
+    """`sum_j weights[j] * preds[j]` written out, so XLA fuses it into one elementwise pass."""
+    total = weights[0].astype(preds[0].dtype) * preds[0]
+    for j in range(1, len(preds)):
+        total = total + weights[j].astype(preds[j].dtype) * preds[j]
+    return total
 
 
 class _Multistep(AbstractPFSolver):
@@ -366,8 +410,9 @@ class _Multistep(AbstractPFSolver):
         a_t, s_t, l_t = model.marginal(tt)
         d_s = model.data(ts, y0, a_s, s_s)
         state = solver_state
+        k = self.history
         lams = jnp.concatenate([l_s[None].astype(state.lams.dtype), state.lams[:-1]])
-        preds = jnp.concatenate([d_s[None], state.preds[:-1]])
+        preds = [d_s, *state.newest(k - 1)]  # newest first
         x_s = self._correct(model, ts, y0, state, l_s, d_s, a_s, s_s)
         # A zero-length step (diffrax clips steps ending within 100 ULP of t1 to t1) changes
         # nothing: keep y0 and the history, so no later coefficient divides by h = 0.
@@ -375,9 +420,15 @@ class _Multistep(AbstractPFSolver):
         l_t_safe = jnp.where(null, l_s + 1, l_t)
         y1 = self._predict(l_s, l_t_safe, a_t, s_t, s_s, x_s, lams, preds, state.count)
         y1 = jnp.where(null, y0, y1)
-        new_state = _History(lams, preds, state.count + 1, x_s)
-        new_state = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(null, old, new), new_state, state
+        slot = state.count % k
+        kept = jax.lax.dynamic_index_in_dim(state.preds, slot, keepdims=False)
+        new_state = _History(
+            lams=jnp.where(null, state.lams, lams),
+            preds=jax.lax.dynamic_update_index_in_dim(
+                state.preds, jnp.where(null, kept, d_s), slot, 0
+            ),
+            count=state.count + jnp.where(null, 0, 1),
+            x_start=jnp.where(null, state.x_start, x_s),
         )
         dense_info = dict(y0=y0, y1=y1)
         return y1, None, dense_info, new_state, dfx.RESULTS.successful
@@ -505,8 +556,8 @@ class UniPC(_Multistep):
         have_prev = state.count >= 1
         h_safe = jnp.where(have_prev, h, 1.0)
         lams = jnp.concatenate([l_s[None].astype(state.lams.dtype), state.lams])
-        preds = jnp.concatenate([d_s[None], state.preds])
         order = self.order_ + 1
+        preds = [d_s, *state.newest(order - 1)]
         dtype = jnp.result_type(lams.dtype, h_safe)
         thetas = ((lams[:order] - prev_l) / h_safe).astype(dtype)
         gs = jnp.stack([h_safe * _phi(k + 1, -h_safe) for k in range(order)]).astype(dtype)
