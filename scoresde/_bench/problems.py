@@ -167,7 +167,7 @@ def digits_unet(*, num, key, quick, cache):
     config = _cli_train.TrainConfig(
         dataset="digits",
         model_size="tiny",
-        steps=100 if quick else 2000,
+        steps=100 if quick else 1000,
         batch_size=128,
     )
     model, path = _cached_model(config, cache)
