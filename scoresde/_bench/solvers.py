@@ -49,73 +49,42 @@ class SamplerSpec:
         return f"{self.steps_for(budget)} steps"
 
 
-def _ode(solver, grid="log_snr"):
-    def run(problem, key, x_T, nfe):
-        return sample_ode(
-            problem.sde,
-            problem.score,
-            key=key,
-            shape=x_T.shape,
-            solver=solver,
-            steps=_steps(solver, nfe),
-            grid=grid,
-            x_T=x_T,
-            denoise=True,
+def _runner(sample_fn, settings):
+    """`run(problem, key, x_T, budget)`: `sample_fn` from `x_T` with `settings(budget)`."""
+
+    def run(problem, key, x_T, budget):
+        return sample_fn(
+            problem.sde, problem.score, key=key, shape=x_T.shape, x_T=x_T, **settings(budget)
         )
 
     return run
+
+
+def _ode(solver, grid="log_snr"):
+    return _runner(
+        sample_ode,
+        lambda nfe: dict(solver=solver, steps=_steps(solver, nfe), grid=grid, denoise=True),
+    )
 
 
 def _adaptive(solver):
-    def run(problem, key, x_T, tol):
-        return sample_ode(
-            problem.sde,
-            problem.score,
-            key=key,
-            shape=x_T.shape,
-            solver=solver,
-            rtol=tol,
-            atol=tol,
-            x_T=x_T,
-            denoise=True,
-        )
-
-    return run
+    return _runner(sample_ode, lambda tol: dict(solver=solver, rtol=tol, atol=tol, denoise=True))
 
 
 def _sde(solver):
-    def run(problem, key, x_T, nfe):
-        return sample_sde(
-            problem.sde,
-            problem.score,
-            key=key,
-            shape=x_T.shape,
-            solver=solver,
-            steps=_steps(solver, nfe),
-            grid="log_snr",
-            x_T=x_T,
-        )
-
-    return run
+    return _runner(
+        sample_sde, lambda nfe: dict(solver=solver, steps=_steps(solver, nfe), grid="log_snr")
+    )
 
 
 def _pc_sampler(predictor, corrector):
     per_step = 1 + (corrector.n_steps if corrector is not None else 0)
-
-    def run(problem, key, x_T, nfe):
-        return _pc.sample_pc(
-            problem.sde,
-            problem.score,
-            key=key,
-            shape=x_T.shape,
-            predictor=predictor,
-            corrector=corrector,
-            steps=(nfe - 1) // per_step,
-            grid="log_snr",
-            x_T=x_T,
-        )
-
-    return run
+    return _runner(
+        _pc.sample_pc,
+        lambda nfe: dict(
+            predictor=predictor, corrector=corrector, steps=(nfe - 1) // per_step, grid="log_snr"
+        ),
+    )
 
 
 _AT_INIT = {dfx.ReversibleHeun: 1}
