@@ -1,10 +1,15 @@
 """Train a score model on a 2-D toy set, then sample it with the probability-flow ODE.
 
     python examples/train_toy2d.py                      # 8-Gaussian ring, ~1-2 minutes on CPU
-    python -c "import examples.train_toy2d as e; e.main(dataset='moons', steps=4000)"
+    python examples/train_toy2d.py --dataset moons --steps 4000
+    python examples/train_toy2d.py --smoke              # seconds: a few training steps
 
-Writes `toy2d_samples.png` (data vs model samples) and `toy2d_checkpoint.eqx` (+ sidecar).
+Writes `toy2d_samples.png` (data vs model samples) and `toy2d_checkpoint.eqx` (+ its JSON
+sidecar) to `--out` (default `scoresde-out`).
 """
+
+import argparse
+import pathlib
 
 import diffrax as dfx
 import jax
@@ -20,15 +25,20 @@ DATASETS = {
     "swissroll": ss.swiss_roll,
     "checkerboard": ss.checkerboard,
 }
+# --smoke: the same code path at toy sizes (checks that the script runs, not that it trains).
+SMOKE = dict(steps=50, num_train=1000, num_samples=256)
 
 
-def main(dataset="mixture", steps=3000, num_train=20_000, num_samples=2000, seed=0, out="toy2d"):
+def main(dataset="mixture", steps=3000, num_train=20_000, num_samples=2000, seed=0,
+         out="scoresde-out"):  # fmt: skip
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     key_data, key_train, key_sample = jr.split(jr.key(seed), 3)
     data = DATASETS[dataset](key_data, num_train)
     result = ss.train_toy2d(key=key_train, data=data, steps=steps, progress=True)
     model = result.ema_model
-    ss.save(f"{out}_checkpoint.eqx", model, hyperparameters={"dataset": dataset, "steps": steps},
-            ema=True)  # fmt: skip
+    ss.save(out / "toy2d_checkpoint.eqx", model,
+            hyperparameters={"dataset": dataset, "steps": steps}, ema=True)  # fmt: skip
     samples = ss.sample_ode(
         model.sde, model, key=key_sample, shape=(num_samples, 2), solver=dfx.Tsit5(),
         stepsize_controller=dfx.PIDController(rtol=1e-4, atol=1e-4),
@@ -53,12 +63,20 @@ def main(dataset="mixture", steps=3000, num_train=20_000, num_samples=2000, seed
         axes[1].scatter(*samples.T, s=2, color="C1")
         axes[1].set_title("PF-ODE samples")
         fig.tight_layout()
-        fig.savefig(f"{out}_samples.png", dpi=100)
-        print(f"wrote {out}_samples.png")
+        fig.savefig(out / "toy2d_samples.png", dpi=100)
+        plt.close(fig)
+        print(f"wrote {out / 'toy2d_samples.png'}")
     except ImportError:
         pass
     return result, samples
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="mixture")
+    parser.add_argument("--steps", type=int, default=3000, help="training steps")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: a fast end-to-end check")
+    parser.add_argument("--out", default="scoresde-out", help="folder for the PNG and checkpoint")
+    args = parser.parse_args()
+    sizes = SMOKE if args.smoke else dict(steps=args.steps)
+    main(dataset=args.dataset, out=args.out, **sizes)
