@@ -14,7 +14,7 @@ at every noise level, so every error below is the sampler's own. Each sampler is
 It prints a table and writes `compare_solvers.png` (work-precision plots: error against NFE,
 log-log) and `compare_solvers.json` to `--out`:
 
-    python examples/compare_solvers.py                 # about a minute on a laptop CPU
+    python examples/compare_solvers.py                 # a few minutes on 2 CPU cores (compiling)
     python examples/compare_solvers.py --smoke         # one budget, 256 samples: a quick check
 """
 
