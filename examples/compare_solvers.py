@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import jax.random as jr
 
 import scoresde as ss
-from scoresde._metrics import mode_weight_error, sliced_wasserstein
 
 # Fixed-step samplers: (name, sampler, arguments, score evaluations per step). A budget of
 # `nfe` evaluations gives `nfe // per_step` steps; the table reports the exact count.
@@ -73,15 +72,15 @@ def main(num=2048, budgets=(10, 20, 40, 80, 160), tolerances=(1e-2, 1e-3, 1e-4, 
     tight = jnp.asarray(1e-6)
     ref = ss.sample_ode(sde, score, key=key_sample, shape=shape, x_T=x_T, rtol=tight, atol=tight)
     exact = data.sample(key_exact, num)
-    floor = sliced_wasserstein(data.sample(jr.fold_in(key_exact, 1), num), exact, key=key_sw)
+    floor = ss.sliced_wasserstein(data.sample(jr.fold_in(key_exact, 1), num), exact, key=key_sw)
 
     def measure(name, x, nfe, pathwise):
         return dict(
             sampler=name,
             nfe=float(jnp.mean(nfe)),
             rmse=float(jnp.sqrt(jnp.mean(jnp.sum((x - ref.x) ** 2, axis=-1)))) if pathwise else None,
-            sliced_w2=sliced_wasserstein(x, exact, key=key_sw),
-            mode_err=mode_weight_error(data, x),
+            sliced_w2=ss.sliced_wasserstein(x, exact, key=key_sw),
+            mode_err=ss.mode_weight_error(data, x),
         )  # fmt: skip
 
     rows = [measure("reference (Tsit5, tol 1e-6)", ref.x, ref.nfe, True)]

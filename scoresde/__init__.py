@@ -67,6 +67,13 @@ from ._losses import (
     ncsn_loss as ncsn_loss,
     sliced_score_matching_loss as sliced_score_matching_loss,
 )
+from ._metrics import (
+    median_bandwidth as median_bandwidth,
+    mmd2 as mmd2,
+    mode_weight_error as mode_weight_error,
+    mode_weights as mode_weights,
+    sliced_wasserstein as sliced_wasserstein,
+)
 from ._networks import (
     GaussianFourierFeatures as GaussianFourierFeatures,
     MLPScoreNet as MLPScoreNet,
