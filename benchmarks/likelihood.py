@@ -4,7 +4,9 @@ Problems `ring2d` and `aniso64` (exact mixture scores), VP SDE (beta 0.1 to 20),
 rtol = atol = 1e-5, float32, batches 256 and 1024, the analytic p_T as the prior (so that the error
 against the analytic ln p_{t_eps}(x) is the integration error plus the probe noise).
 
-- `scoresde`: `ss.log_likelihood` (Tsit5, per-sample adaptive steps under vmap, fully jitted).
+- `scoresde`: `ss.log_likelihood` (Dopri5, per-sample adaptive steps under vmap, fully jitted),
+  and next to it `lanes=L` for each `--lanes` value (default 32 64 128): the same per-sample solves
+  on L lanes refilled as samples finish; timed in interleaved repeats with the vmapped call.
 - `scipy`: the baseline of the original score-SDE code, written here: `scipy.integrate.solve_ivp`
   RK45 on the host over the flattened batch [x (B*D), delta (B)], with a jitted callback that
   returns the drift and the divergence estimate of the whole batch (same probes, same JVP).
@@ -21,14 +23,22 @@ table; `--reference` adds the tight DOP853 reference. `--quick`: ring2d, batch 2
 
 The floor is reported three ways: mean NFE x one evaluation at a scalar time (as scipy calls it),
 max NFE x that (a vmapped adaptive solve runs until its slowest sample is done), and mean NFE x one
-evaluation with a time per sample (as inside the vmapped solves).
+evaluation with a time per sample (as inside the vmapped solves). For `lanes=L` the lane floor is
+total NFE / L x one evaluation on L samples (a time per sample).
 
 Run: `python benchmarks/likelihood.py [--quick]`. Writes `benchmarks/results/likelihood*.json`.
 """
 
 import argparse
 import math
+import os
 import sys
+
+# LAPACK (EigenHutchinson's batched eigh) goes through OpenBLAS, whose threads contend with
+# XLA's on a small CPU: 256 eighs of 64x64 took 3.4 s with its default threads and 0.6 s with
+# one (shared 2-core CPU). Set before numpy/jax load OpenBLAS; an explicit setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import time
 import warnings
 
@@ -93,7 +103,7 @@ def rmse(a, b):
     return float(np.sqrt(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
 
 
-def main_table(problems, batches, repeats, quick, reference):
+def main_table(problems, batches, repeats, quick, reference, lanes_list=(32, 64, 128)):
     rows = []
     for name in problems:
         dist = load_problem(name)
@@ -109,7 +119,7 @@ def main_table(problems, batches, repeats, quick, reference):
             for div_name, div in divs:
                 key = jr.key(1)
 
-                def ours(x, key, div=div, score=score, prior=prior):
+                def ours(x, key, div=div, score=score, prior=prior, lanes=None):
                     return ss.log_likelihood(
                         SDE,
                         score,
@@ -120,9 +130,28 @@ def main_table(problems, batches, repeats, quick, reference):
                         rtol=TOL,
                         atol=TOL,
                         prior_log_prob=prior,
+                        lanes=lanes,
                     )
 
-                first, best, res = timed(ours, x, key, repeats=repeats)
+                # The vmapped solve and each lane count, timed in interleaved repeats (best of),
+                # so that load changes on a shared machine hit every variant alike.
+                variants = {"vmap": None, **{f"lanes{n}": n for n in lanes_list}}
+                fns = {
+                    name_v: (lambda x, key, n=n, ours=ours: ours(x, key, lanes=n))
+                    for name_v, n in variants.items()
+                }
+                firsts, bests, outs = {}, {}, {}
+                for name_v, f in fns.items():
+                    start = time.perf_counter()
+                    outs[name_v] = jax.block_until_ready(f(x, key))
+                    firsts[name_v] = time.perf_counter() - start
+                    bests[name_v] = float("inf")
+                for _ in range(repeats):
+                    for name_v, f in fns.items():
+                        start = time.perf_counter()
+                        jax.block_until_ready(f(x, key))
+                        bests[name_v] = min(bests[name_v], time.perf_counter() - start)
+                first, best, res = firsts["vmap"], bests["vmap"], outs["vmap"]
                 nfe = np.asarray(res.nfe)
                 # One batched evaluation (the floor's unit) with the same probes.
                 fn0 = lambda z: z  # noqa: E731  (Hutchinson/Exact ignore fn in init)
@@ -158,6 +187,38 @@ def main_table(problems, batches, repeats, quick, reference):
                     lp_ref = np.asarray(p_T(jnp.asarray(zr, jnp.float32))) + delta_r
                     row["ours_solver_rmse"] = rmse(res.log_prob, lp_ref)
                     row["scipy_solver_rmse"] = rmse(lp_scipy, lp_ref)
+                lane_rows = []
+                for name_v, n in variants.items():
+                    if n is None:
+                        continue
+                    r_v = outs[name_v]
+                    nfe_v = np.asarray(r_v.nfe)
+                    # Floor for lanes: total NFE / L evaluations on L lanes (time per sample).
+                    x_l, p_l = x[:n], probes[:n]
+                    _, t_eval_l, _ = timed(
+                        make_eval(score, div, True), t_rand[:n], x_l, p_l, repeats=10
+                    )
+                    lane_floor = float(nfe_v.sum()) / n * t_eval_l
+                    lane_rows.append(
+                        dict(
+                            lanes=n,
+                            time=bests[name_v],
+                            compile=firsts[name_v] - bests[name_v],
+                            nfe_mean=float(nfe_v.mean()),
+                            nfe_max=int(nfe_v.max()),
+                            rmse=rmse(r_v.log_prob, exact_lp),
+                            max_abs_diff_vs_vmap=float(
+                                np.max(np.abs(np.asarray(r_v.log_prob) - np.asarray(res.log_prob)))
+                            ),
+                            speedup_vs_scipy=t_scipy / bests[name_v],
+                            speedup_vs_vmap=best / bests[name_v],
+                            eval_time_lanes=t_eval_l,
+                            lane_floor=lane_floor,
+                            ratio_to_lane_floor=bests[name_v] / lane_floor,
+                            ratio_to_floor=bests[name_v] / (float(nfe_v.mean()) * t_eval),
+                        )
+                    )
+                row["lanes"] = lane_rows
                 row["speedup_vs_scipy"] = t_scipy / best
                 row["ratio_to_floor"] = best / row["floor"]
                 row["ratio_to_floor_max_nfe"] = best / (int(nfe.max()) * t_eval)
@@ -181,6 +242,17 @@ def main_table(problems, batches, repeats, quick, reference):
                     f" (max-NFE {row['ratio_to_floor_max_nfe']:.2f}, per-sample-t {row['ratio_to_floor_per_sample_t']:.2f}), compile {first - best:.1f}s",
                     flush=True,
                 )
+                for lr in lane_rows:
+                    print(
+                        f"{'':8s} {'':7s} lanes={lr['lanes']:<4d} {lr['time']:7.3f}s nfe "
+                        f"{lr['nfe_mean']:6.1f} rmse {lr['rmse']:.2e} (|diff vs vmap| <= "
+                        f"{lr['max_abs_diff_vs_vmap']:.1e}) | speedup x{lr['speedup_vs_scipy']:.1f}"
+                        f" vs scipy, x{lr['speedup_vs_vmap']:.2f} vs vmap, /floor "
+                        f"{lr['ratio_to_floor']:.2f}, /lane floor {lr['ratio_to_lane_floor']:.2f}"
+                        f" (eval on {lr['lanes']} lanes {lr['eval_time_lanes'] * 1e3:.2f} ms),"
+                        f" compile {lr['compile']:.1f}s",
+                        flush=True,
+                    )
     return rows
 
 
@@ -237,13 +309,13 @@ def variables_table(batch=256):
     return rows
 
 
-def rmse_table(batch=256):
+def rmse_table(batch=256, lanes=64):
     dist = load_problem("aniso64")
     score = ss.analytic.marginal_score(dist, SDE)
     prior = dist.marginal(SDE, SDE.T).log_prob
     x = dist.sample(jr.key(0), batch)
     exact_lp = np.asarray(jax.vmap(dist.marginal(SDE, T_EPS).log_prob)(x))
-    rows, base = [], None
+    rows, base, base_lanes = [], None, None
     estimators = [
         ss.Hutchinson(1),
         ss.Hutchinson(8),
@@ -252,11 +324,13 @@ def rmse_table(batch=256):
         ss.EigenHutchinson(2),
         ss.EigenHutchinson(4),
         ss.EigenHutchinson(8),
+        ss.EigenHutchinson(12),
         ss.EigenHutchinson(16),
     ]
     for div in estimators:
-        _, best, res = timed(
-            lambda x, div=div: ss.log_likelihood(
+
+        def run(x, n, div=div):
+            return ss.log_likelihood(
                 SDE,
                 score,
                 x,
@@ -266,15 +340,20 @@ def rmse_table(batch=256):
                 rtol=TOL,
                 atol=TOL,
                 prior_log_prob=prior,
-            ),
-            x,
-            repeats=2,
-        )
+                lanes=n,
+            )
+
+        _, best, res = timed(run, x, None, repeats=2)
+        _, best_lanes, _ = timed(run, x, lanes, repeats=2)
         base = best if base is None else base
+        base_lanes = best_lanes if base_lanes is None else base_lanes
         row = dict(
             estimator=repr(div),
             time=best,
             cost_vs_single_probe=best / base,
+            time_lanes=best_lanes,
+            lanes=lanes,
+            cost_vs_single_probe_lanes=best_lanes / base_lanes,
             rmse=rmse(res.log_prob, exact_lp),
             nfe_mean=float(res.nfe.mean()),
             mean_stderr=None if res.stderr is None else float(jnp.mean(res.stderr)),
@@ -282,7 +361,8 @@ def rmse_table(batch=256):
         rows.append(row)
         print(
             f"{row['estimator']:40s} rmse {row['rmse']:6.3f} nats  time {best:6.3f}s "
-            f"(x{row['cost_vs_single_probe']:.2f})  nfe {row['nfe_mean']:.1f}"
+            f"(x{row['cost_vs_single_probe']:.2f}; lanes={lanes}: {best_lanes:6.3f}s, "
+            f"x{row['cost_vs_single_probe_lanes']:.2f})  nfe {row['nfe_mean']:.1f}"
             + (f"  mean stderr {row['mean_stderr']:.3f}" if row["mean_stderr"] else ""),
             flush=True,
         )
@@ -350,6 +430,9 @@ def main():
         "--reference", action="store_true", help="a tight DOP853 reference, same probes (slow)"
     )
     parser.add_argument(
+        "--lanes", nargs="*", type=int, default=[32, 64, 128], help="lane counts to time"
+    )
+    parser.add_argument(
         "--only", nargs="*", default=None, help="sections to run: main variables rmse modes"
     )
     args = parser.parse_args()
@@ -369,7 +452,7 @@ def main():
     if "main" in sections:
         print("== main: scoresde vs scipy RK45 baseline (VP, t_eps 1e-5, tol 1e-5, float32)")
         out["main"] = main_table(
-            problems, batches, 1 if args.quick else 3, args.quick, args.reference
+            problems, batches, 1 if args.quick else 3, args.quick, args.reference, args.lanes
         )
     if "modes" in sections:
         print("== one batched evaluation, batch 1024 (best of interleaved repeats)")

@@ -173,10 +173,13 @@ class EigenHutchinson(AbstractDivergence):
 
     Measured on `aniso64` (VP, batch 256, tolerance 1e-5, `benchmarks/likelihood.py --only
     rmse`, on a heavily shared 2-core CPU): per-sample RMSE 11.2 nats with one plain Rademacher
-    probe, 3.6 with eight; 1.8 / 1.24 / 0.89 / 0.72 / 0.48 nats with 1 / 2 / 4 / 8 / 16 rotated
-    probes, at 6.2x / 7.3x / 8.2x / 18x / 17x the single-probe time. Most of that cost is the
-    one-off batched `eigh` of the 64x64 Jacobians, which was unusually slow on that machine
-    (LAPACK via NumPy was as slow); the per-probe increments are small.
+    probe, 3.6 with eight; 1.8 / 1.24 / 0.89 / 0.72 / 0.60 / 0.48 nats with 1 / 2 / 4 / 8 / 12 /
+    16 rotated probes, at 1.9x / 2.7x / 3.6x / 4.0x / 3.8x / 5.3x the single-probe time
+    (4.1x for 16 probes with `lanes=64`). The one-off batched `eigh` goes through LAPACK
+    (OpenBLAS): on a small CPU its threads contend with XLA's, and with OpenBLAS's default
+    threads the same `eigh` took 5x longer (3.4 s against 0.6 s for 256 matrices) and the
+    estimator cost 7x to 19x the single-probe time. Set `OPENBLAS_NUM_THREADS=1` before
+    importing NumPy or JAX there (the benchmark does).
 
     $W$ enters through `stop_gradient` (the estimate is unbiased for any fixed $W$, so
     gradients stay unbiased too). Like [`scoresde.ExactDivergence`][] it refuses data larger
