@@ -37,9 +37,14 @@ def sidecar_path(path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def _is_leaf_array(x) -> bool:
+    """An array leaf, or its abstract stand-in (a skeleton from `equinox.filter_eval_shape`)."""
+    return eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+
+
 def _leaf_manifest(tree):
-    leaves = jax.tree.leaves(eqx.filter(tree, eqx.is_array))
-    return [{"shape": list(np.shape(x)), "dtype": str(np.asarray(x).dtype)} for x in leaves]
+    leaves = jax.tree.leaves(eqx.filter(tree, _is_leaf_array))
+    return [{"shape": list(np.shape(x)), "dtype": str(np.dtype(x.dtype))} for x in leaves]
 
 
 def _describe_sde(sde):
@@ -160,6 +165,9 @@ def load(
     ema: bool | None = None,
 ) -> PyTree:
     """Read the checkpoint at `path` into the skeleton `like` (same structure, shapes, dtypes).
+
+    `like` may hold real arrays or abstract ones: `equinox.filter_eval_shape(make_model, ...)`
+    gives a skeleton without initialising any weights (much faster for large networks).
 
     Before any leaf is read, checks: the sidecar's format; the leaf file's size and SHA-256
     (truncation, corruption); the skeleton's leaf shapes and dtypes, its parametrisation,

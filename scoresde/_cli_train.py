@@ -2,7 +2,8 @@
 
 `add_parser(subparsers)` registers the subcommand; `run(args)` does the work. Flags are parsed
 into a frozen `TrainConfig` before any library call; `model_from_config(config, key=...)`
-rebuilds the model skeleton that `scoresde.load` needs from a checkpoint's sidecar
+builds a fresh model; `skeleton_from_config(config)` the abstract skeleton that `scoresde.load`
+needs, from a checkpoint's sidecar
 (`TrainConfig(**scoresde.read_sidecar(path)["hyperparameters"])`).
 """
 
@@ -12,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 
@@ -91,6 +93,13 @@ def model_from_config(config: TrainConfig, *, key):
         width, depth = MLP_SIZES[config.model_size]
         net = _networks.MLPScoreNet(2, width=width, depth=depth, key=key)
     return wrapper(net, sde)
+
+
+def skeleton_from_config(config: TrainConfig):
+    """`model_from_config`'s structure with abstract leaves (`jax.ShapeDtypeStruct`): what
+    `scoresde.load` fills from a checkpoint, built without initialising (or compiling) any
+    weights."""
+    return eqx.filter_eval_shape(model_from_config, config, key=jr.key(0))
 
 
 def _loss(config, sde):

@@ -46,15 +46,13 @@ class _UsageError(Exception):
 
 def _load_model(path: pathlib.Path):
     """The trained model of a `scoresde train` checkpoint, and its training config."""
-    import jax.random as jr
 
     from ._checkpoint import load, read_sidecar
 
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     config = _cli_train.TrainConfig(**read_sidecar(path)["hyperparameters"])
-    skeleton = _cli_train.model_from_config(config, key=jr.key(0))
-    return load(path, skeleton), config
+    return load(path, _cli_train.skeleton_from_config(config)), config
 
 
 def _data_shape(config):

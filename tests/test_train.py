@@ -155,6 +155,12 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
     state = ss.load(state_path, skeleton)
     for a, b in zip(_leaves(res.state), _leaves(state), strict=True):
         np.testing.assert_array_equal(a, b)
+    # An abstract skeleton (no weights initialised) loads the same arrays.
+    abstract = eqx.filter_eval_shape(_model, key=5)
+    assert not _leaves(abstract)  # ShapeDtypeStructs only
+    loaded = ss.load(path, abstract, ema=True)
+    for a, b in zip(_leaves(res.ema_model), _leaves(loaded), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_checkpoint_corruption_is_detected(tmp_path):

@@ -134,8 +134,7 @@ def _cached_model(config: _cli_train.TrainConfig, cache: pathlib.Path):
             file=sys.stderr,
         )
         _cli_train.train(config, folder, progress=True)
-    skeleton = _cli_train.model_from_config(config, key=jr.key(0))
-    return load(path, skeleton), path
+    return load(path, _cli_train.skeleton_from_config(config)), path
 
 
 def toy2d_mlp(*, num, key, quick, cache):
