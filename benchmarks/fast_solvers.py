@@ -10,7 +10,8 @@ For each problem (ring2d, n = 4096; aniso64, n = 2048) and each sampler, at NFE 
   (the reference ODE samples' own `sw` is the floor set by the sample size);
 - `t/(NFE*score)`: wall time of the whole jitted sampler over NFE times one jitted batched
   score call (dispatched on its own), both measured in this run (compile excluded; min over
-  repeats); `in loop`: the same against one score call inside a compiled loop of 50 dependent
+  repeats); `median`: the median over rounds that time one score call and the sampler back
+  to back (robust to a shared machine's drifts); `in loop`: the same against one score call inside a compiled loop of 50 dependent
   calls (no dispatch cost: the stricter ratio, the per-step overhead of diffrax's loop).
 
 The setting is the anchors' of `problems/README.md`: EDMSDE(0.002, 80), sigma from 80 to 0, exact
@@ -219,6 +220,23 @@ def timeit(fn, repeats):
     return best
 
 
+def interleaved_ratio(run, score_call, nfe, repeats):
+    """Median over `repeats` rounds of run time / (nfe x score-call time), each round timing
+    both back to back (best of 3 score calls), so that slow drifts of a shared machine cancel."""
+    jax.block_until_ready(run())
+    ratios = []
+    for _ in range(repeats):
+        score_s = math.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            jax.block_until_ready(score_call())
+            score_s = min(score_s, time.perf_counter() - start)
+        start = time.perf_counter()
+        jax.block_until_ready(run())
+        ratios.append((time.perf_counter() - start) / (nfe * score_s))
+    return float(np.median(ratios))
+
+
 def bench_problem(name, quick, nfes, solver_names, grid_names, repeats):
     path = os.path.join(HERE, f"{name}.npz")
     n = SIZES[name] if not quick else min(SIZES[name], 512)
@@ -263,7 +281,7 @@ def bench_problem(name, quick, nfes, solver_names, grid_names, repeats):
     )
     print(
         f"{'sampler':28s} {'grid':8s} {'NFE':>4s} {'err':>10s} {'sw':>8s} "
-        f"{'t/(NFE*score)':>13s} {'in loop':>8s} {'compile s':>9s}"
+        f"{'t/(NFE*score)':>13s} {'median':>7s} {'in loop':>8s} {'compile s':>9s}"
     )
     all_solvers, all_grids = solvers(), grids()
     for sname in solver_names:
@@ -290,13 +308,20 @@ def bench_problem(name, quick, nfes, solver_names, grid_names, repeats):
                     "sw": sliced_w2(x, exact, sw_key),
                     "seconds": run_s,
                     "time_ratio": run_s / (actual * score_time),
+                    "time_ratio_median_interleaved": interleaved_ratio(
+                        lambda s=solver, g=ts: run_fixed(s, sde, score, x_T, g),
+                        lambda: batched_score(score, t_mid, x_T),
+                        actual,
+                        max(3, 2 * repeats),
+                    ),
                     "time_ratio_in_loop": run_s / (actual * score_loop_time),
                     "compile_seconds": compile_s,
                 }
                 out["rows"].append(row)
                 print(
                     f"{sname:28s} {gname:8s} {actual:4d} {err:10.3g} {row['sw']:8.4f} "
-                    f"{row['time_ratio']:13.2f} {row['time_ratio_in_loop']:8.2f} {compile_s:9.1f}",
+                    f"{row['time_ratio']:13.2f} {row['time_ratio_median_interleaved']:7.2f} "
+                    f"{row['time_ratio_in_loop']:8.2f} {compile_s:9.1f}",
                     flush=True,
                 )
     return out
