@@ -1,6 +1,10 @@
 """Shared parametrisations for the tests: every SDE and the SDE solvers that must work."""
 
+from collections.abc import Callable
+
 import diffrax as dfx
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -35,3 +39,17 @@ def random_mixture(seed: int, dim: int, k: int, dtype=jnp.float32) -> ss.analyti
     return ss.analytic.GaussianMixture(
         jnp.asarray(weights, dtype), jnp.asarray(means, dtype), jnp.asarray(covs, dtype)
     )
+
+
+SCORE_CALLS: list = []
+
+
+class CountingScore(eqx.Module):
+    """`inner(t, x)`, appending to `SCORE_CALLS` on the host every time it really runs (a
+    `jax.debug.callback`, so it counts executions, not traces). Clear `SCORE_CALLS` first."""
+
+    inner: Callable
+
+    def __call__(self, t, x):
+        jax.debug.callback(SCORE_CALLS.append, 1)
+        return self.inner(t, x)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import SCORE_CALLS, CountingScore
 from hypothesis import given, settings, strategies as st
 
 import scoresde as ss
@@ -541,17 +542,6 @@ def test_lanes_match_vmapped_per_sample_long(x64, divergence):
     _check_lanes_match_vmapped(divergence, [(4, 9), (1, 3), (16, 9), (2, 5)])
 
 
-class _CallbackScore(eqx.Module):
-    inner: ss.analytic.MarginalScore
-
-    def __call__(self, t, x):
-        jax.debug.callback(_CALLS.append, 1)
-        return self.inner(t, x)
-
-
-_CALLS: list = []
-
-
 @pytest.mark.parametrize(
     "solver",
     [dfx.Dopri5()] + [pytest.param(s, marks=pytest.mark.slow) for s in (dfx.Tsit5(), dfx.Heun())],
@@ -559,12 +549,12 @@ _CALLS: list = []
 def test_lanes_nfe_counts_every_score_call(solver):
     """With one lane no evaluation is wasted on idle lanes: the calls made are exactly sum(nfe)."""
     sde, score, x = _lanes_problem(jnp.float32)
-    counting = _CallbackScore(score)
-    _CALLS.clear()
+    counting = CountingScore(score)
+    SCORE_CALLS.clear()
     kw = dict(key=jr.key(0), t_eps=1e-3, rtol=1e-4, atol=1e-4, solver=solver, lanes=1)
     res = log_likelihood(sde, counting, x[:3], **kw)
     jax.effects_barrier()
-    assert int(jnp.sum(res.nfe)) == len(_CALLS) > 0
+    assert int(jnp.sum(res.nfe)) == len(SCORE_CALLS) > 0
     assert bool(jnp.all(res.num_steps > 1))
 
 

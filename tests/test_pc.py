@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import SCORE_CALLS, CountingScore
 
 import scoresde as ss
 
@@ -83,26 +84,15 @@ def test_pc_reproduces_mixture_slow(sde, predictor, corrector):
     _check_mixture_moments(r.x, mix)
 
 
-_COUNTER: list = []
-
-
-class _CountingScore(eqx.Module):
-    inner: ss.analytic.MarginalScore
-
-    def __call__(self, t, x):
-        jax.debug.callback(_COUNTER.append, 1)
-        return self.inner(t, x)
-
-
 def test_nfe_is_exact():
     sde = ss.VESDE()
-    score = _CountingScore(ss.analytic.marginal_score(_mixture(), sde))
-    _COUNTER.clear()
+    score = CountingScore(ss.analytic.marginal_score(_mixture(), sde))
+    SCORE_CALLS.clear()
     r = ss.sample_pc(
         sde, score, key=jr.key(0), shape=(1, 2), steps=3, corrector=ss.LangevinCorrector(0.1, 2)
     )
     jax.effects_barrier()
-    assert int(r.nfe[0]) == len(_COUNTER) == 3 * 3 + 1
+    assert int(r.nfe[0]) == len(SCORE_CALLS) == 3 * 3 + 1
 
 
 def test_samples_do_not_depend_on_the_batch():

@@ -5,7 +5,15 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from helpers import SDE_IDS, SDE_SOLVER_IDS, SDE_SOLVERS, SDES, random_gaussian
+from helpers import (
+    SCORE_CALLS,
+    SDE_IDS,
+    SDE_SOLVER_IDS,
+    SDE_SOLVERS,
+    SDES,
+    CountingScore,
+    random_gaussian,
+)
 
 import scoresde as ss
 
@@ -261,19 +269,6 @@ def _check_batch_independence(dtype, tol):
         assert not jnp.allclose(a[0], a[1])
 
 
-class _CountingScore(eqx.Module):
-    """The exact score, plus a host-side count of how often it really runs."""
-
-    inner: ss.analytic.MarginalScore
-
-    def __call__(self, t, x):
-        jax.debug.callback(_COUNTER.append, 1)
-        return self.inner(t, x)
-
-
-_COUNTER: list = []
-
-
 @pytest.mark.parametrize(
     "sampler, kw",
     [
@@ -300,11 +295,11 @@ _COUNTER: list = []
 def test_nfe_counts_every_score_evaluation(sampler, kw):
     """`nfe` equals the number of score calls actually executed (rejected steps included)."""
     sde = ss.VPSDE()
-    score = _CountingScore(ss.analytic.marginal_score(random_gaussian(0, 2), sde))
-    _COUNTER.clear()
+    score = CountingScore(ss.analytic.marginal_score(random_gaussian(0, 2), sde))
+    SCORE_CALLS.clear()
     r = sampler(sde, score, key=jr.key(0), shape=(1, 2), **kw)
     jax.effects_barrier()
-    assert int(r.nfe[0]) == len(_COUNTER) > 0
+    assert int(r.nfe[0]) == len(SCORE_CALLS) > 0
 
 
 def test_no_retrace_for_new_values():
