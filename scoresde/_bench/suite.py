@@ -128,6 +128,13 @@ def run_bench(config: BenchConfig) -> dict:
                 "rows": rows,
             }
         )
+        # written after every problem, so that a crash later keeps what is done
+        payload = _write(config, out, started, problems_out)
+    return payload
+
+
+def _write(config, out, started, problems_out) -> dict:
+    """Write bench.json, bench.md and the plots of the problems done so far; the payload."""
     payload = {
         "schema_version": report.SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
