@@ -24,7 +24,6 @@ import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-
 from diffrax._term import WrapTerm  # what diffeqsolve wraps terms in (same arithmetic)
 
 from . import _nfe

@@ -29,10 +29,10 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from . import _nfe
-from ._lanes import lane_diffeqsolve
 from ._checks import check_positive, check_steps, check_t_eps, is_concrete
 from ._custom_types import ScoreFn
 from ._divergence import AbstractDivergence, Hutchinson
+from ._lanes import lane_diffeqsolve
 from ._sample import SampleResult
 from ._sde import AbstractSDE
 from ._terms import checked_score
