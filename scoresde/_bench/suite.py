@@ -8,6 +8,7 @@ import time
 
 import jax.random as jr
 
+from .. import _metrics
 from . import measure, problems as _problems, report, solvers as _solvers
 
 
@@ -83,7 +84,7 @@ def run_bench(config: BenchConfig) -> dict:
         ref, ref_info = measure.reference_solution(
             problem, x_T, tol64=1e-8 if config.quick else 1e-10
         )
-        bandwidth = measure._metrics.median_bandwidth(problem.reference)
+        bandwidth = _metrics.median_bandwidth(problem.reference)
         floors = measure.floors(problem, bandwidth, k_metric)
         nll = measure.negative_log_likelihood(problem, k_nll)
         runs = [
