@@ -309,60 +309,78 @@ def variables_table(batch=256):
     return rows
 
 
-def rmse_table(batch=256, lanes=64):
+def rmse_table(batch=256, lanes=64, rounds=5):
+    """Per-sample RMSE and cost of each divergence estimator on aniso64.
+
+    Cost: wall time / that of one plain Rademacher probe, as the median over `rounds` rounds
+    that time every estimator once (interleaved, so load changes hit them alike), both for the
+    vmapped solve and with `lanes` lanes.
+    """
     dist = load_problem("aniso64")
     score = ss.analytic.marginal_score(dist, SDE)
     prior = dist.marginal(SDE, SDE.T).log_prob
     x = dist.sample(jr.key(0), batch)
     exact_lp = np.asarray(jax.vmap(dist.marginal(SDE, T_EPS).log_prob)(x))
-    rows, base, base_lanes = [], None, None
     estimators = [
         ss.Hutchinson(1),
         ss.Hutchinson(8),
         ss.Hutchinson(8, "gaussian"),
+        ss.Hutchinson(8, orthogonal=True),
+        ss.EigenHutchinson(1, orthogonal=False),
+        ss.EigenHutchinson(8, orthogonal=False),
+        ss.EigenHutchinson(16, orthogonal=False),
         ss.EigenHutchinson(1),
-        ss.EigenHutchinson(2),
         ss.EigenHutchinson(4),
         ss.EigenHutchinson(8),
         ss.EigenHutchinson(12),
+        ss.EigenHutchinson(13),
+        ss.EigenHutchinson(14),
         ss.EigenHutchinson(16),
     ]
+
+    def run(div, n):
+        return ss.log_likelihood(
+            SDE,
+            score,
+            x,
+            key=jr.key(1),
+            divergence=div,
+            t_eps=T_EPS,
+            rtol=TOL,
+            atol=TOL,
+            prior_log_prob=prior,
+            lanes=n,
+        )
+
+    variants = [(div, n) for div in estimators for n in (None, lanes)]
+    results = {(repr(d), n): jax.block_until_ready(run(d, n)) for d, n in variants}  # compile
+    times = {(repr(d), n): [] for d, n in variants}
+    for _ in range(rounds):
+        for div, n in variants:
+            start = time.perf_counter()
+            jax.block_until_ready(run(div, n))
+            times[(repr(div), n)].append(time.perf_counter() - start)
+    base = {n: np.array(times[(repr(estimators[0]), n)]) for n in (None, lanes)}
+    rows = []
     for div in estimators:
-
-        def run(x, n, div=div):
-            return ss.log_likelihood(
-                SDE,
-                score,
-                x,
-                key=jr.key(1),
-                divergence=div,
-                t_eps=T_EPS,
-                rtol=TOL,
-                atol=TOL,
-                prior_log_prob=prior,
-                lanes=n,
-            )
-
-        _, best, res = timed(run, x, None, repeats=2)
-        _, best_lanes, _ = timed(run, x, lanes, repeats=2)
-        base = best if base is None else base
-        base_lanes = best_lanes if base_lanes is None else base_lanes
+        name, res = repr(div), results[(repr(div), None)]
+        ratio = {n: float(np.median(np.array(times[(name, n)]) / base[n])) for n in (None, lanes)}
         row = dict(
-            estimator=repr(div),
-            time=best,
-            cost_vs_single_probe=best / base,
-            time_lanes=best_lanes,
+            estimator=name,
+            time=float(np.median(times[(name, None)])),
+            cost_vs_single_probe=ratio[None],
+            time_lanes=float(np.median(times[(name, lanes)])),
             lanes=lanes,
-            cost_vs_single_probe_lanes=best_lanes / base_lanes,
+            cost_vs_single_probe_lanes=ratio[lanes],
             rmse=rmse(res.log_prob, exact_lp),
             nfe_mean=float(res.nfe.mean()),
             mean_stderr=None if res.stderr is None else float(jnp.mean(res.stderr)),
         )
         rows.append(row)
         print(
-            f"{row['estimator']:40s} rmse {row['rmse']:6.3f} nats  time {best:6.3f}s "
-            f"(x{row['cost_vs_single_probe']:.2f}; lanes={lanes}: {best_lanes:6.3f}s, "
-            f"x{row['cost_vs_single_probe_lanes']:.2f})  nfe {row['nfe_mean']:.1f}"
+            f"{name:58s} rmse {row['rmse']:6.3f} nats  time {row['time']:6.3f}s "
+            f"(x{ratio[None]:.2f}; lanes={lanes}: {row['time_lanes']:6.3f}s, "
+            f"x{ratio[lanes]:.2f})  nfe {row['nfe_mean']:.1f}"
             + (f"  mean stderr {row['mean_stderr']:.3f}" if row["mean_stderr"] else ""),
             flush=True,
         )

@@ -31,6 +31,30 @@ def _noise(kind, key, shape, dtype):
     return jr.normal(key, shape, dtype)
 
 
+def _orthogonal_rademacher(key, num, size, dtype):
+    r"""`num` Rademacher probes `(num, size)` that are orthogonal in blocks of $P = 2^{\lceil
+    \log_2 \text{size} \rceil}$: probe $j$ of a block is $\sigma \circ h_{\pi(\cdot), c_j}$, with
+    $H_{ab} = (-1)^{\operatorname{popcount}(a \wedge b)}$ Sylvester's Hadamard matrix, $\pi$ a random
+    choice of `size` of its rows, $c$ a random choice of its columns (without replacement) and
+    $\sigma$ random signs. Each probe is exactly Rademacher-distributed, so the estimator stays
+    unbiased; within a block the probes are orthogonal (for `size` a power of two), which
+    removes the finite-population part of the variance: on average over the random choices the
+    variance of $n \le P$ probes is $(P - n)/(P - 1)$ times that of independent ones, and a full
+    block ($n = P = $ `size`) gives the trace exactly.
+    """
+    p = 1 << max(size - 1, 0).bit_length()
+    blocks = []
+    for b, k in enumerate(jr.split(key, -(-num // p))):
+        cols_here = min(p, num - b * p)
+        k_rows, k_cols, k_signs = jr.split(k, 3)
+        rows = jr.permutation(k_rows, p)[:size]
+        cols = jr.permutation(k_cols, p)[:cols_here]
+        parity = jax.lax.population_count(rows[None, :] & cols[:, None]) & 1
+        signs = jr.rademacher(k_signs, (1, size), dtype)
+        blocks.append(signs * (1 - 2 * parity).astype(dtype))
+    return jnp.concatenate(blocks, axis=0)
+
+
 def _check_size(who, data_shape, max_size):
     size = math.prod(data_shape)
     if size > max_size:
@@ -113,6 +137,10 @@ class Hutchinson(AbstractDivergence):
     - `num_probes`: $n$ probes, drawn once per sample from `fold_in(key, i)`.
     - `noise`: `"rademacher"` (variance $2(\|J\|_F^2 - \sum_i J_{ii}^2)$, the default) or
       `"gaussian"` (variance $2\|J\|_F^2$) for symmetric $J$.
+    - `orthogonal`: with `"rademacher"` noise, draw the probes as random-signed columns of a
+      Hadamard matrix, orthogonal to each other (default `False`: independent probes). Still
+      unbiased; the variance of $n$ probes shrinks by $(P - n)/(P - 1)$ on average, $P$ the data
+      size rounded up to a power of two, and $n = P$ probes give the exact trace.
 
     Products are forward-mode (JVP; `jax.linearize` for several probes), measured as fast as or
     faster than VJPs (`benchmarks/likelihood.py --only modes`, batch 1024, exact mixture score,
@@ -134,6 +162,7 @@ class Hutchinson(AbstractDivergence):
 
     num_probes: int = eqx.field(default=1, static=True)
     noise: str = eqx.field(default="rademacher", static=True)
+    orthogonal: bool = eqx.field(default=False, static=True)
     stochastic: ClassVar[bool] = True
     init_evaluations: ClassVar[int] = 0
 
@@ -144,12 +173,19 @@ class Hutchinson(AbstractDivergence):
             raise ValueError(f"num_probes must be >= 1; got num_probes={self.num_probes}.")
         if self.noise not in NOISES:
             raise ValueError(f"noise must be one of {NOISES}; got noise={self.noise!r}.")
+        if self.orthogonal and self.noise != "rademacher":
+            raise ValueError(
+                "orthogonal=True builds Rademacher (Hadamard) probes; it needs noise='rademacher'."
+            )
 
     @property
     def num_estimates(self):
         return self.num_probes
 
     def init(self, key, fn, x):
+        if self.orthogonal:
+            probes = _orthogonal_rademacher(key, self.num_probes, x.size, x.dtype)
+            return probes.reshape(self.num_probes, *x.shape)
         return _noise(self.noise, key, (self.num_probes, *x.shape), x.dtype)
 
     def __call__(self, fn, x, probes):
@@ -171,11 +207,18 @@ class EigenHutchinson(AbstractDivergence):
     eigenvectors of $J_0$, as for data that are locally Gaussian. What it cannot remove is the
     low-rank, rotating part of the Jacobian where a sample sits between mixture components.
 
-    Measured on `aniso64` (VP, batch 256, tolerance 1e-5, `benchmarks/likelihood.py --only
-    rmse`, on a heavily shared 2-core CPU): per-sample RMSE 11.2 nats with one plain Rademacher
-    probe, 3.6 with eight; 1.8 / 1.24 / 0.89 / 0.72 / 0.60 / 0.48 nats with 1 / 2 / 4 / 8 / 12 /
-    16 rotated probes, at 1.9x / 2.7x / 3.6x / 4.0x / 3.8x / 5.3x the single-probe time
-    (4.1x for 16 probes with `lanes=64`). The one-off batched `eigh` goes through LAPACK
+    By default (`orthogonal=True`) the $r_j$ are random-signed Hadamard columns, orthogonal to
+    each other (see [`scoresde.Hutchinson`][]): still unbiased, and $n$ of them have
+    $(P - n)/(P - 1)$ of the variance of independent ones on average.
+
+    Measured on `aniso64` (VP, batch 256, tolerance 1e-5, float32, `python
+    benchmarks/likelihood.py --only rmse`, quiet 2-core CPU; cost = wall time / that of one plain
+    Rademacher probe, median of interleaved rounds): per-sample RMSE against the analytic
+    log-density 11.2 nats with one plain probe and 3.6 with eight (2.4x); with 1 / 4 / 8 / 12 /
+    14 / 16 probes here 1.83 / 0.94 / 0.66 / 0.56 / 0.49 / 0.46 nats at 2.2x / 2.6x / 3.8x /
+    5.4x / 6.1x / 6.5x (with `lanes=64`: 2.8x / 3.7x / 4.5x / 5.3x / 5.6x / 5.9x); independent
+    rotated probes (`orthogonal=False`) give 0.73 and 0.48 nats with 8 and 16. So 0.5 nats per
+    sample costs about 6x one plain probe. The one-off batched `eigh` goes through LAPACK
     (OpenBLAS): on a small CPU its threads contend with XLA's, and with OpenBLAS's default
     threads the same `eigh` took 5x longer (3.4 s against 0.6 s for 256 matrices) and the
     estimator cost 7x to 19x the single-probe time. Set `OPENBLAS_NUM_THREADS=1` before
@@ -188,6 +231,7 @@ class EigenHutchinson(AbstractDivergence):
 
     num_probes: int = eqx.field(default=1, static=True)
     max_size: int = eqx.field(default=1024, static=True)
+    orthogonal: bool = eqx.field(default=True, static=True)
     stochastic: ClassVar[bool] = True
     init_evaluations: ClassVar[int] = 1
 
@@ -208,7 +252,10 @@ class EigenHutchinson(AbstractDivergence):
         _, jac = _jacobian(fn, x)
         _, eigvecs = jnp.linalg.eigh(0.5 * (jac + jac.T))
         eigvecs = jax.lax.stop_gradient(eigvecs)
-        r = jr.rademacher(key, (self.num_probes, x.size), x.dtype)
+        if self.orthogonal:
+            r = _orthogonal_rademacher(key, self.num_probes, x.size, x.dtype)
+        else:
+            r = jr.rademacher(key, (self.num_probes, x.size), x.dtype)
         return (r @ eigvecs.T).reshape(self.num_probes, *x.shape)
 
     def __call__(self, fn, x, probes):

@@ -210,9 +210,7 @@ def lane_diffeqsolve(
             valid = (slots < lanes) & (ids < batch)
             fresh = jax.vmap(init_lane)(ids, take(inputs, jnp.minimum(ids, batch - 1)))
             target = jnp.where(valid, slots, lanes)
-            state = jtu.tree_map(
-                lambda s, f: s.at[target].set(f, mode="drop"), state, fresh
-            )
+            state = jtu.tree_map(lambda s, f: s.at[target].set(f, mode="drop"), state, fresh)
             return state, jnp.sum(valid, dtype=jnp.int32)
 
         state, loaded = lax.cond(

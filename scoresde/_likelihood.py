@@ -151,10 +151,28 @@ def _sample_keys(key, num):
     return jax.vmap(lambda i: jr.fold_in(key, i))(jnp.arange(num))
 
 
-def _controller(stepsize_controller, rtol, atol):
+def _controller(stepsize_controller, rtol, atol, norm=None):
     if stepsize_controller is not None:
         return stepsize_controller
-    return dfx.PIDController(rtol=rtol, atol=atol)
+    if norm is None:
+        return dfx.PIDController(rtol=rtol, atol=atol)
+    return dfx.PIDController(rtol=rtol, atol=atol, norm=norm)
+
+
+def _augmented_rms(scaled_error):
+    r"""RMS of the scaled errors of $x$'s entries and of the MEAN over the probes of $\delta$.
+
+    The result uses $\bar\delta$, not each probe's $\delta_j$, so that is what the step-size
+    control bounds: with one estimate this is the plain RMS norm; with $n$ it does not spend steps
+    on per-probe errors that average out (`EigenHutchinson(16)` on `aniso64`: 97 NFE per sample
+    with every $\delta_j$ in the norm, 81 with the mean). Written so that its gradient at an
+    exactly zero error is finite.
+    """
+    x_err, delta_err = scaled_error
+    squares = jnp.sum(jnp.abs(x_err) ** 2) + jnp.abs(jnp.mean(delta_err)) ** 2
+    mean = squares / (x_err.size + 1)
+    positive = mean > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, mean, 1.0)), 0.0)
 
 
 def _status(result):
@@ -186,7 +204,7 @@ def _log_likelihood(
     u0 = clock.u_of_t(t_eps).astype(dtype)
     u1 = clock.u_of_t(jnp.asarray(sde.T, dtype)).astype(dtype)
     dt0 = (u1 - u0) / 64 if dt0 is None else dt0
-    controller = _controller(stepsize_controller, rtol, atol)
+    controller = _controller(stepsize_controller, rtol, atol, _augmented_rms)
     num = x.shape[0]
     keys = _sample_keys(key, num) if key is not None else jnp.zeros((num,), jnp.uint32)
     n_est = divergence.num_estimates
@@ -334,7 +352,8 @@ def log_likelihood(
     - `key`: sample `i` draws its probes from `fold_in(key, i)`; needed by stochastic
       estimators, ignored by [`scoresde.ExactDivergence`][].
     - `solver`: any explicit diffrax ODE solver (default `Dopri5`, the fewest NFE measured);
-      `rtol`, `atol` set the default `diffrax.PIDController` (or pass `stepsize_controller`);
+      `rtol`, `atol` set the default `diffrax.PIDController`, whose error norm is the RMS over
+      $x$'s entries and the mean over the probes of $\delta$ (or pass `stepsize_controller`);
       `dt0` is the first step (default: a 64th of the interval).
     - `t_eps`: the start time, in $(0, T)$.
     - `divergence`: [`scoresde.Hutchinson`][] (default, one Rademacher probe),

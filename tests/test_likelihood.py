@@ -208,6 +208,64 @@ def test_rademacher_variance_below_gaussian():
     assert variances["rademacher"] < 0.8 * variances["gaussian"]
 
 
+def _linear_estimates(div, fn, x, n, seed):
+    keys = jax.vmap(lambda i: jr.fold_in(jr.key(seed), i))(jnp.arange(n))
+    return jax.vmap(lambda k: jnp.mean(div(fn, x, div.init(k, fn, x))[1]))(keys)
+
+
+def test_orthogonal_probes_are_rademacher_and_orthogonal():
+    for size, num in [(8, 8), (6, 5), (3, 9), (1, 3)]:
+        probes = Hutchinson(num, orthogonal=True).init(
+            jr.key(size), None, jnp.zeros((size,), jnp.float32)
+        )
+        assert probes.shape == (num, size)
+        np.testing.assert_array_equal(jnp.abs(probes), 1.0)
+    # A full block (size a power of two) is an orthogonal basis: V V^T = size * I.
+    full = Hutchinson(8, orthogonal=True).init(jr.key(0), None, jnp.zeros((8,), jnp.float32))
+    np.testing.assert_array_equal(full @ full.T, 8 * jnp.eye(8))
+
+
+def test_orthogonal_hutchinson_unbiased_exact_when_full_and_lower_variance():
+    a, fn, _ = _linear_problem(dim=8)
+    x = jnp.zeros((8,), jnp.float32)
+    trace = float(jnp.trace(a))
+    # Eight orthogonal probes of an 8-D field: the exact trace, for every key.
+    full = _linear_estimates(Hutchinson(8, orthogonal=True), fn, x, 16, seed=0)
+    np.testing.assert_allclose(full, trace, rtol=1e-5)
+    # Three of them (and three on a 6-D field, not a power of two): unbiased.
+    for dim in (8, 6):
+        a, fn, _ = _linear_problem(dim=dim)
+        x = jnp.zeros((dim,), jnp.float32)
+        est = _linear_estimates(Hutchinson(3, orthogonal=True), fn, x, 4000, seed=1)
+        se = float(jnp.std(est)) / math.sqrt(est.size)
+        assert abs(float(jnp.mean(est)) - float(jnp.trace(a))) < 4 * se, dim
+    # Four of eight: on average over the random rows, the variance is (8 - 4)/(8 - 1) = 4/7
+    # of that of four independent probes (whose variance is exactly 2 sum_{i != j} a_ij^2 / 4).
+    a, fn, _ = _linear_problem(dim=8)
+    x = jnp.zeros((8,), jnp.float32)
+    iid_var = 2 * float(jnp.sum(a**2) - jnp.sum(jnp.diag(a) ** 2)) / 4
+    est = _linear_estimates(Hutchinson(4, orthogonal=True), fn, x, 4000, seed=2)
+    # The variance of a sample variance over 4000 draws is ~ 2 var^2 / 4000 (a few percent).
+    np.testing.assert_allclose(float(jnp.var(est)), 4 / 7 * iid_var, rtol=0.15)
+
+
+def test_step_control_norm_bounds_the_mean_over_probes():
+    from scoresde._likelihood import _augmented_rms
+
+    x_err = jnp.array([3.0, -4.0, 0.0])
+    # One probe: the plain RMS over all entries.
+    np.testing.assert_allclose(_augmented_rms((x_err, jnp.array([2.0]))), math.sqrt(29 / 4))
+    # Several: per-probe errors that cancel in the mean do not count.
+    np.testing.assert_allclose(_augmented_rms((x_err, jnp.array([2.0, -2.0]))), math.sqrt(25 / 4))
+    grad = jax.grad(lambda e: _augmented_rms((e, jnp.zeros(2))))(jnp.zeros(3))
+    assert bool(jnp.all(jnp.isfinite(grad)))
+
+
+def test_orthogonal_needs_rademacher():
+    with pytest.raises(ValueError, match="rademacher"):
+        Hutchinson(2, "gaussian", orthogonal=True)
+
+
 def test_exact_and_eigen_divergence_on_linear_field():
     a, fn, x = _linear_problem()
     fx, est = ExactDivergence()(fn, x, None)
