@@ -5,7 +5,7 @@ rtol = atol = 1e-5, float32, batches 256 and 1024, the analytic p_T as the prior
 against the analytic ln p_{t_eps}(x) is the integration error plus the probe noise).
 
 - `scoresde`: `ss.log_likelihood` (Dopri5, per-sample adaptive steps under vmap, fully jitted),
-  and next to it `lanes=L` for each `--lanes` value (default 32 64 128): the same per-sample solves
+  and next to it `lanes=L` for each `--lanes` value (default 64 128 256): the same per-sample solves
   on L lanes refilled as samples finish; timed in interleaved repeats with the vmapped call.
 - `scipy`: the baseline of the original score-SDE code, written here: `scipy.integrate.solve_ivp`
   RK45 on the host over the flattened batch [x (B*D), delta (B)], with a jitted callback that
@@ -103,7 +103,7 @@ def rmse(a, b):
     return float(np.sqrt(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
 
 
-def main_table(problems, batches, repeats, quick, reference, lanes_list=(32, 64, 128)):
+def main_table(problems, batches, repeats, quick, reference, lanes_list=(64, 128, 256)):
     rows = []
     for name in problems:
         dist = load_problem(name)
@@ -268,7 +268,7 @@ def variables_table(batch=256):
             exact_lp = np.asarray(jax.vmap(dist.marginal(sde, t_eps).log_prob)(x))
             div = ss.ExactDivergence() if name == "ring2d" else ss.Hutchinson()
             for solver in (dfx.Tsit5(), dfx.Dopri5(), dfx.Bosh3()):
-                for variable in ("t", "log_snr"):
+                for variable in ("t", "log_snr", "log_sigma"):
                     _, best, res = timed(
                         lambda x, solver=solver, variable=variable, sde=sde, score=score, div=div, t_eps=t_eps, prior=prior: (
                             ss.log_likelihood(
@@ -301,7 +301,7 @@ def variables_table(batch=256):
                     )
                     rows.append(row)
                     print(
-                        f"{name:8s} {row['sde']:6s} {row['solver']:6s} {variable:8s} nfe "
+                        f"{name:8s} {row['sde']:6s} {row['solver']:6s} {variable:9s} nfe "
                         f"{row['nfe_mean']:6.1f} (max {row['nfe_max']}) {best:.3f}s rmse "
                         f"{row['rmse']:.2e} ({row['divergence']})",
                         flush=True,
@@ -448,7 +448,7 @@ def main():
         "--reference", action="store_true", help="a tight DOP853 reference, same probes (slow)"
     )
     parser.add_argument(
-        "--lanes", nargs="*", type=int, default=[32, 64, 128], help="lane counts to time"
+        "--lanes", nargs="*", type=int, default=[64, 128, 256], help="lane counts to time"
     )
     parser.add_argument(
         "--only", nargs="*", default=None, help="sections to run: main variables rmse modes"
@@ -470,7 +470,7 @@ def main():
     if "main" in sections:
         print("== main: scoresde vs scipy RK45 baseline (VP, t_eps 1e-5, tol 1e-5, float32)")
         out["main"] = main_table(
-            problems, batches, 1 if args.quick else 3, args.quick, args.reference, args.lanes
+            problems, batches, 1 if args.quick else 7, args.quick, args.reference, args.lanes
         )
     if "modes" in sections:
         print("== one batched evaluation, batch 1024 (best of interleaved repeats)")

@@ -7,12 +7,14 @@ $$\ln p_{t_\varepsilon}(x) = \ln p_T(x_T) + \int_{t_\varepsilon}^{T} \nabla\cdot
 
 The augmented state $[x, \delta]$ is integrated FORWARD from $t_\varepsilon$ to $T$ (no time
 reversal), one `diffeqsolve` per sample under `jax.vmap`, so each sample takes its own adaptive
-steps; or, with `lanes=L`, on `L` lanes refilled as samples finish (`_lanes.py`). The integration variable is `t` itself by default; `variable="log_snr"` integrates in the
-negated half log-SNR $u = -\lambda(t)$ (for EDM, $u = \ln\sigma$) with $dx/du = F\,dt/du$.
-Measured at tolerance $10^{-5}$ (float32, VP, `benchmarks/likelihood.py --only variables`),
-`t` needs fewer steps than `log_snr` (Dopri5: `aniso64` 81 vs 113 mean NFE, `ring2d` 69 vs 115),
-and the default solver `diffrax.Dopri5` needs fewer than Tsit5 (81 vs 106 on `aniso64`) at
-errors far below the tolerance; under `vmap` its steps are also several times cheaper than
+steps; or, with `lanes=L`, on `L` lanes refilled as samples finish (`_lanes.py`). The
+integration variable is `t` itself by default; `variable="log_snr"` integrates in the negated
+half log-SNR $u = -\lambda(t)$ and `variable="log_sigma"` in $u = \ln\sigma(t)$ (the same
+for EDM), with $dx/du = F\,dt/du$. Measured at tolerance $10^{-5}$ (float32, VP, Dopri5, batch
+256, `benchmarks/likelihood.py --only variables`), `t` needs the fewest steps: mean NFE per
+sample 79 / 111 / 294 for `t` / `log_snr` / `log_sigma` on `aniso64`, 69 / 115 / 93 on `ring2d`;
+and the default solver `diffrax.Dopri5` needs fewer than Tsit5 or Bosh3 (79 vs 103 and 181 on
+`aniso64`) at errors far below the tolerance; under `vmap` its steps are also several times cheaper than
 Tsit5's (whose per-step overhead dominates on small problems). The first step is a 64th of the
 interval (smaller first steps cost more NFE).
 """
@@ -37,7 +39,7 @@ from ._sample import SampleResult
 from ._sde import AbstractSDE
 from ._terms import checked_score
 
-VARIABLES = ("log_snr", "t")
+VARIABLES = ("log_sigma", "log_snr", "t")
 
 _ADVICE = (
     "Try a larger t_eps, looser rtol/atol, a larger max_steps, or float64 "
@@ -58,12 +60,20 @@ class _Clock(eqx.Module):
     variable: str = eqx.field(static=True)
 
     def u_of_t(self, t):
-        return t if self.variable == "t" else -self.sde.log_snr(t)
+        if self.variable == "t":
+            return t
+        if self.variable == "log_sigma":
+            return jnp.log(self.sde.marginal(t)[1])
+        return -self.sde.log_snr(t)
 
     def t_of_u(self, u):
         if self.variable == "t":
             return u, jnp.ones_like(u)
-        return jax.jvp(lambda v: self.sde.log_snr_inverse(-v), (u,), (jnp.ones_like(u),))
+        if self.variable == "log_sigma":
+            to_lam = self.sde.log_snr_from_log_std
+        else:
+            to_lam = jnp.negative
+        return jax.jvp(lambda v: self.sde.log_snr_inverse(to_lam(v)), (u,), (jnp.ones_like(u),))
 
 
 class _AugmentedFlow(eqx.Module):
@@ -360,8 +370,8 @@ def log_likelihood(
       [`scoresde.EigenHutchinson`][] (variance-reduced) or [`scoresde.ExactDivergence`][].
     - `prior_log_prob`: $\ln p_T$ on one sample; defaults to `sde.prior_log_prob` (which is not
       exactly $p_T$: the error is of the order of $\mathrm{KL}(p_T \| \text{prior})$).
-    - `variable`: the integration variable, `"t"` (default, fewest steps measured) or
-      `"log_snr"` ($u = -\lambda(t)$).
+    - `variable`: the integration variable, `"t"` (default, fewest steps measured),
+      `"log_snr"` ($u = -\lambda(t)$) or `"log_sigma"` ($u = \ln\sigma(t)$).
     - `adjoint`: the diffrax adjoint for gradients (e.g. w.r.t. a score network's parameters).
     - `throw`: raise `RuntimeError` on a failed solve; with `False` failed samples get NaN and
       their diffrax status in `status`.

@@ -50,6 +50,14 @@ class AbstractSDE(eqx.Module):
     def log_snr_inverse(self, lam: Scalar) -> Array:
         r"""The time $t$ at which $\lambda(t)$ equals `lam`."""
 
+    def log_snr_from_log_std(self, log_sigma: Scalar) -> Array:
+        r"""$\lambda$ as a function of $\ln\sigma$ (both monotone in $t$), for integrating in
+        $\ln\sigma$ (`variable="log_sigma"`). Optional: the built-in SDEs define it."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not define log_snr_from_log_std, which "
+            "variable='log_sigma' needs; use variable='t' or 'log_snr'."
+        )
+
     @property
     @abc.abstractmethod
     def prior_std(self) -> float:
@@ -146,6 +154,10 @@ class VPSDE(AbstractSDE):
     def log_snr_inverse(self, lam):
         return self._schedule.integral_inverse(jnp.logaddexp(0.0, -2 * lam))
 
+    def log_snr_from_log_std(self, log_sigma):
+        # alpha^2 = 1 - sigma^2: alpha^2 / sigma^2 = expm1(-2 ln sigma)
+        return 0.5 * jnp.log(jnp.expm1(-2 * log_sigma))
+
     @property
     def prior_std(self):
         return 1.0
@@ -190,6 +202,10 @@ class SubVPSDE(AbstractSDE):
 
     def log_snr_inverse(self, lam):
         return self._schedule.integral_inverse(2 * jnp.arcsinh(0.5 * jnp.exp(-lam)))
+
+    def log_snr_from_log_std(self, log_sigma):
+        # alpha^2 = 1 - sigma
+        return 0.5 * jnp.log1p(-jnp.exp(log_sigma)) - log_sigma
 
     @property
     def prior_std(self):
@@ -250,6 +266,9 @@ class VESDE(AbstractSDE):
         arg = jnp.exp(-2 * (lam + jnp.log(self.sigma_min)))
         return jnp.log1p(arg) / (2 * self._log_ratio)
 
+    def log_snr_from_log_std(self, log_sigma):
+        return -log_sigma  # alpha = 1
+
     @property
     def prior_std(self):
         return self.sigma_max
@@ -301,6 +320,9 @@ class EDMSDE(AbstractSDE):
 
     def log_snr_inverse(self, lam):
         return jnp.exp(-lam)
+
+    def log_snr_from_log_std(self, log_sigma):
+        return -log_sigma  # alpha = 1
 
     @property
     def prior_std(self):

@@ -104,6 +104,19 @@ def test_exact_on_random_mixtures_float64(x64, dim, sde_index, seed):
     np.testing.assert_allclose(result.log_prob, expected, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("variable", ["log_sigma", "log_snr"])
+def test_integration_variables_agree_float64(x64, variable):
+    """Integrating in ln sigma or the log-SNR gives the same analytic answer (the change of
+    variable dt/du enters both x and delta), for every SDE."""
+    dist = _mixture(5, 3, 2, jnp.float64)
+    for sde in SDES:
+        x = dist.sample(jr.key(2), BATCH)
+        result, expected = _exact_ll(
+            dist, sde, x, t_eps=_t_eps(sde), rtol=1e-8, atol=1e-8, variable=variable
+        )
+        np.testing.assert_allclose(result.log_prob, expected, rtol=0, atol=1e-4, err_msg=repr(sde))
+
+
 @pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
 def test_exact_float32_at_defaults(sde):
     dist = _mixture(3, 3, 2, jnp.float32)

@@ -34,6 +34,8 @@ def test_log_snr_and_its_inverse(x64, sde, u):
     lam = sde.log_snr(t)
     assert jnp.allclose(lam, jnp.log(alpha / sigma), rtol=1e-10, atol=1e-10)
     assert jnp.allclose(sde.log_snr_inverse(lam), t, rtol=1e-8, atol=1e-12)
+    # lambda as a function of ln sigma (the likelihood's variable="log_sigma").
+    assert jnp.allclose(sde.log_snr_from_log_std(jnp.log(sigma)), lam, rtol=1e-8, atol=1e-8)
 
 
 @pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
