@@ -16,7 +16,8 @@ Columns: time per batch (compile excluded, best of repeats), mean/max NFE per sa
 sample against the analytic log-density, and for the stochastic rows the RMSE against a tight
 reference with the same probes (scipy DOP853, rtol = atol = 1e-10): the solver's own error.
 
-Sections (`--only main modes rmse variables`; default all): `variables` (NFE by integration
+Sections (`--only main accuracy modes rmse variables`; default all): `accuracy` (time against
+the solver's own error at several tolerances, scipy at 1e-5), `variables` (NFE by integration
 variable and solver), `rmse` (per-sample RMSE and cost of the divergence estimators on aniso64),
 `modes` (one batched evaluation with JVP vs VJP). `--problems`, `--batches` restrict the main
 table; `--reference` adds the tight DOP853 reference. `--quick`: ring2d, batch 256, main table.
@@ -194,7 +195,7 @@ def main_table(problems, batches, repeats, quick, reference, lanes_list=(64, 128
                     r_v = outs[name_v]
                     nfe_v = np.asarray(r_v.nfe)
                     # Floor for lanes: total NFE / L evaluations on L lanes (time per sample).
-                    x_l, p_l = x[:n], probes[:n]
+                    x_l, p_l = x[:n], (None if probes is None else probes[:n])
                     _, t_eval_l, _ = timed(
                         make_eval(score, div, True), t_rand[:n], x_l, p_l, repeats=10
                     )
@@ -387,6 +388,81 @@ def rmse_table(batch=256, lanes=64, rounds=5):
     return rows
 
 
+def accuracy_table(batch=256, tols=(1e-5, 3e-6, 1e-6), lanes=(None, 256), rounds=5):
+    """Work against accuracy on aniso64: the solver's own error (RMSE per sample against a
+    tight scipy DOP853 reference, rtol = atol = 1e-10, same probes) and the time, for scipy RK45
+    at the benchmark tolerance and for `ss.log_likelihood` at several tolerances. A per-sample
+    step-size control at a given tolerance is looser than scipy's one step for the whole
+    flattened batch (which the hardest sample drives), so equal accuracy needs a tighter
+    tolerance here. Times: median over `rounds` interleaved rounds."""
+    dist = load_problem("aniso64")
+    score = ss.analytic.marginal_score(dist, SDE)
+    prior = dist.marginal(SDE, SDE.T).log_prob
+    p_T = jax.jit(jax.vmap(prior))
+    x = dist.sample(jr.key(0), batch)
+    div, key = ss.Hutchinson(), jr.key(1)
+    probes = _probes(div, key, x, lambda z: z)
+    evaluate = make_eval(score, div)
+    jax.block_until_ready(evaluate(jnp.float32(0.5), x, probes))
+    zr, delta_r, _ = scipy_baseline(evaluate, x, probes, "DOP853", 1e-10, 1e-10)
+    ref = np.asarray(p_T(jnp.asarray(zr, jnp.float32))) + delta_r
+
+    def scipy_run():
+        zs, delta_s, nfev = scipy_baseline(evaluate, x, probes)
+        return np.asarray(p_T(jnp.asarray(zs, jnp.float32))) + delta_s, nfev
+
+    runs = {("scipy RK45", TOL, None): scipy_run}
+    for tol in tols:
+        for n in lanes:
+            runs[("scoresde", tol, n)] = lambda tol=tol, n=n: ss.log_likelihood(
+                SDE,
+                score,
+                x,
+                key=key,
+                divergence=div,
+                t_eps=T_EPS,
+                rtol=tol,
+                atol=tol,
+                prior_log_prob=prior,
+                lanes=n,
+            )
+    outs = {k: jax.block_until_ready(f()) for k, f in runs.items()}  # compile
+    times = {k: [] for k in runs}
+    for _ in range(rounds):
+        for k, f in runs.items():
+            start = time.perf_counter()
+            jax.block_until_ready(f())
+            times[k].append(time.perf_counter() - start)
+    t_scipy = float(np.median(times[("scipy RK45", TOL, None)]))
+    rows = []
+    for k, out in outs.items():
+        who, tol, n = k
+        if who == "scipy RK45":
+            lp, nfe_mean, nfe_max = out[0], float(out[1]), int(out[1])
+        else:
+            lp, nfe_mean, nfe_max = out.log_prob, float(out.nfe.mean()), int(out.nfe.max())
+        t = float(np.median(times[k]))
+        row = dict(
+            who=who,
+            tol=tol,
+            lanes=n,
+            time=t,
+            speedup_vs_scipy=t_scipy / t,
+            nfe_mean=nfe_mean,
+            nfe_max=nfe_max,
+            solver_rmse=rmse(lp, ref),
+            solver_max_error=float(np.max(np.abs(np.asarray(lp, np.float64) - ref))),
+        )
+        rows.append(row)
+        print(
+            f"{who:10s} tol {tol:.0e} lanes {str(n):4s} time {t:.3f}s (x{row['speedup_vs_scipy']:.2f}"
+            f" vs scipy) nfe {nfe_mean:6.1f} (max {nfe_max}) solver rmse {row['solver_rmse']:.2e}"
+            f" (max {row['solver_max_error']:.2e})",
+            flush=True,
+        )
+    return rows
+
+
 def modes_table(batch=1024, repeats=15):
     """One batched evaluation: drift only, + JVP, + VJP, with 1 and 8 probes (interleaved)."""
     rows = []
@@ -451,10 +527,15 @@ def main():
         "--lanes", nargs="*", type=int, default=[64, 128, 256], help="lane counts to time"
     )
     parser.add_argument(
-        "--only", nargs="*", default=None, help="sections to run: main variables rmse modes"
+        "--only",
+        nargs="*",
+        default=None,
+        help="sections to run: main accuracy variables rmse modes",
     )
     args = parser.parse_args()
-    sections = args.only or (["main"] if args.quick else ["main", "modes", "rmse", "variables"])
+    sections = args.only or (
+        ["main"] if args.quick else ["main", "accuracy", "modes", "rmse", "variables"]
+    )
     problems = args.problems or (["ring2d"] if args.quick else ["ring2d", "aniso64"])
     batches = args.batches or ([256] if args.quick else [256, 1024])
     out = metadata(
@@ -478,6 +559,9 @@ def main():
     if "rmse" in sections:
         print("== per-sample RMSE of divergence estimators, aniso64, batch 256")
         out["rmse"] = rmse_table()
+    if "accuracy" in sections:
+        print("== time against the solver's own error, aniso64, batch 256 (same probes)")
+        out["accuracy"] = accuracy_table()
     if "variables" in sections:
         print("== NFE by integration variable and solver, batch 256, tol 1e-5")
         out["variables"] = variables_table()
