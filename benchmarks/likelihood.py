@@ -16,11 +16,12 @@ Columns: time per batch (compile excluded, best of repeats), mean/max NFE per sa
 sample against the analytic log-density, and for the stochastic rows the RMSE against a tight
 reference with the same probes (scipy DOP853, rtol = atol = 1e-10): the solver's own error.
 
-Sections (`--only main accuracy modes rmse variables`; default all): `accuracy` (time against
-the solver's own error at several tolerances, scipy at 1e-5), `variables` (NFE by integration
-variable and solver), `rmse` (per-sample RMSE and cost of the divergence estimators on aniso64),
-`modes` (one batched evaluation with JVP vs VJP). `--problems`, `--batches` restrict the main
-table; `--reference` adds the tight DOP853 reference. `--quick`: ring2d, batch 256, main table.
+Sections (`--only main accuracy variables steps rmse modes`; default all): `accuracy` (time
+against the solver's own error at several tolerances, scipy at 1e-5), `variables` (NFE by
+integration variable and solver), `steps` (NFE by step-size controller and first step), `rmse`
+(per-sample RMSE and cost of the divergence estimators on aniso64), `modes` (one batched
+evaluation with JVP vs VJP). `--problems`, `--batches` restrict the main table; `--reference`
+adds the tight DOP853 reference. `--quick`: ring2d, batch 256, main table.
 
 The floor is reported three ways: mean NFE x one evaluation at a scalar time (as scipy calls it),
 max NFE x that (a vmapped adaptive solve runs until its slowest sample is done), and mean NFE x one
@@ -268,7 +269,7 @@ def variables_table(batch=256):
             x = dist.sample(jr.key(0), batch)
             exact_lp = np.asarray(jax.vmap(dist.marginal(sde, t_eps).log_prob)(x))
             div = ss.ExactDivergence() if name == "ring2d" else ss.Hutchinson()
-            for solver in (dfx.Tsit5(), dfx.Dopri5(), dfx.Bosh3()):
+            for solver in (dfx.Tsit5(), dfx.Dopri5(), dfx.Dopri8(), dfx.Bosh3()):
                 for variable in ("t", "log_snr", "log_sigma"):
                     _, best, res = timed(
                         lambda x, solver=solver, variable=variable, sde=sde, score=score, div=div, t_eps=t_eps, prior=prior: (
@@ -463,6 +464,60 @@ def accuracy_table(batch=256, tols=(1e-5, 3e-6, 1e-6), lanes=(None, 256), rounds
     return rows
 
 
+def steps_table(batch=128):
+    """Mean NFE of the default solve (Dopri5 in t, VP) under other step-size controllers and
+    first steps: PI/PID coefficients, safety factors, dt0 (default: a 64th of the interval)."""
+    from scoresde._likelihood import _augmented_rms
+
+    variants = [
+        ("I (default)", {}, None),
+        ("PI 0.2/0.6", dict(pcoeff=0.2, icoeff=0.6), None),
+        ("PI 0.4/0.3", dict(pcoeff=0.4, icoeff=0.3), None),
+        ("PID 0.2/0.6/0.1", dict(pcoeff=0.2, icoeff=0.6, dcoeff=0.1), None),
+        ("safety 0.8", dict(safety=0.8), None),
+        ("safety 0.95", dict(safety=0.95), None),
+        ("dt0 1/256", {}, 1 / 256),
+        ("dt0 1/16", {}, 1 / 16),
+        ("dt0 1/4", {}, 1 / 4),
+    ]
+    rows = []
+    for name in ("ring2d", "aniso64"):
+        dist = load_problem(name)
+        score = ss.analytic.marginal_score(dist, SDE)
+        prior = dist.marginal(SDE, SDE.T).log_prob
+        x = dist.sample(jr.key(0), batch)
+        exact_lp = np.asarray(jax.vmap(dist.marginal(SDE, T_EPS).log_prob)(x))
+        div = ss.ExactDivergence() if name == "ring2d" else ss.Hutchinson()
+        for label, coeffs, dt0 in variants:
+            controller = dfx.PIDController(rtol=TOL, atol=TOL, norm=_augmented_rms, **coeffs)
+            res = ss.log_likelihood(
+                SDE,
+                score,
+                x,
+                key=jr.key(1),
+                divergence=div,
+                t_eps=T_EPS,
+                prior_log_prob=prior,
+                stepsize_controller=controller,
+                dt0=dt0,
+            )
+            row = dict(
+                problem=name,
+                variant=label,
+                nfe_mean=float(res.nfe.mean()),
+                nfe_max=int(res.nfe.max()),
+                rmse=rmse(res.log_prob, exact_lp),
+                divergence=type(div).__name__,
+            )
+            rows.append(row)
+            print(
+                f"{name:8s} {label:16s} nfe {row['nfe_mean']:6.1f} (max {row['nfe_max']}) rmse "
+                f"{row['rmse']:.2e} ({row['divergence']})",
+                flush=True,
+            )
+    return rows
+
+
 def modes_table(batch=1024, repeats=15):
     """One batched evaluation: drift only, + JVP, + VJP, with 1 and 8 probes (interleaved)."""
     rows = []
@@ -530,11 +585,11 @@ def main():
         "--only",
         nargs="*",
         default=None,
-        help="sections to run: main accuracy variables rmse modes",
+        help="sections to run: main accuracy variables steps rmse modes",
     )
     args = parser.parse_args()
     sections = args.only or (
-        ["main"] if args.quick else ["main", "accuracy", "modes", "rmse", "variables"]
+        ["main"] if args.quick else ["main", "accuracy", "modes", "rmse", "variables", "steps"]
     )
     problems = args.problems or (["ring2d"] if args.quick else ["ring2d", "aniso64"])
     batches = args.batches or ([256] if args.quick else [256, 1024])
@@ -565,6 +620,9 @@ def main():
     if "variables" in sections:
         print("== NFE by integration variable and solver, batch 256, tol 1e-5")
         out["variables"] = variables_table()
+    if "steps" in sections:
+        print("== NFE by step-size controller and first step (Dopri5 in t), batch 128, tol 1e-5")
+        out["steps"] = steps_table()
     suffix = "_quick" if args.quick else ("" if args.only is None else "_" + "_".join(sections))
     write("likelihood" + suffix, out)
 
