@@ -13,10 +13,11 @@ half log-SNR $u = -\lambda(t)$ and `variable="log_sigma"` in $u = \ln\sigma(t)$ 
 for EDM), with $dx/du = F\,dt/du$. Measured at tolerance $10^{-5}$ (float32, VP, Dopri5, batch
 256, `benchmarks/likelihood.py --only variables`), `t` needs the fewest steps: mean NFE per
 sample 79 / 111 / 294 for `t` / `log_snr` / `log_sigma` on `aniso64`, 69 / 115 / 93 on `ring2d`;
-and the default solver `diffrax.Dopri5` needs fewer than Tsit5 or Bosh3 (79 vs 103 and 181 on
-`aniso64`) at errors far below the tolerance; under `vmap` its steps are also several times cheaper than
-Tsit5's (whose per-step overhead dominates on small problems). The first step is a 64th of the
-interval (smaller first steps cost more NFE).
+and the default solver `diffrax.Dopri5` needs fewer than Tsit5, Dopri8 or Bosh3 (79 vs 103,
+164 and 181 on `aniso64`) at errors far below the tolerance; under `vmap` its steps are also
+several times cheaper than Tsit5's (whose per-step overhead dominates on small problems). The
+first step is a 64th of the interval, and the default controller diffrax's I-controller: other
+first steps and PI/PID coefficients cost as many or more NFE (`--only steps`).
 """
 
 import math
