@@ -105,6 +105,42 @@ def rmse(a, b):
     return float(np.sqrt(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
 
 
+def ours(score, x, divergence, prior, *, sde=SDE, t_eps=T_EPS, tol=TOL, key=None, **options):
+    """`ss.log_likelihood` in the benchmark's setting: t_eps, rtol = atol = `tol`, the analytic
+    p_T as the prior, probes from `jr.key(1)` unless `key` is given."""
+    return ss.log_likelihood(
+        sde,
+        score,
+        x,
+        key=jr.key(1) if key is None else key,
+        divergence=divergence,
+        t_eps=t_eps,
+        rtol=tol,
+        atol=tol,
+        prior_log_prob=prior,
+        **options,
+    )
+
+
+def interleaved(fns, rounds):
+    """Call each of `fns` (zero-argument callables) once to compile, then time them in `rounds`
+    interleaved rounds, so that load changes on a shared machine hit every one alike.
+
+    Returns `(outputs, first-call seconds, per-round seconds)`, dicts keyed like `fns`."""
+    outs, firsts = {}, {}
+    for k, f in fns.items():
+        start = time.perf_counter()
+        outs[k] = jax.block_until_ready(f())
+        firsts[k] = time.perf_counter() - start
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(f())
+            times[k].append(time.perf_counter() - start)
+    return outs, firsts, times
+
+
 def main_table(problems, batches, repeats, quick, reference, lanes_list=(64, 128, 256)):
     rows = []
     for name in problems:
@@ -120,39 +156,18 @@ def main_table(problems, batches, repeats, quick, reference, lanes_list=(64, 128
                 divs.append(("exact", ss.ExactDivergence()))
             for div_name, div in divs:
                 key = jr.key(1)
-
-                def ours(x, key, div=div, score=score, prior=prior, lanes=None):
-                    return ss.log_likelihood(
-                        SDE,
-                        score,
-                        x,
-                        key=key,
-                        divergence=div,
-                        t_eps=T_EPS,
-                        rtol=TOL,
-                        atol=TOL,
-                        prior_log_prob=prior,
-                        lanes=lanes,
-                    )
-
-                # The vmapped solve and each lane count, timed in interleaved repeats (best of),
-                # so that load changes on a shared machine hit every variant alike.
+                # The vmapped solve and each lane count, timed in interleaved repeats (best of).
                 variants = {"vmap": None, **{f"lanes{n}": n for n in lanes_list}}
                 fns = {
-                    name_v: (lambda x, key, n=n, ours=ours: ours(x, key, lanes=n))
+                    name_v: (
+                        lambda n=n, div=div, score=score, prior=prior, x=x: ours(
+                            score, x, div, prior, lanes=n
+                        )
+                    )
                     for name_v, n in variants.items()
                 }
-                firsts, bests, outs = {}, {}, {}
-                for name_v, f in fns.items():
-                    start = time.perf_counter()
-                    outs[name_v] = jax.block_until_ready(f(x, key))
-                    firsts[name_v] = time.perf_counter() - start
-                    bests[name_v] = float("inf")
-                for _ in range(repeats):
-                    for name_v, f in fns.items():
-                        start = time.perf_counter()
-                        jax.block_until_ready(f(x, key))
-                        bests[name_v] = min(bests[name_v], time.perf_counter() - start)
+                outs, firsts, times = interleaved(fns, repeats)
+                bests = {k: min(v) for k, v in times.items()}
                 first, best, res = firsts["vmap"], bests["vmap"], outs["vmap"]
                 nfe = np.asarray(res.nfe)
                 # One batched evaluation (the floor's unit) with the same probes.
@@ -271,21 +286,10 @@ def variables_table(batch=256):
             div = ss.ExactDivergence() if name == "ring2d" else ss.Hutchinson()
             for solver in (dfx.Tsit5(), dfx.Dopri5(), dfx.Dopri8(), dfx.Bosh3()):
                 for variable in ("t", "log_snr", "log_sigma"):
+                    options = dict(sde=sde, t_eps=t_eps, solver=solver, variable=variable)
                     _, best, res = timed(
-                        lambda x, solver=solver, variable=variable, sde=sde, score=score, div=div, t_eps=t_eps, prior=prior: (
-                            ss.log_likelihood(
-                                sde,
-                                score,
-                                x,
-                                key=jr.key(1),
-                                divergence=div,
-                                t_eps=t_eps,
-                                rtol=TOL,
-                                atol=TOL,
-                                prior_log_prob=prior,
-                                solver=solver,
-                                variable=variable,
-                            )
+                        lambda x, options=options, score=score, div=div, prior=prior: ours(
+                            score, x, div, prior, **options
                         ),
                         x,
                         repeats=1,
@@ -340,28 +344,12 @@ def rmse_table(batch=256, lanes=64, rounds=5):
         ss.EigenHutchinson(16),
     ]
 
-    def run(div, n):
-        return ss.log_likelihood(
-            SDE,
-            score,
-            x,
-            key=jr.key(1),
-            divergence=div,
-            t_eps=T_EPS,
-            rtol=TOL,
-            atol=TOL,
-            prior_log_prob=prior,
-            lanes=n,
-        )
-
-    variants = [(div, n) for div in estimators for n in (None, lanes)]
-    results = {(repr(d), n): jax.block_until_ready(run(d, n)) for d, n in variants}  # compile
-    times = {(repr(d), n): [] for d, n in variants}
-    for _ in range(rounds):
-        for div, n in variants:
-            start = time.perf_counter()
-            jax.block_until_ready(run(div, n))
-            times[(repr(div), n)].append(time.perf_counter() - start)
+    fns = {
+        (repr(d), n): (lambda d=d, n=n: ours(score, x, d, prior, lanes=n))
+        for d in estimators
+        for n in (None, lanes)
+    }
+    results, _, times = interleaved(fns, rounds)
     base = {n: np.array(times[(repr(estimators[0]), n)]) for n in (None, lanes)}
     rows = []
     for div in estimators:
@@ -415,25 +403,10 @@ def accuracy_table(batch=256, tols=(1e-5, 3e-6, 1e-6), lanes=(None, 256), rounds
     runs = {("scipy RK45", TOL, None): scipy_run}
     for tol in tols:
         for n in lanes:
-            runs[("scoresde", tol, n)] = lambda tol=tol, n=n: ss.log_likelihood(
-                SDE,
-                score,
-                x,
-                key=key,
-                divergence=div,
-                t_eps=T_EPS,
-                rtol=tol,
-                atol=tol,
-                prior_log_prob=prior,
-                lanes=n,
+            runs[("scoresde", tol, n)] = lambda tol=tol, n=n: ours(
+                score, x, div, prior, tol=tol, key=key, lanes=n
             )
-    outs = {k: jax.block_until_ready(f()) for k, f in runs.items()}  # compile
-    times = {k: [] for k in runs}
-    for _ in range(rounds):
-        for k, f in runs.items():
-            start = time.perf_counter()
-            jax.block_until_ready(f())
-            times[k].append(time.perf_counter() - start)
+    outs, _, times = interleaved(runs, rounds)
     t_scipy = float(np.median(times[("scipy RK45", TOL, None)]))
     rows = []
     for k, out in outs.items():
@@ -490,17 +463,7 @@ def steps_table(batch=128):
         div = ss.ExactDivergence() if name == "ring2d" else ss.Hutchinson()
         for label, coeffs, dt0 in variants:
             controller = dfx.PIDController(rtol=TOL, atol=TOL, norm=_augmented_rms, **coeffs)
-            res = ss.log_likelihood(
-                SDE,
-                score,
-                x,
-                key=jr.key(1),
-                divergence=div,
-                t_eps=T_EPS,
-                prior_log_prob=prior,
-                stepsize_controller=controller,
-                dt0=dt0,
-            )
+            res = ours(score, x, div, prior, stepsize_controller=controller, dt0=dt0)
             row = dict(
                 problem=name,
                 variant=label,
