@@ -30,6 +30,7 @@ from ._divergence import (
 from ._grid import clipped_log_snr_grid as clipped_log_snr_grid, time_grid as time_grid
 from ._langevin import (
     MALA as MALA,
+    AbstractLangevinKernel as AbstractLangevinKernel,
     AnnealedLangevin as AnnealedLangevin,
     AnnealedLangevinState as AnnealedLangevinState,
     LangevinInfo as LangevinInfo,
@@ -79,6 +80,7 @@ from ._networks import (
     MLPScoreNet as MLPScoreNet,
     UNet as UNet,
 )
+from ._nfe import AbstractCountedSolver as AbstractCountedSolver
 from ._parametrisation import (
     AbstractParametrisation as AbstractParametrisation,
     DirectScore as DirectScore,
@@ -99,7 +101,9 @@ from ._pc import (
     sample_pc as sample_pc,
 )
 from ._sample import (
+    EDMResult as EDMResult,
     SampleResult as SampleResult,
+    sample_edm as sample_edm,
     sample_ode as sample_ode,
     sample_sde as sample_sde,
 )
@@ -110,7 +114,8 @@ from ._sde import (
     AbstractSDE as AbstractSDE,
     SubVPSDE as SubVPSDE,
 )
-from ._solvers import (
+from ._solver import (
+    DDIM as DDIM,
     AbstractPFSolver as AbstractPFSolver,
     DPMSolver1 as DPMSolver1,
     DPMSolver2 as DPMSolver2,
@@ -118,9 +123,7 @@ from ._solvers import (
     DPMSolverPP2M as DPMSolverPP2M,
     DPMSolverPP3M as DPMSolverPP3M,
     EDMHeun as EDMHeun,
-    EDMResult as EDMResult,
     UniPC as UniPC,
-    sample_edm as sample_edm,
 )
 from ._terms import (
     forward_terms as forward_terms,

@@ -1,9 +1,18 @@
-"""Argument validation shared by the entry points: clear errors at trace time."""
+"""Argument validation shared by the entry points: clear errors at trace time, and one way to
+report a failed solve (raise with advice, or an in-graph error under `jit`)."""
 
 import math
 
+import diffrax as dfx
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+ADVICE = (
+    "Try a larger t_eps, looser rtol/atol, a larger max_steps, or float64 "
+    "(jax.config.update('jax_enable_x64', True))."
+)
 
 
 def is_concrete(value) -> bool:
@@ -19,6 +28,21 @@ def check_positive(name: str, value, *, strict: bool = True) -> None:
     if not (ok and np.all(np.isfinite(v))):
         bound = "> 0" if strict else ">= 0"
         raise ValueError(f"{name} must be finite and {bound}; got {name}={value!r}.")
+
+
+def check_int(name: str, value, *, minimum: int = 1) -> int:
+    """`value` as an `int >= minimum` (a bool is not an int here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int >= {minimum}; got {name}={value!r}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {name}={value}.")
+    return int(value)
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {name}={value!r}.")
+    return bool(value)
 
 
 def check_t_eps(t_eps, T) -> None:
@@ -48,3 +72,78 @@ def check_shape(shape) -> tuple[int, ...]:
             f"shape must be (num, *data_shape) with positive entries; got shape={shape}."
         )
     return shape
+
+
+def check_sde_and_score(sde, score) -> None:
+    """`sde` is one of this package's SDEs and `score` is callable."""
+    from ._sde import AbstractSDE
+
+    if not isinstance(sde, AbstractSDE):
+        raise TypeError(f"sde must be a scoresde SDE (AbstractSDE); got {type(sde).__name__}.")
+    if not callable(score):
+        raise TypeError(f"score must be callable as score(t, x); got {type(score).__name__}.")
+
+
+def check_solver(solver, controller=None) -> None:
+    if not isinstance(solver, dfx.AbstractSolver):
+        raise TypeError(f"solver must be a diffrax solver; got {type(solver).__name__}.")
+    if controller is not None and not isinstance(controller, dfx.AbstractStepSizeController):
+        raise TypeError(
+            f"stepsize_controller must be a diffrax step-size controller; got {controller!r}."
+        )
+
+
+def check_tolerances(rtol, atol) -> None:
+    """`rtol >= 0`, `atol >= 0`, not both zero (a controller could then accept no step)."""
+    check_positive("rtol", rtol, strict=False)
+    check_positive("atol", atol, strict=False)
+    if is_concrete(rtol) and is_concrete(atol) and float(rtol) == 0 and float(atol) == 0:
+        raise ValueError("rtol and atol are both 0: no step could meet that; make one > 0.")
+
+
+def check_key(key, *, name: str = "key"):
+    """A JAX PRNG key: `jax.random.key(...)` (typed) or `jax.random.PRNGKey(...)` (raw uint32)."""
+    if isinstance(key, jax.Array) or hasattr(key, "dtype"):
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
+            return key
+        if key.dtype == jnp.uint32 and key.shape == (2,):
+            return key
+    raise TypeError(
+        f"{name} must be one PRNG key, e.g. {name}=jax.random.key(0); got "
+        f"{name}={key!r}" + (f" of shape {key.shape}" if hasattr(key, "shape") else "") + "."
+    )
+
+
+def check_latents(x_T, shape, dtype):
+    """Given latents: an array of exactly `shape`, finite, cast to `dtype`."""
+    if x_T is None:
+        return None
+    x_T = jnp.asarray(x_T, dtype)
+    if x_T.shape != shape:
+        raise ValueError(f"x_T has shape {x_T.shape}; expected shape={shape}.")
+    if is_concrete(x_T) and not bool(jnp.all(jnp.isfinite(x_T))):
+        raise ValueError("x_T contains non-finite values (NaN or inf).")
+    return x_T
+
+
+def raise_if_failed(who: str, ok, out, *, detail: str = ""):
+    """Raise `RuntimeError` naming how many solves failed (`ok` False), with advice; under a
+    trace, attach the same check to `out` with `eqx.error_if`. Returns `out`."""
+    if is_concrete(ok):
+        failed = int(jnp.sum(~ok))
+        if failed:
+            raise RuntimeError(
+                f"{who}: the solver failed for {failed} of {ok.shape[0]} samples"
+                f"{f' ({detail})' if detail else ''}. {ADVICE}"
+            )
+        return out
+    return eqx.error_if(out, ~jnp.all(ok), f"{who}: the solver failed. {ADVICE}")
+
+
+def raise_if_not_finite(who: str, x, *, hint: str) -> None:
+    """Raise `FloatingPointError` if any sample of the batch `x` has a non-finite entry."""
+    if not is_concrete(x):
+        return
+    bad = int(jnp.sum(~jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)))
+    if bad:
+        raise FloatingPointError(f"{who}: {bad} of {x.shape[0]} samples are not finite; {hint}")

@@ -85,7 +85,7 @@ class AbstractDivergence(eqx.Module):
     """An estimator of $\\nabla\\cdot F(x)$ from Jacobian-vector products (see the module doc)."""
 
     stochastic: eqx.AbstractClassVar[bool]
-    init_evaluations: eqx.AbstractClassVar[int]
+    evals_at_init: eqx.AbstractClassVar[int]
 
     @property
     @abc.abstractmethod
@@ -114,7 +114,7 @@ class ExactDivergence(AbstractDivergence):
 
     max_size: int = eqx.field(default=1024, static=True)
     stochastic: ClassVar[bool] = False
-    init_evaluations: ClassVar[int] = 0
+    evals_at_init: ClassVar[int] = 0
 
     @property
     def num_estimates(self):
@@ -142,10 +142,8 @@ class Hutchinson(AbstractDivergence):
       unbiased; the variance of $n$ probes shrinks by $(P - n)/(P - 1)$ on average, $P$ the data
       size rounded up to a power of two, and $n = P$ probes give the exact trace.
 
-    Products are forward-mode (JVP; `jax.linearize` for several probes), measured as fast as or
-    faster than VJPs (`benchmarks/likelihood.py --only modes`, batch 1024, exact mixture score,
-    best of interleaved repeats: aniso64 52 vs 53 ms with one probe, 243 vs 325 ms with eight;
-    ring2d 0.30 vs 0.48 ms with one).
+    Products are forward-mode (JVP; `jax.linearize` for several probes): as fast as or faster
+    than VJPs ([why](../how-to/likelihood.md#why-these-defaults)).
     With $n > 1$ the result carries a per-sample standard error.
 
     ??? cite "Reference"
@@ -164,7 +162,7 @@ class Hutchinson(AbstractDivergence):
     noise: str = eqx.field(default="rademacher", static=True)
     orthogonal: bool = eqx.field(default=False, static=True)
     stochastic: ClassVar[bool] = True
-    init_evaluations: ClassVar[int] = 0
+    evals_at_init: ClassVar[int] = 0
 
     def __check_init__(self):
         if isinstance(self.num_probes, bool) or not isinstance(self.num_probes, int):
@@ -211,18 +209,10 @@ class EigenHutchinson(AbstractDivergence):
     each other (see [`scoresde.Hutchinson`][]): still unbiased, and $n$ of them have
     $(P - n)/(P - 1)$ of the variance of independent ones on average.
 
-    Measured on `aniso64` (VP, batch 256, tolerance 1e-5, float32, `python
-    benchmarks/likelihood.py --only rmse`, quiet 2-core CPU; cost = wall time / that of one plain
-    Rademacher probe, median of interleaved rounds): per-sample RMSE against the analytic
-    log-density 11.2 nats with one plain probe and 3.6 with eight (2.4x); with 1 / 4 / 8 / 12 /
-    14 / 16 probes here 1.83 / 0.94 / 0.66 / 0.56 / 0.49 / 0.46 nats at 2.2x / 2.6x / 3.8x /
-    5.4x / 6.1x / 6.5x (with `lanes=64`: 2.8x / 3.7x / 4.5x / 5.3x / 5.6x / 5.9x); independent
-    rotated probes (`orthogonal=False`) give 0.73 and 0.48 nats with 8 and 16. So 0.5 nats per
-    sample costs about 6x one plain probe. The one-off batched `eigh` goes through LAPACK
-    (OpenBLAS): on a small CPU its threads contend with XLA's, and with OpenBLAS's default
-    threads the same `eigh` took 5x longer (3.4 s against 0.6 s for 256 matrices) and the
-    estimator cost 7x to 19x the single-probe time. Set `OPENBLAS_NUM_THREADS=1` before
-    importing NumPy or JAX there (the benchmark does).
+    About 6x the cost of one plain probe buys 0.5 nats per-sample RMSE on a 64-D mixture
+    ([measurements](../how-to/likelihood.md#why-these-defaults)). The one-off batched `eigh`
+    goes through LAPACK: on a small CPU set `OPENBLAS_NUM_THREADS=1` before importing NumPy or
+    JAX, or its threads contend with XLA's.
 
     $W$ enters through `stop_gradient` (the estimate is unbiased for any fixed $W$, so
     gradients stay unbiased too). Like [`scoresde.ExactDivergence`][] it refuses data larger
@@ -233,7 +223,7 @@ class EigenHutchinson(AbstractDivergence):
     max_size: int = eqx.field(default=1024, static=True)
     orthogonal: bool = eqx.field(default=True, static=True)
     stochastic: ClassVar[bool] = True
-    init_evaluations: ClassVar[int] = 1
+    evals_at_init: ClassVar[int] = 1
 
     def __check_init__(self):
         if isinstance(self.num_probes, bool) or not isinstance(self.num_probes, int):

@@ -15,8 +15,9 @@ next step needs; diagnostics go in a separate `LangevinInfo`.
   then (optionally) one Tweedie denoising step at $\sigma_L$.
 """
 
+import abc
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -25,11 +26,13 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array
 
-from ._checks import check_positive, is_concrete
+from ._checks import check_int, check_key, check_positive, check_sde_and_score, is_concrete
+from ._fields import checked_score, tweedie
+from ._keys import sample_keys
 from ._sde import AbstractSDE
-from ._terms import checked_score
 
 __all__ = [
+    "AbstractLangevinKernel",
     "LangevinState",
     "MALAState",
     "AnnealedLangevinState",
@@ -91,7 +94,22 @@ def _call_score(score, x):
     return jnp.asarray(out, jnp.result_type(x))
 
 
-class UnadjustedLangevin(eqx.Module):
+class AbstractLangevinKernel(eqx.Module):
+    """A Markov kernel on one sample: `init(x)` gives a state, `step(key, state)` the next state
+    and a [`scoresde.LangevinInfo`][]; `evals_at_init` and `evals_per_step` count its score
+    evaluations. [`scoresde.run_langevin`][] runs any such kernel on a batch."""
+
+    evals_at_init: eqx.AbstractClassVar[int]
+    evals_per_step: eqx.AbstractClassVar[int]
+
+    @abc.abstractmethod
+    def init(self, x): ...
+
+    @abc.abstractmethod
+    def step(self, key, state): ...
+
+
+class UnadjustedLangevin(AbstractLangevinKernel):
     r"""Unadjusted Langevin (ULA): $x \leftarrow x + \epsilon\,\mathrm{score}(x) + \sqrt{2\epsilon}\,z$.
 
     **Arguments:**
@@ -105,8 +123,8 @@ class UnadjustedLangevin(eqx.Module):
     score: Callable
     step_size: Array = eqx.field(converter=jnp.asarray)
 
-    evals_at_init = 1
-    evals_per_step = 1
+    evals_at_init: ClassVar[int] = 1
+    evals_per_step: ClassVar[int] = 1
 
     def __check_init__(self):
         _check_step_size(self.step_size)
@@ -123,7 +141,7 @@ class UnadjustedLangevin(eqx.Module):
         return LangevinState(x, _call_score(self.score, x)), LangevinInfo(one, jnp.array(True))
 
 
-class MALA(eqx.Module):
+class MALA(AbstractLangevinKernel):
     r"""Metropolis-adjusted Langevin: the ULA proposal, accepted with the Metropolis-Hastings ratio.
 
     **Arguments:**
@@ -150,8 +168,8 @@ class MALA(eqx.Module):
     step_size: Array = eqx.field(converter=jnp.asarray)
     score: Callable | None = None
 
-    evals_at_init = 1
-    evals_per_step = 1
+    evals_at_init: ClassVar[int] = 1
+    evals_per_step: ClassVar[int] = 1
 
     def __check_init__(self):
         _check_step_size(self.step_size)
@@ -207,7 +225,7 @@ def _check_sigmas(sigmas):
     return sigmas
 
 
-class AnnealedLangevin(eqx.Module):
+class AnnealedLangevin(AbstractLangevinKernel):
     r"""Annealed Langevin dynamics (NCSN) over a decreasing ladder of noise levels.
 
     Level $i$ targets $p_{t_i}$, the data diffused by `sde` to the time $t_i$ whose noise level
@@ -240,25 +258,16 @@ class AnnealedLangevin(eqx.Module):
     step_size: float | Array
     steps_per_level: int = eqx.field(static=True)
 
-    evals_at_init = 0
-    evals_per_step = 1
+    evals_at_init: ClassVar[int] = 0
+    evals_per_step: ClassVar[int] = 1
 
     def __init__(self, sde, score, sigmas, step_size, steps_per_level):
-        if not isinstance(sde, AbstractSDE):
-            raise TypeError(f"sde must be a scoresde SDE; got {type(sde).__name__}.")
-        if not callable(score):
-            raise TypeError(f"score must be callable as score(t, x); got {type(score).__name__}.")
+        check_sde_and_score(sde, score)
         self.sde = sde
         self.score = score
         self.sigmas = _check_sigmas(sigmas)
         self.step_size = jnp.asarray(_check_step_size(step_size))
-        if (
-            isinstance(steps_per_level, bool)
-            or not isinstance(steps_per_level, (int, np.integer))
-            or steps_per_level < 1
-        ):
-            raise ValueError(f"steps_per_level must be an int >= 1; got {steps_per_level!r}.")
-        self.steps_per_level = int(steps_per_level)
+        self.steps_per_level = check_int("steps_per_level", steps_per_level)
 
     @property
     def num_steps(self) -> int:
@@ -285,9 +294,7 @@ class AnnealedLangevin(eqx.Module):
 
     def denoise(self, x):
         r"""Tweedie's $E[x_0 \mid x_{t_L}] = (x + \sigma(t_L)^2\,\mathrm{score}(t_L, x))/\alpha(t_L)$."""
-        t = self.times()[-1].astype(x.dtype)
-        alpha, sigma = self.sde.marginal(t)
-        return ((x + sigma**2 * checked_score(self.score, t, x)) / alpha).astype(x.dtype)
+        return tweedie(self.sde, self.score, self.times()[-1].astype(x.dtype), x)
 
 
 class LangevinResult(eqx.Module):
@@ -299,9 +306,8 @@ class LangevinResult(eqx.Module):
 
 
 @eqx.filter_jit
-def _run(kernel, x, key, num_steps, denoise):
-    def one(xi, i):
-        key_i = jr.fold_in(key, i)
+def _run(*, kernel, x, key, num_steps, denoise):
+    def one(xi, key_i):
         state = kernel.init(xi)
 
         def body(state, j):
@@ -312,7 +318,7 @@ def _run(kernel, x, key, num_steps, denoise):
         out = kernel.denoise(state.x) if denoise else state.x
         return out, jnp.mean(probs) if num_steps else jnp.ones((), xi.dtype)
 
-    x_out, rate = jax.vmap(one)(x, jnp.arange(x.shape[0]))
+    x_out, rate = jax.vmap(one)(x, sample_keys(key, x.shape[0]))
     nfe = kernel.evals_at_init + kernel.evals_per_step * num_steps + (1 if denoise else 0)
     return x_out, rate, jnp.full((x.shape[0],), nfe, jnp.int32)
 
@@ -326,14 +332,6 @@ def _check_batch(x):
     return x
 
 
-def _check_num_steps(num_steps):
-    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
-        raise TypeError(f"num_steps must be an int; got num_steps={num_steps!r}.")
-    if num_steps < 0:
-        raise ValueError(f"num_steps must be >= 0; got num_steps={num_steps}.")
-    return int(num_steps)
-
-
 def run_langevin(kernel, x, *, key, num_steps: int) -> LangevinResult:
     """Run `kernel` for `num_steps` steps from each sample of the batch `x`.
 
@@ -343,11 +341,16 @@ def run_langevin(kernel, x, *, key, num_steps: int) -> LangevinResult:
     **Returns:** a [`scoresde.LangevinResult`][]: the final states, each chain's mean acceptance
     probability (1 for unadjusted kernels) and the score evaluations per chain.
     """
-    if not (hasattr(kernel, "init") and hasattr(kernel, "step")):
-        raise TypeError(f"kernel must have init and step methods; got {type(kernel).__name__}.")
+    if not isinstance(kernel, AbstractLangevinKernel):
+        raise TypeError(
+            "kernel must be a Langevin kernel (UnadjustedLangevin, MALA, AnnealedLangevin or "
+            f"a subclass of AbstractLangevinKernel); got {type(kernel).__name__}."
+        )
     x = _check_batch(x)
-    num_steps = _check_num_steps(num_steps)
-    x_out, rate, nfe = _run(kernel, x, key, num_steps, False)
+    num_steps = check_int("num_steps", num_steps, minimum=0)
+    x_out, rate, nfe = _run(
+        kernel=kernel, x=x, key=check_key(key), num_steps=num_steps, denoise=False
+    )
     return LangevinResult(x=x_out, acceptance_rate=rate, nfe=nfe)
 
 
@@ -372,5 +375,7 @@ def annealed_langevin(
     """
     kernel = AnnealedLangevin(sde, score, sigmas, step_size, steps_per_level)
     x = _check_batch(x)
-    x_out, rate, nfe = _run(kernel, x, key, kernel.num_steps, bool(denoise))
+    x_out, rate, nfe = _run(
+        kernel=kernel, x=x, key=check_key(key), num_steps=kernel.num_steps, denoise=bool(denoise)
+    )
     return LangevinResult(x=x_out, acceptance_rate=rate, nfe=nfe)

@@ -10,14 +10,11 @@ reversal), one `diffeqsolve` per sample under `jax.vmap`, so each sample takes i
 steps; or, with `lanes=L`, on `L` lanes refilled as samples finish (`_lanes.py`). The
 integration variable is `t` itself by default; `variable="log_snr"` integrates in the negated
 half log-SNR $u = -\lambda(t)$ and `variable="log_sigma"` in $u = \ln\sigma(t)$ (the same
-for EDM), with $dx/du = F\,dt/du$. Measured at tolerance $10^{-5}$ (float32, VP, Dopri5, batch
-256, `benchmarks/likelihood.py --only variables`), `t` needs the fewest steps: mean NFE per
-sample 79 / 111 / 294 for `t` / `log_snr` / `log_sigma` on `aniso64`, 69 / 115 / 93 on `ring2d`;
-and the default solver `diffrax.Dopri5` needs fewer than Tsit5, Dopri8 or Bosh3 (79 vs 103,
-164 and 181 on `aniso64`) at errors far below the tolerance; under `vmap` its steps are also
-several times cheaper than Tsit5's (whose per-step overhead dominates on small problems). The
-first step is a 64th of the interval, and the default controller diffrax's I-controller: other
-first steps and PI/PID coefficients cost as many or more NFE (`--only steps`).
+for EDM), with $dx/du = F\,dt/du$. The defaults (`t`, `diffrax.Dopri5`, diffrax's I-controller,
+a first step of a 64th of the interval) needed the fewest evaluations of everything measured:
+see [Why these defaults](../how-to/likelihood.md#why-these-defaults).
+
+The drift is [`pf_drift`][scoresde._fields.pf_drift], the very function sampling integrates.
 """
 
 import math
@@ -32,26 +29,26 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from . import _nfe
-from ._checks import check_positive, check_steps, check_t_eps, is_concrete
+from ._checks import (
+    check_int,
+    check_key,
+    check_sde_and_score,
+    check_solver,
+    check_steps,
+    check_t_eps,
+    check_tolerances,
+    is_concrete,
+    raise_if_failed,
+)
 from ._custom_types import ScoreFn
 from ._divergence import AbstractDivergence, Hutchinson
+from ._fields import pf_drift
+from ._keys import sample_keys
 from ._lanes import lane_diffeqsolve
 from ._sample import SampleResult
 from ._sde import AbstractSDE
-from ._terms import checked_score
 
 VARIABLES = ("log_sigma", "log_snr", "t")
-
-_ADVICE = (
-    "Try a larger t_eps, looser rtol/atol, a larger max_steps, or float64 "
-    "(jax.config.update('jax_enable_x64', True))."
-)
-
-
-def _pf_drift(sde, score, t, x):
-    r"""$F(t, x) = f(t)x - \tfrac12 g(t)^2\,\mathrm{score}(t, x)$."""
-    g2 = sde.diffusion(t) ** 2
-    return (sde.drift(t, x) - 0.5 * g2 * checked_score(score, t, x)).astype(x.dtype)
 
 
 class _Clock(eqx.Module):
@@ -89,7 +86,7 @@ class _AugmentedFlow(eqx.Module):
     def __call__(self, u, y, args):
         x, _ = y
         t, dtdu = self.clock.t_of_u(u)
-        fx, est = self.divergence(lambda z: _pf_drift(self.sde, self.score, t, z), x, self.probes)
+        fx, est = self.divergence(lambda z: pf_drift(self.sde, self.score, t, z), x, self.probes)
         return fx * dtdu.astype(x.dtype), est * dtdu.astype(x.dtype)
 
 
@@ -103,7 +100,7 @@ class _Flow(eqx.Module):
 
     def __call__(self, u, x, args):
         t, dtdu = self.clock.t_of_u(self.sign * u)
-        return _pf_drift(self.sde, self.score, t, x) * (self.sign * dtdu).astype(x.dtype)
+        return pf_drift(self.sde, self.score, t, x) * (self.sign * dtdu).astype(x.dtype)
 
 
 class LikelihoodResult(eqx.Module):
@@ -158,10 +155,6 @@ class BitsPerDimResult(eqx.Module):
     nfe: Int[Array, " batch"]
 
 
-def _sample_keys(key, num):
-    return jax.vmap(lambda i: jr.fold_in(key, i))(jnp.arange(num))
-
-
 def _controller(stepsize_controller, rtol, atol, norm=None):
     if stepsize_controller is not None:
         return stepsize_controller
@@ -175,9 +168,8 @@ def _augmented_rms(scaled_error):
 
     The result uses $\bar\delta$, not each probe's $\delta_j$, so that is what the step-size
     control bounds: with one estimate this is the plain RMS norm; with $n$ it does not spend steps
-    on per-probe errors that average out (`EigenHutchinson(16)` on `aniso64`: 97 NFE per sample
-    with every $\delta_j$ in the norm, 81 with the mean). Written so that its gradient at an
-    exactly zero error is finite.
+    on per-probe errors that average out (fewer steps with many probes). Written so that its
+    gradient at an exactly zero error is finite.
     """
     x_err, delta_err = scaled_error
     squares = jnp.sum(jnp.abs(x_err) ** 2) + jnp.abs(jnp.mean(delta_err)) ** 2
@@ -192,6 +184,7 @@ def _status(result):
 
 @eqx.filter_jit
 def _log_likelihood(
+    *,
     sde,
     score,
     x,
@@ -201,7 +194,6 @@ def _log_likelihood(
     atol,
     prior_log_prob,
     dt0,
-    *,
     divergence,
     solver,
     stepsize_controller,
@@ -217,11 +209,11 @@ def _log_likelihood(
     dt0 = (u1 - u0) / 64 if dt0 is None else dt0
     controller = _controller(stepsize_controller, rtol, atol, _augmented_rms)
     num = x.shape[0]
-    keys = _sample_keys(key, num) if key is not None else jnp.zeros((num,), jnp.uint32)
+    keys = sample_keys(key, num) if key is not None else jnp.zeros((num,), jnp.uint32)
     n_est = divergence.num_estimates
 
     def one(xi, ki):
-        probes = divergence.init(ki, lambda z: _pf_drift(sde, score, t_eps, z), xi)
+        probes = divergence.init(ki, lambda z: pf_drift(sde, score, t_eps, z), xi)
         term = dfx.ODETerm(_AugmentedFlow(sde, score, divergence, clock, probes))
         y0 = (xi, jnp.zeros((n_est,), dtype))
         sol, nfe = _nfe.counted_diffeqsolve(
@@ -237,12 +229,12 @@ def _log_likelihood(
         )
         z, deltas = sol.ys[0][0], sol.ys[1][0]
         steps = sol.stats["num_steps"]
-        nfe = jnp.where(nfe >= 0, nfe + divergence.init_evaluations, nfe)
+        nfe = jnp.where(nfe >= 0, nfe + divergence.evals_at_init, nfe)
         return z, deltas, steps, nfe, sol.result == dfx.RESULTS.successful, _status(sol.result)
 
     def setup(inp):
         xi, ki = inp
-        probes = divergence.init(ki, lambda z: _pf_drift(sde, score, t_eps, z), xi)
+        probes = divergence.init(ki, lambda z: pf_drift(sde, score, t_eps, z), xi)
         return probes, (xi, jnp.zeros((n_est,), dtype))
 
     def make_term(probes):
@@ -263,7 +255,7 @@ def _log_likelihood(
             max_steps=max_steps,
             lanes=lanes,
         )
-        nfe = jnp.where(nfe >= 0, nfe + divergence.init_evaluations, nfe)
+        nfe = jnp.where(nfe >= 0, nfe + divergence.evals_at_init, nfe)
         ok = status == dfx.RESULTS.successful._value
     prior = jax.vmap(prior_log_prob)(z).astype(dtype)
     delta = jnp.mean(deltas, axis=1)
@@ -282,26 +274,16 @@ def _log_likelihood(
     )
 
 
-def _check_common(sde, score, solver, stepsize_controller, variable, rtol, atol, t_eps, max_steps):
-    if not isinstance(sde, AbstractSDE):
-        raise TypeError(f"sde must be a scoresde SDE (AbstractSDE); got {type(sde).__name__}.")
-    if not callable(score):
-        raise TypeError(f"score must be callable as score(t, x); got {type(score).__name__}.")
-    if not isinstance(solver, dfx.AbstractSolver):
-        raise TypeError(f"solver must be a diffrax solver; got {type(solver).__name__}.")
-    if stepsize_controller is not None and not isinstance(
-        stepsize_controller, dfx.AbstractStepSizeController
-    ):
-        raise TypeError(
-            f"stepsize_controller must be a diffrax step-size controller; got {stepsize_controller!r}."
-        )
+def _check_common(
+    *, sde, score, solver, stepsize_controller, variable, rtol, atol, t_eps, max_steps
+):
+    check_sde_and_score(sde, score)
+    check_solver(solver, stepsize_controller)
     if variable not in VARIABLES:
         raise ValueError(f"variable must be one of {VARIABLES}; got variable={variable!r}.")
-    check_positive("rtol", rtol)
-    check_positive("atol", atol, strict=False)
+    check_tolerances(rtol, atol)
     check_t_eps(t_eps, sde.T)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive int; got max_steps={max_steps!r}.")
+    return check_int("max_steps", max_steps)
 
 
 def _as_batch(name, x):
@@ -382,9 +364,8 @@ def log_likelihood(
       at a time and refills a lane with the next sample as soon as its solve ends (time
       $\approx \sum_i \mathrm{NFE}_i / L$ evaluations on `L` lanes, plus a tail): the same
       per-sample steps, NFE and results up to floating-point rounding, but no reverse-mode
-      gradients. Measured on `aniso64` (`python benchmarks/likelihood.py --only main`, 2-core
-      CPU): at batch 1024 `lanes=256` took 0.30 s against 0.37 s vmapped (mean NFE 79, max
-      133); at batch 256 (max NFE 121) the vmapped solve was as fast as any lane count.
+      gradients. Lanes pay off on large batches whose NFE vary
+      ([measurements](../how-to/likelihood.md#why-these-defaults)).
 
     **Returns:** a [`scoresde.LikelihoodResult`][] (`log_prob`, `prior_log_prob`,
     `delta_log_prob`, `z`, `stderr`, `nfe`, `num_steps`, `successful`, `status`). `nfe` counts
@@ -394,16 +375,24 @@ def log_likelihood(
     **Raises:** `ValueError` if `key` is `None` with a stochastic estimator, `x` is not finite or
     not `(batch, *data_shape)`, `rtol <= 0` or `t_eps` is outside $(0, T)$.
     """
-    _check_common(sde, score, solver, stepsize_controller, variable, rtol, atol, t_eps, max_steps)
+    max_steps = _check_common(
+        sde=sde,
+        score=score,
+        solver=solver,
+        stepsize_controller=stepsize_controller,
+        variable=variable,
+        rtol=rtol,
+        atol=atol,
+        t_eps=t_eps,
+        max_steps=max_steps,
+    )
     if not isinstance(divergence, AbstractDivergence):
         raise TypeError(
             "divergence must be ExactDivergence(), Hutchinson(...) or EigenHutchinson(...); "
             f"got {divergence!r}."
         )
-    if lanes is not None and (
-        isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1
-    ):
-        raise ValueError(f"lanes must be None or a positive int; got lanes={lanes!r}.")
+    if lanes is not None:
+        lanes = check_int("lanes", lanes)
     x = _as_batch("x", x)
     divergence.check(x.shape[1:])
     if divergence.stochastic and key is None:
@@ -411,6 +400,8 @@ def log_likelihood(
             f"key is None but divergence={type(divergence).__name__}(...) is stochastic; pass "
             "key=jax.random.key(...) (or use divergence=ExactDivergence())."
         )
+    if divergence.stochastic:
+        key = check_key(key)
     if prior_log_prob is None:
         prior_log_prob = sde.prior_log_prob
     elif not callable(prior_log_prob):
@@ -418,37 +409,31 @@ def log_likelihood(
     _warn_precision(x.dtype, t_eps, "log_likelihood")
     dtype = x.dtype
     result = _log_likelihood(
-        sde,
-        score,
-        x,
-        key if divergence.stochastic else None,
-        jnp.asarray(t_eps, dtype),
-        jnp.asarray(rtol, dtype),
-        jnp.asarray(atol, dtype),
-        prior_log_prob,
-        None if dt0 is None else jnp.asarray(dt0, dtype),
+        sde=sde,
+        score=score,
+        x=x,
+        key=key if divergence.stochastic else None,
+        t_eps=jnp.asarray(t_eps, dtype),
+        rtol=jnp.asarray(rtol, dtype),
+        atol=jnp.asarray(atol, dtype),
+        prior_log_prob=prior_log_prob,
+        dt0=None if dt0 is None else jnp.asarray(dt0, dtype),
         divergence=divergence,
         solver=solver,
         stepsize_controller=stepsize_controller,
         variable=variable,
-        max_steps=int(max_steps),
+        max_steps=max_steps,
         adjoint=adjoint,
-        lanes=None if lanes is None else int(lanes),
+        lanes=lanes,
     )
     if throw:
-        ok = result.successful
-        if is_concrete(ok):
-            failed = int(jnp.sum(~ok))
-            if failed:
-                raise RuntimeError(
-                    f"log_likelihood: the ODE solve failed for {failed} of {ok.shape[0]} samples "
-                    f"({type(solver).__name__}, max_steps={max_steps}). {_ADVICE}"
-                )
-        else:
-            log_prob = eqx.error_if(
-                result.log_prob, ~jnp.all(ok), f"log_likelihood: the ODE solve failed. {_ADVICE}"
-            )
-            result = eqx.tree_at(lambda r: r.log_prob, result, log_prob)
+        log_prob = raise_if_failed(
+            "log_likelihood",
+            result.successful,
+            result.log_prob,
+            detail=f"{type(solver).__name__}, max_steps={max_steps}",
+        )
+        result = eqx.tree_at(lambda r: r.log_prob, result, log_prob)
     return result
 
 
@@ -522,7 +507,7 @@ def bits_per_dim(
             lambda ki: jax.vmap(lambda r: jr.uniform(jr.fold_in(ki, r), data_shape, dtype))(
                 jnp.arange(repeats)
             )
-        )(_sample_keys(key_u, batch))
+        )(sample_keys(key_u, batch))
     else:
         key_ll = key
         u = jnp.full((batch, 1, *data_shape), 0.5, dtype)
@@ -560,6 +545,7 @@ def bits_per_dim(
 
 @eqx.filter_jit
 def _flow(
+    *,
     sde,
     score,
     x,
@@ -567,7 +553,6 @@ def _flow(
     rtol,
     atol,
     solver_state,
-    *,
     solver,
     stepsize_controller,
     steps,
@@ -626,10 +611,11 @@ def _flow(
 
 def _run_flow(
     name,
+    *,
     sde,
     score,
     x,
-    solver_state,
+    solver_state=None,
     solver,
     steps,
     rtol,
@@ -640,7 +626,17 @@ def _run_flow(
     max_steps,
     direction,
 ):
-    _check_common(sde, score, solver, stepsize_controller, variable, rtol, atol, t_eps, max_steps)
+    max_steps = _check_common(
+        sde=sde,
+        score=score,
+        solver=solver,
+        stepsize_controller=stepsize_controller,
+        variable=variable,
+        rtol=rtol,
+        atol=atol,
+        t_eps=t_eps,
+        max_steps=max_steps,
+    )
     x = _as_batch("x" if direction == 1 else "z", x)
     if steps is not None:
         steps = check_steps(steps)
@@ -649,28 +645,21 @@ def _run_flow(
     _warn_precision(x.dtype, t_eps, name)
     dtype = x.dtype
     out, nfe, num_steps, ok, state = _flow(
-        sde,
-        score,
-        x,
-        jnp.asarray(t_eps, dtype),
-        jnp.asarray(rtol, dtype),
-        jnp.asarray(atol, dtype),
-        solver_state,
+        sde=sde,
+        score=score,
+        x=x,
+        t_eps=jnp.asarray(t_eps, dtype),
+        rtol=jnp.asarray(rtol, dtype),
+        atol=jnp.asarray(atol, dtype),
+        solver_state=solver_state,
         solver=solver,
         stepsize_controller=stepsize_controller,
         steps=steps,
         variable=variable,
-        max_steps=int(max_steps),
+        max_steps=max_steps,
         direction=direction,
     )
-    if is_concrete(ok):
-        failed = int(jnp.sum(~ok))
-        if failed:
-            raise RuntimeError(
-                f"{name}: the ODE solve failed for {failed} of {ok.shape[0]} samples. {_ADVICE}"
-            )
-    else:
-        out = eqx.error_if(out, ~jnp.all(ok), f"{name}: the ODE solve failed. {_ADVICE}")
+    out = raise_if_failed(name, ok, out)
     return out, nfe, num_steps.astype(jnp.int32), state
 
 
@@ -700,19 +689,18 @@ def encode(
     """
     z, nfe, num_steps, state = _run_flow(
         "encode",
-        sde,
-        score,
-        x,
-        None,
-        solver,
-        steps,
-        rtol,
-        atol,
-        t_eps,
-        stepsize_controller,
-        variable,
-        max_steps,
-        1,
+        sde=sde,
+        score=score,
+        x=x,
+        solver=solver,
+        steps=steps,
+        rtol=rtol,
+        atol=atol,
+        t_eps=t_eps,
+        stepsize_controller=stepsize_controller,
+        variable=variable,
+        max_steps=max_steps,
+        direction=1,
     )
     return EncodeResult(z=z, nfe=nfe, num_steps=num_steps, solver_state=state)
 
@@ -747,18 +735,18 @@ def decode(
         z = z.z
     x, nfe, num_steps, _ = _run_flow(
         "decode",
-        sde,
-        score,
-        z,
-        solver_state,
-        solver,
-        steps,
-        rtol,
-        atol,
-        t_eps,
-        stepsize_controller,
-        variable,
-        max_steps,
-        -1,
+        sde=sde,
+        score=score,
+        x=z,
+        solver_state=solver_state,
+        solver=solver,
+        steps=steps,
+        rtol=rtol,
+        atol=atol,
+        t_eps=t_eps,
+        stepsize_controller=stepsize_controller,
+        variable=variable,
+        max_steps=max_steps,
+        direction=-1,
     )
     return SampleResult(x=x, nfe=nfe, num_steps=num_steps)

@@ -6,14 +6,24 @@ attempted steps (accepted and rejected). First-same-as-last Runge-Kutta methods 
 stage; we hand diffeqsolve an initial solver state holding that first evaluation, so every step,
 the first and every rejected one included, costs exactly `stages - 1`.
 
-A solver of this package's own (the exponential integrators) declares its cost through the
-class attributes `score_evals_at_init` and `score_evals_per_step`.
+Any other solver states its cost by subclassing [`scoresde.AbstractCountedSolver`][] (this
+package's exponential integrators do).
 """
 
 import dataclasses
+from typing import ClassVar
 
 import diffrax as dfx
+import equinox as eqx
 import jax.numpy as jnp
+
+
+class AbstractCountedSolver(dfx.AbstractSolver):
+    """A diffrax solver that states its exact cost in score evaluations: `evals_at_init` once
+    per solve, then `evals_per_step` for every attempted step (rejected ones included)."""
+
+    evals_at_init: ClassVar[int] = 0
+    evals_per_step: eqx.AbstractClassVar[int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,10 +35,8 @@ class EvalCost:
 
 def evaluation_cost(solver, terms, t0, y0) -> EvalCost | None:
     """Score evaluations of `solver` on `terms`: `None` when unknown (implicit solvers)."""
-    if hasattr(solver, "score_evals_per_step"):
-        return EvalCost(
-            int(getattr(solver, "score_evals_at_init", 0)), int(solver.score_evals_per_step)
-        )
+    if isinstance(solver, AbstractCountedSolver):
+        return EvalCost(int(solver.evals_at_init), int(solver.evals_per_step))
     if isinstance(solver, (dfx.Euler, dfx.EulerHeun, dfx.ItoMilstein, dfx.StratonovichMilstein)):
         return EvalCost(0, 1)
     if isinstance(solver, dfx.ReversibleHeun):

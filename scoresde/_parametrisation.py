@@ -27,28 +27,17 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ._custom_types import Sample, Scalar
+from ._fields import check_like, tweedie
 from ._sde import AbstractSDE
 
 
 def _check_output(out, x, who, scalar=False):
-    expected = () if scalar else jnp.shape(x)
-    if not hasattr(out, "shape") or jnp.shape(out) != expected:
-        what = "a scalar" if scalar else f"an array of x's shape {jnp.shape(x)}"
-        raise ValueError(
-            f"{who}: the network must return {what}; got "
-            f"{getattr(out, 'shape', type(out).__name__)}. Networks act on ONE unbatched sample."
-        )
-    if jnp.result_type(out) != jnp.result_type(x):
-        raise TypeError(
-            f"{who}: the network must return x's dtype {jnp.result_type(x)}; got "
-            f"{jnp.result_type(out)}."
-        )
-    return out
+    return check_like(out, x, who=f"{who}: the network", scalar=scalar)
 
 
 def _check_sde(sde):
     if not isinstance(sde, AbstractSDE):
-        raise TypeError(f"sde must be an AbstractSDE; got {type(sde).__name__}.")
+        raise TypeError(f"sde must be a scoresde SDE (AbstractSDE); got {type(sde).__name__}.")
 
 
 class AbstractParametrisation(eqx.Module):
@@ -86,8 +75,7 @@ class AbstractParametrisation(eqx.Module):
 
     def denoise(self, t: Scalar, x: Sample) -> Sample:
         r"""Tweedie's $E[x_0 \mid x_t = x] = (x + \sigma^2 \nabla\ln p_t(x)) / \alpha$."""
-        alpha, sigma = self.sde.marginal(t)
-        return (x + sigma**2 * self(t, x)) / alpha
+        return tweedie(self.sde, self, t, x)
 
 
 class DirectScore(AbstractParametrisation):

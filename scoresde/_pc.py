@@ -41,13 +41,24 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
 
-from ._checks import check_positive, check_shape, check_steps, check_t_eps, is_concrete
+from ._checks import (
+    check_bool,
+    check_int,
+    check_key,
+    check_latents,
+    check_positive,
+    check_sde_and_score,
+    check_shape,
+    check_steps,
+    check_t_eps,
+    raise_if_not_finite,
+)
+from ._fields import checked_score, tweedie
 from ._grid import GRIDS, time_grid
+from ._keys import latents_and_noise_keys
 from ._sample import SampleResult
 from ._sde import AbstractSDE
-from ._terms import checked_score
 
 __all__ = [
     "AbstractPredictor",
@@ -128,10 +139,9 @@ class AbstractCorrector(eqx.Module):
         return x
 
 
-def _check_corrector(name, snr, n_steps):
+def _check_corrector(snr, n_steps):
     check_positive("snr", snr)
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-        raise ValueError(f"{name} needs n_steps an int >= 1; got n_steps={n_steps!r}.")
+    check_int("n_steps", n_steps)
 
 
 class LangevinCorrector(AbstractCorrector):
@@ -146,7 +156,7 @@ class LangevinCorrector(AbstractCorrector):
     n_steps: int = eqx.field(static=True, default=1)
 
     def __check_init__(self):
-        _check_corrector("LangevinCorrector", self.snr, self.n_steps)
+        _check_corrector(self.snr, self.n_steps)
 
     def step_size(self, sde, s, t, x, grad, z):
         a, _ = _transition(sde, s, t)
@@ -163,7 +173,7 @@ class AnnealedLangevinCorrector(AbstractCorrector):
     n_steps: int = eqx.field(static=True, default=1)
 
     def __check_init__(self):
-        _check_corrector("AnnealedLangevinCorrector", self.snr, self.n_steps)
+        _check_corrector(self.snr, self.n_steps)
 
     def step_size(self, sde, s, t, x, grad, z):
         a, _ = _transition(sde, s, t)
@@ -172,14 +182,9 @@ class AnnealedLangevinCorrector(AbstractCorrector):
 
 
 @eqx.filter_jit
-def _sample_pc(sde, score, key, t_eps, x_T, *, shape, predictor, corrector, steps, grid, denoise):
-    num, data_shape = shape[0], shape[1:]
+def _sample_pc(*, sde, score, key, t_eps, x_T, shape, predictor, corrector, steps, grid, denoise):
     dtype = jnp.result_type(float)
-    keys = jax.vmap(lambda i: jr.fold_in(key, i))(jnp.arange(num))
-    both = jax.vmap(jr.split)(keys)
-    prior_keys, noise_keys = both[:, 0], both[:, 1]
-    if x_T is None:
-        x_T = jax.vmap(lambda k: sde.prior_sample(k, data_shape).astype(dtype))(prior_keys)
+    x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype)
     ts = time_grid(sde, steps, t_eps=t_eps, kind=grid, dtype=dtype)
 
     def one(x, noise_key):
@@ -192,14 +197,11 @@ def _sample_pc(sde, score, key, t_eps, x_T, *, shape, predictor, corrector, step
             return x, None
 
         x, _ = jax.lax.scan(body, x, jnp.arange(steps))
-        if denoise:
-            alpha, sigma = sde.marginal(ts[-1])
-            x = ((x + sigma**2 * checked_score(score, ts[-1], x)) / alpha).astype(dtype)
-        return x
+        return tweedie(sde, score, ts[-1], x) if denoise else x
 
     x = jax.vmap(one)(x_T, noise_keys)
     per_step = 1 + (corrector.n_steps if corrector is not None else 0)
-    nfe = jnp.full((num,), steps * per_step + (1 if denoise else 0), jnp.int32)
+    nfe = jnp.full((shape[0],), steps * per_step + (1 if denoise else 0), jnp.int32)
     return x, nfe
 
 
@@ -243,10 +245,8 @@ def sample_pc(
         }
         ```
     """
-    if not isinstance(sde, AbstractSDE):
-        raise TypeError(f"sde must be a scoresde SDE (AbstractSDE); got {type(sde).__name__}.")
-    if not callable(score):
-        raise TypeError(f"score must be callable as score(t, x); got {type(score).__name__}.")
+    check_sde_and_score(sde, score)
+    key = check_key(key)
     if not isinstance(predictor, AbstractPredictor):
         raise TypeError(
             "predictor must be EulerMaruyama(), ReverseDiffusion() or Ancestral(); got "
@@ -264,29 +264,19 @@ def sample_pc(
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {GRIDS}; got grid={grid!r}.")
     dtype = jnp.result_type(float)
-    if x_T is not None:
-        x_T = jnp.asarray(x_T, dtype)
-        if x_T.shape != shape:
-            raise ValueError(f"x_T has shape {x_T.shape}; expected shape={shape}.")
     x, nfe = _sample_pc(
-        sde,
-        score,
-        key,
-        jnp.asarray(t_eps, dtype),
-        x_T,
+        sde=sde,
+        score=score,
+        key=key,
+        t_eps=jnp.asarray(t_eps, dtype),
+        x_T=check_latents(x_T, shape, dtype),
         shape=shape,
         predictor=predictor,
         corrector=corrector,
         steps=steps,
         grid=grid,
-        denoise=bool(denoise),
+        denoise=check_bool("denoise", denoise),
     )
-    if is_concrete(x):
-        bad = int(jnp.sum(~jnp.all(jnp.isfinite(x.reshape(shape[0], -1)), axis=1)))
-        if bad:
-            raise FloatingPointError(
-                f"sample_pc: {bad} of {shape[0]} samples are not finite; lower the snr or use "
-                "more steps."
-            )
+    raise_if_not_finite("sample_pc", x, hint="lower the snr or use more steps.")
     num_steps = jnp.full((shape[0],), steps, jnp.int32)
     return SampleResult(x=x, nfe=nfe, num_steps=num_steps)

@@ -1,19 +1,24 @@
-r"""Sampling by integrating the probability-flow ODE or the reverse-time SDE with diffrax.
+r"""Sampling by integrating the probability-flow ODE or the reverse-time SDE with diffrax, and
+EDM's stochastic sampler.
 
-Both entry points run in the reversed time $s = T - t$ from $s = 0$ ($t = T$) to
-$s = T - t_\varepsilon$. Sample `i` draws its prior latent and its Brownian path from
-`jax.random.fold_in(key, i)`, so it is the same whatever the batch size.
+The entry points run in the reversed time $s = T - t$ from $s = 0$ ($t = T$) to
+$s = T - t_\varepsilon$. Sample `i` draws its prior latent and its noise from
+`jax.random.fold_in(key, i)`, so its random draws are the same whatever the batch size.
 
-Two integration paths, chosen by the arguments:
+The step mode is decided once, as a value the solve dispatches on:
 
-- **fixed steps** (`steps` given, no controller): one `diffeqsolve` over the whole batch on a
-  grid from [`scoresde.time_grid`][], with a per-sample Brownian path drawn step by step
-  (cheap: one normal draw per step; no Brownian tree);
-- **adaptive steps** (a `stepsize_controller`): one `diffeqsolve` per sample under `jax.vmap`, so
-  each sample takes its own steps; SDEs use a `diffrax.VirtualBrownianTree` whose tolerance is
-  below the controller's smallest step.
+- [`FixedGrid`][scoresde._sample.FixedGrid] (`steps` given, no controller): one `diffeqsolve`
+  over the whole batch on a grid from [`scoresde.time_grid`][], with a per-sample Brownian path
+  drawn step by step (one normal draw per step; no Brownian tree). A sample is then bitwise the
+  same whatever the batch it was drawn in;
+- [`Adaptive`][scoresde._sample.Adaptive] (a `stepsize_controller`): one `diffeqsolve` per sample
+  under `jax.vmap`, so each sample takes its own steps; SDEs use a `diffrax.VirtualBrownianTree`
+  whose tolerance is below the controller's smallest step. A sample's random draws do not depend
+  on its batch; its value does up to floating-point rounding (batched arithmetic can round
+  differently, which can change an adaptive step).
 """
 
+import math
 import warnings
 
 import diffrax as dfx
@@ -21,85 +26,97 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from . import _nfe
 from ._brownian import BatchBrownianPath
-from ._checks import check_positive, check_shape, check_steps, check_t_eps, is_concrete
+from ._checks import (
+    check_bool,
+    check_int,
+    check_key,
+    check_latents,
+    check_positive,
+    check_sde_and_score,
+    check_shape,
+    check_solver,
+    check_steps,
+    check_t_eps,
+    check_tolerances,
+    is_concrete,
+    raise_if_failed,
+    raise_if_not_finite,
+)
 from ._custom_types import ScoreFn
+from ._fields import tweedie
 from ._grid import GRIDS, time_grid
+from ._keys import latents_and_noise_keys
 from ._sde import AbstractSDE
-from ._terms import BatchedScore, checked_score, probability_flow_term, reverse_terms
+from ._solver.base import AbstractPFSolver, PFModel
+from ._solver.edm import heun_step
+from ._terms import BatchedScore, probability_flow_term, reverse_terms
 
 
 class SampleResult(eqx.Module):
     """Samples with their cost.
 
-    - `x`: the samples, `(num, *data_shape)`.
+    - `x`: the samples, `(num, *data_shape)` (NaN where a solve failed, with `throw=False`).
     - `nfe`: score evaluations per sample (solver stages x attempted steps, rejected ones
       included, plus the final denoising step); `-1` where the solver's cost is unknown
       (implicit solvers).
     - `num_steps`: attempted steps per sample.
+    - `successful`: whether each sample's solve succeeded (`None` for samplers that cannot fail).
     """
 
     x: Float[Array, "num *data"]
     nfe: Int[Array, " num"]
     num_steps: Int[Array, " num"]
+    successful: Bool[Array, " num"] | None = None
 
 
-_ADVICE = (
-    "Try a larger t_eps, looser rtol/atol, a larger max_steps, or float64 "
-    "(jax.config.update('jax_enable_x64', True))."
-)
+EDMResult = SampleResult
+"""[`scoresde.sample_edm`][]'s result: a [`scoresde.SampleResult`][] (kept as an alias)."""
 
 
-def _tweedie(sde, score, t_eps, x):
-    r"""$E[x_0 \mid x_t] = (x_t + \sigma^2 \nabla\ln p_t(x_t)) / \alpha$ at $t = t_\varepsilon$."""
-    alpha, sigma = sde.marginal(t_eps)
-    return (x + sigma**2 * checked_score(score, t_eps, x)) / alpha
+class FixedGrid(eqx.Module):
+    """Fixed steps: `steps` steps on a grid of kind `kind`, or the explicit decreasing times
+    `ts` (from `sde.T` to `t_eps`)."""
+
+    steps: int = eqx.field(static=True)
+    kind: str = eqx.field(static=True, default="uniform")
+    ts: Float[Array, " steps_plus_one"] | None = None
+
+    def times(self, sde, t_eps, dtype):
+        if self.ts is not None:
+            return self.ts.astype(dtype)
+        return time_grid(sde, self.steps, t_eps=t_eps, kind=self.kind, dtype=dtype)
 
 
-def _prior_and_noise_keys(key, num):
-    keys = jax.vmap(lambda i: jr.fold_in(key, i))(jnp.arange(num))
-    both = jax.vmap(jr.split)(keys)
-    return both[:, 0], both[:, 1]
+class Adaptive(eqx.Module):
+    """Adaptive steps under `controller`, from a first step `dt0`, at most `max_steps`."""
+
+    controller: dfx.AbstractStepSizeController
+    dt0: Float[Array, ""]
+    max_steps: int = eqx.field(static=True)
+
+
+def _levy_area(solver):
+    """The Lévy area the solver needs from the Brownian path (space-time if it can use it)."""
+    levy = getattr(solver, "minimal_levy_area", dfx.BrownianIncrement)
+    return dfx.SpaceTimeLevyArea if issubclass(dfx.SpaceTimeLevyArea, levy) else levy
 
 
 @eqx.filter_jit
-def _sample(
-    sde,
-    score,
-    key,
-    t_eps,
-    x_T,
-    t_grid,
-    *,
-    shape,
-    solver,
-    steps,
-    controller,
-    grid,
-    denoise,
-    stochastic,
-    dt0,
-    max_steps,
-    brownian_tol,
-):
+def _sample(*, sde, score, key, t_eps, x_T, mode, shape, solver, denoise, stochastic, brownian_tol):
     num, data_shape = shape[0], shape[1:]
     dtype = jnp.result_type(float)
-    prior_keys, noise_keys = _prior_and_noise_keys(key, num)
-    if x_T is None:
-        x_T = jax.vmap(lambda k: sde.prior_sample(k, data_shape).astype(dtype))(prior_keys)
+    x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype)
     # Reversed time s = -t (terms with origin 0): every solver steps forward, and s keeps
     # full floating-point resolution near t_eps even when T is large (EDM: T = 80).
     s0, s_end = -jnp.asarray(sde.T, dtype), -t_eps
-    levy = getattr(solver, "minimal_levy_area", dfx.BrownianIncrement)
-    levy = dfx.SpaceTimeLevyArea if issubclass(dfx.SpaceTimeLevyArea, levy) else levy
+    levy = _levy_area(solver)
 
-    if controller is None:  # fixed grid, whole batch in one solve
-        if t_grid is None:
-            t_grid = time_grid(sde, steps, t_eps=t_eps, kind=grid, dtype=dtype)
-        s_grid = -t_grid
+    if isinstance(mode, FixedGrid):  # the whole batch in one solve
+        s_grid = -mode.times(sde, t_eps, dtype)
         batched = BatchedScore(score)
         if stochastic:
             path = BatchBrownianPath(noise_keys, shape, dtype, levy)
@@ -114,7 +131,7 @@ def _sample(
             None,
             x_T,
             stepsize_controller=dfx.StepTo(ts=s_grid),
-            max_steps=steps,
+            max_steps=mode.steps,
         )
         x = sol.ys[0]
         nfe = jnp.broadcast_to(nfe, (num,))
@@ -136,10 +153,10 @@ def _sample(
                 solver,
                 s0,
                 s_end,
-                dt0,
+                mode.dt0,
                 x0,
-                stepsize_controller=controller,
-                max_steps=max_steps,
+                stepsize_controller=mode.controller,
+                max_steps=mode.max_steps,
             )
             ok = sol.result == dfx.RESULTS.successful
             return sol.ys[0], nfe, sol.stats["num_steps"], ok
@@ -147,7 +164,7 @@ def _sample(
         x, nfe, num_steps, ok = jax.vmap(one)(x_T, noise_keys)
 
     if denoise:
-        x = jax.vmap(lambda xi: _tweedie(sde, score, t_eps, xi))(x)
+        x = jax.vmap(lambda xi: tweedie(sde, score, t_eps, xi))(x)
         nfe = jnp.where(nfe >= 0, nfe + 1, nfe)
     return x, nfe, num_steps, ok
 
@@ -172,15 +189,60 @@ def _explicit_grid(grid, sde, t_eps, steps, controller):
         if t_eps is not None and abs(float(host[-1]) - t_eps) > 1e-6 * abs(t_eps):
             raise ValueError(f"grid ends at {float(host[-1])} but t_eps={t_eps}.")
         t_eps = float(host[-1])
-    return ts, t_eps, ts.shape[0] - 1
+    return ts, t_eps
 
 
-def _default_t_eps(sde, t_eps):
-    return sde.default_t_eps if t_eps is None else t_eps
+def _step_mode(name, *, sde, steps, controller, t_eps, grid, dt0, max_steps, dtype):
+    """Decide fixed or adaptive steps once: `(FixedGrid | Adaptive, t_eps)`."""
+    ts = None
+    if not isinstance(grid, str):
+        ts, t_eps = _explicit_grid(grid, sde, t_eps, steps, controller)
+        steps, grid = ts.shape[0] - 1, "uniform"
+    elif grid not in GRIDS:
+        raise ValueError(f"grid must be one of {GRIDS} or an array of times; got grid={grid!r}.")
+    t_eps = sde.default_t_eps if t_eps is None else t_eps
+    check_t_eps(t_eps, sde.T)
+    if steps is not None:
+        steps = check_steps(steps)
+    if isinstance(controller, (dfx.StepTo, dfx.ConstantStepSize)):
+        if steps is None:
+            raise ValueError(
+                f"{name}: a fixed-step controller needs steps=...; or pass steps alone."
+            )
+        controller = None  # a fixed grid; the grid comes from `steps` and `grid`
+    if controller is None:
+        if steps is None:
+            raise ValueError(f"{name} needs steps=... (fixed grid) or a stepsize_controller.")
+        return FixedGrid(steps, grid, None if ts is None else jnp.asarray(ts, dtype)), t_eps
+    max_steps = check_int("max_steps", max_steps)
+    if dt0 is None:
+        dt0 = (sde.T - t_eps) / (steps if steps is not None else 64)
+    check_positive("dt0", dt0)  # adaptive: `steps` only set the first step size
+    return Adaptive(controller, jnp.asarray(dt0, dtype), max_steps), t_eps
+
+
+def _brownian_tolerance(mode, sde, brownian_tol):
+    """The Brownian tree's tolerance, and a controller whose smallest step it resolves."""
+    if brownian_tol is None:
+        brownian_tol = 1e-6 * sde.T
+    check_positive("brownian_tol", brownian_tol)
+    controller = mode.controller
+    if isinstance(controller, dfx.PIDController):
+        if controller.dtmin is None:
+            controller = eqx.tree_at(
+                lambda c: c.dtmin, controller, 10 * brownian_tol, is_leaf=lambda x: x is None
+            )
+        elif controller.dtmin <= brownian_tol:
+            raise ValueError(
+                f"The controller's dtmin={controller.dtmin} must exceed brownian_tol="
+                f"{brownian_tol}: the Brownian tree must resolve the smallest step."
+            )
+    return eqx.tree_at(lambda m: m.controller, mode, controller), brownian_tol
 
 
 def _run(
     name,
+    *,
     sde,
     score,
     key,
@@ -195,108 +257,64 @@ def _run(
     stochastic,
     dt0,
     max_steps,
-    brownian_tol,
+    brownian_tol=None,
+    throw,
 ):
-    if not isinstance(sde, AbstractSDE):
-        raise TypeError(f"sde must be a scoresde SDE (AbstractSDE); got {type(sde).__name__}.")
-    if not callable(score):
-        raise TypeError(f"score must be callable as score(t, x); got {type(score).__name__}.")
-    if not isinstance(solver, dfx.AbstractSolver):
-        raise TypeError(f"solver must be a diffrax solver; got {type(solver).__name__}.")
-    shape = check_shape(shape)
-    t_grid = None
-    if not isinstance(grid, str):
-        t_grid, t_eps, steps = _explicit_grid(grid, sde, t_eps, steps, controller)
-        grid = "uniform"
-    t_eps = _default_t_eps(sde, t_eps)
-    check_t_eps(t_eps, sde.T)
-    if grid not in GRIDS:
-        raise ValueError(f"grid must be one of {GRIDS} or an array of times; got grid={grid!r}.")
-    if steps is not None:
-        steps = check_steps(steps)
-    if isinstance(controller, (dfx.StepTo, dfx.ConstantStepSize)) and steps is not None:
-        controller = None  # a fixed grid; the grid comes from `steps` and `grid`
-    elif isinstance(controller, (dfx.StepTo, dfx.ConstantStepSize)):
-        raise ValueError(f"{name}: a fixed-step controller needs steps=...; or pass steps alone.")
-    if controller is None and steps is None:
-        raise ValueError(f"{name} needs steps=... (fixed grid) or a stepsize_controller.")
-    if controller is not None and not isinstance(controller, dfx.AbstractStepSizeController):
+    check_sde_and_score(sde, score)
+    check_solver(solver, controller)
+    if stochastic and isinstance(solver, AbstractPFSolver):
         raise TypeError(
-            f"stepsize_controller must be a diffrax step-size controller; got {controller!r}."
+            f"{type(solver).__name__} integrates the probability-flow ODE only: use "
+            "scoresde.sample_ode with it, not sample_sde."
         )
+    key = check_key(key)
+    shape = check_shape(shape)
+    denoise, throw = check_bool("denoise", denoise), check_bool("throw", throw)
     dtype = jnp.result_type(float)
-    if x_T is not None:
-        x_T = jnp.asarray(x_T, dtype)
-        if x_T.shape != shape:
-            raise ValueError(f"x_T has shape {x_T.shape}; expected shape={shape}.")
-        if is_concrete(x_T) and not bool(jnp.all(jnp.isfinite(x_T))):
-            raise ValueError("x_T contains non-finite values (NaN or inf).")
-    span = sde.T - t_eps
-    if controller is not None:
-        if dt0 is None:
-            dt0 = span / (steps if steps is not None else 64)
-        steps = None  # adaptive: `steps` only set the first step size
-        check_positive("dt0", dt0)
-        if stochastic:
-            if brownian_tol is None:
-                brownian_tol = 1e-6 * sde.T
-            check_positive("brownian_tol", brownian_tol)
-            dtmin = getattr(controller, "dtmin", None)
-            if isinstance(controller, dfx.PIDController):
-                if dtmin is None:
-                    controller = eqx.tree_at(
-                        lambda c: c.dtmin,
-                        controller,
-                        10 * brownian_tol,
-                        is_leaf=lambda x: x is None,
-                    )
-                elif dtmin <= brownian_tol:
-                    raise ValueError(
-                        f"The controller's dtmin={dtmin} must exceed brownian_tol={brownian_tol}: "
-                        "the Brownian tree must resolve the smallest step."
-                    )
-    if t_grid is not None:
-        t_grid = jnp.asarray(t_grid, dtype)
-    x, nfe, num_steps, ok = _sample(
-        sde,
-        score,
-        key,
-        jnp.asarray(t_eps, dtype),
-        x_T,
-        t_grid,
-        shape=shape,
-        solver=solver,
+    mode, t_eps = _step_mode(
+        name,
+        sde=sde,
         steps=steps,
         controller=controller,
+        t_eps=t_eps,
         grid=grid,
+        dt0=dt0,
+        max_steps=max_steps,
+        dtype=dtype,
+    )
+    if stochastic and isinstance(mode, Adaptive):
+        mode, brownian_tol = _brownian_tolerance(mode, sde, brownian_tol)
+    x, nfe, num_steps, ok = _sample(
+        sde=sde,
+        score=score,
+        key=key,
+        t_eps=jnp.asarray(t_eps, dtype),
+        x_T=check_latents(x_T, shape, dtype),
+        mode=mode,
+        shape=shape,
+        solver=solver,
         denoise=denoise,
         stochastic=stochastic,
-        max_steps=max_steps,
-        dt0=None if dt0 is None else jnp.asarray(dt0, dtype),
         brownian_tol=brownian_tol,
     )
-    if is_concrete(x):
-        failed = int(jnp.sum(~ok))
-        if failed:
-            raise RuntimeError(
-                f"{name}: the solver failed for {failed} of {shape[0]} samples "
-                f"({type(solver).__name__}; max_steps={max_steps}). {_ADVICE}"
-            )
-        bad = int(jnp.sum(~jnp.all(jnp.isfinite(x.reshape(shape[0], -1)), axis=1)))
-        if bad:
-            raise FloatingPointError(
-                f"{name}: {bad} of {shape[0]} samples are not finite; the score or the step "
-                f"size is unstable. Use more steps or an adaptive controller. {_ADVICE}"
-            )
-        if int(nfe[0]) < 0:
-            warnings.warn(
-                f"{name}: the number of score evaluations of {type(solver).__name__} is not "
-                "known; nfe is -1.",
-                stacklevel=3,
-            )
+    if throw:
+        x = raise_if_failed(name, ok, x, detail=f"{type(solver).__name__}; max_steps={max_steps}")
+        raise_if_not_finite(
+            name,
+            x,
+            hint="the score or the step size is unstable. Use more steps or an adaptive "
+            "controller.",
+        )
     else:
-        x = eqx.error_if(x, ~jnp.all(ok), f"{name}: the solver failed. {_ADVICE}")
-    return SampleResult(x=x, nfe=nfe, num_steps=num_steps.astype(jnp.int32))
+        ok = ok & jnp.all(jnp.isfinite(x.reshape(shape[0], -1)), axis=1)
+        x = jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan)
+    if is_concrete(nfe) and int(nfe[0]) < 0:
+        warnings.warn(
+            f"{name}: the number of score evaluations of {type(solver).__name__} is not "
+            "known; nfe is -1.",
+            stacklevel=3,
+        )
+    return SampleResult(x=x, nfe=nfe, num_steps=num_steps.astype(jnp.int32), successful=ok)
 
 
 def sample_ode(
@@ -316,6 +334,7 @@ def sample_ode(
     atol: float = 1e-5,
     dt0: float | None = None,
     max_steps: int = 4096,
+    throw: bool = True,
 ) -> SampleResult:
     r"""Draw samples by integrating the probability-flow ODE from $T$ down to `t_eps`.
 
@@ -329,36 +348,40 @@ def sample_ode(
     - `solver`: any diffrax ODE solver (or this package's exponential integrators).
     - `steps`: a fixed grid of that many steps (kind `grid`: `"uniform"`, `"log_snr"`,
       `"karras"`, `"clipped_log_snr"`; see [`scoresde.time_grid`][]). `grid` may also be an
-      explicit array of times decreasing from `sde.T` to `t_eps` (then `steps` is implied). Without `steps`, adaptive steps under `stepsize_controller`, by default
+      explicit array of times decreasing from `sde.T` to `t_eps` (then `steps` is implied).
+      Without `steps`, adaptive steps under `stepsize_controller`, by default
       `diffrax.PIDController(rtol, atol)`; with both, `steps` sets the first step size.
     - `t_eps`: the end time; defaults to `sde.default_t_eps` ($10^{-3}$; `sigma_min` for EDM).
     - `denoise`: finish with one Tweedie step $E[x_0 \mid x_{t_\varepsilon}]$ (+1 NFE).
     - `x_T`: given latents of shape `shape` instead of prior draws.
+    - `throw`: raise on a failed solve (default); with `False`, failed samples are NaN and
+      `successful` says which.
 
-    **Returns:** a [`scoresde.SampleResult`][] with `x`, `nfe` and `num_steps`.
+    **Returns:** a [`scoresde.SampleResult`][] with `x`, `nfe`, `num_steps` and `successful`.
 
     **Raises:** `RuntimeError` if the solve fails, `FloatingPointError` on non-finite samples,
     `ValueError`/`TypeError` on bad arguments.
     """
     if stepsize_controller is None and steps is None and isinstance(grid, str):
+        check_tolerances(rtol, atol)
         stepsize_controller = dfx.PIDController(rtol=rtol, atol=atol)
     return _run(
         "sample_ode",
-        sde,
-        score,
-        key,
-        shape,
-        solver,
-        steps,
-        stepsize_controller,
-        t_eps,
-        denoise,
-        grid,
-        x_T,
-        False,
-        dt0,
-        max_steps,
-        None,
+        sde=sde,
+        score=score,
+        key=key,
+        shape=shape,
+        solver=solver,
+        steps=steps,
+        controller=stepsize_controller,
+        t_eps=t_eps,
+        denoise=denoise,
+        grid=grid,
+        x_T=x_T,
+        stochastic=False,
+        dt0=dt0,
+        max_steps=max_steps,
+        throw=throw,
     )
 
 
@@ -378,6 +401,7 @@ def sample_sde(
     dt0: float | None = None,
     max_steps: int = 16384,
     brownian_tol: float | None = None,
+    throw: bool = True,
 ) -> SampleResult:
     r"""Draw samples by integrating the reverse-time SDE from $T$ down to `t_eps`.
 
@@ -398,19 +422,119 @@ def sample_sde(
     """
     return _run(
         "sample_sde",
-        sde,
-        score,
-        key,
-        shape,
-        solver,
-        steps,
-        stepsize_controller,
-        t_eps,
-        denoise,
-        grid,
-        x_T,
-        True,
-        dt0,
-        max_steps,
-        brownian_tol,
+        sde=sde,
+        score=score,
+        key=key,
+        shape=shape,
+        solver=solver,
+        steps=steps,
+        controller=stepsize_controller,
+        t_eps=t_eps,
+        denoise=denoise,
+        grid=grid,
+        x_T=x_T,
+        stochastic=True,
+        dt0=dt0,
+        max_steps=max_steps,
+        brownian_tol=brownian_tol,
+        throw=throw,
     )
+
+
+@eqx.filter_jit
+def _sample_edm(
+    *, sde, score, key, t_eps, x_T, churn, s_tmin, s_tmax, s_noise, rho, shape, steps, denoise
+):
+    dtype = jnp.result_type(float)
+    x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype)
+    ts = time_grid(sde, steps, t_eps=t_eps, kind="karras", rho=rho, dtype=dtype)
+    model = PFModel(sde, score)
+    gamma_max = jnp.minimum(churn / steps, math.sqrt(2) - 1)
+
+    def one(x, noise_key):
+        def body(x, i):
+            t_cur, t_next = ts[i], ts[i + 1]
+            a_c, s_c, _ = model.marginal(t_cur)
+            sig = s_c / a_c
+            gamma = jnp.where((sig >= s_tmin) & (sig <= s_tmax), gamma_max, 0.0)
+            sig_hat = sig * (1 + gamma)
+            t_hat = sde.log_snr_inverse(-jnp.log(sig_hat))
+            t_hat = jnp.where(gamma > 0, t_hat, t_cur)
+            a_h, _ = sde.marginal(t_hat)
+            z = jr.normal(jr.fold_in(noise_key, i), shape[1:], dtype)
+            extra = jnp.sqrt(jnp.maximum(sig_hat**2 - sig**2, 0.0)) * s_noise
+            x_hat = a_h * (x / a_c + extra * z)
+            x_next, _ = heun_step(model, t_hat, t_next, x_hat.astype(dtype))
+            return x_next, None
+
+        x, _ = jax.lax.scan(body, x, jnp.arange(steps))
+        return model.data(ts[-1], x) if denoise else x
+
+    x = jax.vmap(one)(x_T, noise_keys)
+    nfe = jnp.full((shape[0],), 2 * steps + (1 if denoise else 0), jnp.int32)
+    return x, nfe
+
+
+def sample_edm(
+    sde: AbstractSDE,
+    score: ScoreFn,
+    *,
+    key,
+    shape: tuple[int, ...],
+    steps: int = 18,
+    churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+    rho: float = 7.0,
+    t_eps: float | None = None,
+    denoise: bool = True,
+    x_T=None,
+) -> SampleResult:
+    r"""EDM's Heun sampler (Karras et al. 2022, Algorithm 2) with optional churn.
+
+    On the Karras grid $\tilde\sigma_0 > \dots > \tilde\sigma_N$ ($\tilde\sigma = \sigma/\alpha$,
+    `steps` = $N$): at each step, if $\tilde\sigma_i \in [S_{tmin}, S_{tmax}]$, raise the noise to
+    $\hat\sigma = (1 + \gamma)\tilde\sigma_i$ with $\gamma = \min(S_{churn}/N, \sqrt2 - 1)$ by
+    adding $\sqrt{\hat\sigma^2 - \tilde\sigma_i^2}\,S_{noise}\,z$ to $\tilde x$, then one Heun
+    step to $\tilde\sigma_{i+1}$. `churn=0` is the deterministic sampler ([`scoresde.EDMHeun`][]).
+    EDM's last step goes to $\sigma = 0$ with Euler, which is the Tweedie denoising step here
+    (`denoise=True`, +1 NFE).
+
+    **Arguments:** `key` (sample `i` uses `fold_in(key, i)`), `shape = (num, *data_shape)`,
+    `steps`, the churn parameters, `rho` (the grid's exponent), `t_eps` (end time, default
+    `sde.default_t_eps`), `x_T` (given latents).
+
+    **Returns:** a [`scoresde.SampleResult`][] with `x`, `nfe` ($2N$, +1 with `denoise`) and
+    `num_steps` ($N$).
+    """
+    check_sde_and_score(sde, score)
+    key = check_key(key)
+    shape = check_shape(shape)
+    steps = check_steps(steps)
+    t_eps = sde.default_t_eps if t_eps is None else t_eps
+    check_t_eps(t_eps, sde.T)
+    check_positive("churn", churn, strict=False)
+    check_positive("s_tmin", s_tmin, strict=False)
+    if is_concrete(s_tmax) and not float(s_tmax) > 0:
+        raise ValueError(f"s_tmax must be > 0; got s_tmax={s_tmax!r}.")
+    check_positive("s_noise", s_noise, strict=False)
+    check_positive("rho", rho)
+    dtype = jnp.result_type(float)
+    f = lambda v: jnp.asarray(v, dtype)
+    x, nfe = _sample_edm(
+        sde=sde,
+        score=score,
+        key=key,
+        t_eps=f(t_eps),
+        x_T=check_latents(x_T, shape, dtype),
+        churn=f(churn),
+        s_tmin=f(s_tmin),
+        s_tmax=f(s_tmax),
+        s_noise=f(s_noise),
+        rho=float(rho),
+        shape=shape,
+        steps=steps,
+        denoise=check_bool("denoise", denoise),
+    )
+    return SampleResult(x=x, nfe=nfe, num_steps=jnp.full((shape[0],), steps, jnp.int32))

@@ -18,23 +18,9 @@ import jax
 import jax.numpy as jnp
 import lineax as lx
 
-from ._custom_types import Sample, Scalar, ScoreFn
+from ._custom_types import Scalar, ScoreFn
+from ._fields import checked_score, pf_drift
 from ._sde import AbstractSDE
-
-
-def checked_score(score: ScoreFn, t: Scalar, x: Sample) -> Sample:
-    """Call `score(t, x)` and check at trace time that it returns `x`'s shape and dtype."""
-    out = score(t, x)
-    if not hasattr(out, "shape") or jnp.shape(out) != jnp.shape(x):
-        raise ValueError(
-            f"score(t, x) must return an array of x's shape {jnp.shape(x)}; got "
-            f"{getattr(out, 'shape', type(out).__name__)}. A score acts on ONE unbatched sample."
-        )
-    if jnp.result_type(out) != jnp.result_type(x):
-        raise TypeError(
-            f"score(t, x) must return x's dtype {jnp.result_type(x)}; got {jnp.result_type(out)}."
-        )
-    return out
 
 
 class BatchedScore(eqx.Module):
@@ -100,9 +86,7 @@ class ProbabilityFlow(eqx.Module):
         return _reverse_time(self.sde, s, self.origin)
 
     def __call__(self, s, x, args):
-        t = self.time(s)
-        g2 = self.sde.diffusion(t) ** 2
-        return -(self.sde.drift(t, x) - 0.5 * g2 * checked_score(self.score, t, x))
+        return -pf_drift(self.sde, self.score, self.time(s), x)
 
 
 def forward_terms(sde: AbstractSDE, brownian: dfx.AbstractBrownianPath) -> dfx.MultiTerm:

@@ -87,7 +87,7 @@ def _add_sample(subparsers):
 def _draw(model, config, sampler, num, steps, key):
     import diffrax as dfx
 
-    from . import _pc, _sample, _solvers
+    from . import _pc, _sample, _solver as _solvers
 
     shape = (num, *_data_shape(config))
     sde = model.sde

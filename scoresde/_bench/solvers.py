@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import diffrax as dfx
 
-from .. import _pc, _solvers
+from .. import _pc, _solver as _solvers
 from .._sample import sample_ode, sample_sde
 
 
@@ -100,14 +100,14 @@ _PER_STEP = {
 
 
 def _per_step(solver) -> int:
-    if hasattr(solver, "score_evals_per_step"):
-        return int(solver.score_evals_per_step)
+    if hasattr(solver, "evals_per_step"):
+        return int(solver.evals_per_step)
     return _PER_STEP[type(solver)]
 
 
 def _at_init(solver) -> int:
-    if hasattr(solver, "score_evals_per_step"):
-        return int(getattr(solver, "score_evals_at_init", 0))
+    if hasattr(solver, "evals_per_step"):
+        return int(getattr(solver, "evals_at_init", 0))
     return _AT_INIT.get(type(solver), 0)
 
 
