@@ -2,6 +2,7 @@
 report a failed solve (raise with advice, or an in-graph error under `jit`)."""
 
 import math
+import warnings
 
 import diffrax as dfx
 import equinox as eqx
@@ -118,12 +119,47 @@ def check_latents(x_T, shape, dtype):
     """Given latents: an array of exactly `shape`, finite, cast to `dtype`."""
     if x_T is None:
         return None
-    x_T = jnp.asarray(x_T, dtype)
+    x_T = as_float_array("x_T", x_T).astype(dtype)
     if x_T.shape != shape:
         raise ValueError(f"x_T has shape {x_T.shape}; expected shape={shape}.")
     if is_concrete(x_T) and not bool(jnp.all(jnp.isfinite(x_T))):
         raise ValueError("x_T contains non-finite values (NaN or inf).")
     return x_T
+
+
+def as_float_array(name: str, value):
+    """`value` as a JAX floating array: integer data is refused (say how to convert), and float64
+    input with `jax_enable_x64` off is computed in float32 with a warning saying so."""
+    source = getattr(value, "dtype", None)
+    x = jnp.asarray(value)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{name} has dtype {x.dtype}; it must hold floating-point data (cast it, e.g. "
+            f"{name}.astype(jnp.float32); for integer pixel data use scoresde.bits_per_dim, "
+            "which states its dequantisation)."
+        )
+    if source is not None and np.dtype(source) == np.float64 and x.dtype != jnp.float64:
+        warnings.warn(
+            f"{name} is float64 but jax_enable_x64 is off: computing in float32. Enable "
+            "float64 with jax.config.update('jax_enable_x64', True), or pass float32 data.",
+            stacklevel=3,
+        )
+    return x
+
+
+def check_batch(name: str, value):
+    """A finite floating batch `(batch, *data_shape)` with `batch >= 1`."""
+    x = as_float_array(name, value)
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(
+            f"{name} has shape {x.shape}; expected a batch (batch, *data_shape) with batch >= 1 "
+            f"(for one sample use {name}[None])."
+        )
+    if is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError(f"{name} contains non-finite values (NaN or inf).")
+    if not is_concrete(x):
+        x = eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), f"{name} contains non-finite values.")
+    return x
 
 
 def raise_if_failed(who: str, ok, out, *, detail: str = ""):

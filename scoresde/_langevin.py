@@ -26,7 +26,14 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array
 
-from ._checks import check_int, check_key, check_positive, check_sde_and_score, is_concrete
+from ._checks import (
+    check_batch,
+    check_int,
+    check_key,
+    check_positive,
+    check_sde_and_score,
+    is_concrete,
+)
 from ._fields import checked_score, tweedie
 from ._keys import sample_keys
 from ._sde import AbstractSDE
@@ -323,15 +330,6 @@ def _run(*, kernel, x, key, num_steps, denoise):
     return x_out, rate, jnp.full((x.shape[0],), nfe, jnp.int32)
 
 
-def _check_batch(x):
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(float)
-    if x.ndim < 2:
-        raise ValueError(f"x must be a batch of shape (num, *data_shape); got shape {x.shape}.")
-    return x
-
-
 def run_langevin(kernel, x, *, key, num_steps: int) -> LangevinResult:
     """Run `kernel` for `num_steps` steps from each sample of the batch `x`.
 
@@ -346,7 +344,7 @@ def run_langevin(kernel, x, *, key, num_steps: int) -> LangevinResult:
             "kernel must be a Langevin kernel (UnadjustedLangevin, MALA, AnnealedLangevin or "
             f"a subclass of AbstractLangevinKernel); got {type(kernel).__name__}."
         )
-    x = _check_batch(x)
+    x = check_batch("x", x)
     num_steps = check_int("num_steps", num_steps, minimum=0)
     x_out, rate, nfe = _run(
         kernel=kernel, x=x, key=check_key(key), num_steps=num_steps, denoise=False
@@ -374,7 +372,7 @@ def annealed_langevin(
     **Returns:** a [`scoresde.LangevinResult`][] with `x` and `nfe`.
     """
     kernel = AnnealedLangevin(sde, score, sigmas, step_size, steps_per_level)
-    x = _check_batch(x)
+    x = check_batch("x", x)
     x_out, rate, nfe = _run(
         kernel=kernel, x=x, key=check_key(key), num_steps=kernel.num_steps, denoise=bool(denoise)
     )

@@ -30,6 +30,8 @@ from jaxtyping import Array, Bool, Float, Int
 
 from . import _nfe
 from ._checks import (
+    check_batch,
+    check_bool,
     check_int,
     check_key,
     check_sde_and_score,
@@ -45,6 +47,7 @@ from ._divergence import AbstractDivergence, Hutchinson
 from ._fields import pf_drift
 from ._keys import sample_keys
 from ._lanes import lane_diffeqsolve
+from ._progress import progress_meter
 from ._sample import SampleResult
 from ._sde import AbstractSDE
 
@@ -201,6 +204,7 @@ def _log_likelihood(
     max_steps,
     adjoint,
     lanes,
+    progress,
 ):
     dtype = x.dtype
     clock = _Clock(sde, variable)
@@ -226,6 +230,7 @@ def _log_likelihood(
             stepsize_controller=controller,
             max_steps=max_steps,
             adjoint=adjoint,
+            progress_meter=progress_meter(progress),
         )
         z, deltas = sol.ys[0][0], sol.ys[1][0]
         steps = sol.stats["num_steps"]
@@ -286,22 +291,6 @@ def _check_common(
     return check_int("max_steps", max_steps)
 
 
-def _as_batch(name, x):
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.result_type(float))
-    if x.ndim < 2 or x.shape[0] < 1:
-        raise ValueError(
-            f"{name} has shape {x.shape}; expected (batch, *data_shape) with batch >= 1 "
-            f"(for one sample use {name}[None])."
-        )
-    if is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
-        raise ValueError(f"{name} contains non-finite values (NaN or inf).")
-    if not is_concrete(x):
-        x = eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), f"{name} contains non-finite values.")
-    return x
-
-
 def _warn_precision(dtype, t_eps, who):
     if dtype == jnp.float32 and is_concrete(t_eps) and float(t_eps) < 1e-4:
         warnings.warn(
@@ -331,6 +320,7 @@ def log_likelihood(
     adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint(),
     throw: bool = True,
     lanes: int | None = None,
+    progress: bool = False,
 ) -> LikelihoodResult:
     r"""Log-density of each sample of `x` under the probability-flow ODE of `sde`.
 
@@ -366,6 +356,7 @@ def log_likelihood(
       per-sample steps, NFE and results up to floating-point rounding, but no reverse-mode
       gradients. Lanes pay off on large batches whose NFE vary
       ([measurements](../how-to/likelihood.md#why-these-defaults)).
+    - `progress`: show diffrax's tqdm progress meter (the slowest sample; not with `lanes`).
 
     **Returns:** a [`scoresde.LikelihoodResult`][] (`log_prob`, `prior_log_prob`,
     `delta_log_prob`, `z`, `stderr`, `nfe`, `num_steps`, `successful`, `status`). `nfe` counts
@@ -393,7 +384,7 @@ def log_likelihood(
         )
     if lanes is not None:
         lanes = check_int("lanes", lanes)
-    x = _as_batch("x", x)
+    x = check_batch("x", x)
     divergence.check(x.shape[1:])
     if divergence.stochastic and key is None:
         raise ValueError(
@@ -425,6 +416,7 @@ def log_likelihood(
         max_steps=max_steps,
         adjoint=adjoint,
         lanes=lanes,
+        progress=check_bool("progress", progress),
     )
     if throw:
         log_prob = raise_if_failed(
@@ -637,7 +629,7 @@ def _run_flow(
         t_eps=t_eps,
         max_steps=max_steps,
     )
-    x = _as_batch("x" if direction == 1 else "z", x)
+    x = check_batch("x" if direction == 1 else "z", x)
     if steps is not None:
         steps = check_steps(steps)
     if solver_state is not None and not isinstance(solver, dfx.ReversibleHeun):

@@ -57,6 +57,7 @@ from ._checks import (
 from ._fields import checked_score, tweedie
 from ._grid import GRIDS, time_grid
 from ._keys import latents_and_noise_keys
+from ._progress import tick
 from ._sample import SampleResult
 from ._sde import AbstractSDE
 
@@ -182,24 +183,28 @@ class AnnealedLangevinCorrector(AbstractCorrector):
 
 
 @eqx.filter_jit
-def _sample_pc(*, sde, score, key, t_eps, x_T, shape, predictor, corrector, steps, grid, denoise):
+def _sample_pc(
+    *, sde, score, key, t_eps, x_T, shape, predictor, corrector, steps, grid, denoise, progress
+):
     dtype = jnp.result_type(float)
     x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype)
     ts = time_grid(sde, steps, t_eps=t_eps, kind=grid, dtype=dtype)
 
-    def one(x, noise_key):
-        def body(x, i):
-            s, t = ts[i], ts[i + 1]
-            k_c, k_p = jr.split(jr.fold_in(noise_key, i))
-            if corrector is not None:
-                x = corrector(sde, score, k_c, x, s, t).astype(dtype)
-            x = predictor(sde, score, k_p, x, s, t).astype(dtype)
-            return x, None
+    def step(x, noise_key, i):
+        s, t = ts[i], ts[i + 1]
+        k_c, k_p = jr.split(jr.fold_in(noise_key, i))
+        if corrector is not None:
+            x = corrector(sde, score, k_c, x, s, t).astype(dtype)
+        return predictor(sde, score, k_p, x, s, t).astype(dtype)
 
-        x, _ = jax.lax.scan(body, x, jnp.arange(steps))
-        return tweedie(sde, score, ts[-1], x) if denoise else x
+    def body(x, i):
+        x = jax.vmap(step, in_axes=(0, 0, None))(x, noise_keys, i)
+        tick(progress, "sample_pc", i, steps)
+        return x, None
 
-    x = jax.vmap(one)(x_T, noise_keys)
+    x, _ = jax.lax.scan(body, x_T, jnp.arange(steps))
+    if denoise:
+        x = jax.vmap(lambda xi: tweedie(sde, score, ts[-1], xi))(x)
     per_step = 1 + (corrector.n_steps if corrector is not None else 0)
     nfe = jnp.full((shape[0],), steps * per_step + (1 if denoise else 0), jnp.int32)
     return x, nfe
@@ -218,6 +223,7 @@ def sample_pc(
     grid: str = "uniform",
     denoise: bool = True,
     x_T=None,
+    progress: bool = False,
 ) -> SampleResult:
     r"""Predictor-corrector sampling of the reverse-time SDE (see the module docstring).
 
@@ -232,6 +238,7 @@ def sample_pc(
     - `steps`, `grid`, `t_eps`: the time grid, as in [`scoresde.sample_sde`][].
     - `denoise`: finish with one Tweedie step at `t_eps` (+1 NFE).
     - `x_T`: given latents instead of prior draws.
+    - `progress`: show a progress bar (one tick per step of the whole batch).
 
     **Returns:** a [`scoresde.SampleResult`][]; `nfe = steps * (1 + n_steps) (+1)` per sample.
 
@@ -276,6 +283,7 @@ def sample_pc(
         steps=steps,
         grid=grid,
         denoise=check_bool("denoise", denoise),
+        progress=check_bool("progress", progress),
     )
     raise_if_not_finite("sample_pc", x, hint="lower the snr or use more steps.")
     num_steps = jnp.full((shape[0],), steps, jnp.int32)

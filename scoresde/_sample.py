@@ -50,6 +50,7 @@ from ._custom_types import ScoreFn
 from ._fields import tweedie
 from ._grid import GRIDS, time_grid
 from ._keys import latents_and_noise_keys
+from ._progress import progress_meter, tick
 from ._sde import AbstractSDE
 from ._solver.base import AbstractPFSolver, PFModel
 from ._solver.edm import heun_step
@@ -106,7 +107,9 @@ def _levy_area(solver):
 
 
 @eqx.filter_jit
-def _sample(*, sde, score, key, t_eps, x_T, mode, shape, solver, denoise, stochastic, brownian_tol):
+def _sample(
+    *, sde, score, key, t_eps, x_T, mode, shape, solver, denoise, stochastic, brownian_tol, progress
+):
     num, data_shape = shape[0], shape[1:]
     dtype = jnp.result_type(float)
     x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype)
@@ -132,6 +135,7 @@ def _sample(*, sde, score, key, t_eps, x_T, mode, shape, solver, denoise, stocha
             x_T,
             stepsize_controller=dfx.StepTo(ts=s_grid),
             max_steps=mode.steps,
+            progress_meter=progress_meter(progress),
         )
         x = sol.ys[0]
         nfe = jnp.broadcast_to(nfe, (num,))
@@ -157,6 +161,7 @@ def _sample(*, sde, score, key, t_eps, x_T, mode, shape, solver, denoise, stocha
                 x0,
                 stepsize_controller=mode.controller,
                 max_steps=mode.max_steps,
+                progress_meter=progress_meter(progress),
             )
             ok = sol.result == dfx.RESULTS.successful
             return sol.ys[0], nfe, sol.stats["num_steps"], ok
@@ -259,6 +264,7 @@ def _run(
     max_steps,
     brownian_tol=None,
     throw,
+    progress,
 ):
     check_sde_and_score(sde, score)
     check_solver(solver, controller)
@@ -296,6 +302,7 @@ def _run(
         denoise=denoise,
         stochastic=stochastic,
         brownian_tol=brownian_tol,
+        progress=check_bool("progress", progress),
     )
     if throw:
         x = raise_if_failed(name, ok, x, detail=f"{type(solver).__name__}; max_steps={max_steps}")
@@ -335,6 +342,7 @@ def sample_ode(
     dt0: float | None = None,
     max_steps: int = 4096,
     throw: bool = True,
+    progress: bool = False,
 ) -> SampleResult:
     r"""Draw samples by integrating the probability-flow ODE from $T$ down to `t_eps`.
 
@@ -356,6 +364,7 @@ def sample_ode(
     - `x_T`: given latents of shape `shape` instead of prior draws.
     - `throw`: raise on a failed solve (default); with `False`, failed samples are NaN and
       `successful` says which.
+    - `progress`: show diffrax's tqdm progress meter (under adaptive steps, the slowest sample).
 
     **Returns:** a [`scoresde.SampleResult`][] with `x`, `nfe`, `num_steps` and `successful`.
 
@@ -382,6 +391,7 @@ def sample_ode(
         dt0=dt0,
         max_steps=max_steps,
         throw=throw,
+        progress=progress,
     )
 
 
@@ -402,6 +412,7 @@ def sample_sde(
     max_steps: int = 16384,
     brownian_tol: float | None = None,
     throw: bool = True,
+    progress: bool = False,
 ) -> SampleResult:
     r"""Draw samples by integrating the reverse-time SDE from $T$ down to `t_eps`.
 
@@ -438,12 +449,27 @@ def sample_sde(
         max_steps=max_steps,
         brownian_tol=brownian_tol,
         throw=throw,
+        progress=progress,
     )
 
 
 @eqx.filter_jit
 def _sample_edm(
-    *, sde, score, key, t_eps, x_T, churn, s_tmin, s_tmax, s_noise, rho, shape, steps, denoise
+    *,
+    sde,
+    score,
+    key,
+    t_eps,
+    x_T,
+    churn,
+    s_tmin,
+    s_tmax,
+    s_noise,
+    rho,
+    shape,
+    steps,
+    denoise,
+    progress,
 ):
     dtype = jnp.result_type(float)
     x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype)
@@ -451,26 +477,29 @@ def _sample_edm(
     model = PFModel(sde, score)
     gamma_max = jnp.minimum(churn / steps, math.sqrt(2) - 1)
 
-    def one(x, noise_key):
-        def body(x, i):
-            t_cur, t_next = ts[i], ts[i + 1]
-            a_c, s_c, _ = model.marginal(t_cur)
-            sig = s_c / a_c
-            gamma = jnp.where((sig >= s_tmin) & (sig <= s_tmax), gamma_max, 0.0)
-            sig_hat = sig * (1 + gamma)
-            t_hat = sde.log_snr_inverse(-jnp.log(sig_hat))
-            t_hat = jnp.where(gamma > 0, t_hat, t_cur)
-            a_h, _ = sde.marginal(t_hat)
-            z = jr.normal(jr.fold_in(noise_key, i), shape[1:], dtype)
-            extra = jnp.sqrt(jnp.maximum(sig_hat**2 - sig**2, 0.0)) * s_noise
-            x_hat = a_h * (x / a_c + extra * z)
-            x_next, _ = heun_step(model, t_hat, t_next, x_hat.astype(dtype))
-            return x_next, None
+    def step(x, noise_key, i):
+        t_cur, t_next = ts[i], ts[i + 1]
+        a_c, s_c, _ = model.marginal(t_cur)
+        sig = s_c / a_c
+        gamma = jnp.where((sig >= s_tmin) & (sig <= s_tmax), gamma_max, 0.0)
+        sig_hat = sig * (1 + gamma)
+        t_hat = sde.log_snr_inverse(-jnp.log(sig_hat))
+        t_hat = jnp.where(gamma > 0, t_hat, t_cur)
+        a_h, _ = sde.marginal(t_hat)
+        z = jr.normal(jr.fold_in(noise_key, i), shape[1:], dtype)
+        extra = jnp.sqrt(jnp.maximum(sig_hat**2 - sig**2, 0.0)) * s_noise
+        x_hat = a_h * (x / a_c + extra * z)
+        x_next, _ = heun_step(model, t_hat, t_next, x_hat.astype(dtype))
+        return x_next
 
-        x, _ = jax.lax.scan(body, x, jnp.arange(steps))
-        return model.data(ts[-1], x) if denoise else x
+    def body(x, i):
+        x = jax.vmap(step, in_axes=(0, 0, None))(x, noise_keys, i)
+        tick(progress, "sample_edm", i, steps)
+        return x, None
 
-    x = jax.vmap(one)(x_T, noise_keys)
+    x, _ = jax.lax.scan(body, x_T, jnp.arange(steps))
+    if denoise:
+        x = jax.vmap(lambda xi: model.data(ts[-1], xi))(x)
     nfe = jnp.full((shape[0],), 2 * steps + (1 if denoise else 0), jnp.int32)
     return x, nfe
 
@@ -490,6 +519,7 @@ def sample_edm(
     t_eps: float | None = None,
     denoise: bool = True,
     x_T=None,
+    progress: bool = False,
 ) -> SampleResult:
     r"""EDM's Heun sampler (Karras et al. 2022, Algorithm 2) with optional churn.
 
@@ -503,7 +533,7 @@ def sample_edm(
 
     **Arguments:** `key` (sample `i` uses `fold_in(key, i)`), `shape = (num, *data_shape)`,
     `steps`, the churn parameters, `rho` (the grid's exponent), `t_eps` (end time, default
-    `sde.default_t_eps`), `x_T` (given latents).
+    `sde.default_t_eps`), `x_T` (given latents), `progress` (a progress bar).
 
     **Returns:** a [`scoresde.SampleResult`][] with `x`, `nfe` ($2N$, +1 with `denoise`) and
     `num_steps` ($N$).
@@ -536,5 +566,6 @@ def sample_edm(
         shape=shape,
         steps=steps,
         denoise=check_bool("denoise", denoise),
+        progress=check_bool("progress", progress),
     )
     return SampleResult(x=x, nfe=nfe, num_steps=jnp.full((shape[0],), steps, jnp.int32))

@@ -1,0 +1,36 @@
+"""`progress=True` shows a progress bar on stderr (and `False`, the default, prints nothing)."""
+
+import diffrax as dfx
+import jax.numpy as jnp
+import jax.random as jr
+import pytest
+
+import scoresde as ss
+
+SDE = ss.VPSDE()
+SCORE = ss.analytic.marginal_score(ss.analytic.Gaussian(jnp.zeros(2), jnp.eye(2)), SDE)
+KW = dict(key=jr.key(0), shape=(4, 2))
+
+
+@pytest.mark.parametrize(
+    "call, marker",
+    [
+        (lambda p: ss.sample_ode(SDE, SCORE, progress=p, **KW), "%"),
+        (lambda p: ss.sample_sde(SDE, SCORE, steps=5, solver=dfx.Euler(), progress=p, **KW), "%"),
+        (lambda p: ss.sample_pc(SDE, SCORE, steps=5, progress=p, **KW), "sample_pc"),
+        (lambda p: ss.sample_edm(ss.EDMSDE(), SCORE, steps=5, progress=p, **KW), "sample_edm"),
+        (
+            lambda p: ss.log_likelihood(
+                SDE, SCORE, jnp.zeros((3, 2)), divergence=ss.ExactDivergence(), progress=p
+            ),
+            "%",
+        ),
+    ],
+    ids=["ode", "sde", "pc", "edm", "likelihood"],
+)
+def test_progress_bar(call, marker, capfd):
+    call(False)
+    assert capfd.readouterr().err == ""
+    call(True)
+    err = capfd.readouterr().err
+    assert marker in err and "100" in err, err
