@@ -439,7 +439,7 @@ class DDPMSDE(AbstractSDE):
     marginals at $t_n = n/N$ are those of the chain: $\alpha(t_n)^2 = \bar\alpha_n$,
     $\sigma(t_n)^2 = 1 - \bar\alpha_n$. Between grid points $\ln\bar\alpha$ is interpolated
     linearly in $t$, so the continuous rate is piecewise constant,
-    $\beta(t) = -N \ln(1 - \beta_n)$ on $t \in [t_{n-1}, t_n)$ (not $N\beta_n$, its first-order
+    $\beta(t) = -N \ln(1 - \beta_n)$ on $t \in (t_{n-1}, t_n]$ (not $N\beta_n$, its first-order
     approximation), with $f = -\beta(t)/2$, $g^2 = \beta(t)$, $\alpha = \bar\alpha(t)^{1/2}$,
     $\sigma^2 = 1 - \bar\alpha(t)$. Prior $N(0, I)$; the default end time `t_eps` is
     $t_1 = 1/N$, the chain's first noisy step.
@@ -502,11 +502,13 @@ class DDPMSDE(AbstractSDE):
         return 1.0 / self.num_steps
 
     def _segment(self, t):
-        """`(B(t), rate)` with $B = -\\ln\\bar\\alpha(t)$ and `rate` $= -\\ln(1 - \\beta_n)$ of
-        the segment holding t (the one to the right at a grid point)."""
+        """`(B(t), rate)` with $B = -\\ln\\bar\\alpha(t)$ and `rate` $= -\\ln(1 - \\beta_n)$ on
+        the segment $(t_{n-1}, t_n]$ holding t: at a grid point, the segment to its left, which
+        a step going backward in time from $t_n$ covers. $B$ is continuous, so only the rate
+        depends on this choice."""
         dtype = jnp.result_type(t, float)
         u = jnp.asarray(t, dtype) * self.num_steps
-        n = jnp.clip(jnp.floor(u), 0, self.num_steps - 1).astype(jnp.int32)
+        n = jnp.clip(jnp.ceil(u) - 1, 0, self.num_steps - 1).astype(jnp.int32)
         rate = jnp.asarray(self.table.rates, dtype)[n]
         return jnp.asarray(self.table.B, dtype)[n] + (u - n) * rate, rate
 
