@@ -343,7 +343,7 @@ class CosineVPSDE(AbstractSDE):
 
     $\beta$ blows up at $t = 1$ ($\alpha(1) = 0$), so the SDE ends at `T` $< 1$ with the exact
     formulas, nothing clipped. The default `T = 0.9946` (the continuous-time cosine schedule of
-    DPM-Solver) leaves $\alpha(T) \approx 8.5 \times 10^{-3}$ of the data (VPSDE leaves
+    DPM-Solver) leaves $\alpha(T) \approx 8.4 \times 10^{-3}$ of the data (VPSDE leaves
     $6.7 \times 10^{-3}$), with $\beta(T) \approx 370$; raise `T` towards 1 to shrink the prior
     mismatch at the cost of a stiffer end. `s = 0` is allowed ($\beta(0) = 0$).
     """
@@ -442,7 +442,9 @@ class DDPMSDE(AbstractSDE):
     $\beta(t) = -N \ln(1 - \beta_n)$ on $t \in (t_{n-1}, t_n]$ (not $N\beta_n$, its first-order
     approximation), with $f = -\beta(t)/2$, $g^2 = \beta(t)$, $\alpha = \bar\alpha(t)^{1/2}$,
     $\sigma^2 = 1 - \bar\alpha(t)$. Prior $N(0, I)$; the default end time `t_eps` is
-    $t_1 = 1/N$, the chain's first noisy step.
+    $t_1 = 1/N$, the chain's first noisy step. As $\beta(t)$ jumps at every $t_n$, an adaptive
+    ODE solve is accurate only if it steps onto the jumps (`jump_ts` of
+    `diffrax.PIDController`; in `sample_ode`'s solver time $s = -t$ they are $-t_n$).
 
     **Arguments:**
 
