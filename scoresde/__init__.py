@@ -108,10 +108,12 @@ from ._sample import (
     sample_sde as sample_sde,
 )
 from ._sde import (
+    DDPMSDE as DDPMSDE,
     EDMSDE as EDMSDE,
     VESDE as VESDE,
     VPSDE as VPSDE,
     AbstractSDE as AbstractSDE,
+    CosineVPSDE as CosineVPSDE,
     SubVPSDE as SubVPSDE,
 )
 from ._solver import (

@@ -12,6 +12,7 @@ import math
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array
 
 from ._checks import check_positive, is_concrete
@@ -115,6 +116,11 @@ class _BetaSchedule(eqx.Module):
         return 2 * B / (self.beta_min + jnp.sqrt(self.beta_min**2 + 2 * d * B))
 
 
+def _vp_log_snr_from_log_std(log_sigma):
+    # alpha^2 = 1 - sigma^2: alpha^2 / sigma^2 = expm1(-2 ln sigma)
+    return 0.5 * jnp.log(jnp.expm1(-2 * log_sigma))
+
+
 class VPSDE(AbstractSDE):
     r"""Variance-preserving SDE (DDPM in continuous time) on $[0, 1]$.
 
@@ -155,8 +161,7 @@ class VPSDE(AbstractSDE):
         return self._schedule.integral_inverse(jnp.logaddexp(0.0, -2 * lam))
 
     def log_snr_from_log_std(self, log_sigma):
-        # alpha^2 = 1 - sigma^2: alpha^2 / sigma^2 = expm1(-2 ln sigma)
-        return 0.5 * jnp.log(jnp.expm1(-2 * log_sigma))
+        return _vp_log_snr_from_log_std(log_sigma)
 
     @property
     def prior_std(self):
@@ -327,3 +332,212 @@ class EDMSDE(AbstractSDE):
     @property
     def prior_std(self):
         return self.sigma_max
+
+
+class CosineVPSDE(AbstractSDE):
+    r"""The cosine schedule of improved DDPM (Nichol & Dhariwal, 2021) as a VP SDE on $[0, T]$.
+
+    With $\phi(t) = \frac{t + s}{1 + s}\frac{\pi}{2}$: $\alpha(t) = \cos\phi(t)/\cos\phi(0)$,
+    $\sigma^2 = 1 - \alpha^2$, $f = -\beta(t)/2$, $g^2 = \beta(t)$ with
+    $\beta(t) = -\frac{d}{dt}\ln\alpha^2 = \frac{\pi}{1 + s}\tan\phi(t)$. Prior $N(0, I)$.
+
+    $\beta$ blows up at $t = 1$ ($\alpha(1) = 0$), so the SDE ends at `T` $< 1$ with the exact
+    formulas, nothing clipped. The default `T = 0.9946` (the continuous-time cosine schedule of
+    DPM-Solver) leaves $\alpha(T) \approx 8.4 \times 10^{-3}$ of the data (VPSDE leaves
+    $6.7 \times 10^{-3}$), with $\beta(T) \approx 370$; raise `T` towards 1 to shrink the prior
+    mismatch at the cost of a stiffer end. `s = 0` is allowed ($\beta(0) = 0$).
+    """
+
+    s: float = 0.008
+    T: float = 0.9946
+
+    def __check_init__(self):
+        check_positive("s", self.s, strict=False)
+        if is_concrete(self.T):
+            v = float(self.T)
+            if not (math.isfinite(v) and 0 < v < 1):
+                raise ValueError(
+                    f"CosineVPSDE needs 0 < T < 1 (beta is infinite at t = 1); got T={self.T!r}."
+                )
+
+    @property
+    def _rate(self):
+        # phi'(t) = pi / (2 (1 + s))
+        return 0.5 * jnp.pi / (1 + self.s)
+
+    def _angles(self, t):
+        """`(delta, phi, phi0)` in the dtype of t: phi(t), phi(0) and delta = phi(t) - phi(0)."""
+        dtype = jnp.result_type(t, float)
+        t, s = jnp.asarray(t, dtype), jnp.asarray(self.s, dtype)
+        return self._rate * t, self._rate * (t + s), self._rate * s
+
+    def drift_coeff(self, t):
+        return -self._rate * jnp.tan(self._angles(t)[1])
+
+    def diffusion(self, t):
+        return jnp.sqrt(2 * self._rate * jnp.tan(self._angles(t)[1]))
+
+    def marginal(self, t):
+        # sigma^2 = (cos^2 phi0 - cos^2 phi) / cos^2 phi0 = sin(delta) sin(phi + phi0) / cos^2 phi0,
+        # with delta = phi - phi0 computed directly: no cancellation near t = 0.
+        delta, phi, phi0 = self._angles(t)
+        alpha = jnp.cos(phi) / jnp.cos(phi0)
+        sigma = jnp.sqrt(jnp.sin(delta) * jnp.sin(phi + phi0)) / jnp.cos(phi0)
+        return alpha, sigma
+
+    def log_snr(self, t):
+        delta, phi, phi0 = self._angles(t)
+        return jnp.log(jnp.cos(phi)) - 0.5 * (
+            jnp.log(jnp.sin(delta)) + jnp.log(jnp.sin(phi + phi0))
+        )
+
+    def log_snr_inverse(self, lam):
+        # tan^2 phi = tan^2 phi0 + e^{-2 lam} / cos^2 phi0. With b = tan phi0, w = e^lam cos phi0 and
+        # A = sqrt(1 + b^2 w^2) = w tan phi: tan(phi - phi0) = 1 / ((A + b w)(w + b A)), a form
+        # with only positive terms (no cancellation) that tends to 0 as lam -> +inf.
+        phi0 = self._angles(lam)[2]
+        b = jnp.tan(phi0)
+        w = jnp.exp(lam) * jnp.cos(phi0)
+        A = jnp.hypot(1.0, b * w)
+        return jnp.arctan2(1.0, (A + b * w) * (w + b * A)) / self._rate
+
+    def log_snr_from_log_std(self, log_sigma):
+        return _vp_log_snr_from_log_std(log_sigma)
+
+    @property
+    def prior_std(self):
+        return 1.0
+
+
+class _BetaTable:
+    """A fixed discrete schedule held as float64 NumPy (hashable, so a static field: never traced,
+    never a trainable leaf). `B[n] = -ln alpha_bar_n` for n = 0..N and `rates[n] = -ln(1 - betas[n])`."""
+
+    def __init__(self, betas: np.ndarray):
+        self.betas = betas
+        with np.errstate(all="ignore"):
+            self.rates = -np.log1p(-betas)
+        self.B = np.concatenate([[0.0], np.cumsum(self.rates)])
+
+    def __hash__(self):
+        return hash(self.betas.tobytes())
+
+    def __eq__(self, other):
+        return isinstance(other, _BetaTable) and np.array_equal(self.betas, other.betas)
+
+    def __repr__(self):
+        b = self.betas
+        if b.size == 0:
+            return "<0 betas>"
+        return f"<{b.size} betas from {b[0]:.4g} to {b[-1]:.4g}>"
+
+
+class DDPMSDE(AbstractSDE):
+    r"""The discrete DDPM chain (Ho et al., 2020) as a VP SDE on $[0, 1]$, exact at its grid points.
+
+    With $N$ betas $\beta_1, \dots, \beta_N$ and $\bar\alpha_n = \prod_{i \le n}(1 - \beta_i)$, the
+    marginals at $t_n = n/N$ are those of the chain: $\alpha(t_n)^2 = \bar\alpha_n$,
+    $\sigma(t_n)^2 = 1 - \bar\alpha_n$. Between grid points $\ln\bar\alpha$ is interpolated
+    linearly in $t$, so the continuous rate is piecewise constant,
+    $\beta(t) = -N \ln(1 - \beta_n)$ on $t \in (t_{n-1}, t_n]$ (not $N\beta_n$, its first-order
+    approximation), with $f = -\beta(t)/2$, $g^2 = \beta(t)$, $\alpha = \bar\alpha(t)^{1/2}$,
+    $\sigma^2 = 1 - \bar\alpha(t)$. Prior $N(0, I)$; the default end time `t_eps` is
+    $t_1 = 1/N$, the chain's first noisy step. As $\beta(t)$ jumps at every $t_n$, an adaptive
+    ODE solve is accurate only if it steps onto the jumps (`jump_ts` of
+    `diffrax.PIDController`; in `sample_ode`'s solver time $s = -t$ they are $-t_n$).
+
+    **Arguments:**
+
+    - `betas`: the $N$ per-step variances, each in $(0, 1)$ (e.g. a diffusers or improved-DDPM
+      schedule). When omitted, DDPM's linear schedule
+      $\beta_n$ = `linspace(beta_start, beta_end, num_steps)`.
+    - `num_steps`, `beta_start`, `beta_end`: the linear schedule (defaults 1000, $10^{-4}$,
+      $0.02$); only without `betas`.
+    """
+
+    table: _BetaTable = eqx.field(static=True)
+
+    def __init__(self, betas=None, num_steps=None, beta_start=None, beta_end=None):
+        if betas is None:
+            num_steps = 1000 if num_steps is None else num_steps
+            beta_start = 1e-4 if beta_start is None else beta_start
+            beta_end = 2e-2 if beta_end is None else beta_end
+            if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
+                raise TypeError(f"num_steps must be a positive int; got num_steps={num_steps!r}.")
+            if num_steps < 1:
+                raise ValueError(f"num_steps must be >= 1; got num_steps={num_steps}.")
+            check_positive("beta_start", beta_start)
+            check_positive("beta_end", beta_end)
+            betas = np.linspace(float(beta_start), float(beta_end), int(num_steps))
+        elif num_steps is not None or beta_start is not None or beta_end is not None:
+            raise TypeError(
+                "DDPMSDE takes either betas or (num_steps, beta_start, beta_end), not both."
+            )
+        if not is_concrete(betas):
+            raise TypeError("betas must be concrete (a fixed schedule), not a traced array.")
+        self.table = _BetaTable(np.array(betas, dtype=np.float64))
+
+    def __check_init__(self):
+        b = self.table.betas
+        if b.ndim != 1 or b.size == 0:
+            raise ValueError(f"betas must be a non-empty 1-D array; got shape {b.shape}.")
+        if not (np.all(np.isfinite(b)) and np.all(b > 0) and np.all(b < 1)):
+            bad = b[~((b > 0) & (b < 1))]
+            raise ValueError(f"betas must all lie in (0, 1); got values such as {bad[:3]}.")
+
+    @property
+    def betas(self) -> np.ndarray:
+        """The discrete schedule $\\beta_1, \\dots, \\beta_N$ (float64)."""
+        return self.table.betas.copy()
+
+    @property
+    def num_steps(self) -> int:
+        """$N$, the number of steps of the discrete chain."""
+        return self.table.betas.size
+
+    @property
+    def T(self):
+        return 1.0
+
+    @property
+    def default_t_eps(self):
+        return 1.0 / self.num_steps
+
+    def _segment(self, t):
+        """`(B(t), rate)` with $B = -\\ln\\bar\\alpha(t)$ and `rate` $= -\\ln(1 - \\beta_n)$ on
+        the segment $(t_{n-1}, t_n]$ holding t: at a grid point, the segment to its left, which
+        a step going backward in time from $t_n$ covers. $B$ is continuous, so only the rate
+        depends on this choice."""
+        dtype = jnp.result_type(t, float)
+        u = jnp.asarray(t, dtype) * self.num_steps
+        n = jnp.clip(jnp.ceil(u) - 1, 0, self.num_steps - 1).astype(jnp.int32)
+        rate = jnp.asarray(self.table.rates, dtype)[n]
+        return jnp.asarray(self.table.B, dtype)[n] + (u - n) * rate, rate
+
+    def drift_coeff(self, t):
+        return -0.5 * self.num_steps * self._segment(t)[1]
+
+    def diffusion(self, t):
+        return jnp.sqrt(self.num_steps * self._segment(t)[1])
+
+    def marginal(self, t):
+        B = self._segment(t)[0]
+        return jnp.exp(-0.5 * B), jnp.sqrt(-jnp.expm1(-B))
+
+    def log_snr(self, t):
+        return -0.5 * jnp.log(jnp.expm1(self._segment(t)[0]))
+
+    def log_snr_inverse(self, lam):
+        dtype = jnp.result_type(lam, float)
+        B = jnp.logaddexp(0.0, -2 * jnp.asarray(lam, dtype))
+        table = jnp.asarray(self.table.B, dtype)
+        n = jnp.clip(jnp.searchsorted(table, B, side="right") - 1, 0, self.num_steps - 1)
+        rate = jnp.asarray(self.table.rates, dtype)[n]
+        return (n + (B - table[n]) / rate) / self.num_steps
+
+    def log_snr_from_log_std(self, log_sigma):
+        return _vp_log_snr_from_log_std(log_sigma)
+
+    @property
+    def prior_std(self):
+        return 1.0

@@ -12,6 +12,10 @@ import scoresde as ss
 
 SDES = [ss.VPSDE(), ss.SubVPSDE(), ss.VESDE(), ss.EDMSDE()]
 SDE_IDS = ["vp", "subvp", "ve", "edm"]
+# Checked by tests/test_sde.py and the exact PF-ODE flow-map test only (they would add half again
+# to every SDE-parametrised test; DDPMSDE's piecewise-constant beta also needs jump_ts there).
+EXTRA_SDES = [ss.CosineVPSDE(), ss.DDPMSDE()]
+EXTRA_SDE_IDS = ["cosine", "ddpm"]
 
 SDE_SOLVERS = [dfx.Euler(), dfx.Heun(), dfx.ReversibleHeun(), dfx.SRA1(), dfx.ShARK()]
 SDE_SOLVER_IDS = ["euler", "heun", "reversible_heun", "sra1", "shark"]
