@@ -436,12 +436,15 @@ def test_failed_solve_raises_or_gives_nan(small):
     assert bool(jnp.all(result.status != 0))
 
 
-def test_float32_warns_for_small_t_eps(small):
+def test_float32_warns_below_the_default_t_eps_only(small):
+    """The defaults never warn (t_eps = 1e-5 is measured accurate in float32:
+    benchmarks/likelihood_precision.py); below them float32 is untested, and says so."""
     sde, score, x = small
     with pytest.warns(UserWarning, match="float32"):
-        log_likelihood(sde, score, x, divergence=ExactDivergence(), t_eps=1e-5)
+        log_likelihood(sde, score, x, divergence=ExactDivergence(), t_eps=1e-6)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        log_likelihood(sde, score, x, divergence=ExactDivergence())
         log_likelihood(sde, score, x, divergence=ExactDivergence(), t_eps=1e-3)
 
 
