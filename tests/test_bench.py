@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from scoresde import cli
-from scoresde._bench import measure, problems, report, solvers
+from scoresde._cli.bench import measure, problems, report, solvers
 
 
 @pytest.fixture(scope="module")

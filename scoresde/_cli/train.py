@@ -17,9 +17,9 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 
-from . import _data, _losses, _networks, _parametrisation, _sde
-from ._checkpoint import save
-from ._train import adam_with_warmup, fit, num_params
+from .. import _data, _losses, _networks, _parametrisation, _sde
+from .._checkpoint import save
+from .._train import adam_with_warmup, fit, num_params
 
 SDES = {
     "vp": _sde.VPSDE,

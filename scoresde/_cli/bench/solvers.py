@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import diffrax as dfx
 
-from .. import _pc, _solvers
-from .._sample import sample_ode, sample_sde
+from ... import _pc, _solvers
+from ..._sample import sample_ode, sample_sde
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ import time
 
 import jax.random as jr
 
-from .. import _metrics
+from ... import _metrics
 from . import measure, problems as _problems, report, solvers as _solvers
 
 

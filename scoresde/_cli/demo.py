@@ -14,9 +14,40 @@ import diffrax as dfx
 import jax
 import jax.random as jr
 
-from . import _metrics, analytic
-from ._sample import sample_ode, sample_sde
-from ._sde import VPSDE
+from .. import _metrics, analytic
+from .._sample import sample_ode, sample_sde
+from .._sde import VPSDE
+from .common import UsageError
+
+
+def add_parser(subparsers):
+    """Register `demo` on an argparse `subparsers` object."""
+    p = subparsers.add_parser(
+        "demo",
+        help="sample an analytic 2-D mixture with several solvers and compare them",
+        description="Sample the 8-mode ring mixture (exact score, no training, no downloads) with "
+        "several diffrax solvers; print a table and write demo.json and demo.png.",
+    )
+    p.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=pathlib.Path("scoresde-out"),
+        help="output folder (default: ./scoresde-out)",
+    )
+    p.add_argument("--num-samples", type=int, default=4096, help="samples per solver")
+    p.add_argument("--quick", action="store_true", help="fewer steps and samples (for CI)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    """Execute `scoresde demo` from parsed arguments; returns the exit status."""
+    if args.num_samples < 2:
+        raise UsageError(f"--num-samples must be >= 2; got {args.num_samples}")
+    num = min(args.num_samples, 1024) if args.quick else args.num_samples
+    run_demo(DemoConfig(out=args.out, num_samples=num, quick=args.quick, seed=args.seed))
+    return 0
 
 
 @dataclasses.dataclass(frozen=True)

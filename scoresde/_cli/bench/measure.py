@@ -23,10 +23,10 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .. import _metrics
-from .._divergence import ExactDivergence, Hutchinson
-from .._likelihood import bits_per_dim, log_likelihood
-from .._sample import sample_ode
+from ... import _metrics
+from ..._divergence import ExactDivergence, Hutchinson
+from ..._likelihood import bits_per_dim, log_likelihood
+from ..._sample import sample_ode
 from .problems import Problem
 
 
