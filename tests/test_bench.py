@@ -119,3 +119,17 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not (tmp_path / "bench.json").exists()
+
+
+@pytest.mark.parametrize("name", ["Bosh3", "Reversible Heun (SDE)", "DPM-Solver-3", "ShARK"])
+def test_budget_to_steps_uses_the_samplers_own_nfe_count(name):
+    """The bench turns an NFE budget into steps with the library's evaluation cost, so the NFE
+    a sampler reports is the predicted one and never exceeds the budget (Bosh3 is
+    first-same-as-last: one evaluation at the start)."""
+    ring = problems.make_problem("ring2d", num=4, key=jr.key(0), quick=True, cache=None)
+    spec = solvers.get_samplers([name])[0]
+    for budget in (10, 13):
+        result = spec.run(ring, jr.key(1), ring.noise(jr.key(2)), budget)
+        predicted = spec.evals_at_init + spec.steps_for(budget) * spec.evals_per_step + 1
+        assert np.all(np.asarray(result.nfe) == predicted)
+        assert predicted <= budget
