@@ -17,7 +17,7 @@ import jax.random as jr
 from .. import _metrics, analytic
 from .._sample import sample_ode, sample_sde
 from .._sde import VPSDE
-from .common import UsageError
+from .common import HelpFormatter, UsageError, add_out, prepare_out
 
 
 def add_parser(subparsers):
@@ -27,16 +27,12 @@ def add_parser(subparsers):
         help="sample an analytic 2-D mixture with several solvers and compare them",
         description="Sample the 8-mode ring mixture (exact score, no training, no downloads) with "
         "several diffrax solvers; print a table and write demo.json and demo.png.",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument(
-        "--out",
-        type=pathlib.Path,
-        default=pathlib.Path("scoresde-out"),
-        help="output folder (default: ./scoresde-out)",
-    )
+    add_out(p, "demo")
     p.add_argument("--num-samples", type=int, default=4096, help="samples per solver")
     p.add_argument("--quick", action="store_true", help="fewer steps and samples (for CI)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=run)
     return p
 
@@ -46,7 +42,9 @@ def run(args) -> int:
     if args.num_samples < 2:
         raise UsageError(f"--num-samples must be >= 2; got {args.num_samples}")
     num = min(args.num_samples, 1024) if args.quick else args.num_samples
-    run_demo(DemoConfig(out=args.out, num_samples=num, quick=args.quick, seed=args.seed))
+    run_demo(
+        DemoConfig(out=prepare_out(args.out), num_samples=num, quick=args.quick, seed=args.seed)
+    )
     return 0
 
 

@@ -2,6 +2,7 @@
 
 import pathlib
 
+from ..common import HelpFormatter, add_out, check_out
 from . import problems, solvers
 from .suite import BenchConfig, run_bench
 
@@ -16,6 +17,7 @@ def add_parser(subparsers):
         "`scoresde train`, cached). Writes bench.json, bench.md and work-precision PNGs to "
         f"--out. Problems: {', '.join(problems.PROBLEMS)}. Samplers: "
         f"{'; '.join(s.name for s in solvers.SAMPLERS)}.",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--quick", action="store_true",
                    help=f"a smoke run: problems {', '.join(problems.QUICK_PROBLEMS)}, "
@@ -30,16 +32,17 @@ def add_parser(subparsers):
                    help="rtol = atol of adaptive ODE solvers")  # fmt: skip
     p.add_argument("--num-samples", type=int, help="samples per problem (default: per problem)")
     p.add_argument("--repeats", type=int, help="timed repeats per run (best is kept)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--cache", type=pathlib.Path,
                    help="folder for trained checkpoints (default ~/.cache/scoresde/bench)")  # fmt: skip
-    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("scoresde-out/bench"))
+    add_out(p, "bench")
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
     """Execute `scoresde bench` from parsed arguments; returns the exit status."""
+    check_out(args.out)
     payload = run_bench(
         BenchConfig(
             out=args.out,
