@@ -23,6 +23,12 @@ def test_demo_quick_writes_table_json_and_plot(tmp_path, capsys):
     for row in report["rows"]:
         assert row["nfe"] > 0 and row["run_s"] >= 0 and row["sliced_w2"] >= 0
     assert (tmp_path / "demo.png").stat().st_size > 1000
+    # the sliced-W2 column beside its two-sample floor, from independent reference draws
+    assert "vs floor" in out and "floor" in out.splitlines()[1]
+    draws = report["noise_floor_sliced_w2_draws"]
+    assert len(draws) == 5 and len(set(draws)) == 5
+    for row in report["rows"]:
+        assert row["at_floor"] == (row["sliced_w2"] <= max(draws))
 
 
 def test_bad_flags_exit_nonzero(capsys):
