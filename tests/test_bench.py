@@ -47,6 +47,15 @@ def test_quick_bench_writes_valid_json_table_and_plots(quick_run):
     table = (out / "bench.md").read_text()
     for name in solvers.QUICK_SAMPLERS:
         assert name in table
+    # the SW2 floor's spread over independent reference sets, and the values within it marked
+    for prob in payload["problems"]:
+        draws = prob["floors"]["sliced_w2_draws"]
+        assert len(draws) == measure.FLOOR_DRAWS and len(set(draws)) == len(draws)
+        top = report.floor_band(prob["floors"])[1]
+        for r in prob["rows"]:
+            marked = f"| {r['sliced_w2']:.3g} (at floor) |" in table
+            assert marked == (r["sliced_w2"] <= top)
+    assert "reference sets, independent draws)" in table
 
 
 def test_quick_bench_figures_are_consistent(quick_run):
@@ -133,3 +142,18 @@ def test_budget_to_steps_uses_the_samplers_own_nfe_count(name):
         predicted = spec.evals_at_init + spec.steps_for(budget) * spec.evals_per_step + 1
         assert np.all(np.asarray(result.nfe) == predicted)
         assert predicted <= budget
+
+
+def test_python_api_returns_the_rows_and_writes_nothing_without_out(tmp_path, monkeypatch):
+    import scoresde as ss
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="unknown problem"):
+        ss.bench.run(problems=["mnist"])
+    rows = ss.bench.run(
+        problems="ring2d", samplers=["Euler"], budgets=[10], num_samples=64, quick=True
+    )
+    assert [(r["problem"], r["sampler"], r["budget"]) for r in rows] == [("ring2d", "Euler", 10)]
+    assert rows[0]["status"] == "ok" and rows[0]["nfe_mean"] == 10
+    assert list(tmp_path.iterdir()) == []
+    assert "ring2d" in ss.bench.PROBLEMS and "UniPC-3" in ss.bench.SAMPLERS
