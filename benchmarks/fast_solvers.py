@@ -40,7 +40,7 @@ import jax.random as jr
 import numpy as np
 
 import scoresde as ss
-from scoresde._solvers import (
+from scoresde._solver import (
     DPMSolver2,
     DPMSolver3,
     DPMSolverPP2M,

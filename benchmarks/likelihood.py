@@ -56,7 +56,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from _common import load_problem, metadata, timed, write  # noqa: E402
 
 import scoresde as ss  # noqa: E402
-from scoresde._likelihood import _pf_drift  # noqa: E402
+from scoresde._fields import pf_drift  # noqa: E402
 
 warnings.simplefilter("ignore", UserWarning)  # float32 with t_eps < 1e-4: measured on purpose
 
@@ -77,7 +77,7 @@ def make_eval(score, div, batched_t=False):
     """
 
     def one(t, xi, pi):
-        fx, est = div(lambda z: _pf_drift(SDE, score, t, z), xi, pi)
+        fx, est = div(lambda z: pf_drift(SDE, score, t, z), xi, pi)
         return fx, jnp.mean(est)
 
     return jax.jit(jax.vmap(one, in_axes=(0 if batched_t else None, 0, 0)))
@@ -489,7 +489,7 @@ def modes_table(batch=1024, repeats=15):
         score = ss.analytic.marginal_score(dist, SDE)
         x = dist.sample(jr.key(0), batch)
         t = jnp.float32(0.5)
-        fn = lambda z, score=score, t=t: _pf_drift(SDE, score, t, z)  # noqa: E731
+        fn = lambda z, score=score, t=t: pf_drift(SDE, score, t, z)  # noqa: E731
 
         def jvp(z, w, fn=fn):
             fx, lin = jax.linearize(fn, z)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from scoresde import cli
-from scoresde._bench import measure, problems, report, solvers
+from scoresde._cli.bench import measure, problems, report, solvers
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,15 @@ def test_quick_bench_writes_valid_json_table_and_plots(quick_run):
     table = (out / "bench.md").read_text()
     for name in solvers.QUICK_SAMPLERS:
         assert name in table
+    # the SW2 floor's spread over independent reference sets, and the values within it marked
+    for prob in payload["problems"]:
+        draws = prob["floors"]["sliced_w2_draws"]
+        assert len(draws) == measure.FLOOR_DRAWS and len(set(draws)) == len(draws)
+        top = report.floor_band(prob["floors"])[1]
+        for r in prob["rows"]:
+            marked = f"| {r['sliced_w2']:.3g} (at floor) |" in table
+            assert marked == (r["sliced_w2"] <= top)
+    assert "reference sets, independent draws)" in table
 
 
 def test_quick_bench_figures_are_consistent(quick_run):
@@ -119,3 +128,32 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not (tmp_path / "bench.json").exists()
+
+
+@pytest.mark.parametrize("name", ["Bosh3", "Reversible Heun (SDE)", "DPM-Solver-3", "ShARK"])
+def test_budget_to_steps_uses_the_samplers_own_nfe_count(name):
+    """The bench turns an NFE budget into steps with the library's evaluation cost, so the NFE
+    a sampler reports is the predicted one and never exceeds the budget (Bosh3 is
+    first-same-as-last: one evaluation at the start)."""
+    ring = problems.make_problem("ring2d", num=4, key=jr.key(0), quick=True, cache=None)
+    spec = solvers.get_samplers([name])[0]
+    for budget in (10, 13):
+        result = spec.run(ring, jr.key(1), ring.noise(jr.key(2)), budget)
+        predicted = spec.evals_at_init + spec.steps_for(budget) * spec.evals_per_step + 1
+        assert np.all(np.asarray(result.nfe) == predicted)
+        assert predicted <= budget
+
+
+def test_python_api_returns_the_rows_and_writes_nothing_without_out(tmp_path, monkeypatch):
+    import scoresde as ss
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="unknown problem"):
+        ss.bench.run(problems=["mnist"])
+    rows = ss.bench.run(
+        problems="ring2d", samplers=["Euler"], budgets=[10], num_samples=64, quick=True
+    )
+    assert [(r["problem"], r["sampler"], r["budget"]) for r in rows] == [("ring2d", "Euler", 10)]
+    assert rows[0]["status"] == "ok" and rows[0]["nfe_mean"] == 10
+    assert list(tmp_path.iterdir()) == []
+    assert "ring2d" in ss.bench.PROBLEMS and "UniPC-3" in ss.bench.SAMPLERS

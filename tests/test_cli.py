@@ -1,8 +1,17 @@
+import dataclasses
 import json
+import types
 
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
 import pytest
 
-from scoresde import cli
+from scoresde import _likelihood, cli
+from scoresde._checkpoint import save
+from scoresde._cli import demo as demo_cmd, sample as sample_cmd, train as cli_train
+from scoresde._cli.bench import command as bench_command
+from scoresde._divergence import Hutchinson
 
 
 def test_demo_quick_writes_table_json_and_plot(tmp_path, capsys):
@@ -14,6 +23,12 @@ def test_demo_quick_writes_table_json_and_plot(tmp_path, capsys):
     for row in report["rows"]:
         assert row["nfe"] > 0 and row["run_s"] >= 0 and row["sliced_w2"] >= 0
     assert (tmp_path / "demo.png").stat().st_size > 1000
+    # the sliced-W2 column beside its two-sample floor, from independent reference draws
+    assert "vs floor" in out and "floor" in out.splitlines()[1]
+    draws = report["noise_floor_sliced_w2_draws"]
+    assert len(draws) == 5 and len(set(draws)) == 5
+    for row in report["rows"]:
+        assert row["at_floor"] == (row["sliced_w2"] <= max(draws))
 
 
 def test_bad_flags_exit_nonzero(capsys):
@@ -25,3 +40,139 @@ def test_bad_flags_exit_nonzero(capsys):
     assert e.value.code != 0
     assert cli.main(["demo", "--num-samples", "1"]) == 2
     assert "num-samples" in capsys.readouterr().err
+
+
+# --- shared by the tests below: checkpoints written without training (no compile) -------------
+
+
+def _checkpoint(folder, **config):
+    cfg = cli_train.TrainConfig(model_size="tiny", **config)
+    model = cli_train.model_from_config(cfg, key=jr.key(0))
+    path = folder / "checkpoint.eqx"
+    save(path, model, hyperparameters=dataclasses.asdict(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy_ckpt(tmp_path_factory):
+    return _checkpoint(tmp_path_factory.mktemp("toy"), dataset="moons")
+
+
+@pytest.fixture(scope="module")
+def digits_ckpt(tmp_path_factory):
+    return _checkpoint(tmp_path_factory.mktemp("digits"), dataset="digits")
+
+
+def _fake_bits_per_dim(calls):
+    def fake(sde, score, k, **kwargs):
+        calls.append(dict(kwargs, num=k.shape[0]))
+        return types.SimpleNamespace(bpd=jnp.full(k.shape[0], 3.0), nfe=jnp.full(k.shape[0], 90))
+
+    return fake
+
+
+def _no_compute(*args, **kwargs):
+    raise AssertionError("computation started before the arguments were checked")
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "sample", "nll", "bench"])
+def test_help_shows_every_default_and_one_output_root(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # no wrapping inside a default
+    with pytest.raises(SystemExit) as e:
+        cli.main([command, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert f"(default: scoresde-out/{command})" in text
+    assert "--seed SEED" in text and ("(default: 0)" in text or "(default: 1)" in text)
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "sample", "nll", "bench"])
+def test_out_that_is_a_file_fails_at_once_with_one_line(
+    command, toy_ckpt, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(sample_cmd, "draw", _no_compute)
+    monkeypatch.setattr(_likelihood, "log_likelihood", _no_compute)
+    monkeypatch.setattr(cli_train, "train", _no_compute)
+    monkeypatch.setattr(demo_cmd, "run_demo", _no_compute)
+    monkeypatch.setattr(bench_command, "run_bench", _no_compute)
+    target = tmp_path / "a-file"
+    target.write_text("not a folder")
+    argv = [command] + ([str(toy_ckpt)] if command in ("sample", "nll") else [])
+    assert cli.main([*argv, "--out", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--out" in err and "existing file" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("command", ["sample", "nll"])
+def test_a_folder_passed_as_checkpoint_says_so(command, toy_ckpt, tmp_path, capsys):
+    assert cli.main([command, str(toy_ckpt.parent), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and str(toy_ckpt) in err
+
+
+def test_nll_num_beyond_the_digits_test_split_is_refused(
+    digits_ckpt, tmp_path, capsys, monkeypatch
+):
+    calls = []
+    monkeypatch.setattr(_likelihood, "bits_per_dim", _fake_bits_per_dim(calls))
+    assert cli.main(["nll", str(digits_ckpt), "--num", "1000", "--out", str(tmp_path)]) == 2
+    assert "297" in capsys.readouterr().err
+    assert not calls and not (tmp_path / "nll.json").exists()
+
+
+def test_nll_on_images_defaults_to_hutchinson_at_a_float32_safe_t_eps(
+    digits_ckpt, tmp_path, capsys, monkeypatch
+):
+    calls = []
+    monkeypatch.setattr(_likelihood, "bits_per_dim", _fake_bits_per_dim(calls))
+    assert cli.main(["nll", str(digits_ckpt), "--num", "5", "--out", str(tmp_path)]) == 0
+    (call,) = calls
+    assert isinstance(call["divergence"], Hutchinson) and call["num"] == 5
+    assert call["t_eps"] >= 1e-4
+    err = capsys.readouterr().err
+    assert "divergence: hutchinson" in err and "1 Jacobian-vector product" in err
+    assert "compiling" in err
+    report = json.loads((tmp_path / "nll.json").read_text())
+    assert report["num"] == 5 and report["divergence"] == "hutchinson"
+    assert report["value"] == 3.0 and report["t_eps"] == call["t_eps"]
+
+
+def test_nll_on_2d_data_is_exact_and_emits_no_raw_warning(toy_ckpt, tmp_path, capsys, recwarn):
+    argv = ["nll", str(toy_ckpt), "--num", "4", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    assert not [str(w.message) for w in recwarn]
+    out, err = capsys.readouterr()
+    assert "divergence: exact" in err and "2 Jacobian-vector products" in err
+    assert "note:" not in err and "Warning" not in err
+    report = json.loads((tmp_path / "nll.json").read_text())
+    assert report["num"] == 4 and report["divergence"] == "exact"
+    assert np.isfinite(report["value"]) and report["mean_nfe"] > 0
+    assert "exact divergence" in out
+
+
+def test_sample_npz_holds_samples_and_nfe(toy_ckpt, tmp_path, capsys):
+    argv = ["sample", str(toy_ckpt), "--num", "6", "--steps", "3", "--format", "npz"]
+    assert cli.main([*argv, "--out", str(tmp_path)]) == 0
+    assert "compiling" in capsys.readouterr().err
+    with np.load(tmp_path / "samples.npz") as f:
+        assert f["samples"].shape == (6, 2) and np.all(np.isfinite(f["samples"]))
+        assert f["nfe"].shape == (6,) and np.all(f["nfe"] == 3)
+    assert not (tmp_path / "samples.npy").exists()
+
+
+def test_sample_png_writes_one_image_per_sample(digits_ckpt, toy_ckpt, tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    x = np.linspace(-1, 1, 3 * 64, dtype=np.float32).reshape(3, 1, 8, 8)
+    fake = types.SimpleNamespace(x=x, nfe=np.full(3, 7))
+    monkeypatch.setattr(sample_cmd, "draw", lambda *a, **k: fake)
+    argv = ["sample", str(digits_ckpt), "--num", "3", "--format", "png"]
+    assert cli.main([*argv, "--out", str(tmp_path)]) == 0
+    files = sorted(tmp_path.glob("sample_*.png"))
+    assert [f.name for f in files] == ["sample_00000.png", "sample_00001.png", "sample_00002.png"]
+    for f, image in zip(files, x, strict=True):
+        pixels = plt.imread(f)  # PNG decoder of matplotlib: values in [0, 1]
+        assert pixels.shape == (8, 8)
+        np.testing.assert_allclose(pixels, np.rint((image[0] + 1) / 2 * 255) / 255, atol=1e-6)
+    # one PNG per sample needs images
+    assert cli.main(["sample", str(toy_ckpt), "--format", "png", "--out", str(tmp_path)]) == 2

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import scoresde as ss
-from scoresde import _cli_train, _train
+from scoresde import _train
+from scoresde._cli import train as _cli_train
 
 SDE = ss.VPSDE()
 LOSS = ss.DenoisingScoreMatching(SDE)

@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .. import _cli_train, _data, analytic
-from .._checkpoint import load
-from .._sde import VPSDE, AbstractSDE
+from ... import _data, analytic
+from ..._checkpoint import load
+from ..._sde import VPSDE, AbstractSDE
+from .. import train as _cli_train
 
 DATA = pathlib.Path(__file__).parent / "data"
 T_EPS = 1e-3

@@ -8,7 +8,7 @@ import time
 
 import jax.random as jr
 
-from .. import _metrics
+from ... import _metrics
 from . import measure, problems as _problems, report, solvers as _solvers
 
 
@@ -16,7 +16,7 @@ from . import measure, problems as _problems, report, solvers as _solvers
 class BenchConfig:
     """What one `scoresde bench` run measures; `None` fields take the (quick) defaults."""
 
-    out: pathlib.Path
+    out: pathlib.Path | None
     quick: bool = False
     problems: tuple[str, ...] | None = None
     samplers: tuple[str, ...] | None = None
@@ -64,11 +64,13 @@ def _log(msg):
 
 def run_bench(config: BenchConfig) -> dict:
     """Run the benchmark `config` describes; write `bench.json`, `bench.md` and one
-    `work_precision_<problem>.png` per problem to `config.out`. Returns the JSON payload."""
+    `work_precision_<problem>.png` per problem to `config.out` (nothing if it is `None`).
+    Returns the JSON payload."""
     config = config.resolved()
     config.check()
-    out = pathlib.Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = None if config.out is None else pathlib.Path(config.out)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     specs = _solvers.get_samplers(config.samplers)
     started = time.perf_counter()
     key = jr.key(config.seed)
@@ -135,7 +137,8 @@ def run_bench(config: BenchConfig) -> dict:
 
 
 def _write(config, out, started, problems_out) -> dict:
-    """Write bench.json, bench.md and the plots of the problems done so far; the payload."""
+    """Write bench.json, bench.md and the plots of the problems done so far (to `out`, unless it
+    is `None`); the payload."""
     payload = {
         "schema_version": report.SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -154,6 +157,8 @@ def _write(config, out, started, problems_out) -> dict:
         "total_seconds": time.perf_counter() - started,
         "problems": problems_out,
     }
+    if out is None:
+        return payload
     (out / "bench.json").write_text(json.dumps(payload, indent=1))
     (out / "bench.md").write_text(report.markdown(payload))
     for prob in problems_out:

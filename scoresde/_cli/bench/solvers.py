@@ -2,7 +2,9 @@
 
 Every fixed-step sampler gets an NFE budget and takes as many steps as fit in it (one
 evaluation is kept for the final Tweedie denoising step); the reported NFE is the exact count
-the sampler returns. Adaptive ODE solvers get tolerances instead and report the NFE they used.
+the sampler returns. The cost of a step (and of the start, for first-same-as-last methods) is the
+library's own, `scoresde._nfe.evaluation_cost`, the count the samplers report. Adaptive ODE
+solvers get tolerances instead and report the NFE they used.
 
 Grids: diffrax's Runge-Kutta and SDE solvers step uniformly in the half log-SNR
 (`grid="log_snr"`); the exponential integrators use `grid="clipped_log_snr"`, the grid they were
@@ -13,9 +15,14 @@ import dataclasses
 from collections.abc import Callable
 
 import diffrax as dfx
+import jax.numpy as jnp
+import jax.random as jr
 
-from .. import _pc, _solver as _solvers
-from .._sample import sample_ode, sample_sde
+from ... import _pc, _solver as _solvers
+from ..._nfe import evaluation_cost
+from ..._sample import sample_ode, sample_sde
+from ..._sde import VPSDE
+from ..._terms import probability_flow_term, reverse_terms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +70,7 @@ def _runner(sample_fn, settings):
 def _ode(solver, grid="log_snr"):
     return _runner(
         sample_ode,
-        lambda nfe: dict(solver=solver, steps=_steps(solver, nfe), grid=grid, denoise=True),
+        lambda nfe: dict(solver=solver, steps=_steps(solver, nfe, False), grid=grid, denoise=True),
     )
 
 
@@ -73,7 +80,8 @@ def _adaptive(solver):
 
 def _sde(solver):
     return _runner(
-        sample_sde, lambda nfe: dict(solver=solver, steps=_steps(solver, nfe), grid="log_snr")
+        sample_sde,
+        lambda nfe: dict(solver=solver, steps=_steps(solver, nfe, True), grid="log_snr"),
     )
 
 
@@ -87,39 +95,33 @@ def _pc_sampler(predictor, corrector):
     )
 
 
-_AT_INIT = {dfx.ReversibleHeun: 1}
-_PER_STEP = {
-    dfx.Euler: 1,
-    dfx.Heun: 2,
-    dfx.Midpoint: 2,
-    dfx.Bosh3: 3,
-    dfx.ReversibleHeun: 1,
-    dfx.SRA1: 2,
-    dfx.ShARK: 2,
-}
+def _cost(solver, stochastic: bool):
+    """The library's score-evaluation cost of `solver` (`scoresde._nfe.evaluation_cost`) on the
+    terms the samplers build: the PF-ODE term, or the reverse-SDE drift and diffusion terms."""
+    sde = VPSDE()
+    score = lambda t, x: -x
+    y0 = jnp.zeros(2)
+    if stochastic:
+        levy = getattr(solver, "minimal_levy_area", dfx.BrownianIncrement)
+        path = dfx.VirtualBrownianTree(-sde.T, 0.0, 1e-2, (2,), jr.key(0), levy_area=levy)
+        terms = reverse_terms(sde, score, path, origin=0.0)
+    else:
+        terms = probability_flow_term(sde, score, origin=0.0)
+    cost = evaluation_cost(solver, terms, jnp.asarray(-sde.T), y0)
+    if cost is None:
+        raise ValueError(f"{type(solver).__name__} has no known score-evaluation cost.")
+    return cost
 
 
-def _per_step(solver) -> int:
-    if hasattr(solver, "evals_per_step"):
-        return int(solver.evals_per_step)
-    return _PER_STEP[type(solver)]
-
-
-def _at_init(solver) -> int:
-    if hasattr(solver, "evals_per_step"):
-        return int(getattr(solver, "evals_at_init", 0))
-    return _AT_INIT.get(type(solver), 0)
-
-
-def _steps(solver, nfe: int) -> int:
-    return (nfe - 1 - _at_init(solver)) // _per_step(solver)
+def _steps(solver, nfe: int, stochastic: bool) -> int:
+    cost = _cost(solver, stochastic)
+    return (nfe - 1 - cost.init) // cost.per_step
 
 
 def _fixed(name, family, solver, deterministic=True, grid="log_snr"):
     run = _ode(solver, grid) if deterministic else _sde(solver)
-    return SamplerSpec(
-        name, family, deterministic, _per_step(solver), run, evals_at_init=_at_init(solver)
-    )
+    cost = _cost(solver, stochastic=not deterministic)
+    return SamplerSpec(name, family, deterministic, cost.per_step, run, evals_at_init=cost.init)
 
 
 EXP_GRID = "clipped_log_snr"

@@ -17,9 +17,10 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 
-from . import _data, _losses, _networks, _parametrisation, _sde
-from ._checkpoint import save
-from ._train import adam_with_warmup, fit, num_params
+from .. import _data, _losses, _networks, _parametrisation, _sde
+from .._checkpoint import save
+from .._train import adam_with_warmup, fit, num_params
+from .common import HelpFormatter, add_out, prepare_out
 
 SDES = {
     "vp": _sde.VPSDE,
@@ -160,7 +161,12 @@ def train(config: TrainConfig, out_dir, *, progress: bool = True) -> dict:
         decay_steps=config.steps if config.steps > 1 else None,
     )
     if progress:
-        print(f"training {num_params(model)} parameters on {config.dataset}", file=sys.stderr)
+        print(
+            f"training {num_params(model)} parameters on {config.dataset}; compiling the "
+            "training step (first call) ...",
+            file=sys.stderr,
+            flush=True,
+        )
     result = fit(
         model,
         _loss(config, model.sde),
@@ -194,22 +200,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="train a score model on a built-in dataset",
         description="Train a score model on a built-in dataset; writes a checkpoint (EMA "
         "weights + JSON sidecar) and a loss-curve PNG to --out.",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--dataset", choices=DATASETS, default=defaults.dataset)
-    p.add_argument("--sde", choices=tuple(SDES), default=defaults.sde)
-    p.add_argument(
-        "--parametrisation", choices=tuple(PARAMETRISATIONS), default=defaults.parametrisation
-    )
-    p.add_argument("--weighting", choices=WEIGHTINGS, default=defaults.weighting)
-    p.add_argument("--model-size", choices=tuple(MLP_SIZES), default=defaults.model_size)
-    p.add_argument("--steps", type=int, default=defaults.steps)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    p.add_argument("--dataset", choices=DATASETS, default=defaults.dataset,
+                   help="2-D toy set, or digits (8x8 images, U-Net)")  # fmt: skip
+    p.add_argument("--sde", choices=tuple(SDES), default=defaults.sde, help="forward SDE")
+    p.add_argument("--parametrisation", choices=tuple(PARAMETRISATIONS),
+                   default=defaults.parametrisation, help="what the network predicts")  # fmt: skip
+    p.add_argument("--weighting", choices=WEIGHTINGS, default=defaults.weighting,
+                   help="loss weighting over time")  # fmt: skip
+    p.add_argument("--model-size", choices=tuple(MLP_SIZES), default=defaults.model_size,
+                   help="network size")  # fmt: skip
+    p.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="batch size")
+    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                   help="peak Adam learning rate")  # fmt: skip
     p.add_argument("--num-train", type=int, default=defaults.num_train,
                    help="number of training points for 2-D datasets")  # fmt: skip
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--out", default="runs/train", help="output directory")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
+    add_out(p, "train")
+    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
+                   help="no progress bar or compile notice")  # fmt: skip
     p.set_defaults(func=run)
     return p
 
@@ -232,7 +243,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"scoresde train: {e}", file=sys.stderr)
         return 2
-    paths = train(config, args.out, progress=not args.quiet)
+    out = prepare_out(args.out)
+    paths = train(config, out, progress=not args.quiet)
     print(f"checkpoint: {paths['checkpoint']} (sidecar {paths['sidecar']})")
     if paths["loss_curve"] is not None:
         print(f"loss curve: {paths['loss_curve']}")

@@ -1,0 +1,12 @@
+"""The `scoresde` command-line application, one module per command.
+
+- `demo.py`: `scoresde demo` (analytic 2-D mixture, several samplers);
+- `train.py`: `scoresde train` (a checkpoint and a loss curve);
+- `sample.py`: `scoresde sample` (samples from a checkpoint);
+- `nll.py`: `scoresde nll` (held-out likelihood of a checkpoint);
+- `bench/`: `scoresde bench` (the solver-comparison benchmark);
+- `common.py`: what several commands share (usage errors, loading a checkpoint).
+
+Each command module has `add_parser(subparsers)` and `run(args) -> int`; `scoresde.cli`
+assembles the top-level parser from them.
+"""
