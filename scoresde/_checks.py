@@ -32,9 +32,9 @@ def check_positive(name: str, value, *, strict: bool = True) -> None:
 
 
 def check_int(name: str, value, *, minimum: int = 1) -> int:
-    """`value` as an `int >= minimum` (a bool is not an int here)."""
+    """`value` as an `int >= minimum` (a bool is not an int here): `ValueError` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int >= {minimum}; got {name}={value!r}.")
+        raise ValueError(f"{name} must be an int >= {minimum}; got {name}={value!r}.")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}; got {name}={value}.")
     return int(value)

@@ -10,6 +10,11 @@ r"""What every sampler and the likelihood compute from a score, written once.
   step of the samplers and the data prediction of the exponential integrators.
 """
 
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 
 from ._custom_types import Sample, Scalar, ScoreFn
@@ -47,3 +52,33 @@ def tweedie(sde, score: ScoreFn, t: Scalar, x: Sample) -> Sample:
     r"""$E[x_0 \mid x_t = x] = (x + \sigma(t)^2\,\mathrm{score}(t, x)) / \alpha(t)$, in `x`'s dtype."""
     alpha, sigma = sde.marginal(t)
     return ((x + sigma**2 * checked_score(score, t, x)) / alpha).astype(x.dtype)
+
+
+class Conditioned(eqx.Module):
+    """`score(t, x, cond)` with one sample's conditioning `cond` (a label, a context array, ...)
+    bound: itself a `score(t, x)`."""
+
+    score: Callable
+    cond: Any
+
+    def __call__(self, t: Scalar, x: Sample) -> Sample:
+        return self.score(t, x, self.cond)
+
+
+def bind(score: Callable, cond) -> ScoreFn:
+    """`score` itself without conditioning (`cond is None`), else [`Conditioned`][scoresde._fields.Conditioned]."""
+    return score if cond is None else Conditioned(score, cond)
+
+
+def check_cond(cond, num: int):
+    """Per-sample conditioning: a pytree of arrays whose leading axis has one entry per sample."""
+    if cond is None:
+        return None
+    cond = jax.tree_util.tree_map(jnp.asarray, cond)
+    for leaf in jax.tree_util.tree_leaves(cond):
+        if leaf.ndim < 1 or leaf.shape[0] != num:
+            raise ValueError(
+                f"cond must hold one entry per sample (leading axis {num}); got a leaf of shape "
+                f"{leaf.shape}."
+            )
+    return cond

@@ -34,11 +34,11 @@ from ._checks import (
     check_bool,
     check_int,
     check_key,
+    check_positive,
     check_sde_and_score,
     check_solver,
     check_steps,
     check_t_eps,
-    check_tolerances,
     is_concrete,
     raise_if_failed,
 )
@@ -286,7 +286,8 @@ def _check_common(
     check_solver(solver, stepsize_controller)
     if variable not in VARIABLES:
         raise ValueError(f"variable must be one of {VARIABLES}; got variable={variable!r}.")
-    check_tolerances(rtol, atol)
+    check_positive("rtol", rtol)
+    check_positive("atol", atol, strict=False)
     check_t_eps(t_eps, sde.T)
     return check_int("max_steps", max_steps)
 
@@ -442,6 +443,7 @@ def bits_per_dim(
     high: float = 1.0,
     dequantization: str = "uniform",
     num_repeats: int = 1,
+    progress: bool = False,
     **likelihood_kwargs,
 ) -> BitsPerDimResult:
     r"""Bits per dimension of integer data under the model, with an explicit data convention.
@@ -464,6 +466,7 @@ def bits_per_dim(
     - `key`: for the dequantisation noise (repeat `r` of sample `i`: `fold_in(fold_in(k1, i), r)`)
       and the estimator's probes; needed unless `dequantization="none"` with an exact divergence.
     - `bits`, `low`, `high`, `dequantization`, `num_repeats`: the data convention above.
+    - `progress`: show a progress meter (see [`scoresde.log_likelihood`][]).
     - `likelihood_kwargs`: passed to [`scoresde.log_likelihood`][] (`divergence`, `t_eps`, ...).
 
     **Returns:** a [`scoresde.BitsPerDimResult`][] with `bpd`, `log_prob`, `log_det_jacobian`,
@@ -508,7 +511,7 @@ def bits_per_dim(
     w = kf[:, None] + u
     scale = (high - low) / 2**bits
     x = (low + scale * w).reshape(batch * repeats, *data_shape)
-    result = log_likelihood(sde, score, x, key=key_ll, **likelihood_kwargs)
+    result = log_likelihood(sde, score, x, key=key_ll, progress=progress, **likelihood_kwargs)
     log_jac = jnp.asarray(num_dims * math.log(scale), dtype)
     log_px = result.log_prob.reshape(batch, repeats)
     per_draw = -(log_px + log_jac) / (num_dims * math.log(2))

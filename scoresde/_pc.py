@@ -54,7 +54,7 @@ from ._checks import (
     check_t_eps,
     raise_if_not_finite,
 )
-from ._fields import checked_score, tweedie
+from ._fields import bind, check_cond, checked_score, tweedie
 from ._grid import GRIDS, time_grid
 from ._keys import latents_and_noise_keys
 from ._progress import tick
@@ -184,27 +184,41 @@ class AnnealedLangevinCorrector(AbstractCorrector):
 
 @eqx.filter_jit
 def _sample_pc(
-    *, sde, score, key, t_eps, x_T, shape, predictor, corrector, steps, grid, denoise, progress
+    *,
+    sde,
+    score,
+    key,
+    t_eps,
+    x_T,
+    shape,
+    predictor,
+    corrector,
+    steps,
+    grid,
+    denoise,
+    progress,
+    cond,
 ):
     dtype = jnp.result_type(float)
     x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype)
     ts = time_grid(sde, steps, t_eps=t_eps, kind=grid, dtype=dtype)
 
-    def step(x, noise_key, i):
+    def step(x, noise_key, cond_i, i):
         s, t = ts[i], ts[i + 1]
+        score_i = bind(score, cond_i)
         k_c, k_p = jr.split(jr.fold_in(noise_key, i))
         if corrector is not None:
-            x = corrector(sde, score, k_c, x, s, t).astype(dtype)
-        return predictor(sde, score, k_p, x, s, t).astype(dtype)
+            x = corrector(sde, score_i, k_c, x, s, t).astype(dtype)
+        return predictor(sde, score_i, k_p, x, s, t).astype(dtype)
 
     def body(x, i):
-        x = jax.vmap(step, in_axes=(0, 0, None))(x, noise_keys, i)
+        x = jax.vmap(step, in_axes=(0, 0, 0, None))(x, noise_keys, cond, i)
         tick(progress, "sample_pc", i, steps)
         return x, None
 
     x, _ = jax.lax.scan(body, x_T, jnp.arange(steps))
     if denoise:
-        x = jax.vmap(lambda xi: tweedie(sde, score, ts[-1], xi))(x)
+        x = jax.vmap(lambda xi, ci: tweedie(sde, bind(score, ci), ts[-1], xi))(x, cond)
     per_step = 1 + (corrector.n_steps if corrector is not None else 0)
     nfe = jnp.full((shape[0],), steps * per_step + (1 if denoise else 0), jnp.int32)
     return x, nfe
@@ -224,6 +238,7 @@ def sample_pc(
     denoise: bool = True,
     x_T=None,
     progress: bool = False,
+    cond=None,
 ) -> SampleResult:
     r"""Predictor-corrector sampling of the reverse-time SDE (see the module docstring).
 
@@ -239,6 +254,7 @@ def sample_pc(
     - `denoise`: finish with one Tweedie step at `t_eps` (+1 NFE).
     - `x_T`: given latents instead of prior draws.
     - `progress`: show a progress bar (one tick per step of the whole batch).
+    - `cond`: per-sample conditioning, as in [`scoresde.sample_ode`][].
 
     **Returns:** a [`scoresde.SampleResult`][]; `nfe = steps * (1 + n_steps) (+1)` per sample.
 
@@ -284,6 +300,7 @@ def sample_pc(
         grid=grid,
         denoise=check_bool("denoise", denoise),
         progress=check_bool("progress", progress),
+        cond=check_cond(cond, shape[0]),
     )
     raise_if_not_finite("sample_pc", x, hint="lower the snr or use more steps.")
     num_steps = jnp.full((shape[0],), steps, jnp.int32)

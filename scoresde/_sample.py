@@ -47,7 +47,7 @@ from ._checks import (
     raise_if_not_finite,
 )
 from ._custom_types import ScoreFn
-from ._fields import tweedie
+from ._fields import bind, check_cond, tweedie
 from ._grid import GRIDS, time_grid
 from ._keys import latents_and_noise_keys
 from ._progress import progress_meter, tick
@@ -108,7 +108,20 @@ def _levy_area(solver):
 
 @eqx.filter_jit
 def _sample(
-    *, sde, score, key, t_eps, x_T, mode, shape, solver, denoise, stochastic, brownian_tol, progress
+    *,
+    sde,
+    score,
+    key,
+    t_eps,
+    x_T,
+    mode,
+    shape,
+    solver,
+    denoise,
+    stochastic,
+    brownian_tol,
+    progress,
+    cond,
 ):
     num, data_shape = shape[0], shape[1:]
     dtype = jnp.result_type(float)
@@ -120,7 +133,7 @@ def _sample(
 
     if isinstance(mode, FixedGrid):  # the whole batch in one solve
         s_grid = -mode.times(sde, t_eps, dtype)
-        batched = BatchedScore(score)
+        batched = BatchedScore(score, cond)
         if stochastic:
             path = BatchBrownianPath(noise_keys, shape, dtype, levy)
             terms = reverse_terms(sde, batched, path, origin=0.0)
@@ -143,17 +156,17 @@ def _sample(
         ok = jnp.broadcast_to(sol.result == dfx.RESULTS.successful, (num,))
     else:
 
-        def make_terms(noise_key):
+        def make_terms(noise_key, score_i):
             if not stochastic:
-                return probability_flow_term(sde, score, origin=0.0)
+                return probability_flow_term(sde, score_i, origin=0.0)
             path = dfx.VirtualBrownianTree(
                 s0, s_end, brownian_tol, data_shape, noise_key, levy_area=levy
             )
-            return reverse_terms(sde, score, path, origin=0.0)
+            return reverse_terms(sde, score_i, path, origin=0.0)
 
-        def one(x0, noise_key):
+        def one(x0, noise_key, cond_i):
             sol, nfe = _nfe.counted_diffeqsolve(
-                make_terms(noise_key),
+                make_terms(noise_key, bind(score, cond_i)),
                 solver,
                 s0,
                 s_end,
@@ -166,10 +179,10 @@ def _sample(
             ok = sol.result == dfx.RESULTS.successful
             return sol.ys[0], nfe, sol.stats["num_steps"], ok
 
-        x, nfe, num_steps, ok = jax.vmap(one)(x_T, noise_keys)
+        x, nfe, num_steps, ok = jax.vmap(one)(x_T, noise_keys, cond)
 
     if denoise:
-        x = jax.vmap(lambda xi: tweedie(sde, score, t_eps, xi))(x)
+        x = jax.vmap(lambda xi, ci: tweedie(sde, bind(score, ci), t_eps, xi))(x, cond)
         nfe = jnp.where(nfe >= 0, nfe + 1, nfe)
     return x, nfe, num_steps, ok
 
@@ -265,6 +278,7 @@ def _run(
     brownian_tol=None,
     throw,
     progress,
+    cond=None,
 ):
     check_sde_and_score(sde, score)
     check_solver(solver, controller)
@@ -303,6 +317,7 @@ def _run(
         stochastic=stochastic,
         brownian_tol=brownian_tol,
         progress=check_bool("progress", progress),
+        cond=check_cond(cond, shape[0]),
     )
     if throw:
         x = raise_if_failed(name, ok, x, detail=f"{type(solver).__name__}; max_steps={max_steps}")
@@ -343,6 +358,7 @@ def sample_ode(
     max_steps: int = 4096,
     throw: bool = True,
     progress: bool = False,
+    cond=None,
 ) -> SampleResult:
     r"""Draw samples by integrating the probability-flow ODE from $T$ down to `t_eps`.
 
@@ -365,6 +381,8 @@ def sample_ode(
     - `throw`: raise on a failed solve (default); with `False`, failed samples are NaN and
       `successful` says which.
     - `progress`: show diffrax's tqdm progress meter (under adaptive steps, the slowest sample).
+    - `cond`: per-sample conditioning (a label, a context array; any pytree whose leaves have a
+      leading axis of `num`): the score is then called as `score(t, x, cond_i)`.
 
     **Returns:** a [`scoresde.SampleResult`][] with `x`, `nfe`, `num_steps` and `successful`.
 
@@ -392,6 +410,7 @@ def sample_ode(
         max_steps=max_steps,
         throw=throw,
         progress=progress,
+        cond=cond,
     )
 
 
@@ -413,6 +432,7 @@ def sample_sde(
     brownian_tol: float | None = None,
     throw: bool = True,
     progress: bool = False,
+    cond=None,
 ) -> SampleResult:
     r"""Draw samples by integrating the reverse-time SDE from $T$ down to `t_eps`.
 
@@ -450,6 +470,7 @@ def sample_sde(
         brownian_tol=brownian_tol,
         throw=throw,
         progress=progress,
+        cond=cond,
     )
 
 
@@ -470,14 +491,15 @@ def _sample_edm(
     steps,
     denoise,
     progress,
+    cond,
 ):
     dtype = jnp.result_type(float)
     x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype)
     ts = time_grid(sde, steps, t_eps=t_eps, kind="karras", rho=rho, dtype=dtype)
-    model = PFModel(sde, score)
     gamma_max = jnp.minimum(churn / steps, math.sqrt(2) - 1)
 
-    def step(x, noise_key, i):
+    def step(x, noise_key, cond_i, i):
+        model = PFModel(sde, bind(score, cond_i))
         t_cur, t_next = ts[i], ts[i + 1]
         a_c, s_c, _ = model.marginal(t_cur)
         sig = s_c / a_c
@@ -493,13 +515,13 @@ def _sample_edm(
         return x_next
 
     def body(x, i):
-        x = jax.vmap(step, in_axes=(0, 0, None))(x, noise_keys, i)
+        x = jax.vmap(step, in_axes=(0, 0, 0, None))(x, noise_keys, cond, i)
         tick(progress, "sample_edm", i, steps)
         return x, None
 
     x, _ = jax.lax.scan(body, x_T, jnp.arange(steps))
     if denoise:
-        x = jax.vmap(lambda xi: model.data(ts[-1], xi))(x)
+        x = jax.vmap(lambda xi, ci: tweedie(sde, bind(score, ci), ts[-1], xi))(x, cond)
     nfe = jnp.full((shape[0],), 2 * steps + (1 if denoise else 0), jnp.int32)
     return x, nfe
 
@@ -520,6 +542,7 @@ def sample_edm(
     denoise: bool = True,
     x_T=None,
     progress: bool = False,
+    cond=None,
 ) -> SampleResult:
     r"""EDM's Heun sampler (Karras et al. 2022, Algorithm 2) with optional churn.
 
@@ -533,7 +556,8 @@ def sample_edm(
 
     **Arguments:** `key` (sample `i` uses `fold_in(key, i)`), `shape = (num, *data_shape)`,
     `steps`, the churn parameters, `rho` (the grid's exponent), `t_eps` (end time, default
-    `sde.default_t_eps`), `x_T` (given latents), `progress` (a progress bar).
+    `sde.default_t_eps`), `x_T` (given latents), `progress` (a progress bar), `cond` (per-sample conditioning, as in
+    [`scoresde.sample_ode`][]).
 
     **Returns:** a [`scoresde.SampleResult`][] with `x`, `nfe` ($2N$, +1 with `denoise`) and
     `num_steps` ($N$).
@@ -567,5 +591,6 @@ def sample_edm(
         steps=steps,
         denoise=check_bool("denoise", denoise),
         progress=check_bool("progress", progress),
+        cond=check_cond(cond, shape[0]),
     )
     return SampleResult(x=x, nfe=nfe, num_steps=jnp.full((shape[0],), steps, jnp.int32))

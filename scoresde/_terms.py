@@ -12,6 +12,8 @@ the score live inside the terms' pytrees (Equinox modules, not closures), so dif
 can differentiate through a score network's parameters.
 """
 
+from typing import Any
+
 import diffrax as dfx
 import equinox as eqx
 import jax
@@ -19,17 +21,21 @@ import jax.numpy as jnp
 import lineax as lx
 
 from ._custom_types import Scalar, ScoreFn
-from ._fields import checked_score, pf_drift
+from ._fields import bind, checked_score, pf_drift
 from ._sde import AbstractSDE
 
 
 class BatchedScore(eqx.Module):
-    """`score(t, x)` lifted to a batch `x` of shape `(batch, *data)` with `jax.vmap`."""
+    """`score(t, x)` lifted to a batch `x` of shape `(batch, *data)` with `jax.vmap`; with
+    per-sample conditioning `cond` (leading axis `batch`), sample `i` sees `score(t, x_i, cond_i)`."""
 
     score: ScoreFn
+    cond: Any = None
 
     def __call__(self, t: Scalar, x):
-        return jax.vmap(lambda xi: checked_score(self.score, t, xi))(x)
+        if self.cond is None:
+            return jax.vmap(lambda xi: checked_score(self.score, t, xi))(x)
+        return jax.vmap(lambda xi, ci: checked_score(bind(self.score, ci), t, xi))(x, self.cond)
 
 
 def _reverse_time(sde: AbstractSDE, s: Scalar, origin: float | None = None):

@@ -6,12 +6,11 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import SDE_IDS, SDES, random_mixture
 
 import scoresde as ss
 from scoresde import _fields, _likelihood, _pc, _sample, _terms
 from scoresde._solver.base import PFModel
-
-from .helpers import SDE_IDS, SDES, random_mixture
 
 
 def _inputs(sde, seed):

@@ -52,7 +52,8 @@ def test_sample_ode_validates_before_compiling(kwargs, match):
 def test_likelihood_tolerances_and_max_steps():
     x = jnp.zeros((2, 2))
     for kwargs, match in [
-        (dict(rtol=0.0, atol=0.0), "both 0"),
+        (dict(rtol=0.0), "rtol"),
+        (dict(atol=-1.0), "atol"),
         (dict(max_steps=0), "max_steps"),
         (dict(lanes=0), "lanes"),
     ]:
