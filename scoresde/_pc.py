@@ -126,6 +126,10 @@ class AbstractCorrector(eqx.Module):
     snr: eqx.AbstractVar[float]
     n_steps: eqx.AbstractVar[int]
 
+    def __check_init__(self):
+        check_positive("snr", self.snr)
+        check_int("n_steps", self.n_steps)
+
     @abc.abstractmethod
     def step_size(self, sde, s, t, x, grad, z): ...
 
@@ -140,11 +144,6 @@ class AbstractCorrector(eqx.Module):
         return x
 
 
-def _check_corrector(snr, n_steps):
-    check_positive("snr", snr)
-    check_int("n_steps", n_steps)
-
-
 class LangevinCorrector(AbstractCorrector):
     r"""Langevin corrector with a target signal-to-noise ratio, step size per sample:
     $\epsilon = 2\alpha_{s|t}^2(\mathrm{snr}\,\|z\|/\|\mathrm{score}\|)^2$.
@@ -155,9 +154,6 @@ class LangevinCorrector(AbstractCorrector):
 
     snr: float | jax.Array = 0.16
     n_steps: int = eqx.field(static=True, default=1)
-
-    def __check_init__(self):
-        _check_corrector(self.snr, self.n_steps)
 
     def step_size(self, sde, s, t, x, grad, z):
         a, _ = _transition(sde, s, t)
@@ -172,9 +168,6 @@ class AnnealedLangevinCorrector(AbstractCorrector):
 
     snr: float | jax.Array = 0.16
     n_steps: int = eqx.field(static=True, default=1)
-
-    def __check_init__(self):
-        _check_corrector(self.snr, self.n_steps)
 
     def step_size(self, sde, s, t, x, grad, z):
         a, _ = _transition(sde, s, t)

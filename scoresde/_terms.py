@@ -63,16 +63,24 @@ class _Diffusion(eqx.Module):
         return lx.DiagonalLinearOperator(jnp.broadcast_to(g, jnp.shape(x)))
 
 
-class ReverseDrift(eqx.Module):
+class AbstractReversedField(eqx.Module):
+    """A vector field of `score` in the reversed time $s$, with $t = $ `origin` $- s$."""
+
+    sde: eqx.AbstractVar[AbstractSDE]
+    score: eqx.AbstractVar[ScoreFn]
+    origin: eqx.AbstractVar[float | None]
+
+    def time(self, s):
+        """The diffusion time $t$ of the reversed time $s$."""
+        return _reverse_time(self.sde, s, self.origin)
+
+
+class ReverseDrift(AbstractReversedField):
     r"""Drift of the reverse SDE in $s = T - t$: $-f(t)x + g(t)^2\,\mathrm{score}(t, x)$."""
 
     sde: AbstractSDE
     score: ScoreFn
     origin: float | None = eqx.field(static=True, default=None)
-
-    def time(self, s):
-        """The diffusion time $t$ of the reversed time $s$."""
-        return _reverse_time(self.sde, s, self.origin)
 
     def __call__(self, s, x, args):
         t = self.time(s)
@@ -80,16 +88,13 @@ class ReverseDrift(eqx.Module):
         return -self.sde.drift(t, x) + g2 * checked_score(self.score, t, x)
 
 
-class ProbabilityFlow(eqx.Module):
-    r"""Vector field of the PF-ODE in $s = T - t$: $-(f(t)x - \tfrac12 g(t)^2\,\mathrm{score}(t, x))$."""
+class ProbabilityFlow(AbstractReversedField):
+    r"""Vector field of the PF-ODE in $s = T - t$: $-F(t, x)$ with the shared
+    [`pf_drift`][scoresde._fields.pf_drift] $F(t, x) = f(t)x - \tfrac12 g(t)^2\,\mathrm{score}(t, x)$."""
 
     sde: AbstractSDE
     score: ScoreFn
     origin: float | None = eqx.field(static=True, default=None)
-
-    def time(self, s):
-        """The diffusion time $t$ of the reversed time $s$."""
-        return _reverse_time(self.sde, s, self.origin)
 
     def __call__(self, s, x, args):
         return -pf_drift(self.sde, self.score, self.time(s), x)

@@ -25,6 +25,7 @@ The family: `base` (this module: the term, the model's predictions, $\varphi_k$)
 (DPM-Solver-1/2/3), `multistep` (DPM-Solver++ 2M/3M, UniPC) and `edm` (EDM's Heun).
 """
 
+import abc
 import math
 from collections.abc import Callable
 from typing import ClassVar
@@ -138,3 +139,26 @@ class AbstractPFSolver(AbstractCountedSolver):
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
+
+
+class _SingleStep(AbstractPFSolver):
+    """A solver whose step needs the state alone (no history, so no solver state): subclasses
+    define `_step(model, ts, tt, x) -> (y1, y_error)` between diffusion times `ts > tt`."""
+
+    def init(self, terms, t0, t1, y0, args):
+        _unwrap(self, terms)
+        _check_y(self, y0)
+        return None
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        del solver_state, made_jump
+        sde, score, direction, time = _unwrap(self, terms)
+        model = PFModel(sde, score)
+        ts, tt = _times(time, direction, t0, t1)
+        y1, y_error = self._step(model, ts, tt, y0)
+        dense_info = dict(y0=y0, y1=y1)
+        return y1, y_error, dense_info, None, dfx.RESULTS.successful
+
+    @abc.abstractmethod
+    def _step(self, model: PFModel, ts, tt, x):
+        """`(y1, y_error)` of one step from diffusion time `ts` down to `tt`."""

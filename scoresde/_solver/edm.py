@@ -5,12 +5,10 @@ The stochastic sampler with churn that uses the same step is [`scoresde.sample_e
 
 from typing import ClassVar
 
-import diffrax as dfx
-
-from .base import AbstractPFSolver, PFModel, _check_y, _times, _unwrap
+from .base import PFModel, _SingleStep
 
 
-class EDMHeun(AbstractPFSolver):
+class EDMHeun(_SingleStep):
     r"""The second-order Heun sampler of Karras et al. (2022), two evaluations per step.
 
     It runs in the scaled variables $\tilde x = x/\alpha$, $\tilde\sigma = \sigma/\alpha =
@@ -34,17 +32,8 @@ class EDMHeun(AbstractPFSolver):
     def order(self, terms):
         return 2
 
-    def init(self, terms, t0, t1, y0, args):
-        _unwrap(self, terms)
-        _check_y(self, y0)
-        return None
-
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        del solver_state, made_jump
-        sde, score, direction, time = _unwrap(self, terms)
-        ts, tt = _times(time, direction, t0, t1)
-        y1, y_err = heun_step(PFModel(sde, score), ts, tt, y0)
-        return y1, y_err, dict(y0=y0, y1=y1), None, dfx.RESULTS.successful
+    def _step(self, model, ts, tt, x):
+        return heun_step(model, ts, tt, x)
 
 
 def heun_step(model: PFModel, ts, tt, x):

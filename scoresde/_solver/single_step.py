@@ -4,35 +4,11 @@ The noise prediction $\hat\epsilon = -\sigma\,\mathrm{score}$ is expanded around
 start from extra evaluations inside the step (see [`scoresde._solver.base`][]).
 """
 
-import abc
 from typing import ClassVar
 
-import diffrax as dfx
 import jax.numpy as jnp
 
-from .base import AbstractPFSolver, PFModel, _check_y, _phi, _times, _unwrap
-
-
-class _SingleStep(AbstractPFSolver):
-    """One step from the state alone: no history, so no solver state."""
-
-    def init(self, terms, t0, t1, y0, args):
-        _unwrap(self, terms)
-        _check_y(self, y0)
-        return None
-
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        del solver_state, made_jump
-        sde, score, direction, time = _unwrap(self, terms)
-        model = PFModel(sde, score)
-        ts, tt = _times(time, direction, t0, t1)
-        y1, y_error = self._step(model, ts, tt, y0)
-        dense_info = dict(y0=y0, y1=y1)
-        return y1, y_error, dense_info, None, dfx.RESULTS.successful
-
-    @abc.abstractmethod
-    def _step(self, model: PFModel, ts, tt, x):
-        """`(y1, y_error)` of one step from diffusion time `ts` down to `tt`."""
+from .base import _phi, _SingleStep
 
 
 class DPMSolver1(_SingleStep):
@@ -75,16 +51,7 @@ class DPMSolver2(_SingleStep):
     Second order; the error estimate (the difference with DPM-Solver-1) makes it adaptive
     (DPM-Solver-12) under `diffrax.PIDController`.
 
-    ??? cite "Reference"
-        ```bibtex
-        @inproceedings{lu2022dpmsolver,
-          title={{DPM-Solver}: A Fast {ODE} Solver for Diffusion Probabilistic Model Sampling
-                 in Around 10 Steps},
-          author={Lu, Cheng and Zhou, Yuhao and Bao, Fan and Chen, Jianfei and Li, Chongxuan
-                  and Zhu, Jun},
-          booktitle={NeurIPS}, year={2022}
-        }
-        ```
+    Reference: as [`scoresde.DPMSolver1`][].
     """
 
     evals_per_step: ClassVar[int] = 2
@@ -119,16 +86,7 @@ class DPMSolver3(_SingleStep):
     - \frac{\sigma_t}{r_2}\,h\varphi_2(h)\,D_2$. Third order; the error estimate (against the
     second-order solution built from $u_1$) makes it adaptive (DPM-Solver-23).
 
-    ??? cite "Reference"
-        ```bibtex
-        @inproceedings{lu2022dpmsolver,
-          title={{DPM-Solver}: A Fast {ODE} Solver for Diffusion Probabilistic Model Sampling
-                 in Around 10 Steps},
-          author={Lu, Cheng and Zhou, Yuhao and Bao, Fan and Chen, Jianfei and Li, Chongxuan
-                  and Zhu, Jun},
-          booktitle={NeurIPS}, year={2022}
-        }
-        ```
+    Reference: as [`scoresde.DPMSolver1`][].
     """
 
     evals_per_step: ClassVar[int] = 3
