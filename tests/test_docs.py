@@ -97,6 +97,15 @@ def test_every_page_is_in_the_nav():
     assert pages == nav, f"not in nav: {sorted(pages - nav)}; missing files: {sorted(nav - pages)}"
 
 
+def test_math_renderer_ships_with_the_site():
+    """No script from the network: MathJax is copied in by hooks/mathjax.py (offline readers)."""
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert not re.search(r"https?://\S+\.js", config), "mkdocs.yml loads a script from the web"
+    assert re.search(r"^hooks:\s*\n\s*-\s*hooks/mathjax\.py\s*$", config, re.MULTILINE)
+    assert re.search(r"^\s*-\s*javascripts/mathjax/tex-mml-chtml\.js\s*$", config, re.MULTILINE)
+    assert (ROOT / "hooks" / "mathjax.py").is_file()
+
+
 @pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path):
     mkdocs = shutil.which("mkdocs")
@@ -112,6 +121,13 @@ def test_mkdocs_build_strict(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (tmp_path / "site" / "api" / "sampling" / "index.html").exists()
+    site = tmp_path / "site"
+    assert (site / "api" / "sampling" / "index.html").exists()
+    # The math renderer is part of the site, with its fonts, and no page loads it from a CDN.
+    assert (site / "javascripts" / "mathjax" / "tex-mml-chtml.js").is_file()
+    assert list((site / "javascripts" / "mathjax" / "output" / "chtml" / "fonts").rglob("*.woff"))
+    for page in site.rglob("*.html"):
+        scripts = re.findall(r'<script[^>]*src="([^"]+)"', page.read_text())
+        assert not [src for src in scripts if "://" in src], (page, scripts)
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("WARNING")]
     assert not warnings, "\n".join(warnings)

@@ -422,3 +422,54 @@ def test_per_sample_conditioning_reaches_the_score():
         assert bool(jnp.all(jnp.isfinite(sampler().x)))
     with pytest.raises(ValueError, match="cond"):
         ss.sample_ode(sde, score, cond=cond[:1], **kw)
+
+
+# ----------------------------------------------------------------------------- batch guarantee
+
+_BATCH_SAMPLERS = [
+    (ss.sample_sde, dict(solver=dfx.Euler(), steps=20)),
+    (ss.sample_sde, dict(solver=dfx.ShARK(), steps=10)),
+    (ss.sample_ode, dict(solver=dfx.Heun(), steps=10)),
+    (ss.sample_ode, dict()),  # adaptive Tsit5
+]
+_BATCH_IDS = ["sde-euler", "sde-shark", "ode-heun", "ode-adaptive"]
+
+
+@pytest.mark.parametrize("sampler, kw", _BATCH_SAMPLERS, ids=_BATCH_IDS)
+def test_sample_does_not_depend_on_its_batch(sampler, kw):
+    """The documented guarantee: sample `i` draws from `fold_in(key, i)` only, and the samplers
+    themselves (draws, solver steps, step-size control) treat it the same in any batch.
+
+    The score `-x` (the exact score of N(0, I) data, constant under VP) is elementwise, so its
+    batched evaluation rounds like the unbatched one: sample `i`, its NFE included, is then
+    bitwise identical in batches of 1, 4 and 9, fixed or adaptive steps. Any other index than `i`
+    for `fold_in` (or `split(key, num)`) changes the draws and fails.
+    """
+    sde = ss.VPSDE()
+    results = [sampler(sde, lambda t, x: -x, key=jr.key(5), shape=(n, 3), **kw) for n in (1, 4, 9)]
+    for small, large in zip(results[:-1], results[1:], strict=True):
+        n = small.x.shape[0]
+        assert jnp.array_equal(large.x[:n], small.x)
+        assert jnp.array_equal(large.nfe[:n], small.nfe)
+    assert not jnp.allclose(results[-1].x[0], results[-1].x[1])
+
+
+@pytest.mark.parametrize(
+    "sampler, kw", [_BATCH_SAMPLERS[2], _BATCH_SAMPLERS[3]], ids=["ode-heun", "ode-adaptive"]
+)
+def test_sample_depends_on_its_batch_only_through_rounding(x64, sampler, kw):
+    """With a score that reduces over its input (a mixture's log-sum-exp), XLA may round its
+    batched evaluation differently for another batch size (batch 1 is lowered differently), so
+    sample `i` is equal across batch sizes only up to floating-point rounding. In float64 the
+    difference here is ~1e-15 (a few ulps, grown over the solve); 1e-12 leaves room for that
+    growth while a wrong `fold_in` index moves a sample by O(1). Fixed steps keep the NFE;
+    adaptive steps may not in general (a rounding difference can flip an accept/reject decision,
+    as in float32), but with these keys in float64 they do.
+    """
+    sde = ss.VPSDE()
+    score = ss.analytic.marginal_score(ss.analytic.ring_mixture(), sde)
+    small, large = (sampler(sde, score, key=jr.key(5), shape=(n, 2), **kw) for n in (1, 9))
+    assert large.x.dtype == jnp.float64
+    assert jnp.allclose(large.x[:1], small.x, rtol=0, atol=1e-12)
+    assert jnp.array_equal(large.nfe[:1], small.nfe)
+    assert not jnp.allclose(large.x[0], large.x[1])
