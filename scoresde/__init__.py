@@ -68,6 +68,7 @@ from ._losses import (
     ncsn_loss as ncsn_loss,
     sliced_score_matching_loss as sliced_score_matching_loss,
 )
+from ._measurement import LinearMeasurement as LinearMeasurement
 from ._metrics import (
     median_bandwidth as median_bandwidth,
     mmd2 as mmd2,
