@@ -1,6 +1,6 @@
 """scoresde: score-based generative modelling with SDEs on JAX."""
 
-from . import analytic as analytic
+from . import analytic as analytic, guidance as guidance
 from ._brownian import BatchBrownianPath as BatchBrownianPath
 from ._checkpoint import (
     CheckpointError as CheckpointError,
