@@ -130,7 +130,7 @@ class LinearMeasurement(eqx.Module):
     def _check(self, x):
         if jnp.size(x) != self.dim_x:
             raise ValueError(
-                f"A has width d={self.dim_x} but the sample x has shape {jnp.shape(x)} "
+                f"A has width {self.dim_x} but the sample x has shape {jnp.shape(x)} "
                 f"({jnp.size(x)} entries); A must act on the flattened sample."
             )
         if self.mask is not None and jnp.shape(x) != self.mask.shape:
