@@ -1,6 +1,6 @@
 """scoresde: score-based generative modelling with SDEs on JAX."""
 
-from . import analytic as analytic, bench as bench
+from . import analytic as analytic, bench as bench, guidance as guidance
 from ._brownian import BatchBrownianPath as BatchBrownianPath
 from ._checkpoint import (
     CheckpointError as CheckpointError,
@@ -68,6 +68,7 @@ from ._losses import (
     ncsn_loss as ncsn_loss,
     sliced_score_matching_loss as sliced_score_matching_loss,
 )
+from ._measurement import LinearMeasurement as LinearMeasurement
 from ._metrics import (
     median_bandwidth as median_bandwidth,
     mmd2 as mmd2,

@@ -21,9 +21,18 @@ from jaxtyping import Array, Float
 
 from ._checks import is_concrete
 from ._custom_types import Key, Scalar
+from ._measurement import LinearMeasurement
 from ._sde import AbstractSDE
 
-__all__ = ["Gaussian", "GaussianMixture", "MarginalScore", "marginal_score", "ring_mixture"]
+__all__ = [
+    "Gaussian",
+    "GaussianMixture",
+    "MarginalScore",
+    "NoisyLikelihoodScore",
+    "marginal_score",
+    "noisy_likelihood_score",
+    "ring_mixture",
+]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -151,6 +160,22 @@ class Gaussian(eqx.Module):
         v1 = a1**2 * self.eigvals + s1**2
         proj = self.eigvecs.T @ (x - a0 * self.mean)
         return a1 * self.mean + self.eigvecs @ (jnp.sqrt(v1 / v0) * proj)
+
+    def condition(self, m: "LinearMeasurement") -> "Gaussian":
+        r"""The exact posterior $p(x \mid y)$ under the measurement `m`: $N(\mu', P)$ with
+        $P = (S^{-1} + A^\top R^{-1} A)^{-1}$, $\mu' = P (S^{-1}\mu + A^\top R^{-1} y)$."""
+        means, eigvecs, eigvals = _posterior_components(
+            _check_measurement(m, self.dim, "Gaussian.condition"),
+            self.mean[None],
+            self.eigvecs[None],
+            self.eigvals[None],
+        )
+        return Gaussian(means[0], eigvecs=eigvecs[0], eigvals=eigvals[0])
+
+    def log_evidence(self, m: "LinearMeasurement") -> Array:
+        r"""$\ln p(y) = \ln N(y; A\mu, A S A^\top + R)$."""
+        m = _check_measurement(m, self.dim, "Gaussian.log_evidence")
+        return _component_evidence(m, self.mean[None], self.eigvecs[None], self.eigvals[None])[0]
 
 
 class GaussianMixture(eqx.Module):
@@ -287,6 +312,23 @@ class GaussianMixture(eqx.Module):
             eigvals=alpha**2 * self.eigvals + sigma**2,
         )
 
+    def condition(self, m: "LinearMeasurement") -> "GaussianMixture":
+        r"""The exact posterior $p(x \mid y)$ under the measurement `m`: each component
+        conditioned as [`scoresde.analytic.Gaussian.condition`][], weights re-weighted by
+        each component's evidence, $w'_k \propto w_k N(y; A\mu_k, A S_k A^\top + R)$."""
+        m = _check_measurement(m, self.dim, "GaussianMixture.condition")
+        means, eigvecs, eigvals = _posterior_components(m, self.means, self.eigvecs, self.eigvals)
+        log_w = jnp.log(self.weights) + _component_evidence(
+            m, self.means, self.eigvecs, self.eigvals
+        )
+        return GaussianMixture(jax.nn.softmax(log_w), means, eigvecs=eigvecs, eigvals=eigvals)
+
+    def log_evidence(self, m: "LinearMeasurement") -> Array:
+        r"""$\ln p(y) = \ln \sum_k w_k N(y; A\mu_k, A S_k A^\top + R)$."""
+        m = _check_measurement(m, self.dim, "GaussianMixture.log_evidence")
+        log_n = _component_evidence(m, self.means, self.eigvecs, self.eigvals)
+        return jax.nn.logsumexp(jnp.log(self.weights) + log_n)
+
 
 class MarginalScore(eqx.Module):
     r"""The exact score $\nabla_x \ln p_t(x)$ of `dist` diffused by `sde`, as `score(t, x)`."""
@@ -305,6 +347,126 @@ def marginal_score(dist: Gaussian | GaussianMixture, sde: AbstractSDE) -> Margin
     if not isinstance(sde, AbstractSDE):
         raise TypeError(f"sde must be an AbstractSDE; got {type(sde).__name__}.")
     return MarginalScore(dist, sde)
+
+
+def _check_measurement(m, dim, who) -> LinearMeasurement:
+    if not isinstance(m, LinearMeasurement):
+        raise TypeError(f"{who} takes m, a scoresde.LinearMeasurement; got {type(m).__name__}.")
+    if m.dim_x != dim:
+        raise ValueError(
+            f"{who}: the measurement's A has width {m.dim_x}; expected the dimension {dim}."
+        )
+    return m
+
+
+def _gaussian_log_pdf(y, mean, cov):
+    """$\\ln N(y; mean, cov)$ through a Cholesky factor."""
+    chol = jnp.linalg.cholesky(cov)
+    z = jax.scipy.linalg.solve_triangular(chol, y - mean, lower=True)
+    logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+    return -0.5 * (y.shape[0] * _LOG_2PI + logdet + jnp.sum(z**2))
+
+
+def _predictive_cov(A, eigvecs, eigvals, noise_var):
+    """$A U \\operatorname{diag}(l) U^\\top A^\\top + R$ for one component."""
+    AU = A @ eigvecs
+    cov = (AU * eigvals[None, :]) @ AU.T + jnp.diag(noise_var)
+    return 0.5 * (cov + cov.T)
+
+
+def _component_evidence(m, means, eigvecs, eigvals):
+    """$\\ln N(y; A\\mu_k, A S_k A^\\top + R)$ per component."""
+    A = m.matrix.astype(means.dtype)
+    y, var = m.y.astype(means.dtype), m.noise_var.astype(means.dtype)
+
+    def one(mean, U, lam):
+        return _gaussian_log_pdf(y, A @ mean, _predictive_cov(A, U, lam, var))
+
+    return jax.vmap(one)(means, eigvecs, eigvals)
+
+
+def _posterior_components(m, means, eigvecs, eigvals):
+    """Each component conditioned on `m`, in precision form (positive definite by construction):
+    $P^{-1} = S^{-1} + A^\\top R^{-1} A$, $\\mu' = P (S^{-1}\\mu + A^\\top R^{-1} y)$."""
+    A = m.matrix.astype(means.dtype)
+    y, var = m.y.astype(means.dtype), m.noise_var.astype(means.dtype)
+
+    def one(mean, U, lam):
+        precision = (U / lam[None, :]) @ U.T + (A.T / var[None, :]) @ A
+        q, V = jnp.linalg.eigh(0.5 * (precision + precision.T))
+        b = U @ ((U.T @ mean) / lam) + A.T @ (y / var)
+        return V @ ((V.T @ b) / q), V, 1 / q
+
+    return jax.vmap(one)(means, eigvecs, eigvals)
+
+
+def _components(dist):
+    """`(log_weights, means, eigvecs, eigvals)`, a Gaussian being one component."""
+    if isinstance(dist, Gaussian):
+        return (
+            jnp.zeros((1,), dist.mean.dtype),
+            dist.mean[None],
+            dist.eigvecs[None],
+            dist.eigvals[None],
+        )
+    return jnp.log(dist.weights), dist.means, dist.eigvecs, dist.eigvals
+
+
+class NoisyLikelihoodScore(eqx.Module):
+    r"""The exact $\nabla_x \ln p_t(y \mid x)$ of a measurement of Gaussian (mixture) data.
+
+    With $V_k = \alpha^2 S_k + \sigma^2 I$,
+    $m_k(x) = \mu_k + \alpha S_k V_k^{-1}(x - \alpha\mu_k)$ (Tweedie's mean of component $k$)
+    and $C_k = S_k - \alpha^2 S_k V_k^{-1} S_k = \sigma^2 S_k V_k^{-1}$,
+
+    $$p_t(y \mid x) = \sum_k r_k(x)\, N(y; A m_k(x), A C_k A^\top + R),$$
+
+    $r_k$ the responsibilities under the diffused prior; the gradient is taken by autodiff.
+    NOT the clean likelihood $\nabla \ln p(y \mid x_0)$ evaluated at $x_t$.
+    """
+
+    dist: "Gaussian | GaussianMixture"
+    sde: AbstractSDE
+    measurement: LinearMeasurement
+
+    def log_likelihood(self, t: Scalar, x: Float[Array, " dim"]) -> Array:
+        r"""$\ln p_t(y \mid x)$."""
+        log_w, means, eigvecs, eigvals = _components(self.dist)
+        alpha, sigma = self.sde.marginal(t)
+        m = self.measurement
+        dtype = jnp.result_type(x, means)
+        A = m.matrix.astype(dtype)
+        y, var = m.y.astype(dtype), m.noise_var.astype(dtype)
+
+        def one(log_wk, mean, U, lam):
+            v = alpha**2 * lam + sigma**2
+            proj = U.T @ (x - alpha * mean)
+            log_prior = -0.5 * (x.shape[0] * _LOG_2PI + jnp.sum(jnp.log(v)) + jnp.sum(proj**2 / v))
+            m_k = mean + U @ (alpha * lam / v * proj)
+            cov = _predictive_cov(A, U, lam * sigma**2 / v, var)
+            return log_wk + log_prior, _gaussian_log_pdf(y, A @ m_k, cov)
+
+        log_joint, log_lik = jax.vmap(one)(log_w, means, eigvecs, eigvals)
+        return jax.nn.logsumexp(jax.nn.log_softmax(log_joint) + log_lik)
+
+    def __call__(self, t: Scalar, x: Float[Array, " dim"]) -> Array:
+        _check_sample(x, self.dist.dim, "noisy_likelihood_score")
+        return jax.grad(self.log_likelihood, argnums=1)(t, x)
+
+
+def noisy_likelihood_score(
+    dist: "Gaussian | GaussianMixture", sde: AbstractSDE, m: LinearMeasurement
+) -> NoisyLikelihoodScore:
+    r"""The exact `score(t, x)` $= \nabla_x \ln p_t(y \mid x)$ for data `dist` diffused by `sde`
+    and the measurement `m`; add it to [`scoresde.analytic.marginal_score`][] for the exact
+    posterior score (see [`scoresde.analytic.NoisyLikelihoodScore`][])."""
+    if not isinstance(dist, (Gaussian, GaussianMixture)):
+        raise TypeError(f"dist must be a Gaussian or GaussianMixture; got {type(dist).__name__}.")
+    if not isinstance(sde, AbstractSDE):
+        raise TypeError(f"sde must be an AbstractSDE; got {type(sde).__name__}.")
+    return NoisyLikelihoodScore(
+        dist, sde, _check_measurement(m, dist.dim, "noisy_likelihood_score")
+    )
 
 
 def ring_mixture(
