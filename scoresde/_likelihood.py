@@ -14,7 +14,7 @@ for EDM), with $dx/du = F\,dt/du$. The defaults (`t`, `diffrax.Dopri5`, diffrax'
 a first step of a 64th of the interval) needed the fewest evaluations of everything measured:
 see [Why these defaults](../how-to/likelihood.md#why-these-defaults).
 
-The drift is [`pf_drift`][scoresde._fields.pf_drift], the very function sampling integrates.
+The drift is `pf_drift` (`scoresde/_fields.py`), the very function sampling integrates.
 """
 
 import math
@@ -356,8 +356,8 @@ def log_likelihood(
       evaluations) and supports gradients through `adjoint`. An int `L` integrates `L` samples
       at a time and refills a lane with the next sample as soon as its solve ends (time
       $\approx \sum_i \mathrm{NFE}_i / L$ evaluations on `L` lanes, plus a tail): the same
-      per-sample steps, NFE and results up to floating-point rounding, but no reverse-mode
-      gradients. Lanes pay off on large batches whose NFE vary
+      per-sample solves up to floating-point rounding (which can change an adaptive step, so a
+      sample's NFE may differ slightly), but no reverse-mode gradients. Lanes pay off on large batches whose NFE vary
       ([measurements](../how-to/likelihood.md#why-these-defaults)).
     - `progress`: show diffrax's tqdm progress meter (the slowest sample; not with `lanes`).
 

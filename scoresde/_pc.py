@@ -191,6 +191,7 @@ def _sample_pc(
     denoise,
     progress,
     cond,
+    step_hook,
 ):
     dtype = jnp.result_type(float)
     x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype)
@@ -199,10 +200,14 @@ def _sample_pc(
     def step(x, noise_key, cond_i, i):
         s, t = ts[i], ts[i + 1]
         score_i = bind(score, cond_i)
-        k_c, k_p = jr.split(jr.fold_in(noise_key, i))
+        key_i = jr.fold_in(noise_key, i)
+        k_c, k_p = jr.split(key_i)
         if corrector is not None:
             x = corrector(sde, score_i, k_c, x, s, t).astype(dtype)
-        return predictor(sde, score_i, k_p, x, s, t).astype(dtype)
+        x = predictor(sde, score_i, k_p, x, s, t).astype(dtype)
+        if step_hook is not None:
+            x = step_hook(t, x, jr.fold_in(key_i, 1)).astype(dtype)
+        return x
 
     def body(x, i):
         x = jax.vmap(step, in_axes=(0, 0, 0, None))(x, noise_keys, cond, i)
@@ -232,6 +237,7 @@ def sample_pc(
     x_T=None,
     progress: bool = False,
     cond=None,
+    step_hook=None,
 ) -> SampleResult:
     r"""Predictor-corrector sampling of the reverse-time SDE (see the module docstring).
 
@@ -248,6 +254,9 @@ def sample_pc(
     - `x_T`: given latents instead of prior draws.
     - `progress`: show a progress bar (one tick per step of the whole batch).
     - `cond`: per-sample conditioning, as in [`scoresde.sample_ode`][].
+    - `step_hook`: `hook(t, x, key) -> x` on one sample, applied after each predictor step
+      (at the step's end time `t`, with its own key), e.g. [`scoresde.guidance.Replacement`][];
+      with `predictor=EulerMaruyama(), corrector=None` this is the fixed-step reverse SDE.
 
     **Returns:** a [`scoresde.SampleResult`][]; `nfe = steps * (1 + n_steps) (+1)` per sample.
 
@@ -275,6 +284,8 @@ def sample_pc(
         )
     shape = check_shape(shape)
     steps = check_steps(steps)
+    if step_hook is not None and not callable(step_hook):
+        raise TypeError(f"step_hook must be callable as hook(t, x, key); got {step_hook!r}.")
     t_eps = sde.default_t_eps if t_eps is None else t_eps
     check_t_eps(t_eps, sde.T)
     if grid not in GRIDS:
@@ -294,6 +305,7 @@ def sample_pc(
         denoise=check_bool("denoise", denoise),
         progress=check_bool("progress", progress),
         cond=check_cond(cond, shape[0]),
+        step_hook=step_hook,
     )
     raise_if_not_finite("sample_pc", x, hint="lower the snr or use more steps.")
     num_steps = jnp.full((shape[0],), steps, jnp.int32)

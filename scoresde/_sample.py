@@ -7,11 +7,12 @@ $s = T - t_\varepsilon$. Sample `i` draws its prior latent and its noise from
 
 The step mode is decided once, as a value the solve dispatches on:
 
-- [`FixedGrid`][scoresde._sample.FixedGrid] (`steps` given, no controller): one `diffeqsolve`
+- `FixedGrid` (`steps` given, no controller): one `diffeqsolve`
   over the whole batch on a grid from [`scoresde.time_grid`][], with a per-sample Brownian path
-  drawn step by step (one normal draw per step; no Brownian tree). A sample is then bitwise the
-  same whatever the batch it was drawn in;
-- [`Adaptive`][scoresde._sample.Adaptive] (a `stepsize_controller`): one `diffeqsolve` per sample
+  drawn step by step (one normal draw per step; no Brownian tree). A sample then takes the same
+  steps and NFE whatever the batch it was drawn in, and its value differs at most by the
+  rounding of the batched score;
+- `Adaptive` (a `stepsize_controller`): one `diffeqsolve` per sample
   under `jax.vmap`, so each sample takes its own steps; SDEs use a `diffrax.VirtualBrownianTree`
   whose tolerance is below the controller's smallest step. A sample's random draws do not depend
   on its batch; its value does up to floating-point rounding (batched arithmetic can round

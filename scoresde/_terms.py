@@ -90,7 +90,7 @@ class ReverseDrift(AbstractReversedField):
 
 class ProbabilityFlow(AbstractReversedField):
     r"""Vector field of the PF-ODE in $s = T - t$: $-F(t, x)$ with the shared
-    [`pf_drift`][scoresde._fields.pf_drift] $F(t, x) = f(t)x - \tfrac12 g(t)^2\,\mathrm{score}(t, x)$."""
+    `pf_drift` $F(t, x) = f(t)x - \tfrac12 g(t)^2\,\mathrm{score}(t, x)$."""
 
     sde: AbstractSDE
     score: ScoreFn

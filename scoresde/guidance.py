@@ -23,8 +23,8 @@ evaluations in NFE terms). [`TMPD`][scoresde.guidance.TMPD]'s depends on $d_y$ a
 instance attribute.
 
 [`Replacement`][scoresde.guidance.Replacement] is the other, biased, route to inpainting: a step
-hook that overwrites the observed coordinates; [`sample_with_hook`][scoresde.guidance.sample_with_hook]
-runs it.
+hook that overwrites the observed coordinates, passed as `step_hook=` to
+[`scoresde.sample_pc`][].
 """
 
 from collections.abc import Callable
@@ -39,18 +39,12 @@ from jaxtyping import Array, Float
 
 from ._checks import (
     check_int,
-    check_key,
     check_positive,
     check_sde_and_score,
-    check_shape,
-    check_t_eps,
 )
 from ._custom_types import Key, Sample, Scalar, ScoreFn
 from ._fields import check_like, checked_score
-from ._grid import time_grid
-from ._keys import prior_and_noise_keys
 from ._measurement import LinearMeasurement
-from ._sample import SampleResult
 from ._sde import AbstractSDE
 
 __all__ = [
@@ -61,7 +55,6 @@ __all__ = [
     "PiGDM",
     "Posterior",
     "Replacement",
-    "sample_with_hook",
 ]
 
 
@@ -398,8 +391,9 @@ class Replacement(eqx.Module):
 
     `hook(t, x, key) -> x` on ONE sample: draws $\tilde y_t = \alpha(t)\,y + \sigma(t) z$ and
     overwrites the observed coordinates of `x` with it. Call it after each step of a
-    fixed-step reverse sampler, at the step's new time `t` (as
-    [`scoresde.guidance.sample_with_hook`][] does).
+    fixed-step reverse sampler, at the step's new time `t`: `scoresde.sample_pc(...,
+    step_hook=hook)` (with `predictor=EulerMaruyama(), corrector=None`, the fixed-step reverse
+    SDE).
 
     The observed coordinates are re-noised independently of the hidden ones, so the hidden
     coordinates never feel $p_t(y \mid x)$ through the correlations of the prior: the result
@@ -431,67 +425,3 @@ class Replacement(eqx.Module):
         alpha, sigma = self.sde.marginal(t)
         y_t = alpha * m.y + sigma * jr.normal(key, (m.dim_y,), m.y.dtype)
         return jnp.where(m.mask, m.transpose(y_t, x), x).astype(x.dtype)
-
-
-def sample_with_hook(
-    sde: AbstractSDE,
-    score: ScoreFn,
-    hook: Callable | None,
-    *,
-    key: Key,
-    shape: tuple[int, ...],
-    steps: int = 1000,
-    t_eps: float | None = None,
-    denoise: bool = True,
-) -> SampleResult:
-    r"""Fixed-step reverse-SDE Euler-Maruyama with a step hook, for hooks such as
-    [`scoresde.guidance.Replacement`][].
-
-    From $x_T$ ~ prior, on the uniform grid $T = t_0 > \dots > t_N = $ `t_eps`:
-    $x \leftarrow x + [g^2 s(t_n, x) - f(t_n) x]\,\Delta + g\sqrt{\Delta}\,z$, then
-    $x \leftarrow$ `hook(t_{n+1}, x, key_n)`; finally one Tweedie step if `denoise`. Sample `i`
-    draws from `fold_in(key, i)`.
-
-    **Returns:** a [`scoresde.SampleResult`][] (`nfe` = `steps` + `denoise`).
-    """
-    check_sde_and_score(sde, score)
-    key = check_key(key)
-    shape = check_shape(shape)
-    if t_eps is None:
-        t_eps = sde.default_t_eps
-    check_t_eps(t_eps, sde.T)
-    if hook is None:
-        hook = lambda t, x, key: x  # noqa: E731
-    elif not callable(hook):
-        raise TypeError(f"hook must be callable as hook(t, x, key); got {type(hook).__name__}.")
-    dtype = jnp.result_type(float)
-    ts = time_grid(sde, steps, t_eps=t_eps, dtype=dtype)
-    prior_keys, noise_keys = prior_and_noise_keys(key, shape[0])
-    x_T = jax.vmap(lambda k: sde.prior_sample(k, shape[1:]).astype(dtype))(prior_keys)
-    return _sample_with_hook(sde, score, hook, ts, x_T, noise_keys, denoise)
-
-
-@eqx.filter_jit
-def _sample_with_hook(sde, score, hook, ts, x_T, noise_keys, denoise):
-    def one(x, key):
-        def step(x, n):
-            t, t_next = ts[n], ts[n + 1]
-            dt = t - t_next
-            k_noise, k_hook = jr.split(jr.fold_in(key, n))
-            g = sde.diffusion(t)
-            drift = g**2 * checked_score(score, t, x) - sde.drift(t, x)
-            z = jr.normal(k_noise, x.shape, x.dtype)
-            x = (x + drift * dt + g * jnp.sqrt(dt) * z).astype(x.dtype)
-            return hook(t_next, x, k_hook).astype(x.dtype), None
-
-        x, _ = jax.lax.scan(step, x, jnp.arange(ts.shape[0] - 1))
-        if denoise:
-            alpha, sigma = sde.marginal(ts[-1])
-            x = ((x + sigma**2 * checked_score(score, ts[-1], x)) / alpha).astype(x.dtype)
-        return x
-
-    x = jax.vmap(one)(x_T, noise_keys)
-    num = x.shape[0]
-    steps = ts.shape[0] - 1
-    nfe = jnp.full((num,), steps + int(denoise), jnp.int32)
-    return SampleResult(x=x, nfe=nfe, num_steps=jnp.full((num,), steps, jnp.int32))

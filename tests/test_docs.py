@@ -79,12 +79,12 @@ def test_every_public_name_is_in_the_api_reference():
 def test_api_reference_names_exist():
     """Every `::: scoresde.X` entry for a top-level name is a public name (no stale entries)."""
     names = public_names()
-    private_modules = {f"scoresde.{p.stem}" for p in PACKAGE.glob("_*.py")}
-    stale = sorted(
-        d
-        for d in documented_names()
-        if d not in names and d not in private_modules and d != "scoresde.analytic"
-    )
+    modules = {
+        ".".join(("scoresde", *p.relative_to(PACKAGE).with_suffix("").parts))
+        for p in PACKAGE.rglob("*.py")
+        if p.stem != "__init__"
+    }
+    stale = sorted(d for d in documented_names() if d not in names and d not in modules)
     assert not stale, "docs/api/*.md documents names that scoresde does not export: " + ", ".join(
         stale
     )

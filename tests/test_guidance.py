@@ -201,7 +201,16 @@ def test_posterior_guidance_samples_the_gaussian_posterior_and_replacement_does_
     # 1.43 / 0.098) lands near 1.09 / 0.19 for the hidden coordinate and fails the same check.
     _, m_exact = _corr_example(1e-6)
     hook = ss.guidance.Replacement(sde, m_exact)
-    xr = ss.guidance.sample_with_hook(sde, score, hook, key=jr.key(0), shape=(n, 2), steps=steps).x
+    xr = ss.sample_pc(
+        sde,
+        score,
+        predictor=ss.EulerMaruyama(),
+        corrector=None,
+        step_hook=hook,
+        key=jr.key(0),
+        shape=(n, 2),
+        steps=steps,
+    ).x
     assert not _within_5se(xr, prior.condition(m_exact))
     assert abs(float(xr[:, 1].mean()) - 1.09) < 0.05
     assert abs(float(xr[:, 1].var()) - 0.19) < 0.03
@@ -225,14 +234,3 @@ def test_posterior_guidance_recovers_mixture_posterior_mode_weights(x64):
     assert float(jnp.max(jnp.abs(weights - post.weights))) < 0.03
     # Negative control: the prior's weights are not the posterior's.
     assert float(jnp.max(jnp.abs(prior.weights - post.weights))) > 0.03
-
-
-def test_sample_with_hook_without_hook_samples_the_prior(x64):
-    sde = ss.VESDE()
-    prior, _ = _corr_example(0.1)
-    score = ss.analytic.marginal_score(prior, sde)
-    r = ss.guidance.sample_with_hook(sde, score, None, key=jr.key(2), shape=(2000, 2), steps=500)
-    assert _within_5se(r.x, prior)
-    assert int(r.nfe[0]) == 501
-    again = ss.guidance.sample_with_hook(sde, score, None, key=jr.key(2), shape=(3, 2), steps=500)
-    np.testing.assert_allclose(again.x, r.x[:3], rtol=1e-12)
