@@ -101,6 +101,14 @@ from ._pc import (
     ReverseDiffusion as ReverseDiffusion,
     sample_pc as sample_pc,
 )
+from ._precondition import (
+    AbstractPreconditioner as AbstractPreconditioner,
+    DensePreconditioner as DensePreconditioner,
+    DiagonalPreconditioner as DiagonalPreconditioner,
+    IdentityPreconditioner as IdentityPreconditioner,
+    LowRankPreconditioner as LowRankPreconditioner,
+    estimate_preconditioner as estimate_preconditioner,
+)
 from ._sample import (
     EDMResult as EDMResult,
     SampleResult as SampleResult,

@@ -36,6 +36,7 @@ from ._checks import (
 )
 from ._fields import checked_score, tweedie
 from ._keys import sample_keys
+from ._precondition import AbstractPreconditioner, IdentityPreconditioner
 from ._sde import AbstractSDE
 
 __all__ = [
@@ -123,12 +124,15 @@ class UnadjustedLangevin(AbstractLangevinKernel):
 
     - `score`: $\nabla\ln p$ on one sample, `score(x)` (e.g. `ss.analytic.Gaussian(...).score`).
     - `step_size`: $\epsilon > 0$.
+    - `preconditioner`: a fixed metric $M$ (default the identity): the step becomes
+      $x + \epsilon M\,\mathrm{score}(x) + \sqrt{2\epsilon}\,M^{1/2}z$.
 
     One score evaluation at `init` and one per step.
     """
 
     score: Callable
     step_size: Array = eqx.field(converter=jnp.asarray)
+    preconditioner: AbstractPreconditioner = IdentityPreconditioner()
 
     evals_at_init: ClassVar[int] = 1
     evals_per_step: ClassVar[int] = 1
@@ -141,8 +145,9 @@ class UnadjustedLangevin(AbstractLangevinKernel):
         return LangevinState(x, _call_score(self.score, x))
 
     def step(self, key, state: LangevinState) -> tuple[LangevinState, LangevinInfo]:
-        eps = self.step_size
-        x = state.x + eps * state.score + jnp.sqrt(2 * eps) * _noise(key, state.x)
+        eps, m = self.step_size, self.preconditioner
+        drift = eps * m.apply(state.score)
+        x = state.x + drift + jnp.sqrt(2 * eps) * m.sqrt_apply(_noise(key, state.x))
         x = x.astype(state.x.dtype)
         one = jnp.ones((), state.x.dtype)
         return LangevinState(x, _call_score(self.score, x)), LangevinInfo(one, jnp.array(True))
@@ -157,6 +162,8 @@ class MALA(AbstractLangevinKernel):
       `log_prob`, or minus an energy).
     - `step_size`: $\epsilon > 0$.
     - `score`: $\nabla\ln p$; defaults to `jax.grad(log_prob)`.
+    - `preconditioner`: a fixed metric $M$ (default the identity): proposal
+      $N(x + \epsilon M\nabla\ln p(x), 2\epsilon M)$, with that density in the ratio.
 
     One evaluation of `log_prob` and its gradient at `init` and per step.
 
@@ -174,6 +181,7 @@ class MALA(AbstractLangevinKernel):
     log_prob: Callable
     step_size: Array = eqx.field(converter=jnp.asarray)
     score: Callable | None = None
+    preconditioner: AbstractPreconditioner = IdentityPreconditioner()
 
     evals_at_init: ClassVar[int] = 1
     evals_per_step: ClassVar[int] = 1
@@ -194,14 +202,16 @@ class MALA(AbstractLangevinKernel):
         return MALAState(x, g, lp)
 
     def step(self, key, state: MALAState) -> tuple[MALAState, LangevinInfo]:
-        eps = self.step_size
+        eps, m = self.step_size, self.preconditioner
         key_z, key_u = jr.split(key)
         x = state.x
-        prop = (x + eps * state.score + jnp.sqrt(2 * eps) * _noise(key_z, x)).astype(x.dtype)
+        noise = jnp.sqrt(2 * eps) * m.sqrt_apply(_noise(key_z, x))
+        prop = (x + eps * m.apply(state.score) + noise).astype(x.dtype)
         lp_prop, g_prop = self._evaluate(prop)
 
-        def log_q(a, b, g_b):  # ln q(a | b) up to a constant
-            return -jnp.sum((a - b - eps * g_b) ** 2) / (4 * eps)
+        def log_q(a, b, g_b):  # ln N(a; b + eps M g_b, 2 eps M) up to a constant
+            r = a - b - eps * m.apply(g_b)
+            return -jnp.sum(r * m.inverse_apply(r)) / (4 * eps)
 
         log_ratio = lp_prop - state.log_prob + log_q(x, prop, g_prop) - log_q(prop, x, state.score)
         log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
