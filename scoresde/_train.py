@@ -123,9 +123,6 @@ def _one_step(params, static, opt_state, ema_params, batch, key, loss, optimizer
     return params, opt_state, ema_params, value
 
 
-_TRACES = [0]  # incremented when `_train_chunk` is traced (tests check for retraces)
-
-
 @eqx.filter_jit
 def _train_chunk(
     state, data, key, active, loss, optimizer, ema_decay, preprocess, batch_size, num, unroll
@@ -135,7 +132,6 @@ def _train_chunk(
     `data` is either the whole dataset (batches drawn inside, `batch_size` rows with
     replacement) or, when `batch_size` is None, the stacked batches `(num, batch, ...)`.
     """
-    _TRACES[0] += 1
     params, static = eqx.partition(state.model, eqx.is_inexact_array)
     ema_params = eqx.filter(state.ema_model, eqx.is_inexact_array)
 
