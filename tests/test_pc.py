@@ -136,7 +136,9 @@ def test_no_retrace():
 
     def make(shift):
         mix = _mixture()
-        return ss.analytic.marginal_score(eqx.tree_at(lambda m: m.means, mix, mix.means + shift), sde)
+        return ss.analytic.marginal_score(
+            eqx.tree_at(lambda m: m.means, mix, mix.means + shift), sde
+        )
 
     corrector = ss.LangevinCorrector(jnp.asarray(0.1), 1)
     ss.sample_pc(

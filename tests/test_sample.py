@@ -1,5 +1,4 @@
 import diffrax as dfx
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr

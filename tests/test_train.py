@@ -14,7 +14,7 @@ import pytest
 from helpers import assert_no_recompile
 
 import scoresde as ss
-from scoresde import _cli_train, _train
+from scoresde import _cli_train
 
 SDE = ss.VPSDE()
 LOSS = ss.DenoisingScoreMatching(SDE)
