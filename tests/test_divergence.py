@@ -213,3 +213,40 @@ def test_eigen_hutchinson_reduces_error_on_rotated_gaussian():
             np.testing.assert_array_equal(r.nfe, 2 + 6 * r.num_steps)  # + the Jacobian at start
     assert errors["Hutchinson"] > 0.3  # a single plain probe is noisy here
     assert errors["EigenHutchinson"] < 0.1 * errors["Hutchinson"]
+
+
+def _probe_law(make_probes, size, n_keys=4000):
+    """Statistics of probe 0 over `n_keys` keys, each a z-score under an i.i.d. Rademacher law:
+    the count of constant probes (all +1 or all -1, probability 2^(1 - size)), and the means of
+    the elementary symmetric polynomials e_1, e_2, e_3 of the entries (E = 0, Var = C(size, r))."""
+    keys = jax.vmap(lambda i: jr.fold_in(jr.key(11), i))(jnp.arange(n_keys))
+    v = np.asarray(jax.vmap(lambda k: make_probes(k)[0].reshape(-1))(keys), np.float64)
+    np.testing.assert_array_equal(np.abs(v), 1.0)
+    p = 2.0 ** (1 - size)
+    constant = np.sum(np.all(v == v[:, :1], axis=1))
+    z = {"constant": (constant - n_keys * p) / math.sqrt(n_keys * p * (1 - p))}
+    s = v.sum(axis=1)  # e_r of +-1 entries in terms of their sum s (v_i^2 = 1)
+    e = {1: s, 2: (s**2 - size) / 2, 3: (s**3 - 3 * s * size + 2 * s) / 6}
+    for r, e_r in e.items():
+        z[f"e{r}"] = e_r.mean() / math.sqrt(math.comb(size, r) / n_keys)
+    return z
+
+
+@pytest.mark.parametrize("size", [8, 6])
+@pytest.mark.parametrize("estimator", ["hutchinson", "eigen"])
+def test_orthogonal_probe_is_exactly_rademacher(size, estimator):
+    """Each orthogonal probe is i.i.d. Rademacher: constant probes as rare as 2^(1 - size) and no
+    first-, second- (pairwise) or third-order moment (the sign flips do this; Hadamard columns
+    alone include the all-ones column and products of three entries that are 1)."""
+    x = jnp.zeros((size,), jnp.float32)
+    if estimator == "hutchinson":
+        div = Hutchinson(3, orthogonal=True)
+        fn = None
+    else:
+        # A diagonal field with distinct entries: its eigenbasis is +-e_i, which flips the
+        # probe's entries by fixed signs and so keeps the i.i.d. Rademacher law.
+        div = EigenHutchinson(3)
+        d = jnp.arange(1.0, size + 1.0, dtype=jnp.float32)
+        fn = lambda y: d * y
+    z = _probe_law(lambda k: div.init(k, fn, x), size)
+    assert all(abs(value) < 5 for value in z.values()), z
