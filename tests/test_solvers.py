@@ -7,7 +7,14 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from helpers import PF_SOLVER_IDS, assert_no_recompile, pf_solvers
+from helpers import (
+    PF_SOLVER_IDS,
+    PF_SOLVERS,
+    SCORE_CALLS,
+    CountingScore,
+    assert_no_recompile,
+    pf_solvers,
+)
 
 import scoresde as ss
 
@@ -126,9 +133,49 @@ def test_sample_ode_fixed_steps_nfe_and_accuracy(solver, per_step):
     assert float(jnp.max(jnp.abs(r.x - exact))) < 0.2 / per_step
 
 
+# Score evaluations per step, from each method's definition: single-step DPM-Solver-k takes k;
+# the multistep solvers reuse past evaluations (UniPC's corrector reuses the next step's
+# evaluation and skips the last step), one each; Heun takes two.
+_EVALS_PER_STEP = {
+    "dpm1": 1,
+    "dpm2": 2,
+    "dpm3": 3,
+    "dpmpp2m": 1,
+    "dpmpp3m": 1,
+    "unipc2": 1,
+    "unipc3_nocorr": 1,
+    "heun": 2,
+}
+
+
+@pytest.mark.parametrize("solver,_order", pf_solvers(), ids=PF_SOLVER_IDS)
+def test_sample_ode_nfe_is_the_executed_score_calls(solver, _order):
+    """Every probability-flow solver, counted by real executions (a cheap default-run check)."""
+    assert set(_EVALS_PER_STEP) == {name for _, _, name in PF_SOLVERS}
+    name = PF_SOLVER_IDS[[s for s, _, _ in PF_SOLVERS].index(solver)]
+    sde = ss.VPSDE()
+    score = CountingScore(ss.analytic.marginal_score(_gaussian(), sde))
+    SCORE_CALLS.clear()
+    r = ss.sample_ode(sde, score, key=jr.key(0), shape=(1, 3), solver=solver, steps=3)
+    jax.effects_barrier()
+    assert int(r.nfe[0]) == len(SCORE_CALLS) == 3 * _EVALS_PER_STEP[name]
+
+
+def test_sample_edm_nfe_is_the_executed_score_calls():
+    """EDM's sampler: two evaluations per Heun step and one for the final denoising step."""
+    sde = ss.EDMSDE()
+    score = CountingScore(ss.analytic.marginal_score(_gaussian(), sde))
+    SCORE_CALLS.clear()
+    r = ss.sample_edm(sde, score, key=jr.key(0), shape=(1, 3), steps=3, churn=1.0)
+    jax.effects_barrier()
+    assert int(r.nfe[0]) == len(SCORE_CALLS) == 2 * 3 + 1
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("solver", [ss.DPMSolver2(), ss.DPMSolver3()], ids=["dpm12", "dpm23"])
-def test_adaptive_single_step(solver):
+@pytest.mark.parametrize(
+    "solver,cost", [(ss.DPMSolver2(), 2), (ss.DPMSolver3(), 3)], ids=["dpm12", "dpm23"]
+)
+def test_adaptive_single_step(solver, cost):
     """DPM-Solver-12/23 under a PIDController (per-sample adaptive path of sample_ode)."""
     sde = ss.EDMSDE()
     dist = _gaussian()
@@ -145,7 +192,6 @@ def test_adaptive_single_step(solver):
     )
     exact = jax.vmap(lambda x: dist.probability_flow(sde, sde.T, sde.sigma_min, x))(x_T)
     assert float(jnp.max(jnp.abs(r.x - exact))) < 1e-2
-    cost = solver.score_evals_per_step
     assert np.all(np.asarray(r.nfe) == cost * np.asarray(r.num_steps))
 
 
