@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from helpers import assert_no_recompile
+from helpers import SCORE_CALLS, CountingScore, assert_no_recompile
 from hypothesis import given, settings, strategies as st
 
 import scoresde as ss
@@ -364,3 +364,14 @@ def test_encode_matches_exact_flow_and_decode_inverts(x64):
     assert enc.solver_state is None
     dec = decode(sde, score, enc.z, t_eps=1e-3, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(dec.x, x, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("divergence", [ExactDivergence(), Hutchinson(2)], ids=["exact", "hutch2"])
+def test_nfe_is_the_executed_score_calls(small, divergence):
+    """The vmapped (default) path: `nfe` is the number of score evaluations really run."""
+    sde, score, x = small
+    counting = CountingScore(score)
+    SCORE_CALLS.clear()
+    r = log_likelihood(sde, counting, x[:1], key=jr.key(0), divergence=divergence, t_eps=1e-3)
+    jax.effects_barrier()
+    assert int(r.nfe[0]) == len(SCORE_CALLS) > 0
