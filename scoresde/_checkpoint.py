@@ -189,8 +189,8 @@ def load(
     if _sha256(path) != meta["sha256"]:
         raise CheckpointError(f"checkpoint file {path} does not match its sidecar's SHA-256.")
     if isinstance(like, TrainState) != bool(meta.get("train_state", False)):
-        stored = "a TrainState" if meta.get("train_state") else "a model"
-        raise CheckpointError(f"checkpoint {path} holds {stored}; the skeleton does not match.")
+        holds = "a TrainState" if meta.get("train_state") else "a model"
+        raise CheckpointError(f"checkpoint {path} holds {holds}; the skeleton does not match.")
     wrapper, net, sde = _describe_model(like)
     for name, stored, given in (
         ("parametrisation", meta.get("model"), wrapper),

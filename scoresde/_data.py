@@ -107,7 +107,7 @@ def toy_mixture(
     """Equal-weight isotropic Gaussians (std `std`) on a circle of `radius`: an exact density."""
     if num_components < 1:
         raise ValueError(f"num_components must be >= 1; got {num_components}.")
-    angles = 2 * math.pi * jnp.arange(num_components) / num_components
+    angles = 2 * math.pi * jnp.arange(num_components, dtype=jnp.float32) / num_components
     means = radius * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=1)
     covs = jnp.broadcast_to(std**2 * jnp.eye(2), (num_components, 2, 2))
     return analytic.GaussianMixture(jnp.full(num_components, 1 / num_components), means, covs)

@@ -118,7 +118,7 @@ class MLPScoreNet(eqx.Module):
         self.time_proj = [
             eqx.nn.Linear(width, width, key=k, dtype=dtype) for k in keys[4 + depth :]
         ]
-        out = dim if out_size == "data" else "scalar"
+        out: int | Literal["scalar"] = dim if out_size == "data" else "scalar"
         self.output_layer = eqx.nn.Linear(width, out, key=keys[3], dtype=dtype)
 
     def __call__(self, c: Scalar, x: Float[Array, "*data"]) -> Array:
@@ -257,7 +257,7 @@ class UNet(eqx.Module):
         chans = [base_channels * m for m in channel_mults]
         skips = [base_channels]
         c = base_channels
-        down = []
+        down: list[eqx.Module] = []
         for i, c_out in enumerate(chans):
             for _ in range(num_res_blocks):
                 down.append(_ResBlock(c, c_out, emb, key=next(keys), dtype=dtype))
@@ -269,14 +269,14 @@ class UNet(eqx.Module):
                 )
                 skips.append(c)
         self.down = down
-        mid = [_ResBlock(c, c, emb, key=next(keys), dtype=dtype)]
+        mid: list[eqx.Module] = [_ResBlock(c, c, emb, key=next(keys), dtype=dtype)]
         if attention:
             if c % num_heads:
                 raise ValueError(f"num_heads={num_heads} must divide the channels {c}.")
             mid.append(_Attention(c, num_heads, key=next(keys), dtype=dtype))
         mid.append(_ResBlock(c, c, emb, key=next(keys), dtype=dtype))
         self.mid = mid
-        up = []
+        up: list[eqx.Module] = []
         for i, c_out in reversed(list(enumerate(chans))):
             for _ in range(num_res_blocks + 1):
                 up.append(_ResBlock(c + skips.pop(), c_out, emb, key=next(keys), dtype=dtype))

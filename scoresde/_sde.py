@@ -8,6 +8,7 @@ batches go through `jax.vmap`. All formulas are written to stay accurate near $t
 
 import abc
 import math
+from typing import TYPE_CHECKING
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -29,7 +30,13 @@ class AbstractSDE(eqx.Module):
     inverse `log_snr_inverse`, and `prior_std` (the prior is $N(0, \text{prior\_std}^2 I)$).
     """
 
-    T: eqx.AbstractVar[float]
+    if TYPE_CHECKING:  # subclasses give T as a property, which mypy rejects for a field
+
+        @property
+        def T(self) -> float: ...
+
+    else:
+        T: eqx.AbstractVar[float]
 
     @abc.abstractmethod
     def drift_coeff(self, t: Scalar) -> Array:

@@ -123,9 +123,6 @@ def _one_step(params, static, opt_state, ema_params, batch, key, loss, optimizer
     return params, opt_state, ema_params, value
 
 
-_TRACES = [0]  # incremented when `_train_chunk` is traced (tests check for retraces)
-
-
 @eqx.filter_jit
 def _train_chunk(
     state, data, key, active, loss, optimizer, ema_decay, preprocess, batch_size, num, unroll
@@ -135,7 +132,6 @@ def _train_chunk(
     `data` is either the whole dataset (batches drawn inside, `batch_size` rows with
     replacement) or, when `batch_size` is None, the stacked batches `(num, batch, ...)`.
     """
-    _TRACES[0] += 1
     params, static = eqx.partition(state.model, eqx.is_inexact_array)
     ema_params = eqx.filter(state.ema_model, eqx.is_inexact_array)
 
@@ -313,16 +309,18 @@ def fit(
     from_array = hasattr(data, "shape") and hasattr(data, "dtype")
     if from_array:
         batch_size = _check_int("batch_size", batch_size, 1)
-        if jnp.ndim(data) < 2:
-            raise ValueError(f"data must have shape (num, *data_shape); got {jnp.shape(data)}.")
-        _check_finite_array(data)
         data = jnp.asarray(data)
+        if data.ndim < 2:
+            raise ValueError(f"data must have shape (num, *data_shape); got {data.shape}.")
+        _check_finite_array(data)
         batches: Iterator | None = None
     else:
         batches = iter(data)
 
     progress_bar = _Progress(steps, progress)
-    losses, evals, pending = [], [], []
+    losses: list[np.ndarray] = []
+    evals: list[tuple[int, object]] = []
+    pending: list[tuple[int, int, Array]] = []
 
     def flush():
         # Reading losses back synchronises; doing it only now and then keeps dispatch async.
@@ -365,11 +363,11 @@ def fit(
             )  # fmt: skip
         pending.append((done, active, chunk_losses))
         done += active
-        eval_due = eval_every is not None and done >= next_eval
+        eval_due = eval_every is not None and next_eval is not None and done >= next_eval
         if eval_due or time.perf_counter() - last_flush > 1.0:
             flush()
             last_flush = time.perf_counter()
-        if eval_due:
+        if eval_due and eval_fn is not None and eval_every is not None:
             evals.append((done, eval_fn(state)))
             next_eval = (done // eval_every + 1) * eval_every
     flush()

@@ -7,7 +7,8 @@ diffused covariance shares $U$ and has eigenvalues $\alpha^2 l + \sigma^2$: scor
 any $t$ cost one projection, with no factorisation per call.
 
 All methods act on ONE sample `x` of shape `(dim,)`; `sample` returns `(num, dim)`, sample `i`
-drawn from `jax.random.fold_in(key, i)`.
+drawn from `jax.random.fold_in(key, i)`. Methods on `x` compute in `x`'s float dtype (the
+parameters are cast to it), so a float64-built oracle serves float32 samples and vice versa.
 """
 
 import math
@@ -68,6 +69,15 @@ def _check_sample(x, dim, who):
         )
 
 
+def _in_dtype_of(dist, x):
+    """`(dist, x)` in one float dtype: `x`'s if it is floating, else the parameters'."""
+    x = jnp.asarray(x)
+    dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else dist.eigvals.dtype
+    if dist.eigvals.dtype != dtype:
+        dist = jax.tree.map(lambda a: a.astype(dtype), dist)
+    return dist, x.astype(dtype)
+
+
 class Gaussian(eqx.Module):
     r"""$N(\mu, S)$ with a full covariance, stored as $S = U \operatorname{diag}(l) U^\top$.
 
@@ -113,15 +123,17 @@ class Gaussian(eqx.Module):
     def log_prob(self, x: Float[Array, " dim"]) -> Array:
         """$\\ln N(x; \\mu, S)$."""
         _check_sample(x, self.dim, "Gaussian.log_prob")
-        proj = self.eigvecs.T @ (x - self.mean)
-        maha = jnp.sum(proj**2 / self.eigvals)
-        return -0.5 * (self.dim * _LOG_2PI + jnp.sum(jnp.log(self.eigvals)) + maha)
+        d, x = _in_dtype_of(self, x)
+        proj = d.eigvecs.T @ (x - d.mean)
+        maha = jnp.sum(proj**2 / d.eigvals)
+        return -0.5 * (d.dim * _LOG_2PI + jnp.sum(jnp.log(d.eigvals)) + maha)
 
     def score(self, x: Float[Array, " dim"]) -> Array:
         """$\\nabla_x \\ln N(x; \\mu, S) = S^{-1}(\\mu - x)$."""
         _check_sample(x, self.dim, "Gaussian.score")
-        proj = self.eigvecs.T @ (self.mean - x)
-        return self.eigvecs @ (proj / self.eigvals)
+        d, x = _in_dtype_of(self, x)
+        proj = d.eigvecs.T @ (d.mean - x)
+        return d.eigvecs @ (proj / d.eigvals)
 
     def sample(self, key: Key, num: int) -> Float[Array, "num dim"]:
         """`num` samples; sample `i` uses `fold_in(key, i)`."""
@@ -137,8 +149,9 @@ class Gaussian(eqx.Module):
         return 0.5 * (self.dim * (_LOG_2PI + 1) + jnp.sum(jnp.log(self.eigvals)))
 
     def marginal(self, sde: AbstractSDE, t: Scalar) -> "Gaussian":
-        r"""The law of $x_t = \alpha(t) x_0 + \sigma(t) z$: $N(\alpha\mu, \alpha^2 S + \sigma^2 I)$."""
-        alpha, sigma = sde.marginal(t)
+        r"""The law of $x_t = \alpha(t) x_0 + \sigma(t) z$: $N(\alpha\mu, \alpha^2 S + \sigma^2 I)$
+        (in the parameters' dtype)."""
+        alpha, sigma = (jnp.asarray(c, self.mean.dtype) for c in sde.marginal(t))
         return Gaussian(
             alpha * self.mean,
             eigvecs=self.eigvecs,
@@ -154,12 +167,13 @@ class Gaussian(eqx.Module):
         $x_{t} - \alpha(t)\mu = \sqrt{v_i(t)/v_i(s)}\,(x_s - \alpha(s)\mu)$.
         """
         _check_sample(x, self.dim, "Gaussian.probability_flow")
-        a0, s0 = sde.marginal(t_from)
-        a1, s1 = sde.marginal(t_to)
-        v0 = a0**2 * self.eigvals + s0**2
-        v1 = a1**2 * self.eigvals + s1**2
-        proj = self.eigvecs.T @ (x - a0 * self.mean)
-        return a1 * self.mean + self.eigvecs @ (jnp.sqrt(v1 / v0) * proj)
+        d, x = _in_dtype_of(self, x)
+        a0, s0 = (jnp.asarray(c, x.dtype) for c in sde.marginal(t_from))
+        a1, s1 = (jnp.asarray(c, x.dtype) for c in sde.marginal(t_to))
+        v0 = a0**2 * d.eigvals + s0**2
+        v1 = a1**2 * d.eigvals + s1**2
+        proj = d.eigvecs.T @ (x - a0 * d.mean)
+        return a1 * d.mean + d.eigvecs @ (jnp.sqrt(v1 / v0) * proj)
 
     def condition(self, m: "LinearMeasurement") -> "Gaussian":
         r"""The exact posterior $p(x \mid y)$ under the measurement `m`: $N(\mu', P)$ with
@@ -266,7 +280,8 @@ class GaussianMixture(eqx.Module):
     def component_log_probs(self, x: Float[Array, " dim"]) -> Float[Array, " K"]:
         """$\\ln w_k + \\ln N(x; \\mu_k, S_k)$ for each component."""
         _check_sample(x, self.dim, "GaussianMixture.component_log_probs")
-        return jnp.log(self.weights) + self._component_terms(x)[0]
+        d, x = _in_dtype_of(self, x)
+        return jnp.log(d.weights) + d._component_terms(x)[0]
 
     def responsibilities(self, x: Float[Array, " dim"]) -> Float[Array, " K"]:
         """Posterior component probabilities $r_k(x)$."""
@@ -279,12 +294,13 @@ class GaussianMixture(eqx.Module):
     def score(self, x: Float[Array, " dim"]) -> Array:
         """$\\sum_k r_k(x) S_k^{-1} (\\mu_k - x)$."""
         _check_sample(x, self.dim, "GaussianMixture.score")
-        log_n, scaled = self._component_terms(x)
-        r = jax.nn.softmax(jnp.log(self.weights) + log_n)
+        d, x = _in_dtype_of(self, x)
+        log_n, scaled = d._component_terms(x)
+        r = jax.nn.softmax(jnp.log(d.weights) + log_n)
         # Weight first, then ONE contraction over (k, j): under vmap a single GEMM
         # (batch, K*dim) x (K*dim, dim). The three-operand einsum "k,kij,kj->i" compiled to
         # slower code (2-3x per evaluation with a JVP at batch 1024, benchmarks/likelihood.py).
-        return -jnp.einsum("kj,kij->i", r[:, None] * scaled, self.eigvecs)
+        return -jnp.einsum("kj,kij->i", r[:, None] * scaled, d.eigvecs)
 
     def sample(self, key: Key, num: int) -> Float[Array, "num dim"]:
         """`num` samples; sample `i` uses `fold_in(key, i)`."""
@@ -303,8 +319,9 @@ class GaussianMixture(eqx.Module):
         return jax.vmap(one)(jnp.arange(num))
 
     def marginal(self, sde: AbstractSDE, t: Scalar) -> "GaussianMixture":
-        r"""The law at time `t`: $\sum_k w_k N(\alpha\mu_k, \alpha^2 S_k + \sigma^2 I)$."""
-        alpha, sigma = sde.marginal(t)
+        r"""The law at time `t`: $\sum_k w_k N(\alpha\mu_k, \alpha^2 S_k + \sigma^2 I)$ (in the
+        parameters' dtype)."""
+        alpha, sigma = (jnp.asarray(c, self.means.dtype) for c in sde.marginal(t))
         return GaussianMixture(
             self.weights,
             alpha * self.means,
@@ -337,7 +354,9 @@ class MarginalScore(eqx.Module):
     sde: AbstractSDE
 
     def __call__(self, t: Scalar, x: Float[Array, " dim"]) -> Array:
-        return self.dist.marginal(self.sde, t).score(x)
+        """The score at `(t, x)`, in `x`'s dtype."""
+        dist, x = _in_dtype_of(self.dist, x)
+        return dist.marginal(self.sde, t).score(x)
 
 
 def marginal_score(dist: Gaussian | GaussianMixture, sde: AbstractSDE) -> MarginalScore:

@@ -3,6 +3,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Mixed-dtype arithmetic must be explicit: no silent float32 -> float64 promotion (or back).
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 # The `x64` fixture only switches a global flag, which is the same for every example.
 settings.register_profile(

@@ -1,6 +1,9 @@
-"""Shared parametrisations for the tests: every SDE and the SDE solvers that must work."""
+"""Shared parametrisations for the tests: every SDE, the SDE solvers that must work, the
+probability-flow solvers with their orders, and two oracles (score-call and compile counting)."""
 
-from collections.abc import Callable
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
 
 import diffrax as dfx
 import equinox as eqx
@@ -19,6 +22,26 @@ EXTRA_SDE_IDS = ["cosine", "ddpm"]
 
 SDE_SOLVERS = [dfx.Euler(), dfx.Heun(), dfx.ReversibleHeun(), dfx.SRA1(), dfx.ShARK()]
 SDE_SOLVER_IDS = ["euler", "heun", "reversible_heun", "sra1", "shark"]
+
+# The probability-flow solvers of the library: (solver, convergence order, id). UniPC's corrector
+# raises the order of its predictor by one.
+PF_SOLVERS = [
+    (ss.DPMSolver1(), 1, "dpm1"),
+    (ss.DPMSolver2(), 2, "dpm2"),
+    (ss.DPMSolver3(), 3, "dpm3"),
+    (ss.DPMSolverPP2M(), 2, "dpmpp2m"),
+    (ss.DPMSolverPP3M(), 3, "dpmpp3m"),
+    (ss.UniPC(2), 3, "unipc2"),
+    (ss.UniPC(3, corrector=False), 3, "unipc3_nocorr"),
+    (ss.EDMHeun(), 2, "heun"),
+]
+PF_SOLVER_IDS = [name for _, _, name in PF_SOLVERS]
+
+
+def pf_solvers(*names: str) -> list:
+    """The `(solver, order)` pairs of `PF_SOLVERS` with these ids (all of them if none given)."""
+    known = {name: (solver, order) for solver, order, name in PF_SOLVERS}
+    return [known[n] for n in (names or PF_SOLVER_IDS)]
 
 
 def random_spd(rng: np.random.Generator, dim: int, low=0.05, high=2.0):
@@ -57,3 +80,33 @@ class CountingScore(eqx.Module):
     def __call__(self, t, x):
         jax.debug.callback(SCORE_CALLS.append, 1)
         return self.inner(t, x)
+
+
+_COMPILE_MESSAGES = ("Compiling ", "Finished tracing")
+
+
+class _CompileLog(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith(_COMPILE_MESSAGES):
+            self.messages.append(message.split(" with global shapes")[0])
+
+
+@contextlib.contextmanager
+def assert_no_recompile() -> Iterator[None]:
+    """Fail if JAX traces or compiles anything inside the block (`jax.log_compiles` records),
+    naming what was compiled. Warm the cache with the same shapes and static arguments first,
+    and build new arguments outside the block: a first eager op also compiles."""
+    handler = _CompileLog()
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            yield
+    finally:
+        logger.removeHandler(handler)
+    assert not handler.messages, "recompiled inside the block:\n" + "\n".join(handler.messages)

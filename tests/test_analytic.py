@@ -139,3 +139,19 @@ def test_methods_reject_batches():
         dist.log_prob(jnp.zeros((4, 2)))
     with pytest.raises(TypeError, match="sde"):
         ss.analytic.marginal_score(dist, "vp")
+
+
+def test_oracles_compute_in_the_dtype_of_x(x64):
+    """A float64-built oracle on float32 samples answers in float32 (and log_likelihood accepts
+    its score: it used to raise "score must return x's dtype float32; got float64")."""
+    sde = ss.VPSDE()
+    for dist in (random_gaussian(0, 3, jnp.float64), random_mixture(1, 3, 2, jnp.float64)):
+        x64_ = dist.sample(jr.key(0), 4)
+        x32 = x64_.astype(jnp.float32)
+        score = ss.analytic.marginal_score(dist, sde)
+        for fn in (dist.score, dist.log_prob, lambda x, s=score: s(jnp.float32(0.5), x)):
+            out = fn(x32[0])
+            assert out.dtype == jnp.float32
+            np.testing.assert_allclose(out, fn(x64_[0]), rtol=1e-4, atol=1e-4)
+        r = ss.log_likelihood(sde, score, x32, key=jr.key(1), t_eps=1e-3)
+        assert r.log_prob.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(r.log_prob)))

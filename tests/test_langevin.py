@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import SCORE_CALLS, CountingScore
 
 import scoresde as ss
 
@@ -235,3 +236,23 @@ def test_example_annealed_langevin(tmp_path):
     assert abs(res["reverse_sde"] - 0.2) < 5 * se
     assert res["langevin"] > 0.2 + 10 * se  # stuck in the starting basins: about 0.5
     assert out.exists() and out.stat().st_size > 0
+
+
+def test_nfe_is_the_executed_score_calls():
+    """ULA: one evaluation at init and one per step; annealed Langevin: one per step plus the
+    denoising step. Counted by real executions."""
+    g = ss.analytic.Gaussian(jnp.zeros(2), jnp.eye(2))
+    counting = CountingScore(lambda t, x: g.score(x))
+    SCORE_CALLS.clear()
+    kernel = ss.UnadjustedLangevin(lambda x: counting(None, x), 0.1)
+    r = ss.run_langevin(kernel, jnp.zeros((1, 2)), key=jr.key(0), num_steps=4)
+    jax.effects_barrier()
+    assert int(r.nfe[0]) == len(SCORE_CALLS) == 1 + 4
+    sde = ss.VESDE()
+    score = CountingScore(ss.analytic.marginal_score(g, sde))
+    SCORE_CALLS.clear()
+    r = ss.annealed_langevin(
+        sde, score, jnp.zeros((1, 2)), key=jr.key(0), sigmas=[1.0, 0.5, 0.1], steps_per_level=2
+    )
+    jax.effects_barrier()
+    assert int(r.nfe[0]) == len(SCORE_CALLS) == 3 * 2 + 1

@@ -7,6 +7,14 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import (
+    PF_SOLVER_IDS,
+    PF_SOLVERS,
+    SCORE_CALLS,
+    CountingScore,
+    assert_no_recompile,
+    pf_solvers,
+)
 
 import scoresde as ss
 
@@ -57,12 +65,11 @@ def _observed_order(solver, sde, t_eps, steps=(16, 32, 64)):
 CASES = [(ss.VPSDE(), 0.1), (ss.VESDE(), 0.2)]
 
 
+_FAST = ["dpm1", "dpm2", "dpm3", "dpmpp2m"]
+
+
 @pytest.mark.parametrize("sde,t_eps", CASES, ids=["vp", "ve"])
-@pytest.mark.parametrize(
-    "solver,order",
-    [(ss.DPMSolver1(), 1), (ss.DPMSolver2(), 2), (ss.DPMSolver3(), 3), (ss.DPMSolverPP2M(), 2)],
-    ids=["dpm1", "dpm2", "dpm3", "dpmpp2m"],
-)
+@pytest.mark.parametrize("solver,order", pf_solvers(*_FAST), ids=_FAST)
 def test_convergence_order(x64, sde, t_eps, solver, order):
     slope, errs = _observed_order(solver, sde, t_eps)
     assert errs[-1] < errs[0]
@@ -75,20 +82,7 @@ def test_convergence_order(x64, sde, t_eps, solver, order):
     CASES + [(ss.SubVPSDE(), 0.1), (ss.EDMSDE(), 1.0)],
     ids=["vp", "ve", "subvp", "edm"],
 )
-@pytest.mark.parametrize(
-    "solver,order",
-    [
-        (ss.DPMSolver1(), 1),
-        (ss.DPMSolver2(), 2),
-        (ss.DPMSolver3(), 3),
-        (ss.DPMSolverPP2M(), 2),
-        (ss.DPMSolverPP3M(), 3),
-        (ss.UniPC(2), 3),
-        (ss.UniPC(3, corrector=False), 3),
-        (ss.EDMHeun(), 2),
-    ],
-    ids=["dpm1", "dpm2", "dpm3", "dpmpp2m", "dpmpp3m", "unipc2", "unipc3_nocorr", "heun"],
-)
+@pytest.mark.parametrize("solver,order", pf_solvers(), ids=PF_SOLVER_IDS)
 def test_convergence_order_all(x64, sde, t_eps, solver, order):
     slope, errs = _observed_order(solver, sde, t_eps, steps=(8, 16, 32, 64))
     assert slope > order - 0.35, (slope, errs)
@@ -139,9 +133,49 @@ def test_sample_ode_fixed_steps_nfe_and_accuracy(solver, per_step):
     assert float(jnp.max(jnp.abs(r.x - exact))) < 0.2 / per_step
 
 
+# Score evaluations per step, from each method's definition: single-step DPM-Solver-k takes k;
+# the multistep solvers reuse past evaluations (UniPC's corrector reuses the next step's
+# evaluation and skips the last step), one each; Heun takes two.
+_EVALS_PER_STEP = {
+    "dpm1": 1,
+    "dpm2": 2,
+    "dpm3": 3,
+    "dpmpp2m": 1,
+    "dpmpp3m": 1,
+    "unipc2": 1,
+    "unipc3_nocorr": 1,
+    "heun": 2,
+}
+
+
+@pytest.mark.parametrize("solver,_order", pf_solvers(), ids=PF_SOLVER_IDS)
+def test_sample_ode_nfe_is_the_executed_score_calls(solver, _order):
+    """Every probability-flow solver, counted by real executions (a cheap default-run check)."""
+    assert set(_EVALS_PER_STEP) == {name for _, _, name in PF_SOLVERS}
+    name = PF_SOLVER_IDS[[s for s, _, _ in PF_SOLVERS].index(solver)]
+    sde = ss.VPSDE()
+    score = CountingScore(ss.analytic.marginal_score(_gaussian(), sde))
+    SCORE_CALLS.clear()
+    r = ss.sample_ode(sde, score, key=jr.key(0), shape=(1, 3), solver=solver, steps=3)
+    jax.effects_barrier()
+    assert int(r.nfe[0]) == len(SCORE_CALLS) == 3 * _EVALS_PER_STEP[name]
+
+
+def test_sample_edm_nfe_is_the_executed_score_calls():
+    """EDM's sampler: two evaluations per Heun step and one for the final denoising step."""
+    sde = ss.EDMSDE()
+    score = CountingScore(ss.analytic.marginal_score(_gaussian(), sde))
+    SCORE_CALLS.clear()
+    r = ss.sample_edm(sde, score, key=jr.key(0), shape=(1, 3), steps=3, churn=1.0)
+    jax.effects_barrier()
+    assert int(r.nfe[0]) == len(SCORE_CALLS) == 2 * 3 + 1
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("solver", [ss.DPMSolver2(), ss.DPMSolver3()], ids=["dpm12", "dpm23"])
-def test_adaptive_single_step(solver):
+@pytest.mark.parametrize(
+    "solver,cost", [(ss.DPMSolver2(), 2), (ss.DPMSolver3(), 3)], ids=["dpm12", "dpm23"]
+)
+def test_adaptive_single_step(solver, cost):
     """DPM-Solver-12/23 under a PIDController (per-sample adaptive path of sample_ode)."""
     sde = ss.EDMSDE()
     dist = _gaussian()
@@ -158,7 +192,6 @@ def test_adaptive_single_step(solver):
     )
     exact = jax.vmap(lambda x: dist.probability_flow(sde, sde.T, sde.sigma_min, x))(x_T)
     assert float(jnp.max(jnp.abs(r.x - exact))) < 1e-2
-    cost = solver.score_evals_per_step
     assert np.all(np.asarray(r.nfe) == cost * np.asarray(r.num_steps))
 
 
@@ -290,20 +323,11 @@ def test_sample_edm_with_churn_and_bad_input():
 
 def test_sample_edm_no_retrace():
     sde = ss.EDMSDE()
-    traces = []
-
-    class Score(eqx.Module):
-        inner: ss.analytic.MarginalScore
-
-        def __call__(self, t, x):
-            traces.append(1)
-            return self.inner(t, x)
-
-    score = Score(ss.analytic.marginal_score(_gaussian(), sde))
+    score = ss.analytic.marginal_score(_gaussian(), sde)
     ss.sample_edm(sde, score, key=jr.key(0), shape=(4, 3), steps=5, churn=1.0)
-    n = len(traces)
-    ss.sample_edm(sde, score, key=jr.key(1), shape=(4, 3), steps=5, churn=2.0, s_noise=1.01)
-    assert len(traces) == n
+    key = jr.key(1)
+    with assert_no_recompile():
+        ss.sample_edm(sde, score, key=key, shape=(4, 3), steps=5, churn=2.0, s_noise=1.01)
 
 
 def test_zero_length_steps_near_the_end_are_harmless():

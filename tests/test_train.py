@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import assert_no_recompile
 
 import scoresde as ss
-from scoresde import _train
 from scoresde._cli import train as _cli_train
 
 SDE = ss.VPSDE()
@@ -43,20 +43,19 @@ def _fit(**kw):
 
 def test_fit_learns_is_reproducible_and_does_not_retrace():
     first = _fit(steps=60)
-    traces = _train._TRACES[0]
-    again = _fit(steps=60)  # same shapes and static arguments: no new trace
-    assert _train._TRACES[0] == traces
+    with assert_no_recompile():
+        again = _fit(steps=60)  # same shapes and static arguments: no new trace
     for a, b in zip(_leaves(first.model), _leaves(again.model), strict=True):
         np.testing.assert_array_equal(a, b)
     assert first.losses.shape == (60,) and np.all(np.isfinite(first.losses))
     assert int(first.state.step) == 60
     # A different number of steps (a partial last call) still reuses the compiled step.
-    third = _fit(steps=13)
-    assert _train._TRACES[0] == traces
+    with assert_no_recompile():
+        third = _fit(steps=13)
     assert int(third.state.step) == 13 and third.losses.shape == (13,)
     # Training lowers the loss (compare means of the first and last 40 steps).
-    long = _fit(steps=400)
-    assert _train._TRACES[0] == traces
+    with assert_no_recompile():
+        long = _fit(steps=400)
     assert long.losses[-40:].mean() < 0.8 * long.losses[:40].mean()
 
 
