@@ -162,7 +162,7 @@ def model_rows(path, test_images, *, num, seed, t_eps):
         per_image = np.asarray(r.bpd)
         rows.append(
             row(
-                label,
+                label if len(per_image) == len(test_images) else f"{label}, n={len(per_image)}",
                 per_image,
                 None,
                 convention=conv,
