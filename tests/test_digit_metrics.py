@@ -99,3 +99,23 @@ def test_bad_input(clf):
         ss.digit_metrics(np.zeros((4, 64)), classifier="mlp")
     with pytest.raises(ValueError, match="seed must be"):
         ss.DigitClassifier(seed=-1)
+
+
+def test_sample_command_reports_digit_metrics(tmp_path, capsys):
+    """What `scoresde sample` adds for a digits checkpoint (real test digits stand in for the
+    samples, so the figures must be those of real data)."""
+    import json
+
+    from scoresde._cli import sample as sample_cmd
+
+    x = 2 * (ss.load_digits().test[:100].astype(np.float32) + 0.5) / 256 - 1
+    sample_cmd.report_digit_metrics(x, tmp_path)
+    assert "digit metrics: Frechet" in capsys.readouterr().out
+    report = json.loads((tmp_path / "digit_metrics.json").read_text())
+    assert report["num_samples"] == 100
+    assert report["frechet"] < 2 * report["frechet_floor"]
+    assert report["confidence"] > 0.9
+    # Negative control: noise images.
+    sample_cmd.report_digit_metrics(_noise(100), tmp_path)
+    report = json.loads((tmp_path / "digit_metrics.json").read_text())
+    assert report["frechet"] > 20 * report["frechet_floor"]
