@@ -21,6 +21,12 @@ from ._data import (
     toy_mixture as toy_mixture,
     two_moons as two_moons,
 )
+from ._digit_metrics import (
+    DigitClassifier as DigitClassifier,
+    DigitMetrics as DigitMetrics,
+    digit_metrics as digit_metrics,
+    frechet_distance as frechet_distance,
+)
 from ._divergence import (
     AbstractDivergence as AbstractDivergence,
     EigenHutchinson as EigenHutchinson,

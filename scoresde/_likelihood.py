@@ -145,7 +145,8 @@ class BitsPerDimResult(eqx.Module):
 
     - `bpd`: per sample, $-\overline{\ln p_w(w)} / (D \ln 2)$.
     - `log_prob`: per sample, the model's $\ln p_x(x)$ (nats, mean over the repeats).
-    - `log_det_jacobian`: $D \ln((\text{high} - \text{low}) / 2^{\text{bits}})$, the map $w \to x$.
+    - `log_det_jacobian`: $D \ln((\text{high} - \text{low}) / L)$ ($L$ = `levels`), the map
+      $w \to x$.
     - `num_dims`: $D$. `stderr`: standard error of `bpd` over repeats and probes (or `None`).
     - `nfe`: score evaluations per sample, summed over repeats.
     """
@@ -438,7 +439,8 @@ def bits_per_dim(
     k,
     *,
     key=None,
-    bits: int = 8,
+    bits: int | None = None,
+    levels: int | None = None,
     low: float = -1.0,
     high: float = 1.0,
     dequantization: str = "uniform",
@@ -448,24 +450,29 @@ def bits_per_dim(
 ) -> BitsPerDimResult:
     r"""Bits per dimension of integer data under the model, with an explicit data convention.
 
-    Integers $k \in \{0, \dots, 2^{b} - 1\}^D$ are dequantised to $w = k + u$ and mapped
-    affinely to the model's range, $x = \text{low} + (\text{high} - \text{low})\,w / 2^{b}$
-    (default $[-1, 1]$). With $\ln p_w(w) = \ln p_x(x) + D\ln((\text{high} - \text{low})/2^b)$,
+    Integers $k \in \{0, \dots, L - 1\}^D$ ($L$ = `levels`, any integer $\ge 2$) are dequantised
+    to $w = k + u$ and mapped affinely to the model's range,
+    $x = \text{low} + (\text{high} - \text{low})\,w / L$ (default $[-1, 1]$, so
+    $x = 2(k + u)/L - 1$). With $\ln p_w(w) = \ln p_x(x) + D\ln((\text{high} - \text{low})/L)$,
 
     $$\text{bpd} = -\frac{\overline{\ln p_w(k + u)}}{D \ln 2},$$
 
     the mean over `num_repeats` draws of $u$. `dequantization="uniform"`: $u \sim U[0, 1)^D$, and
     the expectation bounds the discrete model: $E_u[-\ln p_w(k + u)] \ge -\ln P(k)$.
     `"none"`: $u = 1/2$ (bin centres, one evaluation; approximates $-\ln P(k)$ for densities
-    smooth on the scale of a bin). For 8 bits and $[-1, 1]$ this is MATH.md's
-    $-\ln p_x(x)/(D\ln 2) + 7$.
+    smooth on the scale of a bin). For 8 bits ($L = 256$) and $[-1, 1]$ this is MATH.md's
+    $-\ln p_x(x)/(D\ln 2) + 7$. The 8x8 digits have $L = 17$ grey levels (0..16); see
+    "Bits per dimension" in the likelihood concepts page for how the two conventions compare.
 
     **Arguments:**
 
-    - `k`: integer data `(batch, *data_shape)` in $[0, 2^b - 1]$ (any integer or float dtype).
+    - `k`: integer data `(batch, *data_shape)` in $[0, L - 1]$ (any integer or float dtype).
     - `key`: for the dequantisation noise (repeat `r` of sample `i`: `fold_in(fold_in(k1, i), r)`)
       and the estimator's probes; needed unless `dequantization="none"` with an exact divergence.
-    - `bits`, `low`, `high`, `dequantization`, `num_repeats`: the data convention above.
+    - `levels`: the number of integer levels $L \ge 2$ (e.g. 17 for the digits' 0..16).
+    - `bits`: shorthand for `levels=2**bits` (an int in [1, 16]). Give `bits` or `levels`, or
+      both if they agree; neither means 8 bits ($L = 256$).
+    - `low`, `high`, `dequantization`, `num_repeats`: the data convention above.
     - `progress`: show a progress meter (see [`scoresde.log_likelihood`][]).
     - `likelihood_kwargs`: passed to [`scoresde.log_likelihood`][] (`divergence`, `t_eps`, ...).
 
@@ -476,8 +483,23 @@ def bits_per_dim(
         raise ValueError(
             f"dequantization must be 'none' or 'uniform'; got dequantization={dequantization!r}."
         )
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
+    if bits is not None and (
+        isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 16
+    ):
         raise ValueError(f"bits must be an int in [1, 16]; got bits={bits!r}.")
+    if levels is not None and (
+        isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2
+    ):
+        raise ValueError(f"levels must be an int >= 2; got levels={levels!r}.")
+    if bits is None:
+        levels = 256 if levels is None else int(levels)
+    elif levels is not None and int(levels) != 2 ** int(bits):
+        raise ValueError(
+            f"bits={bits} means levels={2 ** int(bits)}, but levels={levels} was passed; "
+            "give one of them (or both, agreeing)."
+        )
+    else:
+        levels = 2 ** int(bits)
     repeats = check_steps(num_repeats) if dequantization == "uniform" else 1
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(f"need finite low < high; got low={low}, high={high}.")
@@ -486,8 +508,13 @@ def bits_per_dim(
         raise ValueError(f"k has shape {k.shape}; expected (batch, *data_shape).")
     if is_concrete(k):
         kk = np.asarray(k)
-        if not (np.all(kk == np.round(kk)) and kk.min() >= 0 and kk.max() <= 2**bits - 1):
-            raise ValueError(f"k must hold integers in [0, {2**bits - 1}] for bits={bits}.")
+        if not np.all(np.isfinite(kk) & (kk == np.round(kk))):
+            raise ValueError("k must hold integers; got non-integer or non-finite entries.")
+        if kk.size and (kk.min() < 0 or kk.max() > levels - 1):
+            raise ValueError(
+                f"k must hold integers in [0, {levels - 1}] for levels={levels}; got entries "
+                f"in [{kk.min():g}, {kk.max():g}]."
+            )
     divergence = likelihood_kwargs.get("divergence", Hutchinson())
     if key is None and (dequantization == "uniform" or divergence.stochastic):
         raise ValueError(
@@ -509,7 +536,7 @@ def bits_per_dim(
         key_ll = key
         u = jnp.full((batch, 1, *data_shape), 0.5, dtype)
     w = kf[:, None] + u
-    scale = (high - low) / 2**bits
+    scale = (high - low) / levels
     x = (low + scale * w).reshape(batch * repeats, *data_shape)
     result = log_likelihood(sde, score, x, key=key_ll, progress=progress, **likelihood_kwargs)
     log_jac = jnp.asarray(num_dims * math.log(scale), dtype)

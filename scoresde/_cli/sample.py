@@ -120,7 +120,26 @@ def run(args) -> int:
         f"{args.num} samples ({args.sampler}, mean NFE {float(np.mean(nfe)):.0f}) -> "
         + ", ".join(str(w) for w in written)
     )
+    if config.dataset == "digits" and x.shape[0] >= 2:
+        report_digit_metrics(x, out)
     return 0
+
+
+def report_digit_metrics(x, out):
+    """Digit samples against the real digits (`scoresde.digit_metrics`): one line on stdout and
+    digit_metrics.json in `out`; a note instead when scikit-learn is missing."""
+    import json
+
+    from .. import _digit_metrics
+
+    try:
+        m = _digit_metrics.digit_metrics(x)
+    except ImportError:
+        note("sample", "digit metrics need scikit-learn (pip install 'scoresde[data]'); skipped")
+        return
+    report = {k: v.tolist() if hasattr(v, "tolist") else v for k, v in m._asdict().items()}
+    (out / "digit_metrics.json").write_text(json.dumps(report, indent=2))
+    print(f"digit metrics: {_digit_metrics._format(m)} -> {out / 'digit_metrics.json'}")
 
 
 def write_png(path, image, low: float = -1.0, high: float = 1.0):

@@ -1,0 +1,121 @@
+"""Digit sample-quality metrics: the classifier, the Frechet distance, class histograms.
+
+The classifier is trained once for the module (about a second); every check has a negative
+control (noise, a single class) that the metric must separate from real digits.
+"""
+
+import numpy as np
+import pytest
+
+import scoresde as ss
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return ss.DigitClassifier(seed=0)
+
+
+def _noise(num=297, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (num, 1, 8, 8))
+
+
+def test_classifier_is_accurate_and_deterministic(clf):
+    assert clf.test_accuracy > 0.95
+    assert clf.accuracy(clf.test_images, clf.test_labels) == clf.test_accuracy
+    # Negative control: shuffled labels are near chance.
+    shuffled = np.random.default_rng(0).permutation(clf.test_labels)
+    assert clf.accuracy(clf.test_images, shuffled) < 0.3
+    again = ss.DigitClassifier(seed=0)
+    np.testing.assert_array_equal(
+        again.predict_proba(clf.test_images[:20]), clf.predict_proba(clf.test_images[:20])
+    )
+
+
+def test_frechet_distance_known_values():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5)) @ rng.normal(size=(5, 5)) + rng.normal(size=5)
+    assert ss.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
+    shift = np.arange(5.0)
+    # Equal covariances: only the means differ.
+    assert ss.frechet_distance(x, x + shift) == pytest.approx(np.sum(shift**2), rel=1e-9)
+    # y = a x: d = |mu - a mu|^2 + (1 - a)^2 tr C.
+    a = 2.5
+    mu, cov = x.mean(axis=0), np.cov(x, rowvar=False)
+    expected = (1 - a) ** 2 * (np.sum(mu**2) + np.trace(cov))
+    assert ss.frechet_distance(x, a * x) == pytest.approx(expected, rel=1e-8)
+    with pytest.raises(ValueError, match="feature size"):
+        ss.frechet_distance(x, x[:, :4])
+    with pytest.raises(ValueError, match="n >= 2"):
+        ss.frechet_distance(x[:1], x)
+
+
+def test_test_digits_score_like_real_data_and_noise_does_not(clf):
+    test = ss.digit_metrics(clf.test_images, classifier=clf)
+    assert test.frechet == pytest.approx(0.0, abs=1e-8)  # the reference set itself
+    assert test.num_samples == 297
+    assert test.confidence == test.reference_confidence > 0.95
+    np.testing.assert_allclose(test.class_histogram.sum(), 1.0)
+    # Real digits not in the reference: near the floor (measured 3.05 against 2.18).
+    train = ss.digit_metrics(clf.train_images[-297:], classifier=clf)
+    assert 0.5 * train.frechet_floor < train.frechet < 2 * train.frechet_floor
+    assert train.frechet_floor > 0
+    # Negative control: uniform noise is far above it, and the classifier is unsure of it.
+    noise = ss.digit_metrics(_noise(), classifier=clf)
+    assert noise.frechet > 20 * noise.frechet_floor
+    assert noise.confidence < noise.reference_confidence - 0.2
+
+
+def test_class_histogram_total_variation(clf):
+    test = ss.digit_metrics(clf.test_images, classifier=clf)
+    # 297 images drawn from the data: only sampling noise (about 0.08 expected).
+    assert test.histogram_tv < 0.15
+    np.testing.assert_allclose(
+        test.data_histogram, np.bincount(clf.train_labels, minlength=10) / 1500
+    )
+    threes = clf.test_images[clf.test_labels == 3]
+    one_class = ss.digit_metrics(threes, classifier=clf)
+    assert one_class.histogram_tv > 0.8
+    assert np.argmax(one_class.class_histogram) == 3
+
+
+def test_integer_images_are_taken_at_bin_centres(clf):
+    digits = ss.load_digits()
+    as_int = ss.digit_metrics(digits.test[:50], classifier=clf)
+    as_float = ss.digit_metrics(
+        2 * (digits.test[:50].astype(float) + 0.5) / 256 - 1, classifier=clf
+    )
+    np.testing.assert_array_equal(as_int.class_histogram, as_float.class_histogram)
+    assert as_int.frechet == as_float.frechet
+
+
+def test_bad_input(clf):
+    with pytest.raises(ValueError, match="samples must hold 8x8 images"):
+        ss.digit_metrics(np.zeros((4, 63)), classifier=clf)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        ss.digit_metrics(np.zeros((1, 64)), classifier=clf)
+    with pytest.raises(ValueError, match="samples has non-finite"):
+        ss.digit_metrics(np.full((4, 64), np.nan), classifier=clf)
+    with pytest.raises(TypeError, match="classifier must be a scoresde.DigitClassifier"):
+        ss.digit_metrics(np.zeros((4, 64)), classifier="mlp")
+    with pytest.raises(ValueError, match="seed must be"):
+        ss.DigitClassifier(seed=-1)
+
+
+def test_sample_command_reports_digit_metrics(tmp_path, capsys):
+    """What `scoresde sample` adds for a digits checkpoint (real test digits stand in for the
+    samples, so the figures must be those of real data)."""
+    import json
+
+    from scoresde._cli import sample as sample_cmd
+
+    x = 2 * (ss.load_digits().test[:100].astype(np.float32) + 0.5) / 256 - 1
+    sample_cmd.report_digit_metrics(x, tmp_path)
+    assert "digit metrics: Frechet" in capsys.readouterr().out
+    report = json.loads((tmp_path / "digit_metrics.json").read_text())
+    assert report["num_samples"] == 100
+    assert report["frechet"] < 2 * report["frechet_floor"]
+    assert report["confidence"] > 0.9
+    # Negative control: noise images.
+    sample_cmd.report_digit_metrics(_noise(100), tmp_path)
+    report = json.loads((tmp_path / "digit_metrics.json").read_text())
+    assert report["frechet"] > 20 * report["frechet_floor"]
