@@ -39,9 +39,10 @@ class BatchBrownianPath(dfx.AbstractBrownianPath):
     - `levy_area`: `diffrax.BrownianIncrement` or `diffrax.SpaceTimeLevyArea` (SRA1, ShARK, SEA).
     """
 
-    keys: PRNGKeyArray
-    shape: tuple[int, ...] = eqx.field(static=True)
-    dtype: jnp.dtype = eqx.field(static=True)
+    # mypy reads the base class's abstract `levy_area` as a defaulted field (not so at run time).
+    keys: PRNGKeyArray  # type: ignore[misc]
+    shape: tuple[int, ...] = eqx.field(static=True)  # type: ignore[misc]
+    dtype: jnp.dtype = eqx.field(static=True)  # type: ignore[misc]
     levy_area: type = eqx.field(static=True, default=dfx.BrownianIncrement)
 
     @property

@@ -11,7 +11,7 @@ package's exponential integrators do).
 """
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import diffrax as dfx
 import equinox as eqx
@@ -45,7 +45,7 @@ def evaluation_cost(solver, terms, t0, y0) -> EvalCost | None:
         return EvalCost(0, len(solver.tableau.c) + 1)
     if isinstance(solver, dfx.AbstractRungeKutta):
         tableau = solver.tableau
-        tableaus = getattr(tableau, "tableaus", (tableau,))
+        tableaus: tuple[Any, ...] = getattr(tableau, "tableaus", (tableau,))
         if any(getattr(tab, "implicit", False) for tab in tableaus):
             return None
         stages = tableaus[0].num_stages

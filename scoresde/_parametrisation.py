@@ -20,6 +20,7 @@ network returns the right shape and dtype, and has `to_score(t, x, out)` / `from
 """
 
 import abc
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -47,7 +48,7 @@ class AbstractParametrisation(eqx.Module):
     `from_score(t, x, score)`.
     """
 
-    net: eqx.AbstractVar[eqx.Module]
+    net: eqx.AbstractVar[Callable]
     sde: eqx.AbstractVar[AbstractSDE]
 
     def _data_std(self) -> float:
@@ -81,7 +82,7 @@ class AbstractParametrisation(eqx.Module):
 class DirectScore(AbstractParametrisation):
     """The network output is the score itself."""
 
-    net: eqx.Module
+    net: Callable
     sde: AbstractSDE
 
     def __check_init__(self):
@@ -97,7 +98,7 @@ class DirectScore(AbstractParametrisation):
 class EpsPrediction(AbstractParametrisation):
     r"""The network predicts the noise $z$: score $= -\hat z / \sigma(t)$ (DDPM)."""
 
-    net: eqx.Module
+    net: Callable
     sde: AbstractSDE
 
     def __check_init__(self):
@@ -115,7 +116,7 @@ class EpsPrediction(AbstractParametrisation):
 class X0Prediction(AbstractParametrisation):
     r"""The network is a denoiser $\hat x_0$: score $= (\alpha \hat x_0 - x)/\sigma^2$."""
 
-    net: eqx.Module
+    net: Callable
     sde: AbstractSDE
 
     def __check_init__(self):
@@ -151,7 +152,7 @@ class VPrediction(AbstractParametrisation):
         ```
     """
 
-    net: eqx.Module
+    net: Callable
     sde: AbstractSDE
 
     def __check_init__(self):
@@ -187,7 +188,7 @@ class EDMPreconditioning(AbstractParametrisation):
         ```
     """
 
-    net: eqx.Module
+    net: Callable
     sde: AbstractSDE
     sigma_data: float = 0.5
 
@@ -227,7 +228,7 @@ class EnergyScore(AbstractParametrisation):
     `log_prob_unnormalised(t, x)` give the (negative) log-density up to a constant, as MALA needs.
     """
 
-    net: eqx.Module
+    net: Callable
     sde: AbstractSDE
 
     def __check_init__(self):

@@ -123,7 +123,7 @@ class Ancestral(AbstractPredictor):
 class AbstractCorrector(eqx.Module):
     """`n_steps` Langevin steps at a fixed time, on one sample, one evaluation per step."""
 
-    snr: eqx.AbstractVar[float]
+    snr: eqx.AbstractVar[float | jax.Array]
     n_steps: eqx.AbstractVar[int]
 
     def __check_init__(self):

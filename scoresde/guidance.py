@@ -424,4 +424,5 @@ class Replacement(eqx.Module):
         m = self.measurement
         alpha, sigma = self.sde.marginal(t)
         y_t = alpha * m.y + sigma * jr.normal(key, (m.dim_y,), m.y.dtype)
+        assert m.mask is not None  # checked in __init__: a measurement from a mask
         return jnp.where(m.mask, m.transpose(y_t, x), x).astype(x.dtype)

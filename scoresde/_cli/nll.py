@@ -133,13 +133,13 @@ def run(args) -> int:
     common = dict(key=key, divergence=divergence, t_eps=args.t_eps)
     with library_warnings_as_notes("nll"):
         if config.dataset == "digits":
-            fn = _likelihood.bits_per_dim
-            r = fn(model.sde, model, data, **common, **progress_kwargs(fn, show))
-            values, metric = r.bpd, "bits_per_dim"
+            bpd_fn = _likelihood.bits_per_dim
+            r_bpd = bpd_fn(model.sde, model, data, **common, **progress_kwargs(bpd_fn, show))
+            values, metric, nfe = r_bpd.bpd, "bits_per_dim", r_bpd.nfe
         else:
-            fn = _likelihood.log_likelihood
-            r = fn(model.sde, model, data, **common, **progress_kwargs(fn, show))
-            values, metric = -r.log_prob, "nll_nats"
+            ll_fn = _likelihood.log_likelihood
+            r_ll = ll_fn(model.sde, model, data, **common, **progress_kwargs(ll_fn, show))
+            values, metric, nfe = -r_ll.log_prob, "nll_nats", r_ll.nfe
     report = dict(
         metric=metric,
         value=float(jnp.mean(values)),
@@ -149,7 +149,7 @@ def run(args) -> int:
         num=num,
         divergence=name,
         t_eps=args.t_eps,
-        mean_nfe=float(jnp.mean(r.nfe)),
+        mean_nfe=float(jnp.mean(nfe)),
     )
     (out / "nll.json").write_text(json.dumps(report, indent=2))
     print(

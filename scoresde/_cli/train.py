@@ -11,7 +11,9 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -22,20 +24,20 @@ from .._checkpoint import save
 from .._train import adam_with_warmup, fit, num_params
 from .common import HelpFormatter, add_out, prepare_out
 
-SDES = {
+SDES: dict[str, Callable[[], _sde.AbstractSDE]] = {
     "vp": _sde.VPSDE,
     "subvp": _sde.SubVPSDE,
     "ve": _sde.VESDE,
     "edm": _sde.EDMSDE,
 }
-PARAMETRISATIONS = {
+PARAMETRISATIONS: dict[str, Callable[..., _parametrisation.AbstractParametrisation]] = {
     "score": _parametrisation.DirectScore,
     "eps": _parametrisation.EpsPrediction,
     "x0": _parametrisation.X0Prediction,
     "v": _parametrisation.VPrediction,
     "edm": _parametrisation.EDMPreconditioning,
 }
-TOY_DATASETS = {
+TOY_DATASETS: dict[str, Callable[..., Any]] = {
     "mixture": _data.gaussian_mixture,
     "moons": _data.two_moons,
     "rings": _data.rings,
@@ -87,7 +89,7 @@ def model_from_config(config: TrainConfig, *, key):
     wrapper = PARAMETRISATIONS[config.parametrisation]
     if config.dataset == "digits":
         base, mults = UNET_SIZES[config.model_size]
-        net = _networks.UNet(
+        net: _networks.UNet | _networks.MLPScoreNet = _networks.UNet(
             (1, 8, 8), base_channels=base, channel_mults=mults, num_heads=2, key=key
         )
     else:

@@ -51,7 +51,7 @@ def _taylor_weights(thetas, num_active, gs):
     j = jnp.arange(m)
     k = jnp.arange(m)
     fact = jnp.asarray([math.factorial(i) for i in range(m)], thetas.dtype)
-    vander = thetas[:, None] ** k[None, :] / fact[None, :]
+    vander = jnp.stack([thetas**i for i in range(m)], axis=1) / fact[None, :]
     active_row = j[:, None] < num_active
     active_col = k[None, :] < num_active
     eye = jnp.eye(m, dtype=thetas.dtype)

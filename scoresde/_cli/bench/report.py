@@ -20,7 +20,7 @@ def schema() -> dict:
 
 def environment() -> dict:
     """Package versions, device and commit of this run."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in ("scoresde", "jax", "jaxlib", "equinox", "diffrax", "optax", "numpy"):
         try:
             versions[name] = metadata.version(name)

@@ -101,6 +101,7 @@ def _cost(solver, stochastic: bool):
     sde = VPSDE()
     score = lambda t, x: -x
     y0 = jnp.zeros(2)
+    terms: dfx.AbstractTerm
     if stochastic:
         levy = getattr(solver, "minimal_levy_area", dfx.BrownianIncrement)
         path = dfx.VirtualBrownianTree(-sde.T, 0.0, 1e-2, (2,), jr.key(0), levy_area=levy)

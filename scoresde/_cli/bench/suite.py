@@ -72,6 +72,7 @@ def run_bench(config: BenchConfig) -> dict:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     specs = _solvers.get_samplers(config.samplers)
+    assert config.problems is not None and config.nfes is not None  # filled by check()
     started = time.perf_counter()
     key = jr.key(config.seed)
     problems_out = []
@@ -92,8 +93,8 @@ def run_bench(config: BenchConfig) -> dict:
         runs = [
             (spec, budget)
             for spec in specs
-            for budget in (config.tolerances if spec.adaptive else config.nfes)
-            if spec.adaptive or spec.steps_for(budget) >= 1
+            for budget in (config.tolerances if spec.adaptive else config.nfes) or ()
+            if spec.adaptive or spec.steps_for(int(budget)) >= 1
         ]
         rows = []
         for i, (spec, budget) in enumerate(runs, 1):
