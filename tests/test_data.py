@@ -75,11 +75,11 @@ def test_dequantize_and_quantize():
     assert float(y.min()) >= -1 and float(y.max()) <= 1
     np.testing.assert_array_equal(ss.quantize(y), jnp.tile(k, 40))
     # u ~ U[0, 1): within each bin, the mean offset is 1/2
-    offset = (y + 1) * 128 - jnp.tile(k, 40)
+    offset = (y + 1) * 128 - jnp.tile(k, 40).astype(y.dtype)  # the test's own arithmetic
     assert jnp.all((offset >= 0) & (offset < 1))
     assert abs(float(jnp.mean(offset)) - 0.5) < 5 * np.sqrt(1 / 12 / offset.size)
     centres = ss.dequantize(None, k)
-    np.testing.assert_allclose(centres, 2 * (k + 0.5) / 256 - 1, rtol=1e-6)
+    np.testing.assert_allclose(centres, 2 * (np.asarray(k) + 0.5) / 256 - 1, rtol=1e-6)
 
 
 def test_batches_cover_each_epoch_once_and_are_reproducible():
