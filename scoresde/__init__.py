@@ -8,6 +8,11 @@ from ._checkpoint import (
     read_sidecar as read_sidecar,
     save as save,
 )
+from ._conditional import (
+    LabelDropoutDSM as LabelDropoutDSM,
+    UnpackLabels as UnpackLabels,
+    pack_labels as pack_labels,
+)
 from ._data import (
     ImageData as ImageData,
     batches as batches,

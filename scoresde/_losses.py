@@ -220,6 +220,7 @@ def dsm_loss(
     weighting: AbstractWeighting = _SIGMA_SQUARED,
     time_sampler: AbstractTimeSampler = _UNIFORM_TIME,
     t_eps: float | None = None,
+    cond=None,
 ) -> Array:
     r"""Continuous-time denoising score matching on a batch `x0`.
 
@@ -235,6 +236,8 @@ def dsm_loss(
     - `x0`: data, `(batch, *data_shape)`.
     - `key`: the randomness of $t$ and $z$.
     - `weighting`, `time_sampler`: as values; `t_eps` defaults to `sde.default_t_eps`.
+    - `cond`: per-sample conditioning (e.g. class labels, leading axis = batch): the score is
+      then called as `score(t, x, cond_i)`.
     """
     _check_batch(x0)
     t_eps = _check_dsm_args(sde, weighting, time_sampler, t_eps)
@@ -245,7 +248,7 @@ def dsm_loss(
     alpha, sigma = jax.vmap(sde.marginal)(t)
     shape = (-1,) + (1,) * (x0.ndim - 1)
     x_t = jnp.reshape(alpha, shape) * x0 + jnp.reshape(sigma, shape) * z
-    s = jax.vmap(score)(t, x_t)
+    s = jax.vmap(score)(t, x_t) if cond is None else jax.vmap(score)(t, x_t, cond)  # type: ignore[call-arg]
     if s.shape != x0.shape:
         raise ValueError(f"score(t, x) must return x's shape {x0.shape[1:]}; got {s.shape[1:]}.")
     err = _sum_data((jnp.reshape(sigma, shape) * s + z) ** 2)

@@ -134,6 +134,30 @@ class MLPScoreNet(eqx.Module):
         return jnp.reshape(out, self.data_shape).astype(jnp.result_type(x))
 
 
+def check_label(label, num_classes: int, name: str = "label"):
+    """`label` as an int32 scalar in `[0, num_classes]` (`num_classes` is the null label).
+
+    Raises a `TypeError` for a non-integer or non-scalar label, a `ValueError` for a concrete
+    label out of range, and (through `equinox.error_if`) a runtime error for a traced one.
+    """
+    arr = jnp.asarray(label)
+    if arr.shape != ():
+        raise TypeError(
+            f"{name} must be a scalar int (one sample; jax.vmap for a batch); got shape "
+            f"{arr.shape}."
+        )
+    if not jnp.issubdtype(arr.dtype, jnp.integer):
+        raise TypeError(f"{name} must be an integer class index; got dtype {arr.dtype}.")
+    msg = f"{name} must lie in [0, {num_classes}] ({num_classes} = the null label)"
+    if not isinstance(arr, jax.core.Tracer):
+        value = int(arr)
+        if not 0 <= value <= num_classes:
+            raise ValueError(f"{msg}; got {name}={value}.")
+        return arr.astype(jnp.int32)
+    bad = (arr < 0) | (arr > num_classes)
+    return eqx.error_if(arr, bad, msg + ".").astype(jnp.int32)
+
+
 def _groups(channels: int, max_groups: int = 8) -> int:
     return math.gcd(channels, max_groups)
 
@@ -145,8 +169,13 @@ class _ResBlock(eqx.Module):
     norm2: eqx.nn.GroupNorm
     conv2: eqx.nn.Conv2d
     skip: eqx.nn.Conv2d | None
+    # Add the embedding after norm2, not before: GroupNorm with one channel per group (8 or
+    # fewer channels) erases a per-channel offset added before it. Used by class-conditional
+    # U-Nets; unconditional ones keep the original order (their checkpoints stay valid).
+    emb_after_norm: bool = eqx.field(static=True)
 
-    def __init__(self, c_in, c_out, emb_size, *, key, dtype):
+    def __init__(self, c_in, c_out, emb_size, *, key, dtype, emb_after_norm=False):
+        self.emb_after_norm = emb_after_norm
         k1, k2, k3, k4 = jr.split(key, 4)
         self.norm1 = eqx.nn.GroupNorm(_groups(c_in), c_in, dtype=dtype)
         self.conv1 = eqx.nn.Conv2d(c_in, c_out, 3, padding=1, key=k1, dtype=dtype)
@@ -159,8 +188,11 @@ class _ResBlock(eqx.Module):
 
     def __call__(self, x, emb):
         h = self.conv1(jax.nn.silu(self.norm1(x)))
-        h = h + self.time(emb)[:, None, None]
-        h = self.conv2(jax.nn.silu(self.norm2(h)))
+        if self.emb_after_norm:
+            h = self.norm2(h) + self.time(emb)[:, None, None]
+        else:
+            h = self.norm2(h + self.time(emb)[:, None, None])
+        h = self.conv2(jax.nn.silu(h))
         skip = x if self.skip is None else self.skip(x)
         return skip + h
 
@@ -204,11 +236,18 @@ class UNet(eqx.Module):
       `base_channels * mult`.
     - `num_res_blocks`: residual blocks per resolution on the way down.
     - `attention`: self-attention in the middle (lowest resolution); `num_heads` heads.
+    - `num_classes`: if given, the network is class-conditional, `net(c, x, label)`: a learned
+      embedding of `label` (`num_classes + 1` rows; the extra index `num_classes` is the
+      "null" label of classifier-free guidance) is added to the time embedding. `label` must
+      be an int in `[0, num_classes]`; an out-of-range label raises (a `ValueError` when it is
+      concrete, an `equinox` runtime error when traced).
     """
 
     data_shape: tuple[int, int, int] = eqx.field(static=True)
+    num_classes: int | None = eqx.field(static=True)
     embed: GaussianFourierFeatures
     embed_mlp: eqx.nn.MLP
+    label_embed: eqx.nn.Embedding | None
     conv_in: eqx.nn.Conv2d
     down: list
     mid: list
@@ -227,10 +266,16 @@ class UNet(eqx.Module):
         num_heads: int = 4,
         num_fourier: int = 32,
         fourier_scale: float = 2.0,
+        num_classes: int | None = None,
         key: Key,
         dtype=None,
     ):
         shape = _as_shape(data_shape)
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+        ):
+            raise ValueError(f"num_classes must be None or an int >= 1; got {num_classes!r}.")
+        self.num_classes = num_classes
         if len(shape) != 3:
             raise ValueError(f"UNet needs data_shape=(channels, height, width); got {shape}.")
         levels = len(channel_mults)
@@ -251,16 +296,25 @@ class UNet(eqx.Module):
         self.embed_mlp = eqx.nn.MLP(
             self.embed.size, emb, emb, 1, activation=jax.nn.silu, key=next(keys), dtype=dtype
         )
+        if num_classes is None:
+            self.label_embed = None
+        else:  # its own key stream: the unconditional weights stay as they were for `key`
+            self.label_embed = eqx.nn.Embedding(
+                num_classes + 1, emb, key=jr.fold_in(key, 1_000_003), dtype=dtype
+            )
         self.conv_in = eqx.nn.Conv2d(
             shape[0], base_channels, 3, padding=1, key=next(keys), dtype=dtype
         )
+        late = num_classes is not None
         chans = [base_channels * m for m in channel_mults]
         skips = [base_channels]
         c = base_channels
         down: list[eqx.Module] = []
         for i, c_out in enumerate(chans):
             for _ in range(num_res_blocks):
-                down.append(_ResBlock(c, c_out, emb, key=next(keys), dtype=dtype))
+                down.append(
+                    _ResBlock(c, c_out, emb, key=next(keys), dtype=dtype, emb_after_norm=late)
+                )
                 c = c_out
                 skips.append(c)
             if i < levels - 1:
@@ -269,17 +323,28 @@ class UNet(eqx.Module):
                 )
                 skips.append(c)
         self.down = down
-        mid: list[eqx.Module] = [_ResBlock(c, c, emb, key=next(keys), dtype=dtype)]
+        mid: list[eqx.Module] = [
+            _ResBlock(c, c, emb, key=next(keys), dtype=dtype, emb_after_norm=late)
+        ]
         if attention:
             if c % num_heads:
                 raise ValueError(f"num_heads={num_heads} must divide the channels {c}.")
             mid.append(_Attention(c, num_heads, key=next(keys), dtype=dtype))
-        mid.append(_ResBlock(c, c, emb, key=next(keys), dtype=dtype))
+        mid.append(_ResBlock(c, c, emb, key=next(keys), dtype=dtype, emb_after_norm=late))
         self.mid = mid
         up: list[eqx.Module] = []
         for i, c_out in reversed(list(enumerate(chans))):
             for _ in range(num_res_blocks + 1):
-                up.append(_ResBlock(c + skips.pop(), c_out, emb, key=next(keys), dtype=dtype))
+                up.append(
+                    _ResBlock(
+                        c + skips.pop(),
+                        c_out,
+                        emb,
+                        key=next(keys),
+                        dtype=dtype,
+                        emb_after_norm=late,
+                    )
+                )
                 c = c_out
             if i > 0:
                 conv = eqx.nn.Conv2d(c, c, 3, padding=1, key=next(keys), dtype=dtype)
@@ -289,10 +354,20 @@ class UNet(eqx.Module):
         conv_out = eqx.nn.Conv2d(c, shape[0], 3, padding=1, key=next(keys), dtype=dtype)
         self.conv_out = eqx.tree_at(lambda m: m.weight, conv_out, 0.1 * conv_out.weight)
 
-    def __call__(self, c: Scalar, x: Float[Array, "channels height width"]) -> Array:
+    def __call__(self, c: Scalar, x: Float[Array, "channels height width"], label=None) -> Array:
         _check_input(x, self.data_shape, "UNet")
         dtype = self.conv_in.weight.dtype
         emb = self.embed_mlp(self.embed(c))
+        if self.label_embed is not None:
+            if label is None:
+                raise ValueError(
+                    f"this UNet is class-conditional (num_classes={self.num_classes}): call it "
+                    f"as net(c, x, label), with label = {self.num_classes} for the null label."
+                )
+            assert self.label_embed is not None
+            emb = emb + self.label_embed(check_label(label, self.num_classes))
+        elif label is not None:
+            raise ValueError("this UNet is unconditional (num_classes=None); pass no label.")
         h = self.conv_in(x.astype(dtype))
         hs = [h]
         for layer in self.down:

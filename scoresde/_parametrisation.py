@@ -69,14 +69,19 @@ class AbstractParametrisation(eqx.Module):
     def from_score(self, t: Scalar, x: Sample, score: Sample) -> Sample:
         """The network output that `to_score` maps to `score` (its exact inverse)."""
 
-    def __call__(self, t: Scalar, x: Sample) -> Sample:
+    def __call__(self, t: Scalar, x: Sample, label=None) -> Sample:
+        """The score at `(t, x)`; `label` (a class index) is passed on to a class-conditional
+        network as `net(c, x_in, label)`, so a conditional model is `model(t, x, label)`."""
         c, x_in = self.net_inputs(t, x)
-        out = _check_output(self.net(c, x_in), x, type(self).__name__)
+        out = self.net(c, x_in) if label is None else self.net(c, x_in, label)
+        out = _check_output(out, x, type(self).__name__)
         return self.to_score(t, x, out).astype(jnp.result_type(x))
 
-    def denoise(self, t: Scalar, x: Sample) -> Sample:
+    def denoise(self, t: Scalar, x: Sample, label=None) -> Sample:
         r"""Tweedie's $E[x_0 \mid x_t = x] = (x + \sigma^2 \nabla\ln p_t(x)) / \alpha$."""
-        return tweedie(self.sde, self, t, x)
+        if label is None:
+            return tweedie(self.sde, self, t, x)
+        return tweedie(self.sde, lambda t_, x_: self(t_, x_, label), t, x)
 
 
 class DirectScore(AbstractParametrisation):
@@ -248,7 +253,9 @@ class EnergyScore(AbstractParametrisation):
         """$-E(t, x)$: $\\ln p_t(x)$ up to an additive constant."""
         return -self.energy(t, x)
 
-    def __call__(self, t: Scalar, x: Sample) -> Sample:
+    def __call__(self, t: Scalar, x: Sample, label=None) -> Sample:
+        if label is not None:
+            raise ValueError("EnergyScore is unconditional; pass no label.")
         return -jax.grad(self.energy, argnums=1)(t, x)
 
     def to_score(self, t, x, out):

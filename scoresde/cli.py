@@ -9,7 +9,7 @@ functions are called with explicit arguments.
 import argparse
 import sys
 
-from ._cli import demo, nll, sample, train
+from ._cli import demo, inpaint, nll, sample, train
 from ._cli.bench import command as bench
 from ._cli.common import UsageError
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score-based generative modelling with SDEs on JAX.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (demo, train, sample, nll, bench):
+    for command in (demo, train, sample, inpaint, nll, bench):
         command.add_parser(subparsers)
     return parser
 

@@ -3,6 +3,7 @@
 - `demo.py`: `scoresde demo` (analytic 2-D mixture, several samplers);
 - `train.py`: `scoresde train` (a checkpoint and a loss curve);
 - `sample.py`: `scoresde sample` (samples from a checkpoint);
+- `inpaint.py`: `scoresde inpaint` (complete masked test digits, guided sampling);
 - `nll.py`: `scoresde nll` (held-out likelihood of a checkpoint);
 - `bench/`: `scoresde bench` (the solver-comparison benchmark);
 - `common.py`: what several commands share (usage errors, loading a checkpoint).

@@ -48,6 +48,19 @@ def add_parser(subparsers):
         help="npy: samples.npy + samples.png plot; npz: samples.npz (samples, nfe); "
         "png: sample_00000.png, ... (images only)",
     )
+    p.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        help="class to sample (a checkpoint trained with --conditional); default: unconditional",
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=1.0,
+        help="with --label: classifier-free guidance scale w, score = w s(x|label) + (1 - w) "
+        "s(x); 1 is the plain conditional model, 0 the unconditional one",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     add_out(p, "sample")
     add_no_progress(p)
@@ -55,8 +68,38 @@ def add_parser(subparsers):
     return p
 
 
-def draw(model, config, sampler, num, steps, key, *, progress=False):
-    """`num` samples of `model` by `sampler` (one of `SAMPLERS`)."""
+def conditional_score(model, config, label=None, guidance=1.0):
+    """The score to sample: `model` itself for an unconditional checkpoint; for a conditional
+    one, classifier-free guidance towards `label`, or the null label's (unconditional) score
+    when `label` is None. Raises a `UsageError` for a label on an unconditional checkpoint or
+    a label out of range."""
+    import jax.numpy as jnp
+
+    from .. import guidance as _guidance
+    from .._fields import Conditioned
+    from .train import NUM_CLASSES
+
+    conditional = getattr(config, "conditional", False)
+    if label is None:
+        if guidance != 1.0:
+            raise UsageError("--guidance needs --label (the class to guide towards)")
+        return Conditioned(model, jnp.int32(NUM_CLASSES[config.dataset])) if conditional else model
+    if not conditional:
+        raise UsageError(
+            "--label needs a class-conditional checkpoint (scoresde train --dataset digits "
+            "--conditional); this one is unconditional"
+        )
+    null = NUM_CLASSES[config.dataset]
+    if not 0 <= label < null:
+        raise UsageError(f"--label must lie in [0, {null - 1}] for {config.dataset}; got {label}")
+    if not guidance >= 0:
+        raise UsageError(f"--guidance must be >= 0; got {guidance}")
+    return _guidance.ClassifierFree(model, label, null, guidance, num_classes=null + 1)
+
+
+def draw(model, config, sampler, num, steps, key, *, progress=False, score=None, cond=None):
+    """`num` samples of `model` (or of `score`, e.g. a guided score, on `model.sde`) by
+    `sampler` (one of `SAMPLERS`); `cond` is per-sample conditioning for `score`."""
     import diffrax as dfx
 
     from .. import _pc, _sample, _solver as _solvers
@@ -72,7 +115,10 @@ def draw(model, config, sampler, num, steps, key, *, progress=False):
         kwargs = dict(steps=steps, solver=_solvers.DPMSolverPP2M(), grid="log_snr")
     else:
         fn, kwargs = _pc.sample_pc, dict(steps=steps)
-    return fn(sde, model, key=key, shape=shape, **kwargs, **progress_kwargs(fn, progress))
+    if cond is not None:
+        kwargs["cond"] = cond
+    score = model if score is None else score
+    return fn(sde, score, key=key, shape=shape, **kwargs, **progress_kwargs(fn, progress))
 
 
 def run(args) -> int:
@@ -83,6 +129,7 @@ def run(args) -> int:
     if args.num < 1 or args.steps < 1:
         raise UsageError("--num and --steps must be >= 1")
     model, config = load_model(args.checkpoint)
+    score = conditional_score(model, config, args.label, args.guidance)
     if args.format == "png" and config.dataset != "digits":
         raise UsageError(
             f"--format png writes one image per sample; {config.dataset} is 2-D point data "
@@ -100,6 +147,7 @@ def run(args) -> int:
             args.steps,
             jr.key(args.seed),
             progress=not args.no_progress,
+            score=score,
         )
     x = np.asarray(result.x)
     nfe = np.asarray(result.nfe)
@@ -116,8 +164,9 @@ def run(args) -> int:
         for image, path in zip(x, written, strict=True):
             write_png(path, image)
         written = [out / "sample_*.png"]
+    what = "" if args.label is None else f"label {args.label}, guidance {args.guidance:g}, "
     print(
-        f"{args.num} samples ({args.sampler}, mean NFE {float(np.mean(nfe)):.0f}) -> "
+        f"{args.num} samples ({what}{args.sampler}, mean NFE {float(np.mean(nfe)):.0f}) -> "
         + ", ".join(str(w) for w in written)
     )
     if config.dataset == "digits" and x.shape[0] >= 2:

@@ -19,7 +19,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 
-from .. import _data, _losses, _networks, _parametrisation, _sde
+from .. import _conditional, _data, _losses, _networks, _parametrisation, _sde
 from .._checkpoint import save
 from .._train import adam_with_warmup, fit, num_params
 from .common import HelpFormatter, add_out, prepare_out
@@ -45,6 +45,7 @@ TOY_DATASETS: dict[str, Callable[..., Any]] = {
     "checkerboard": _data.checkerboard,
 }
 DATASETS = (*TOY_DATASETS, "digits")
+NUM_CLASSES = {"digits": 10}  # class-conditional models: label NUM_CLASSES[...] is the null label
 WEIGHTINGS = ("sigma2", "likelihood", "edm")
 # (width, depth) of the MLP for 2-D data; (base_channels, channel_mults) of the U-Net.
 MLP_SIZES = {"tiny": (64, 2), "small": (128, 3), "medium": (256, 4)}
@@ -65,6 +66,8 @@ class TrainConfig:
     learning_rate: float = 2e-3
     num_train: int = 20_000
     seed: int = 0
+    conditional: bool = False
+    p_uncond: float = 0.1
 
     def __post_init__(self):
         for name, allowed in (
@@ -81,6 +84,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
+        if self.conditional and self.dataset != "digits":
+            raise ValueError(
+                f"conditional training needs a labelled dataset (digits); got {self.dataset!r}."
+            )
+        if not 0 <= self.p_uncond <= 1:
+            raise ValueError(f"p_uncond must lie in [0, 1]; got {self.p_uncond}.")
 
 
 def model_from_config(config: TrainConfig, *, key):
@@ -89,8 +98,14 @@ def model_from_config(config: TrainConfig, *, key):
     wrapper = PARAMETRISATIONS[config.parametrisation]
     if config.dataset == "digits":
         base, mults = UNET_SIZES[config.model_size]
+        num_classes = NUM_CLASSES["digits"] if config.conditional else None
         net: _networks.UNet | _networks.MLPScoreNet = _networks.UNet(
-            (1, 8, 8), base_channels=base, channel_mults=mults, num_heads=2, key=key
+            (1, 8, 8),
+            base_channels=base,
+            channel_mults=mults,
+            num_heads=2,
+            num_classes=num_classes,
+            key=key,
         )
     else:
         width, depth = MLP_SIZES[config.model_size]
@@ -151,8 +166,21 @@ def train(config: TrainConfig, out_dir, *, progress: bool = True) -> dict:
     key = jr.key(config.seed)
     key_data, key_init, key_fit = jr.split(key, 3)
     model = model_from_config(config, key=key_init)
-    preprocess = None
-    if config.dataset == "digits":
+    preprocess: Callable | None = None
+    loss = _loss(config, model.sde)
+    if config.conditional:
+        digits = _data.load_digits()
+        data = _conditional.pack_labels(digits.train, digits.train_labels)
+        preprocess = _conditional.UnpackLabels((1, 8, 8), _data.dequantize)
+        loss = _conditional.LabelDropoutDSM(
+            loss.sde,
+            NUM_CLASSES[config.dataset],
+            config.p_uncond,
+            loss.weighting,
+            loss.time_sampler,
+            loss.t_eps,
+        )
+    elif config.dataset == "digits":
         data = jnp.asarray(_data.load_digits().train)
         preprocess = _data.dequantize
     else:
@@ -171,7 +199,7 @@ def train(config: TrainConfig, out_dir, *, progress: bool = True) -> dict:
         )
     result = fit(
         model,
-        _loss(config, model.sde),
+        loss,
         data,
         key=key_fit,
         steps=config.steps,
@@ -220,6 +248,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--num-train", type=int, default=defaults.num_train,
                    help="number of training points for 2-D datasets")  # fmt: skip
     p.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
+    p.add_argument("--conditional", action="store_true",
+                   help="class-conditional U-Net (digits only) with label dropout, for "
+                   "`scoresde sample --label --guidance`")  # fmt: skip
+    p.add_argument("--p-uncond", type=float, default=defaults.p_uncond,
+                   help="with --conditional: probability of replacing a label by the null "
+                   "label while training")  # fmt: skip
     add_out(p, "train")
     p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
                    help="no progress bar or compile notice")  # fmt: skip
@@ -241,6 +275,8 @@ def run(args: argparse.Namespace) -> int:
             learning_rate=args.learning_rate,
             num_train=args.num_train,
             seed=args.seed,
+            conditional=args.conditional,
+            p_uncond=args.p_uncond,
         )
     except ValueError as e:
         print(f"scoresde train: {e}", file=sys.stderr)
