@@ -364,7 +364,7 @@ class UNet(eqx.Module):
                     f"this UNet is class-conditional (num_classes={self.num_classes}): call it "
                     f"as net(c, x, label), with label = {self.num_classes} for the null label."
                 )
-            assert self.label_embed is not None
+            assert self.label_embed is not None and self.num_classes is not None
             emb = emb + self.label_embed(check_label(label, self.num_classes))
         elif label is not None:
             raise ValueError("this UNet is unconditional (num_classes=None); pass no label.")

@@ -130,6 +130,7 @@ def grid(observed, completed, truth, mask, scale: int = 4):
 
 def run(args) -> int:
     """Execute `scoresde inpaint` from parsed arguments; returns the exit status."""
+    import jax.numpy as jnp
     import jax.random as jr
     import numpy as np
 
