@@ -125,7 +125,7 @@ def _one_step(params, static, opt_state, ema_params, batch, key, loss, optimizer
 
 @eqx.filter_jit
 def _train_chunk(
-    state, data, key, active, loss, optimizer, ema_decay, preprocess, batch_size, num, unroll
+    *, state, data, key, active, loss, optimizer, ema_decay, preprocess, batch_size, num, unroll
 ):
     """`num` fused steps; steps with index >= `active` leave the state unchanged.
 
@@ -342,8 +342,9 @@ def fit(
         active = min(steps_per_call, steps - done)
         if batches is None:
             state, chunk_losses = _train_chunk(
-                state, data, key, jnp.asarray(active), loss, optimizer, decay,
-                preprocess, batch_size, steps_per_call, conv_on_cpu,
+                state=state, data=data, key=key, active=jnp.asarray(active), loss=loss,
+                optimizer=optimizer, ema_decay=decay, preprocess=preprocess,
+                batch_size=batch_size, num=steps_per_call, unroll=conv_on_cpu,
             )  # fmt: skip
         else:
             stacked = []
@@ -358,8 +359,9 @@ def fit(
                 stacked.append(np.asarray(batch))
             stacked += [stacked[-1]] * (steps_per_call - active)
             state, chunk_losses = _train_chunk(
-                state, jnp.asarray(np.stack(stacked)), key, jnp.asarray(active), loss,
-                optimizer, decay, preprocess, None, steps_per_call, conv_on_cpu,
+                state=state, data=jnp.asarray(np.stack(stacked)), key=key,
+                active=jnp.asarray(active), loss=loss, optimizer=optimizer, ema_decay=decay,
+                preprocess=preprocess, batch_size=None, num=steps_per_call, unroll=conv_on_cpu,
             )  # fmt: skip
         pending.append((done, active, chunk_losses))
         done += active

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from helpers import SCORE_CALLS, CountingScore
+from helpers import SCORE_CALLS, CountingScore, assert_no_recompile
 
 import scoresde as ss
 
@@ -172,50 +172,26 @@ def test_other_bad_input():
 
 
 def test_no_retrace():
-    traces = []
-
-    class LogProb(eqx.Module):
-        target: ss.analytic.Gaussian
-
-        def __call__(self, x):
-            traces.append(1)
-            return self.target.log_prob(x)
-
+    """New step sizes, targets, starts and keys reuse the compiled kernels."""
     target = _target()
     x0 = jnp.zeros((4, 2))
-    ss.run_langevin(ss.MALA(LogProb(target), 0.1), x0, key=jr.key(0), num_steps=5)
-    n = len(traces)
+    ss.run_langevin(ss.MALA(target.log_prob, 0.1), x0, key=jr.key(0), num_steps=5)
     other = ss.analytic.Gaussian(jnp.zeros(2), jnp.eye(2))
-    ss.run_langevin(ss.MALA(LogProb(other), 0.3), x0 + 1, key=jr.key(1), num_steps=5)
-    assert len(traces) == n  # new step size, target parameters, start and key
+    kernel, x1, key1 = ss.MALA(other.log_prob, 0.3), x0 + 1, jr.key(1)
+    with assert_no_recompile():
+        ss.run_langevin(kernel, x1, key=key1, num_steps=5)
 
     sde = ss.EDMSDE()
 
     class Score(eqx.Module):
         def __call__(self, t, x):
-            traces.append(1)
             return -x / (1 + t**2)
 
-    ss.annealed_langevin(
-        sde,
-        Score(),
-        x0,
-        key=jr.key(0),
-        sigmas=jnp.array([3.0, 1.0]),
-        step_size=0.1,
-        steps_per_level=2,
-    )
-    n = len(traces)
-    ss.annealed_langevin(
-        sde,
-        Score(),
-        x0 + 1,
-        key=jr.key(1),
-        sigmas=jnp.array([5.0, 2.0]),
-        step_size=0.2,
-        steps_per_level=2,
-    )
-    assert len(traces) == n
+    kw = dict(step_size=0.1, steps_per_level=2)
+    ss.annealed_langevin(sde, Score(), x0, key=jr.key(0), sigmas=jnp.array([3.0, 1.0]), **kw)
+    sigmas, key2 = jnp.array([5.0, 2.0]), jr.key(2)
+    with assert_no_recompile():
+        ss.annealed_langevin(sde, Score(), x1, key=key2, sigmas=sigmas, **kw)
 
 
 def test_example_annealed_langevin(tmp_path):
