@@ -79,6 +79,10 @@ from ._losses import (
     ncsn_loss as ncsn_loss,
     sliced_score_matching_loss as sliced_score_matching_loss,
 )
+from ._mean_likelihood import (
+    MeanLogLikelihood as MeanLogLikelihood,
+    estimate_mean_log_likelihood as estimate_mean_log_likelihood,
+)
 from ._measurement import LinearMeasurement as LinearMeasurement
 from ._metrics import (
     median_bandwidth as median_bandwidth,
