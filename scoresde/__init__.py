@@ -140,6 +140,13 @@ from ._sde import (
     CosineVPSDE as CosineVPSDE,
     SubVPSDE as SubVPSDE,
 )
+from ._smc import (
+    AbstractTwist as AbstractTwist,
+    LogTwist as LogTwist,
+    SMCResult as SMCResult,
+    TweedieTwist as TweedieTwist,
+    sample_smc as sample_smc,
+)
 from ._solver import (
     DDIM as DDIM,
     AbstractPFSolver as AbstractPFSolver,
