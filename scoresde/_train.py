@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
-from jaxtyping import Array, PyTree
+from jaxtyping import Array, ArrayLike, PyTree
 
 from ._custom_types import Key
 
@@ -106,7 +106,8 @@ class FitResult(eqx.Module):
 
 def _ema(ema_params, params, decay, step):
     # Warm-up: the average forgets the initial weights quickly early in training.
-    decay = jnp.minimum(decay, (1.0 + step) / (10.0 + step)).astype(decay.dtype)
+    step = jnp.asarray(step).astype(decay.dtype)
+    decay = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
     return jax.tree.map(
         lambda e, p: decay * e + (1 - decay) * p.astype(e.dtype), ema_params, params
     )
@@ -117,7 +118,10 @@ def _one_step(params, static, opt_state, ema_params, batch, key, loss, optimizer
         return loss(eqx.combine(p, static), batch, key)
 
     value, grads = jax.value_and_grad(loss_of)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
+    # optax mixes its int32 step count with Python floats (Adam's bias correction, schedules):
+    # trace it under standard promotion so training works with strict promotion switched on.
+    with jax.numpy_dtype_promotion("standard"):
+        updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     ema_params = _ema(ema_params, params, ema_decay, step)
     return params, opt_state, ema_params, value
@@ -240,7 +244,7 @@ def _check_int(name, value, minimum):
 def fit(
     model: PyTree,
     loss: Callable[[PyTree, Array, Key], Array],
-    data: Array | Iterable[Array],
+    data: ArrayLike | Iterable,
     *,
     key: Key,
     steps: int,
