@@ -319,7 +319,7 @@ def fit(
         _check_finite_array(data)
         batches: Iterator | None = None
     else:
-        batches = iter(data)
+        batches = iter(data)  # type: ignore[arg-type]  # the non-array branch: an iterable
 
     progress_bar = _Progress(steps, progress)
     losses: list[np.ndarray] = []
