@@ -82,3 +82,9 @@ def check_cond(cond, num: int):
                 f"{leaf.shape}."
             )
     return cond
+
+
+def tweedie_batch(sde, score: Callable, t: Scalar, x, cond=None):
+    """[`tweedie`][scoresde._fields.tweedie] on every sample of the batch `x` (sample `i` with its
+    conditioning `cond_i`, if any)."""
+    return jax.vmap(lambda xi, ci: tweedie(sde, bind(score, ci), t, xi))(x, cond)

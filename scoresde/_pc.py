@@ -54,10 +54,10 @@ from ._checks import (
     check_t_eps,
     raise_if_not_finite,
 )
-from ._fields import bind, check_cond, checked_score, tweedie
+from ._fields import bind, check_cond, checked_score, tweedie_batch
 from ._grid import GRIDS, time_grid
 from ._keys import latents_and_noise_keys
-from ._progress import tick
+from ._progress import scan_steps
 from ._sample import SampleResult
 from ._sde import AbstractSDE
 
@@ -209,14 +209,9 @@ def _sample_pc(
             x = step_hook(t, x, jr.fold_in(key_i, 1)).astype(dtype)
         return x
 
-    def body(x, i):
-        x = jax.vmap(step, in_axes=(0, 0, 0, None))(x, noise_keys, cond, i)
-        tick(progress, "sample_pc", i, steps)
-        return x, None
-
-    x, _ = jax.lax.scan(body, x_T, jnp.arange(steps))
+    x = scan_steps(step, x_T, noise_keys, cond, steps, progress=progress, desc="sample_pc")
     if denoise:
-        x = jax.vmap(lambda xi, ci: tweedie(sde, bind(score, ci), ts[-1], xi))(x, cond)
+        x = tweedie_batch(sde, score, ts[-1], x, cond)
     per_step = 1 + (corrector.n_steps if corrector is not None else 0)
     nfe = jnp.full((shape[0],), steps * per_step + (1 if denoise else 0), jnp.int32)
     return x, nfe

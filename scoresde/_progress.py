@@ -36,3 +36,16 @@ def tick(progress: bool, desc: str, step, total: int) -> None:
     Call it outside any `vmap`, or it ticks once per sample."""
     if progress:
         jax.debug.callback(functools.partial(_tick, desc, int(total)), step)
+
+
+def scan_steps(step, x, noise_keys, cond, steps: int, *, progress: bool, desc: str):
+    """`x_i <- step(x_i, key_i, cond_i, i)` for `i < steps`: one `lax.scan` over the steps whose
+    body is vmapped over the samples, so the progress bar ticks once per step of the batch."""
+
+    def body(x, i):
+        x = jax.vmap(step, in_axes=(0, 0, 0, None))(x, noise_keys, cond, i)
+        tick(progress, desc, i, steps)
+        return x, None
+
+    x, _ = jax.lax.scan(body, x, jax.numpy.arange(steps))
+    return x

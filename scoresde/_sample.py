@@ -48,10 +48,10 @@ from ._checks import (
     raise_if_not_finite,
 )
 from ._custom_types import ScoreFn
-from ._fields import bind, check_cond, tweedie
+from ._fields import bind, check_cond, tweedie_batch
 from ._grid import GRIDS, time_grid
 from ._keys import latents_and_noise_keys
-from ._progress import progress_meter, tick
+from ._progress import progress_meter, scan_steps
 from ._sde import AbstractSDE
 from ._solver.base import AbstractPFSolver, PFModel
 from ._solver.edm import heun_step
@@ -183,7 +183,7 @@ def _sample(
         x, nfe, num_steps, ok = jax.vmap(one)(x_T, noise_keys, cond)
 
     if denoise:
-        x = jax.vmap(lambda xi, ci: tweedie(sde, bind(score, ci), t_eps, xi))(x, cond)
+        x = tweedie_batch(sde, score, t_eps, x, cond)
         nfe = jnp.where(nfe >= 0, nfe + 1, nfe)
     return x, nfe, num_steps, ok
 
@@ -515,14 +515,9 @@ def _sample_edm(
         x_next, _ = heun_step(model, t_hat, t_next, x_hat.astype(dtype))
         return x_next
 
-    def body(x, i):
-        x = jax.vmap(step, in_axes=(0, 0, 0, None))(x, noise_keys, cond, i)
-        tick(progress, "sample_edm", i, steps)
-        return x, None
-
-    x, _ = jax.lax.scan(body, x_T, jnp.arange(steps))
+    x = scan_steps(step, x_T, noise_keys, cond, steps, progress=progress, desc="sample_edm")
     if denoise:
-        x = jax.vmap(lambda xi, ci: tweedie(sde, bind(score, ci), ts[-1], xi))(x, cond)
+        x = tweedie_batch(sde, score, ts[-1], x, cond)
     nfe = jnp.full((shape[0],), 2 * steps + (1 if denoise else 0), jnp.int32)
     return x, nfe
 

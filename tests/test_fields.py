@@ -44,7 +44,7 @@ def test_sampling_and_likelihood_vector_fields_agree_bitwise(sde):
 
 @pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
 def test_one_tweedie_denoiser(sde):
-    assert _sample.tweedie is _fields.tweedie and _pc.tweedie is _fields.tweedie
+    assert _sample.tweedie_batch is _fields.tweedie_batch is _pc.tweedie_batch
     score = ss.analytic.marginal_score(random_mixture(1, 3, 2), sde)
     t, x = _inputs(sde, 7)
     alpha, sigma = sde.marginal(t)
