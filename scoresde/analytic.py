@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from ._checks import is_concrete
 from ._custom_types import Key, Scalar
@@ -120,7 +120,7 @@ class Gaussian(eqx.Module):
     def cov(self) -> Float[Array, "dim dim"]:
         return (self.eigvecs * self.eigvals[None, :]) @ self.eigvecs.T
 
-    def log_prob(self, x: Float[Array, " dim"]) -> Array:
+    def log_prob(self, x: ArrayLike) -> Array:
         """$\\ln N(x; \\mu, S)$."""
         _check_sample(x, self.dim, "Gaussian.log_prob")
         d, x = _in_dtype_of(self, x)
@@ -128,7 +128,7 @@ class Gaussian(eqx.Module):
         maha = jnp.sum(proj**2 / d.eigvals)
         return -0.5 * (d.dim * _LOG_2PI + jnp.sum(jnp.log(d.eigvals)) + maha)
 
-    def score(self, x: Float[Array, " dim"]) -> Array:
+    def score(self, x: ArrayLike) -> Array:
         """$\\nabla_x \\ln N(x; \\mu, S) = S^{-1}(\\mu - x)$."""
         _check_sample(x, self.dim, "Gaussian.score")
         d, x = _in_dtype_of(self, x)
@@ -277,21 +277,21 @@ class GaussianMixture(eqx.Module):
         log_n = -0.5 * (self.dim * _LOG_2PI + logdet + maha)
         return log_n, scaled
 
-    def component_log_probs(self, x: Float[Array, " dim"]) -> Float[Array, " K"]:
+    def component_log_probs(self, x: ArrayLike) -> Float[Array, " K"]:
         """$\\ln w_k + \\ln N(x; \\mu_k, S_k)$ for each component."""
         _check_sample(x, self.dim, "GaussianMixture.component_log_probs")
         d, x = _in_dtype_of(self, x)
         return jnp.log(d.weights) + d._component_terms(x)[0]
 
-    def responsibilities(self, x: Float[Array, " dim"]) -> Float[Array, " K"]:
+    def responsibilities(self, x: ArrayLike) -> Float[Array, " K"]:
         """Posterior component probabilities $r_k(x)$."""
         return jax.nn.softmax(self.component_log_probs(x))
 
-    def log_prob(self, x: Float[Array, " dim"]) -> Array:
+    def log_prob(self, x: ArrayLike) -> Array:
         """$\\ln \\sum_k w_k N(x; \\mu_k, S_k)$."""
         return jax.nn.logsumexp(self.component_log_probs(x))
 
-    def score(self, x: Float[Array, " dim"]) -> Array:
+    def score(self, x: ArrayLike) -> Array:
         """$\\sum_k r_k(x) S_k^{-1} (\\mu_k - x)$."""
         _check_sample(x, self.dim, "GaussianMixture.score")
         d, x = _in_dtype_of(self, x)
@@ -353,7 +353,7 @@ class MarginalScore(eqx.Module):
     dist: Gaussian | GaussianMixture
     sde: AbstractSDE
 
-    def __call__(self, t: Scalar, x: Float[Array, " dim"]) -> Array:
+    def __call__(self, t: Scalar, x: ArrayLike) -> Array:
         """The score at `(t, x)`, in `x`'s dtype."""
         dist, x = _in_dtype_of(self.dist, x)
         return dist.marginal(self.sde, t).score(x)
@@ -448,7 +448,7 @@ class NoisyLikelihoodScore(eqx.Module):
     sde: AbstractSDE
     measurement: LinearMeasurement
 
-    def log_likelihood(self, t: Scalar, x: Float[Array, " dim"]) -> Array:
+    def log_likelihood(self, t: Scalar, x: ArrayLike) -> Array:
         r"""$\ln p_t(y \mid x)$."""
         log_w, means, eigvecs, eigvals = _components(self.dist)
         alpha, sigma = self.sde.marginal(t)
@@ -468,7 +468,7 @@ class NoisyLikelihoodScore(eqx.Module):
         log_joint, log_lik = jax.vmap(one)(log_w, means, eigvecs, eigvals)
         return jax.nn.logsumexp(jax.nn.log_softmax(log_joint) + log_lik)
 
-    def __call__(self, t: Scalar, x: Float[Array, " dim"]) -> Array:
+    def __call__(self, t: Scalar, x: ArrayLike) -> Array:
         _check_sample(x, self.dist.dim, "noisy_likelihood_score")
         return jax.grad(self.log_likelihood, argnums=1)(t, x)
 
