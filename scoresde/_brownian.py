@@ -15,7 +15,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import PRNGKeyArray
 
 
 def _bits(t):
@@ -40,7 +39,7 @@ class BatchBrownianPath(dfx.AbstractBrownianPath):
     """
 
     # mypy reads the base class's abstract `levy_area` as a defaulted field (not so at run time).
-    keys: PRNGKeyArray  # type: ignore[misc]
+    keys: jax.Array  # type: ignore[misc]  # one key per sample, (batch,)
     shape: tuple[int, ...] = eqx.field(static=True)  # type: ignore[misc]
     dtype: jnp.dtype = eqx.field(static=True)  # type: ignore[misc]
     levy_area: type = eqx.field(static=True, default=dfx.BrownianIncrement)

@@ -89,7 +89,7 @@ class UnpackLabels(eqx.Module):
         self.data_shape = shape
         self.preprocess = preprocess
 
-    def __call__(self, key: Key, batch: Array):
+    def __call__(self, key: Key | None, batch: Array):
         dim = math.prod(self.data_shape)
         if batch.ndim != 2 or batch.shape[1] != dim + 1:
             raise ValueError(

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, Float, UInt8
+from jaxtyping import Array, ArrayLike, Float, UInt8
 
 from . import analytic
 from ._custom_types import Key
@@ -156,7 +156,7 @@ def load_digits(*, num_test: int = 297, seed: int = 0) -> ImageData:
     return ImageData(images[train], images[test], bunch.target[train], bunch.target[test])
 
 
-def dequantize(key: Key | None, images: Array, *, bits: int = 8) -> Array:
+def dequantize(key: Key | None, images: ArrayLike, *, bits: int = 8) -> Array:
     r"""Integer images $k \in \{0..2^b - 1\}$ to $y = 2(k + u)/2^b - 1 \in [-1, 1]$.
 
     $u \sim U[0, 1)$ is the uniform dequantisation noise. With `key=None`, $u = 1/2$ (the bin centres). Returns the default float dtype.

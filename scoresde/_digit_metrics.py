@@ -171,7 +171,7 @@ def _histogram(labels) -> np.ndarray:
     return np.bincount(np.asarray(labels), minlength=NUM_CLASSES) / len(labels)
 
 
-def digit_metrics(samples, *, classifier: DigitClassifier | None = None) -> DigitMetrics:
+def digit_metrics(samples, *, classifier=None) -> DigitMetrics:
     """Sample quality of 8x8 digit `samples` against the real digits.
 
     **Arguments:**

@@ -124,7 +124,7 @@ class MLPScoreNet(eqx.Module):
     def __call__(self, c: Scalar, x: Float[Array, "*data"]) -> Array:
         _check_input(x, self.data_shape, "MLPScoreNet")
         dtype = self.input_layer.weight.dtype
-        emb = jax.nn.silu(self.embed_mlp(self.embed(c)))
+        emb = jax.nn.silu(self.embed_mlp(self.embed(c).astype(dtype)))
         h = self.input_layer(jnp.ravel(x).astype(dtype))
         for block, proj in zip(self.blocks, self.time_proj, strict=True):
             h = h + block(jax.nn.silu(h + proj(emb)))

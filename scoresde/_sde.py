@@ -519,7 +519,7 @@ class DDPMSDE(AbstractSDE):
         u = jnp.asarray(t, dtype) * self.num_steps
         n = jnp.clip(jnp.ceil(u) - 1, 0, self.num_steps - 1).astype(jnp.int32)
         rate = jnp.asarray(self.table.rates, dtype)[n]
-        return jnp.asarray(self.table.B, dtype)[n] + (u - n) * rate, rate
+        return jnp.asarray(self.table.B, dtype)[n] + (u - n.astype(dtype)) * rate, rate
 
     def drift_coeff(self, t):
         return -0.5 * self.num_steps * self._segment(t)[1]
@@ -540,7 +540,7 @@ class DDPMSDE(AbstractSDE):
         table = jnp.asarray(self.table.B, dtype)
         n = jnp.clip(jnp.searchsorted(table, B, side="right") - 1, 0, self.num_steps - 1)
         rate = jnp.asarray(self.table.rates, dtype)[n]
-        return (n + (B - table[n]) / rate) / self.num_steps
+        return (n.astype(dtype) + (B - table[n]) / rate) / self.num_steps
 
     def log_snr_from_log_std(self, log_sigma):
         return _vp_log_snr_from_log_std(log_sigma)

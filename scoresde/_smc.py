@@ -199,7 +199,11 @@ def _sample_smc(
         s, t = ts[i], ts[i + 1]
         # Resample before moving when the ESS is low (a key per step: the move is joint).
         do = _ess(log_w) < threshold * n
-        ancestors = jnp.where(do, _systematic(jr.fold_in(resample_key, i), log_w), jnp.arange(n))
+        ancestors = jnp.where(
+            do,
+            _systematic(jr.fold_in(resample_key, i), log_w).astype(jnp.int32),
+            jnp.arange(n, dtype=jnp.int32),
+        )
         x, ell, grad, score_val = (a[ancestors] for a in (x, ell, grad, score_val))
         log_w = jnp.where(do, jnp.full_like(log_w, -math.log(n)), log_w)
         # Twisted Euler-Maruyama proposal; p/q in closed form from the noise z.

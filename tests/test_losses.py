@@ -202,7 +202,9 @@ def test_stratified_times_cover_the_quantiles():
             # one point in each of the n strata
             np.testing.assert_array_equal(jnp.floor(u * n), jnp.arange(n))
     t1, _ = ss.UniformTime().sample(jr.key(0), ss.VPSDE(), n, 1e-3)
-    assert not jnp.all(jnp.floor((jnp.sort(t1) - 1e-3) / (1 - 1e-3) * n) == jnp.arange(n))
+    assert not jnp.all(
+        jnp.floor((jnp.sort(t1) - 1e-3) / (1 - 1e-3) * n) == jnp.arange(n, dtype=t1.dtype)
+    )
 
 
 def test_edm_time_is_lognormal_in_sigma(x64):
