@@ -90,7 +90,7 @@ def inpaint(model, config, images, mask, *, key, method="pigdm", noise_std=0.05,
 
     base = conditional_score(model, config)  # the unconditional score (null label if needed)
     sde = model.sde
-    observed = jnp.asarray(images) * jnp.asarray(mask)[None]
+    observed = jnp.asarray(images) * jnp.asarray(mask, jnp.asarray(images).dtype)[None]
 
     def guided(t, x, x_observed):
         m = LinearMeasurement.from_mask(mask, x_observed, noise_std)
