@@ -144,6 +144,7 @@ def test_budget_to_steps_uses_the_samplers_own_nfe_count(name):
         assert predicted <= budget
 
 
+@pytest.mark.slow
 def test_python_api_returns_the_rows_and_writes_nothing_without_out(tmp_path, monkeypatch):
     import scoresde as ss
 

@@ -37,7 +37,7 @@ def test_every_example_is_covered():
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(OUTPUTS)
 
 
-SLOW = {"likelihood.py", "train_digits.py"}
+SLOW = {"likelihood.py", "train_digits.py", "inverse_digits.py"}
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,7 @@ def test_nats_tol_lanes_and_nfe_count():
     np.testing.assert_allclose(res.log_prob, ref.log_prob[:3], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_nats_tol_gradient(x64):
     sde, mix, score, x = _problem()
 

@@ -179,7 +179,14 @@ def test_mixture_condition_2d_importance_weights(x64):
     k=st.integers(1, 3),
     u=st.floats(0.01, 1.0),
 )
-@pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
+@pytest.mark.parametrize(
+    "sde",
+    [
+        s if i == "vp" else pytest.param(s, marks=pytest.mark.slow)
+        for s, i in zip(SDES, SDE_IDS, strict=True)
+    ],
+    ids=SDE_IDS,
+)
 def test_posterior_score_identity(x64, sde, seed, dim, d_y, k, u):
     prior = (
         random_gaussian(seed, dim, jnp.float64)
