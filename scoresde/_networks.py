@@ -99,7 +99,7 @@ class MLPScoreNet(eqx.Module):
         depth: int = 3,
         num_fourier: int = 32,
         fourier_scale: float = 2.0,
-        out_size: Literal["data", "scalar"] = "data",
+        out_size: str = "data",  # "data" or "scalar", checked below
         key: Key,
         dtype=None,
     ):
