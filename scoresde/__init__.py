@@ -10,6 +10,7 @@ from ._checkpoint import (
 )
 from ._conditional import (
     LabelDropoutDSM as LabelDropoutDSM,
+    NoisyCrossEntropy as NoisyCrossEntropy,
     UnpackLabels as UnpackLabels,
     pack_labels as pack_labels,
 )
@@ -19,6 +20,7 @@ from ._data import (
     checkerboard as checkerboard,
     dequantize as dequantize,
     gaussian_mixture as gaussian_mixture,
+    load_coloured_digits as load_coloured_digits,
     load_digits as load_digits,
     quantize as quantize,
     rings as rings,

@@ -15,6 +15,12 @@ so images and labels travel packed: `pack_labels(images, labels)` is an array
 
 Sample with `ss.guidance.ClassifierFree(model, label, null_label=10, scale)`.
 
+Classifier guidance needs a NOISE-CONDITIONAL classifier $\ln p_t(c \mid x_t)$:
+[`scoresde.NoisyCrossEntropy`][] trains `model(t, x) -> logits` (e.g.
+`MLPScoreNet(data_shape, out_size=10, ...)`) on diffused data with the same packed batches, and
+`ss.guidance.Classifier(score, lambda t, x: jax.nn.log_softmax(model(t, x)), label, scale)`
+samples with it.
+
 ??? cite "Reference"
     ```bibtex
     @inproceedings{ho2021classifierfree,
@@ -28,6 +34,7 @@ import math
 from collections.abc import Callable
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -136,19 +143,7 @@ class LabelDropoutDSM(eqx.Module):
         return jnp.where(drop, self.num_classes, labels).astype(jnp.int32)
 
     def __call__(self, model, batch, key: Key) -> Array:
-        if not (isinstance(batch, tuple) and len(batch) == 2):
-            raise TypeError(
-                "LabelDropoutDSM takes batches (x0, labels); pack the data with pack_labels and "
-                "pass preprocess=UnpackLabels(data_shape, ...) to fit."
-            )
-        x0, labels = batch
-        labels = jnp.asarray(labels)
-        if labels.shape != (jnp.shape(x0)[0],):
-            raise ValueError(
-                f"labels must have shape ({jnp.shape(x0)[0]},), one per sample; got {labels.shape}."
-            )
-        if not jnp.issubdtype(labels.dtype, jnp.integer):
-            raise TypeError(f"labels must be integers; got dtype {labels.dtype}.")
+        x0, labels = _unpacked(batch, "LabelDropoutDSM")
         key_drop, key_dsm = jr.split(key)
         return dsm_loss(
             model,
@@ -160,3 +155,66 @@ class LabelDropoutDSM(eqx.Module):
             t_eps=self.t_eps,
             cond=self.drop_labels(key_drop, labels),
         )
+
+
+def _unpacked(batch, who):
+    if not (isinstance(batch, tuple) and len(batch) == 2):
+        raise TypeError(
+            f"{who} takes batches (x0, labels); pack the data with pack_labels and pass "
+            "preprocess=UnpackLabels(data_shape, ...) to fit."
+        )
+    x0, labels = batch
+    labels = jnp.asarray(labels)
+    if labels.shape != (jnp.shape(x0)[0],):
+        raise ValueError(
+            f"labels must have shape ({jnp.shape(x0)[0]},), one per sample; got {labels.shape}."
+        )
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels must be integers; got dtype {labels.dtype}.")
+    return x0, labels
+
+
+class NoisyCrossEntropy(eqx.Module):
+    r"""Cross-entropy of a noise-conditional classifier `model(t, x) -> logits` on diffused data:
+    $E_{t, x_0, c, z}\,[-\ln \operatorname{softmax}(f(t, \alpha(t) x_0 + \sigma(t) z))_c]$,
+    $t \sim U[t_\varepsilon, T]$, minimised by the true noisy classifier $\ln p_t(c \mid x_t)$
+    (the input of [`scoresde.guidance.Classifier`][]).
+
+    `loss(model, (x0, labels), key)`; labels in `[0, num_classes)` (checked: a label out of
+    range is an error, never a silent NaN). `t_eps` defaults to `sde.default_t_eps`.
+    """
+
+    sde: AbstractSDE
+    num_classes: int = eqx.field(static=True)
+    t_eps: float | None = None
+
+    def __check_init__(self):
+        _check_dsm_args(self.sde, _SIGMA_SQUARED, _UNIFORM_TIME, self.t_eps)
+        if (
+            isinstance(self.num_classes, bool)
+            or not isinstance(self.num_classes, int)
+            or self.num_classes < 2
+        ):
+            raise ValueError(f"num_classes must be an int >= 2; got {self.num_classes!r}.")
+
+    def __call__(self, model, batch, key: Key) -> Array:
+        x0, labels = _unpacked(batch, "NoisyCrossEntropy")
+        labels = eqx.error_if(
+            labels,
+            (labels < 0) | (labels >= self.num_classes),
+            f"labels must lie in [0, {self.num_classes}).",
+        )
+        t_eps = self.sde.default_t_eps if self.t_eps is None else self.t_eps
+        n = x0.shape[0]
+        key_t, key_z = jr.split(key)
+        t = jr.uniform(key_t, (n,), x0.dtype, minval=t_eps, maxval=self.sde.T)
+        alpha, sigma = jax.vmap(self.sde.marginal)(t)
+        shape = (n,) + (1,) * (x0.ndim - 1)
+        x_t = alpha.reshape(shape) * x0 + sigma.reshape(shape) * jr.normal(key_z, x0.shape, x0.dtype)
+        logits = jax.vmap(model)(t, x_t)
+        if logits.shape != (n, self.num_classes):
+            raise ValueError(
+                f"model(t, x) must return {self.num_classes} logits; got shape {logits.shape[1:]}."
+            )
+        log_p = jax.nn.log_softmax(logits, axis=-1)
+        return -jnp.mean(jnp.take_along_axis(log_p, labels[:, None], axis=1))

@@ -156,6 +156,26 @@ def load_digits(*, num_test: int = 297, seed: int = 0) -> ImageData:
     return ImageData(images[train], images[test], bunch.target[train], bunch.target[test])
 
 
+def load_coloured_digits(*, num_test: int = 297, seed: int = 0) -> ImageData:
+    r"""The digits of [`scoresde.load_digits`][] tinted by random RGB colours: 8-bit images
+    `(num, 3, 8, 8)`, for colourisation (observe the grey image, the channel mean, with
+    [`scoresde.LinearMeasurement.grayscale`][]).
+
+    Image `i` gets the colour $c_i = u_i / \max_k u_{ik}$, $u_i \sim U[0, 1]^3$ (its brightest
+    channel at full intensity), and channel $k$ is `round(v * c_ik)` of the grey digit `v`.
+    The colours come from `seed + 1`, the same train/test split as `load_digits(seed=seed)`.
+    """
+    grey = load_digits(num_test=num_test, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+
+    def tint(images):
+        u = rng.uniform(size=(images.shape[0], 3))
+        colour = u / u.max(axis=1, keepdims=True)
+        return np.rint(images.astype(np.float64) * colour[:, :, None, None]).astype(np.uint8)
+
+    return ImageData(tint(grey.train), tint(grey.test), grey.train_labels, grey.test_labels)
+
+
 def dequantize(key: Key | None, images: ArrayLike, *, bits: int = 8) -> Array:
     r"""Integer images $k \in \{0..2^b - 1\}$ to $y = 2(k + u)/2^b - 1 \in [-1, 1]$.
 

@@ -11,7 +11,7 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from ._checks import check_positive, is_concrete
+from ._checks import check_int, check_positive, is_concrete
 from ._custom_types import Key, Sample
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -109,6 +109,32 @@ class LinearMeasurement(eqx.Module):
         operator = lx.FunctionLinearOperator(lambda v: v[idx], structure)
         y = x_observed.reshape(-1)[idx]
         return cls(operator, y, noise_std, mask=jnp.asarray(mask_np))
+
+    @classmethod
+    def grayscale(cls, gray, noise_std, *, channels: int = 3) -> "LinearMeasurement":
+        r"""Colourisation: observe the channel mean of a `(channels, *spatial)` image.
+
+        $y_p = \frac{1}{C}\sum_c x_{c,p}$ for every pixel $p$ (channels first, the library's
+        image layout), so $A = \frac{1}{C}[I\;I\;\cdots\;I]$ has orthogonal rows.
+
+        **Arguments:**
+
+        - `gray`: the observed grey image, shape `spatial` (e.g. `(8, 8)`), or `(1, *spatial)`.
+        - `noise_std`: $s_y > 0$, a scalar or one per pixel.
+        - `channels`: $C$, the number of colour channels of the images (default 3).
+        """
+        channels = check_int("channels", channels)
+        gray = jnp.asarray(gray)
+        if not jnp.issubdtype(gray.dtype, jnp.floating):
+            gray = gray.astype(float)
+        if gray.ndim >= 2 and gray.shape[0] == 1:
+            gray = gray[0]
+        if gray.ndim == 0:
+            raise ValueError("gray must be an image (its spatial shape); got a scalar.")
+        spatial = gray.shape
+        structure = jax.ShapeDtypeStruct((channels, *spatial), gray.dtype)
+        operator = lx.FunctionLinearOperator(lambda v: jnp.mean(v, axis=0).reshape(-1), structure)
+        return cls(operator, gray.reshape(-1), noise_std)
 
     @property
     def dim_y(self) -> int:

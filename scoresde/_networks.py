@@ -72,18 +72,19 @@ class MLPScoreNet(eqx.Module):
     r"""Residual MLP $h_{k+1} = h_k + W_k\,\mathrm{silu}(h_k + U_k\,e(c))$ on flattened data.
 
     $e(c)$ is a Gaussian Fourier embedding of the noise conditioning. Any data shape works (it is
-    flattened); `out_size="scalar"` gives an energy network with a scalar output.
+    flattened); `out_size="scalar"` gives an energy network with a scalar output, an integer
+    `out_size=K` a vector of `K` outputs (e.g. the logits of a noise-conditional classifier).
 
     **Arguments:**
 
     - `data_shape`: shape of one sample, e.g. `2` or `(2,)`.
     - `width`, `depth`: hidden width and number of residual blocks.
     - `num_fourier`, `fourier_scale`: size and frequency scale of the time embedding.
-    - `out_size`: `"data"` (a sample-shaped output) or `"scalar"`.
+    - `out_size`: `"data"` (a sample-shaped output), `"scalar"` or an int `K >= 1` (`(K,)`).
     """
 
     data_shape: tuple[int, ...] = eqx.field(static=True)
-    out_size: str = eqx.field(static=True)
+    out_size: str | int = eqx.field(static=True)
     embed: GaussianFourierFeatures
     embed_mlp: eqx.nn.Linear
     input_layer: eqx.nn.Linear
@@ -99,13 +100,15 @@ class MLPScoreNet(eqx.Module):
         depth: int = 3,
         num_fourier: int = 32,
         fourier_scale: float = 2.0,
-        out_size: str = "data",  # "data" or "scalar", checked below
+        out_size: str | int = "data",  # "data", "scalar" or K, checked below
         key: Key,
         dtype=None,
     ):
         self.data_shape = _as_shape(data_shape)
-        if out_size not in ("data", "scalar"):
-            raise ValueError(f"out_size must be 'data' or 'scalar'; got {out_size!r}.")
+        if isinstance(out_size, bool) or not (
+            out_size in ("data", "scalar") or (isinstance(out_size, int) and out_size >= 1)
+        ):
+            raise ValueError(f"out_size must be 'data', 'scalar' or an int >= 1; got {out_size!r}.")
         if width < 1 or depth < 1:
             raise ValueError(f"width and depth must be >= 1; got width={width}, depth={depth}.")
         self.out_size = out_size
@@ -118,7 +121,9 @@ class MLPScoreNet(eqx.Module):
         self.time_proj = [
             eqx.nn.Linear(width, width, key=k, dtype=dtype) for k in keys[4 + depth :]
         ]
-        out: int | Literal["scalar"] = dim if out_size == "data" else "scalar"
+        out: int | Literal["scalar"] = (
+            dim if out_size == "data" else out_size if isinstance(out_size, int) else "scalar"
+        )
         self.output_layer = eqx.nn.Linear(width, out, key=keys[3], dtype=dtype)
 
     def __call__(self, c: Scalar, x: Float[Array, "*data"]) -> Array:
@@ -129,7 +134,7 @@ class MLPScoreNet(eqx.Module):
         for block, proj in zip(self.blocks, self.time_proj, strict=True):
             h = h + block(jax.nn.silu(h + proj(emb)))
         out = self.output_layer(jax.nn.silu(h))
-        if self.out_size == "scalar":
+        if self.out_size != "data":
             return out.astype(jnp.result_type(x))
         return jnp.reshape(out, self.data_shape).astype(jnp.result_type(x))
 

@@ -387,25 +387,31 @@ class ClassifierFree(eqx.Module):
 
 
 class Replacement(eqx.Module):
-    r"""Replacement inpainting (Song et al. 2021, score_sde): a step hook; BIASED.
+    r"""Replacement / projection (Song et al. 2021, score_sde's inpainting and colourisation): a
+    step hook; BIASED.
 
-    `hook(t, x, key) -> x` on ONE sample: draws $\tilde y_t = \alpha(t)\,y + \sigma(t) z$ and
-    overwrites the observed coordinates of `x` with it. Call it after each step of a
-    fixed-step reverse sampler, at the step's new time `t`: `scoresde.sample_pc(...,
-    step_hook=hook)` (with `predictor=EulerMaruyama(), corrector=None`, the fixed-step reverse
-    SDE).
+    `hook(t, x, key) -> x` on ONE sample: draws $\tilde y_t = \alpha(t)\,y + \sigma(t)\,z$ and
+    projects `x` onto $\{x : A x = \tilde y_t\}$, $x \leftarrow x + A^+(\tilde y_t - A x)$
+    with the pseudo-inverse $A^+ = A^\top (AA^\top)^{-1}$. For a mask this overwrites the
+    observed entries; for a channel mean ([`scoresde.LinearMeasurement.grayscale`][]) it shifts
+    every channel of a pixel by the same amount, score_sde's colourisation in its decoupled
+    colour space. Call it after each step of a fixed-step reverse sampler, at the step's new time
+    `t`: `scoresde.sample_pc(..., step_hook=hook)` (with `predictor=EulerMaruyama(),
+    corrector=None`, the fixed-step reverse SDE).
 
-    The observed coordinates are re-noised independently of the hidden ones, so the hidden
-    coordinates never feel $p_t(y \mid x)$ through the correlations of the prior: the result
-    is NOT the posterior. On a 2-D Gaussian with correlation 0.95 and $y = 1.5$ observed, it
-    gives the hidden coordinate mean about 1.09 and variance 0.19, against the posterior's
-    1.43 and 0.098. The measurement's `noise_std` is ignored ($y$ is treated as exact).
+    The observed part is re-noised independently of the rest, so the unobserved directions
+    never feel $p_t(y \mid x)$ through the correlations of the prior: the result is NOT the
+    posterior. On a 2-D Gaussian with correlation 0.95 and $y = 1.5$ observed, it gives the
+    hidden coordinate mean about 1.09 and variance 0.19, against the posterior's 1.43 and
+    0.098. The measurement's `noise_std` is ignored ($y$ is treated as exact).
 
-    **Arguments:** `m`, a measurement made by [`scoresde.LinearMeasurement.from_mask`][].
+    **Arguments:** `sde`; `m`, a [`scoresde.LinearMeasurement`][] whose $A$ has full row rank
+    (for a general $A$ its dense pseudo-inverse is formed once, $d_y \times d$ memory).
     """
 
     sde: AbstractSDE
     measurement: LinearMeasurement
+    pinv: Float[Array, "d d_y"] | None
 
     evals_per_call: ClassVar[int] = 0
     vjps_per_call: ClassVar[int] = 0
@@ -414,15 +420,25 @@ class Replacement(eqx.Module):
         if not isinstance(sde, AbstractSDE):
             raise TypeError(f"sde must be a scoresde SDE (AbstractSDE); got {type(sde).__name__}.")
         m = _check_measurement(m)
-        if m.mask is None:
-            raise ValueError(
-                "m must come from LinearMeasurement.from_mask (replacement needs a mask)."
-            )
         self.sde, self.measurement = sde, m
+        if m.mask is not None:
+            self.pinv = None  # A A^T = I: the projection overwrites the observed entries
+            return
+        A = np.asarray(m.matrix, np.float64)
+        singular = np.linalg.svd(A, compute_uv=False)
+        if singular.min() <= 1e-10 * singular.max():
+            raise ValueError(
+                "Replacement needs A of full row rank (its rows linearly independent); the "
+                f"smallest singular value of A is {singular.min():.3g}."
+            )
+        self.pinv = jnp.asarray(np.linalg.pinv(A), m.y.dtype)
 
     def __call__(self, t: Scalar, x: Sample, key: Key) -> Sample:
         m = self.measurement
         alpha, sigma = self.sde.marginal(t)
         y_t = alpha * m.y + sigma * jr.normal(key, (m.dim_y,), m.y.dtype)
-        assert m.mask is not None  # checked in __init__: a measurement from a mask
-        return jnp.where(m.mask, m.transpose(y_t, x), x).astype(x.dtype)
+        if self.pinv is None:
+            assert m.mask is not None
+            return jnp.where(m.mask, m.transpose(y_t, x), x).astype(x.dtype)
+        step = self.pinv @ (y_t - m.apply(x))
+        return (x + step.reshape(jnp.shape(x))).astype(x.dtype)

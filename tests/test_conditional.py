@@ -160,3 +160,36 @@ def test_cli_config_builds_saves_and_loads_a_conditional_model(tmp_path):
     plain = cli_train.skeleton_from_config(dataclasses.replace(cfg, conditional=False))
     with pytest.raises(ss.CheckpointError):
         ss.load(path, plain)
+
+
+def test_noisy_cross_entropy_learns_the_diffused_responsibilities():
+    # Two 2-D Gaussians; the minimiser of the noisy cross-entropy is ln p_t(c | x_t), known here.
+    sde = ss.VPSDE()
+    mix = ss.analytic.GaussianMixture(
+        jnp.array([0.5, 0.5]), jnp.array([[-1.5, 0.0], [1.5, 0.5]]), jnp.stack([0.5 * jnp.eye(2)] * 2)
+    )
+    labels = np.repeat(np.arange(2), 2000)
+    key = jr.key(0)
+    x = np.concatenate(
+        [np.asarray(ss.analytic.Gaussian(mix.means[c], mix.covs[c]).sample(jr.fold_in(key, c), 2000))
+         for c in range(2)]
+    )  # fmt: skip
+    net = ss.MLPScoreNet(2, width=32, depth=2, out_size=2, key=jr.key(1))
+    loss = ss.NoisyCrossEntropy(sde, num_classes=2)
+    fit = ss.fit(net, loss, ss.pack_labels(x, labels), key=jr.key(2), steps=600, batch_size=256,
+                 preprocess=ss.UnpackLabels(2), progress=False)  # fmt: skip
+    clf = fit.ema_model
+    errs = []
+    for t in (0.05, 0.3, 0.7):
+        xt = mix.marginal(sde, t).sample(jr.key(3), 500)
+        exact = jax.vmap(mix.marginal(sde, t).responsibilities)(xt)[:, 1]
+        learned = jax.nn.softmax(jax.vmap(lambda x_: clf(jnp.asarray(t), x_))(xt))[:, 1]
+        errs.append(float(jnp.mean(jnp.abs(learned - exact))))
+    assert max(errs) < 0.05, errs
+    # Negative control: the untrained network is far from it.
+    untrained = jax.nn.softmax(jax.vmap(lambda x_: net(jnp.asarray(0.3), x_))(xt))[:, 1]
+    assert float(jnp.mean(jnp.abs(untrained - exact))) > 0.1
+    with pytest.raises(ValueError, match="num_classes"):
+        ss.NoisyCrossEntropy(sde, num_classes=1)
+    with pytest.raises(Exception, match="labels must lie"):
+        loss(net, (jnp.zeros((4, 2)), jnp.array([0, 1, 2, 0])), jr.key(0))

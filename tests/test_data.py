@@ -106,3 +106,17 @@ def test_toy_sets_do_not_retrace_for_new_keys():
     key = jr.key(5)
     with assert_no_recompile():
         ss.rings(key, 64)
+
+
+def test_coloured_digits_are_tinted_copies_of_the_digits():
+    grey, colour = ss.load_digits(), ss.load_coloured_digits()
+    assert colour.train.shape == (1500, 3, 8, 8) and colour.test.shape == (297, 3, 8, 8)
+    assert colour.train.dtype == np.uint8
+    np.testing.assert_array_equal(colour.test_labels, grey.test_labels)
+    # Each image is its grey digit times one colour with brightest channel 1 (up to rounding).
+    ratio = colour.test.max(axis=(2, 3)) / np.maximum(grey.test.max(axis=(2, 3)), 1)
+    np.testing.assert_allclose(ratio.max(axis=1), 1.0, atol=0.02)
+    assert np.all(np.abs(colour.test.astype(float) - grey.test * ratio[:, :, None, None]) <= 1.5)
+    # The colours differ between images: the grey image does not determine the colour one.
+    assert ratio.std(axis=0).min() > 0.1
+    np.testing.assert_array_equal(ss.load_coloured_digits().train, colour.train)  # reproducible

@@ -214,3 +214,22 @@ def test_noisy_likelihood_score_checks_inputs():
         ss.analytic.noisy_likelihood_score(g, ss.VPSDE(), m)
     with pytest.raises(TypeError, match="sde"):
         ss.analytic.noisy_likelihood_score(g, "vp", m)
+
+
+def test_grayscale_measurement_is_the_channel_mean():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(size=(3, 4, 5)), jnp.float32)
+    gray = x.mean(0)
+    m = ss.LinearMeasurement.grayscale(gray, 0.01)
+    assert (m.dim_y, m.dim_x) == (20, 60)
+    np.testing.assert_allclose(m.apply(x), gray.reshape(-1), rtol=1e-6)
+    np.testing.assert_allclose(m.matrix @ x.reshape(-1), gray.reshape(-1), rtol=1e-5)
+    # Rows orthogonal with squared norm 1 / C.
+    np.testing.assert_allclose(m.matrix @ m.matrix.T, jnp.eye(20) / 3, atol=1e-7)
+    assert ss.LinearMeasurement.grayscale(gray[None], 0.01, channels=2).dim_x == 40
+    with pytest.raises(ValueError, match="A has width"):
+        m.apply(jnp.zeros((3, 4, 4)))
+    with pytest.raises(ValueError, match="channels"):
+        ss.LinearMeasurement.grayscale(gray, 0.01, channels=0)
+    with pytest.raises(ValueError, match="noise_std"):
+        ss.LinearMeasurement.grayscale(gray, 0.0)
