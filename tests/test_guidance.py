@@ -161,7 +161,7 @@ def test_guidance_bad_inputs_raise():
         ss.guidance.Classifier(score, lambda t, x: x, 1.5, 1.0)
     with pytest.raises(ValueError, match="scale"):
         ss.guidance.DPS(sde, score, m, -1.0)
-    with pytest.raises(ValueError, match="from_mask"):
+    with pytest.raises(ValueError, match="full row rank"):
         ss.guidance.Replacement(sde, m)
     with pytest.raises(TypeError, match="diagonal"):
         ss.guidance.TMPD(sde, score, m, diagonal="yes")
