@@ -221,7 +221,9 @@ def main():
     rows, samples = [], {}
     for name, make in (("grid25", grid25), ("aniso64", aniso64)):
         prior, A, noise = make()
-        rows += run_problem(name, prior, A, noise, n=n, nfe_budget=budget, runs=runs, samples=samples)
+        rows += run_problem(
+            name, prior, A, noise, n=n, nfe_budget=budget, runs=runs, samples=samples
+        )
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     out = dict(
         benchmark="inverse",

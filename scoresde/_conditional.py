@@ -47,6 +47,7 @@ from ._losses import (
     AbstractTimeSampler,
     AbstractWeighting,
     _check_dsm_args,
+    diffuse_batch,
     dsm_loss,
 )
 from ._sde import AbstractSDE
@@ -204,15 +205,10 @@ class NoisyCrossEntropy(eqx.Module):
             (labels < 0) | (labels >= self.num_classes),
             f"labels must lie in [0, {self.num_classes}).",
         )
-        t_eps = self.sde.default_t_eps if self.t_eps is None else self.t_eps
-        n = x0.shape[0]
-        key_t, key_z = jr.split(key)
-        t = jr.uniform(key_t, (n,), x0.dtype, minval=t_eps, maxval=self.sde.T)
-        alpha, sigma = jax.vmap(self.sde.marginal)(t)
-        shape = (n,) + (1,) * (x0.ndim - 1)
-        x_t = alpha.reshape(shape) * x0 + sigma.reshape(shape) * jr.normal(key_z, x0.shape, x0.dtype)
+        t_eps = _check_dsm_args(self.sde, _SIGMA_SQUARED, _UNIFORM_TIME, self.t_eps)
+        t, _, _, x_t = diffuse_batch(key, self.sde, x0, _UNIFORM_TIME, t_eps)
         logits = jax.vmap(model)(t, x_t)
-        if logits.shape != (n, self.num_classes):
+        if logits.shape != (x0.shape[0], self.num_classes):
             raise ValueError(
                 f"model(t, x) must return {self.num_classes} logits; got shape {logits.shape[1:]}."
             )

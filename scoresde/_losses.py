@@ -211,6 +211,18 @@ _SIGMA_SQUARED = SigmaSquared()
 _UNIFORM_TIME = UniformTime()
 
 
+def diffuse_batch(key: Key, sde: AbstractSDE, x0: Array, time_sampler, t_eps):
+    r"""Times $t_i$ from `time_sampler` (with their weights $w_i$), noise $z_i$ and the diffused
+    batch $x_{t_i} = \alpha(t_i) x_{0,i} + \sigma(t_i) z_i$: `(t, w, z, x_t)`."""
+    key_t, key_z = jr.split(key)
+    dtype = jnp.result_type(x0)
+    t, w = time_sampler.sample(key_t, sde, x0.shape[0], t_eps, dtype)
+    z = jr.normal(key_z, x0.shape, dtype)
+    alpha, sigma = jax.vmap(sde.marginal)(t)
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    return t, w, z, jnp.reshape(alpha, shape) * x0 + jnp.reshape(sigma, shape) * z
+
+
 def dsm_loss(
     score: ScoreFn,
     sde: AbstractSDE,
@@ -241,13 +253,9 @@ def dsm_loss(
     """
     _check_batch(x0)
     t_eps = _check_dsm_args(sde, weighting, time_sampler, t_eps)
-    key_t, key_z = jr.split(key)
-    dtype = jnp.result_type(x0)
-    t, w = time_sampler.sample(key_t, sde, x0.shape[0], t_eps, dtype)
-    z = jr.normal(key_z, x0.shape, dtype)
-    alpha, sigma = jax.vmap(sde.marginal)(t)
+    t, w, z, x_t = diffuse_batch(key, sde, x0, time_sampler, t_eps)
+    sigma = jax.vmap(sde.marginal)(t)[1]
     shape = (-1,) + (1,) * (x0.ndim - 1)
-    x_t = jnp.reshape(alpha, shape) * x0 + jnp.reshape(sigma, shape) * z
     s = jax.vmap(score)(t, x_t) if cond is None else jax.vmap(score)(t, x_t, cond)  # type: ignore[call-arg]
     if s.shape != x0.shape:
         raise ValueError(f"score(t, x) must return x's shape {x0.shape[1:]}; got {s.shape[1:]}.")

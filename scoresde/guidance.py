@@ -422,7 +422,7 @@ class Replacement(eqx.Module):
         m = _check_measurement(m)
         self.sde, self.measurement = sde, m
         if m.mask is not None:
-            self.pinv = None  # A A^T = I: the projection overwrites the observed entries
+            self.pinv = None  # A A^T = I, so A^+ = A^T: no dense matrix for masks
             return
         A = np.asarray(m.matrix, np.float64)
         singular = np.linalg.svd(A, compute_uv=False)
@@ -437,8 +437,6 @@ class Replacement(eqx.Module):
         m = self.measurement
         alpha, sigma = self.sde.marginal(t)
         y_t = alpha * m.y + sigma * jr.normal(key, (m.dim_y,), m.y.dtype)
-        if self.pinv is None:
-            assert m.mask is not None
-            return jnp.where(m.mask, m.transpose(y_t, x), x).astype(x.dtype)
-        step = self.pinv @ (y_t - m.apply(x))
-        return (x + step.reshape(jnp.shape(x))).astype(x.dtype)
+        r = y_t - m.apply(x)
+        step = m.transpose(r, x) if self.pinv is None else (self.pinv @ r).reshape(jnp.shape(x))
+        return (x + step).astype(x.dtype)

@@ -166,7 +166,9 @@ def test_noisy_cross_entropy_learns_the_diffused_responsibilities():
     # Two 2-D Gaussians; the minimiser of the noisy cross-entropy is ln p_t(c | x_t), known here.
     sde = ss.VPSDE()
     mix = ss.analytic.GaussianMixture(
-        jnp.array([0.5, 0.5]), jnp.array([[-1.5, 0.0], [1.5, 0.5]]), jnp.stack([0.5 * jnp.eye(2)] * 2)
+        jnp.array([0.5, 0.5]),
+        jnp.array([[-1.5, 0.0], [1.5, 0.5]]),
+        jnp.stack([0.5 * jnp.eye(2)] * 2),
     )
     labels = np.repeat(np.arange(2), 2000)
     key = jr.key(0)
@@ -183,7 +185,7 @@ def test_noisy_cross_entropy_learns_the_diffused_responsibilities():
     for t in (0.05, 0.3, 0.7):
         xt = mix.marginal(sde, t).sample(jr.key(3), 500)
         exact = jax.vmap(mix.marginal(sde, t).responsibilities)(xt)[:, 1]
-        learned = jax.nn.softmax(jax.vmap(lambda x_: clf(jnp.asarray(t), x_))(xt))[:, 1]
+        learned = jax.nn.softmax(jax.vmap(clf, in_axes=(None, 0))(jnp.asarray(t), xt))[:, 1]
         errs.append(float(jnp.mean(jnp.abs(learned - exact))))
     assert max(errs) < 0.05, errs
     # Negative control: the untrained network is far from it.
