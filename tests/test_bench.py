@@ -14,6 +14,9 @@ import pytest
 from scoresde import cli
 from scoresde._cli.bench import measure, problems, report, solvers
 
+# One worker for the whole module: the quick run below is a module fixture (~2 minutes), and
+# under `--dist loadgroup` every worker that got one of its tests would run it again.
+pytestmark = pytest.mark.xdist_group("bench")
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
