@@ -12,6 +12,7 @@ y is drawn from the model (x ~ prior, y = A x + n). Methods: Posterior (exact gu
 (scale 1), PiGDM (data_var 1), TMPD, each with `sample_sde` (Euler-Maruyama, fixed steps) and
 `sample_ode` (DPMSolverPP2M, log-SNR grid); `sample_smc` with 256 particles: the exact twist
 (`LogTwist` of the analytic noisy likelihood: an oracle, showing what the sampler itself reaches),
+`MomentTwist()` (TMPD's Gaussian projection; also at 3x the NFE budget),
 `TweedieTwist(data_var=tr(Cov)/d)` (the data's mean per-coordinate variance) and the plain TDS
 twist. Steps are chosen so that every method spends about the same
 NFE per sample (a VJP through the score counts 2). Metrics: sliced Wasserstein to exact posterior
@@ -142,12 +143,15 @@ def run_problem(name, prior, A, noise, *, n, nfe_budget, runs, samples):
         (jnp.einsum("k,kii->", w, covs) + w @ jnp.sum((means - mean) ** 2, axis=1)) / d
     )
     nls = ss.analytic.noisy_likelihood_score(prior, sde, m)
-    for label, twist in (
-        ("SMC-256 exact twist", ss.LogTwist(nls.log_likelihood)),
-        ("SMC-256 TDS data_var", ss.TweedieTwist(data_var=data_var)),
-        ("SMC-256 TDS", ss.TweedieTwist()),
+    for label, twist, budget in (
+        ("SMC-256 exact twist", ss.LogTwist(nls.log_likelihood), nfe_budget),
+        ("SMC-256 moment twist", ss.MomentTwist(), nfe_budget),
+        ("SMC-256 moment twist 3x NFE", ss.MomentTwist(), 3 * nfe_budget),
+        ("SMC-256 TDS data_var", ss.TweedieTwist(data_var=data_var), nfe_budget),
+        ("SMC-256 TDS", ss.TweedieTwist(), nfe_budget),
     ):
-        steps = max((nfe_budget - 1) // (twist.evals_per_call + 2 * twist.vjps_per_call), 2)
+        evals, vjps = twist.cost(m)
+        steps = max((budget - 1) // (evals + 2 * vjps), 2)
 
         def smc(twist=twist, steps=steps):
             return [

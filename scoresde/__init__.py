@@ -145,6 +145,7 @@ from ._sde import (
 from ._smc import (
     AbstractTwist as AbstractTwist,
     LogTwist as LogTwist,
+    MomentTwist as MomentTwist,
     SMCResult as SMCResult,
     TweedieTwist as TweedieTwist,
     sample_smc as sample_smc,

@@ -23,7 +23,7 @@ discretised model: the Euler-Maruyama chain from the SDE's prior, not exactly $p
 only changes the variance: with the exact noisy likelihood $p_t(y \mid x)$ the weights are
 constant up to the discretisation of the step.
 
-Twists ([`scoresde.TweedieTwist`][], [`scoresde.LogTwist`][]) are values: small Equinox modules
+Twists ([`scoresde.TweedieTwist`][], [`scoresde.MomentTwist`][], [`scoresde.LogTwist`][]) are values: small Equinox modules
 returning $\ell_t(x)$, $\nabla\ell_t(x)$ and the score at $x$ in one pass.
 """
 
@@ -55,8 +55,9 @@ from ._keys import latents_and_noise_keys
 from ._measurement import LinearMeasurement
 from ._progress import tick
 from ._sde import AbstractSDE
+from .guidance import moment_projection
 
-__all__ = ["AbstractTwist", "LogTwist", "SMCResult", "TweedieTwist", "sample_smc"]
+__all__ = ["AbstractTwist", "LogTwist", "MomentTwist", "SMCResult", "TweedieTwist", "sample_smc"]
 
 # The key of the resampling steps: fold_in(key, _RESAMPLE) with an index that no particle has.
 _RESAMPLE = 2**32 - 1
@@ -66,14 +67,14 @@ class AbstractTwist(eqx.Module):
     r"""A twisting function $\ell_t(x) = \ln\tilde p_t(y \mid x)$ for [`scoresde.sample_smc`][].
 
     `__call__(sde, score, m, t, x)` on ONE sample returns `(ell, grad_ell, score_value)`;
-    `evals_per_call` / `vjps_per_call` count the score evaluations / VJPs through the score.
+    `cost(m)` is `(score evaluations, VJPs through the score)` per call for the measurement `m`.
     """
-
-    evals_per_call: eqx.AbstractClassVar[int]
-    vjps_per_call: eqx.AbstractClassVar[int]
 
     @abc.abstractmethod
     def __call__(self, sde, score, m, t: Scalar, x: Sample) -> tuple[Array, Sample, Sample]: ...
+
+    @abc.abstractmethod
+    def cost(self, m) -> tuple[int, int]: ...
 
 
 class TweedieTwist(AbstractTwist):
@@ -97,6 +98,9 @@ class TweedieTwist(AbstractTwist):
     def __check_init__(self):
         if self.data_var is not None:
             check_positive("data_var", self.data_var)
+
+    def cost(self, m):
+        return self.evals_per_call, self.vjps_per_call
 
     def __call__(self, sde, score, m, t, x):
         alpha, sigma = sde.marginal(t)
@@ -137,12 +141,33 @@ class LogTwist(AbstractTwist):
         if not callable(self.log_twist):
             raise TypeError("log_twist must be callable as log_twist(t, x).")
 
+    def cost(self, m):
+        return self.evals_per_call, self.vjps_per_call
+
     def __call__(self, sde, score, m, t, x):
         def ell(x_):
             return check_like(self.log_twist(t, x_), x_, who="log_twist(t, x)", scalar=True)
 
         value, grad = jax.value_and_grad(ell)(x)
         return value, grad, checked_score(score, t, x)
+
+
+class MomentTwist(AbstractTwist):
+    r"""The TMPD twist: $\tilde p_t(y \mid x) = N(y; A\hat x_0, A C A^\top + R)$ with Tweedie's
+    covariance $C = \tfrac{\sigma^2}{\alpha}\,\partial\hat x_0/\partial x$ (the moment
+    projection of [`scoresde.guidance.TMPD`][]); its gradient holds $C$ fixed (the proposal may
+    use any drift: the weights stay exact). Exact for Gaussian priors; on mixtures the
+    covariance follows the posterior spread of $x_0$, which the Tweedie twist ignores.
+
+    A [`scoresde.LinearMeasurement`][] only. Cost: 1 score evaluation and $d_y$ VJPs.
+    """
+
+    def __call__(self, sde, score, m, t, x):
+        s, ell, grad = moment_projection(sde, score, m, t, x)
+        return ell, grad, s
+
+    def cost(self, m):
+        return 1, m.dim_y
 
 
 class SMCResult(eqx.Module):
@@ -275,7 +300,8 @@ def sample_smc(
       resampling steps (joint by nature) use `fold_in(fold_in(key, 2**32 - 1), step)`.
     - `shape`: `(num_particles, *data_shape)`.
     - `steps`: Euler-Maruyama steps on the uniform grid from `sde.T` to `t_eps`.
-    - `twist`: [`scoresde.TweedieTwist`][] (default, any likelihood) or
+    - `twist`: [`scoresde.TweedieTwist`][] (default, any likelihood),
+      [`scoresde.MomentTwist`][] (linear Gaussian measurements, covariance-aware) or
       [`scoresde.LogTwist`][] (a given $\ln\tilde p_t(y \mid x)$, e.g. the exact one).
     - `resample_threshold`: in $[0, 1]$; systematic resampling before a step when
       ESS < `resample_threshold * num_particles` (0: never, 1: whenever the weights differ).
@@ -285,7 +311,7 @@ def sample_smc(
     - `progress`: a progress bar.
 
     **Returns:** an [`scoresde.SMCResult`][]; `nfe = steps * (evals + 2 vjps) (+1)` per
-    particle (3 per step with `TweedieTwist`, 1 with `LogTwist`).
+    particle (3 per step with `TweedieTwist`, $1 + 2 d_y$ with `MomentTwist`, 1 with `LogTwist`).
 
     **Raises:** `ValueError` for a measurement whose width is not the sample size, a threshold
     outside $[0, 1]$, a bad `shape`, `steps` or `t_eps`; `TypeError` for a `twist` that is not
@@ -306,7 +332,9 @@ def sample_smc(
     shape = check_shape(shape)
     steps = check_steps(steps)
     if not isinstance(twist, AbstractTwist):
-        raise TypeError(f"twist must be TweedieTwist(...) or LogTwist(log_twist); got {twist!r}.")
+        raise TypeError(
+            f"twist must be TweedieTwist(...), MomentTwist() or LogTwist(log_twist); got {twist!r}."
+        )
     if not callable(getattr(m, "log_likelihood", None)):
         raise TypeError(
             f"m must be a scoresde.LinearMeasurement (or have log_likelihood(x)); got "
@@ -321,6 +349,8 @@ def sample_smc(
     if isinstance(twist, TweedieTwist) and twist.data_var is not None:
         if not isinstance(m, LinearMeasurement):
             raise TypeError("TweedieTwist(data_var=...) needs m, a scoresde.LinearMeasurement.")
+    if isinstance(twist, MomentTwist) and not isinstance(m, LinearMeasurement):
+        raise TypeError("MomentTwist() needs m, a scoresde.LinearMeasurement.")
     try:
         threshold = float(resample_threshold)
     except (TypeError, ValueError):
@@ -350,7 +380,8 @@ def sample_smc(
         progress=check_bool("progress", progress),
     )
     raise_if_not_finite("sample_smc", x, hint="use more steps or a twist with data_var.")
-    per_step = twist.evals_per_call + 2 * twist.vjps_per_call
+    evals, vjps = twist.cost(m)
+    per_step = evals + 2 * vjps
     nfe = jnp.full((shape[0],), steps * per_step + (1 if denoise else 0), jnp.int32)
     return SMCResult(
         x=x, log_weights=log_w, log_evidence=log_z, ess=ess, resampled=resampled, nfe=nfe
