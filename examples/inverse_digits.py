@@ -14,6 +14,14 @@ classifier.
 4. Hides the lower half of test digits and completes it with PiGDM guidance
    (`ss.guidance.PiGDM`, the unconditional score through the null label): RMSE on the hidden
    pixels and classifier accuracy of the completed digits, beside the mean-image fill.
+5. Trains a noise-conditional classifier p_t(c | x) with `ss.NoisyCrossEntropy` (an MLP on the
+   flattened digit, logits out) and samples every label with classifier guidance
+   s(x) + w grad ln p_t(c | x) (`ss.guidance.Classifier`, unconditional score through the null
+   label): accuracy of the requested label per scale, as for classifier-free guidance.
+6. Colourisation: trains an unconditional U-Net on `ss.load_coloured_digits()` (3 channels),
+   observes the grey image (channel mean, `ss.LinearMeasurement.grayscale`) of test digits and
+   colours it with PiGDM guidance and with `ss.guidance.Replacement` (score_sde's method):
+   RMSE of the colour image against the truth, beside the grey image copied to every channel.
 
 Prints a table and writes `inverse_digits.json` and `inverse_digits.png` to `--out`.
 """
@@ -22,6 +30,7 @@ import argparse
 import json
 import pathlib
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -30,7 +39,7 @@ import numpy as np
 import scoresde as ss
 
 SMOKE = dict(steps=3, base_channels=4, per_label=1, scales=(1.0, 3.0), num_inpaint=4,
-             sample_steps=3)  # fmt: skip
+             sample_steps=3, classifier_steps=3, num_colour=2)  # fmt: skip
 NULL = 10
 
 
@@ -56,6 +65,51 @@ def train_model(steps, base_channels, key):
         progress=False,
     )
     return result.ema_model, float(np.mean(result.losses[-50:]))
+
+
+def train_classifier(steps, key):
+    """A noise-conditional classifier: MLP logits of the flattened digit at time t, trained with
+    the cross-entropy of the labels at a random diffusion time (ss.NoisyCrossEntropy)."""
+    digits = ss.load_digits()
+    key_init, key_fit = jr.split(key)
+    net = ss.MLPScoreNet(64, width=256, depth=3, out_size=10, key=key_init)
+    result = ss.fit(
+        net,
+        ss.NoisyCrossEntropy(ss.VPSDE(), num_classes=10),
+        ss.pack_labels(digits.train.reshape(len(digits.train), 64), digits.train_labels),
+        key=key_fit,
+        steps=steps,
+        batch_size=128,
+        optimizer=ss.adam_with_warmup(
+            1e-3, warmup_steps=min(100, steps), decay_steps=max(steps, 101)
+        ),
+        preprocess=ss.UnpackLabels(64, ss.dequantize),
+        progress=False,
+    )
+    return result.ema_model
+
+
+def train_colour_model(steps, base_channels, key):
+    """An unconditional 3-channel U-Net on the coloured digits (denoising score matching)."""
+    data = ss.load_coloured_digits()
+    sde = ss.VPSDE()
+    key_init, key_fit = jr.split(key)
+    net = ss.UNet((3, 8, 8), base_channels=base_channels, channel_mults=(1, 2), num_heads=2,
+                  key=key_init)  # fmt: skip
+    result = ss.fit(
+        ss.EpsPrediction(net, sde),
+        ss.DenoisingScoreMatching(sde, time_sampler=ss.UniformTime(stratified=True)),
+        jnp.asarray(data.train),
+        key=key_fit,
+        steps=steps,
+        batch_size=64,
+        optimizer=ss.adam_with_warmup(
+            2e-3, warmup_steps=min(100, steps), decay_steps=max(steps, 101)
+        ),
+        preprocess=ss.dequantize,
+        progress=False,
+    )
+    return result.ema_model, data
 
 
 def load_model(path):
@@ -103,11 +157,56 @@ def inpaint(model, truth, mask, steps, key, noise_std=0.05):
     return np.clip(np.asarray(res.x), -1, 1)
 
 
+def classifier_samples(model, clf_net, labels, scales, steps, key):
+    """One sample per (label, scale) pair with classifier guidance, ONE compiled sampler: the
+    body of ss.guidance.Classifier with the label and scale as per-sample conditioning."""
+    uncond = lambda t, x: model(t, x, jnp.int32(NULL))
+
+    def guided(t, x, cond):
+        label, w = cond
+        log_p = lambda x_: jax.nn.log_softmax(clf_net(t, x_.reshape(-1)))[label]
+        return uncond(t, x) + w * jax.grad(log_p)(x)
+
+    shape = (len(labels), 1, 8, 8)
+    cond = (jnp.asarray(labels, jnp.int32), jnp.asarray(scales, jnp.float32))
+    res = ss.sample_sde(model.sde, guided, key=key, shape=shape, steps=steps, grid="log_snr",
+                        cond=cond)  # fmt: skip
+    return np.clip(np.asarray(res.x), -1, 1)
+
+
+def colourise(model, truth, steps, key, noise_std=0.05):
+    """Grey images (channel means) of `truth` coloured by PiGDM guidance and by Replacement."""
+    grey = truth.mean(axis=1)  # (num, 8, 8): all that reaches the samplers
+
+    def guided(t, x, g):
+        return ss.guidance.PiGDM(model.sde, model, ss.LinearMeasurement.grayscale(g, noise_std))(
+            t, x
+        )
+
+    res = ss.sample_sde(model.sde, guided, key=key, shape=truth.shape, steps=steps,
+                        grid="log_snr", cond=jnp.asarray(grey))  # fmt: skip
+    pigdm = np.clip(np.asarray(res.x), -1, 1)
+    # Replacement: one measurement per image; the pseudo-inverse of A (the same for every image)
+    # is formed once and the observation swapped in, so the sampler compiles once.
+    hook = ss.guidance.Replacement(model.sde, ss.LinearMeasurement.grayscale(grey[0], noise_std))
+    replaced = []
+    for i, g in enumerate(grey):
+        hook_i = eqx.tree_at(
+            lambda h: h.measurement, hook, ss.LinearMeasurement.grayscale(g, noise_std)
+        )
+        r = ss.sample_pc(model.sde, model, predictor=ss.EulerMaruyama(), corrector=None,
+                         step_hook=hook_i, key=jr.fold_in(key, i), shape=(1, *truth.shape[1:]),
+                         steps=steps)  # fmt: skip
+        replaced.append(np.clip(np.asarray(r.x[0]), -1, 1))
+    return pigdm, np.stack(replaced), np.repeat(grey[:, None], 3, axis=1)
+
+
 def main(steps=3000, base_channels=16, per_label=20, scales=(0.0, 1.0, 2.0, 4.0),
-         num_inpaint=100, sample_steps=200, checkpoint=None, seed=0, out="scoresde-out"):  # fmt: skip
+         num_inpaint=100, sample_steps=200, classifier_steps=2000, num_colour=50,
+         checkpoint=None, seed=0, out="scoresde-out"):  # fmt: skip
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    key_train, key_cfg, key_inp = jr.split(jr.key(seed), 3)
+    key_train, key_cfg, key_inp, key_clf, key_cg, key_col, key_colour = jr.split(jr.key(seed), 7)
     digits = ss.load_digits()
     if checkpoint is None:
         model, final_loss = train_model(steps, base_channels, key_train)
@@ -157,15 +256,46 @@ def main(steps=3000, base_channels=16, per_label=20, scales=(0.0, 1.0, 2.0, 4.0)
           f"{inp['accuracy_mean_fill']:>19.3f}")  # fmt: skip
     print(f"{'truth':>12} | {0.0:>11.3f} | {inp['accuracy_truth']:>19.3f}")
 
+    # Classifier guidance with a noise-conditional classifier trained here.
+    clf_net = train_classifier(classifier_steps, key_clf)
+    cg = classifier_samples(model, clf_net, all_labels, all_scales, sample_steps, key_cg)
+    pred_cg = clf.predict(cg.reshape(len(cg), -1))
+    cg_rows = []
+    for w in scales:
+        sel = all_scales == np.float32(w)
+        cg_rows.append({"guidance": float(w), "accuracy": float(np.mean(pred_cg[sel] == all_labels[sel])),
+                        "num": int(sel.sum())})  # fmt: skip
+    print(f"\nclassifier guidance (noise-conditional MLP classifier, {classifier_steps} steps):")
+    print(f"{'scale w':>10} | {'accuracy of the requested label':>31}")
+    for r in cg_rows:
+        print(f"{r['guidance']:>10g} | {r['accuracy']:>31.3f}")
+
+    # Colourisation of grey test digits by a colour model.
+    colour_model, coloured = train_colour_model(steps, base_channels, key_colour)
+    colour_truth = np.asarray(ss.dequantize(None, coloured.test[:num_colour]))
+    pigdm, replaced, grey3 = colourise(colour_model, colour_truth, sample_steps, key_col)
+    crmse = lambda x: float(np.sqrt(np.mean((x - colour_truth) ** 2)))
+    grey_err = lambda x: float(np.sqrt(np.mean((x.mean(1) - colour_truth.mean(1)) ** 2)))
+    col = {"images": int(num_colour), "noise_std": 0.05,
+           "rmse": {"PiGDM": crmse(pigdm), "Replacement": crmse(replaced), "grey copied": crmse(grey3)},
+           "grey_rmse": {"PiGDM": grey_err(pigdm), "Replacement": grey_err(replaced)}}  # fmt: skip
+    print(f"\ncolourisation of {num_colour} grey test digits ({steps} training steps):")
+    print(f"{'':>12} | {'colour RMSE':>11} | {'grey-value RMSE':>15}")
+    for name in ("PiGDM", "Replacement"):
+        print(f"{name:>12} | {col['rmse'][name]:>11.3f} | {col['grey_rmse'][name]:>15.3f}")
+    print(f"{'grey copied':>12} | {col['rmse']['grey copied']:>11.3f} | {0.0:>15.3f}")
+
     report = {"train_steps": steps if checkpoint is None else None, "checkpoint": checkpoint,
               "final_loss": final_loss, "sample_steps": sample_steps, "seed": seed,
               "classifier_test_accuracy": clf_acc, "cfg": rows, "inpainting": inp,
-              "jax_backend": jax.default_backend()}  # fmt: skip
+              "classifier_guidance": cg_rows, "classifier_train_steps": classifier_steps,
+              "colourisation": col, "jax_backend": jax.default_backend()}  # fmt: skip
     (out / "inverse_digits.json").write_text(json.dumps(report, indent=2))
     plot(
         samples, all_labels, all_scales, scales, truth, mask, completed, out / "inverse_digits.png"
     )
-    print(f"\nwrote {out / 'inverse_digits.json'} and {out / 'inverse_digits.png'}")
+    plot_colour(colour_truth, pigdm, replaced, out / "colourisation.png")
+    print(f"\nwrote inverse_digits.json, inverse_digits.png and colourisation.png to {out}")
     return report
 
 
@@ -189,6 +319,26 @@ def plot(samples, labels, sample_scales, scales, truth, mask, completed, path):
             axes[len(scales) + r, j].imshow(img[0], cmap="gray", vmin=-1, vmax=1)
     for r, name in enumerate(("observed", "completed", "truth")):
         axes[len(scales) + r, 0].set_title(name, fontsize=7, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_colour(truth, pigdm, replaced, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(10, len(truth))
+    rows = (("grey", np.repeat(truth.mean(1, keepdims=True), 3, 1)), ("PiGDM", pigdm),
+            ("Replacement", replaced), ("truth", truth))  # fmt: skip
+    fig, axes = plt.subplots(len(rows), n, figsize=(n, len(rows)), squeeze=False)
+    for r, (name, imgs) in enumerate(rows):
+        for j in range(n):
+            axes[r, j].imshow((np.transpose(imgs[j], (1, 2, 0)) + 1) / 2)
+            axes[r, j].axis("off")
+        axes[r, 0].set_title(name, fontsize=7, loc="left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
