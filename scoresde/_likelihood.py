@@ -7,7 +7,8 @@ $$\ln p_{t_\varepsilon}(x) = \ln p_T(x_T) + \int_{t_\varepsilon}^{T} \nabla\cdot
 
 The augmented state $[x, \delta]$ is integrated FORWARD from $t_\varepsilon$ to $T$ (no time
 reversal), one `diffeqsolve` per sample under `jax.vmap`, so each sample takes its own adaptive
-steps; or, with `lanes=L`, on `L` lanes refilled as samples finish (`_lanes.py`). The
+steps; or, with `schedule=Lanes(L)`, on `L` lanes refilled as samples finish (`_lanes.py`); or,
+with `schedule=SharedSteps()`, one `diffeqsolve` over the whole batch (`_schedule.py`). The
 integration variable is `t` itself by default; `variable="log_snr"` integrates in the negated
 half log-SNR $u = -\lambda(t)$ and `variable="log_sigma"` in $u = \ln\sigma(t)$ (the same
 for EDM), with $dx/du = F\,dt/du$. The defaults (`t`, `diffrax.Dopri5`, diffrax's I-controller,
@@ -608,7 +609,9 @@ def bits_per_dim(
       both if they agree; neither means 8 bits ($L = 256$).
     - `low`, `high`, `dequantization`, `num_repeats`: the data convention above.
     - `progress`: show a progress meter (see [`scoresde.log_likelihood`][]).
-    - `likelihood_kwargs`: passed to [`scoresde.log_likelihood`][] (`divergence`, `t_eps`, ...).
+    - `likelihood_kwargs`: passed to [`scoresde.log_likelihood`][] (`divergence`, `t_eps`,
+      `schedule`, ...). With `schedule=SharedSteps()` the `batch * num_repeats` solves share one
+      step sequence and each sample's `nfe` is `num_repeats` times that solve's.
 
     **Returns:** a [`scoresde.BitsPerDimResult`][] with `bpd`, `log_prob`, `log_det_jacobian`,
     `num_dims`, `stderr` and `nfe`.
