@@ -463,7 +463,9 @@ def log_likelihood(
         - [`scoresde.PerSample`][]`()` (the default, also for `None`) solves every sample under
           `jax.vmap` with its own steps and error norm, which runs the whole batch until its
           slowest sample is done (time $\approx \max_i \mathrm{NFE}_i$ batched evaluations)
-          and supports gradients through `adjoint`.
+          and supports gradients through `adjoint`. It stays the default
+          ([why, measured](../how-to/likelihood.md#schedulepersample)): a sample's result does
+          not depend on its batch.
         - [`scoresde.Lanes`][]`(L)` integrates `L` samples at a time and refills a lane with the
           next sample as soon as its solve ends (time $\approx \sum_i \mathrm{NFE}_i / L$
           evaluations on `L` lanes, plus a tail): the same per-sample solves up to
