@@ -15,8 +15,30 @@ RESULTS = HERE / "results"
 
 
 def load_problem(name: str, dtype=None) -> ss.analytic.GaussianMixture:
-    """`ring2d` or `aniso64`, copied from the shared problem set into `benchmarks/`."""
+    """`ring2d` or `aniso64`, copied from the shared problem set into `benchmarks/`, or `mix64`
+    (see `mix64`)."""
+    if name == "mix64":
+        return mix64(dtype)
     return ss.analytic.GaussianMixture.from_npz(HERE / f"{name}.npz", dtype)
+
+
+def mix64(dtype=None) -> ss.analytic.GaussianMixture:
+    """A 2-component 64-D mixture: means +-0.5 * ones, weights 0.3 / 0.7, diagonal variances
+    log-spaced in [0.01, 1] and reversed for the second component."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    dim = 64
+    var = np.logspace(-2, 0, dim)
+    means = np.stack([0.5 * np.ones(dim), -0.5 * np.ones(dim)])
+    eigvecs = np.broadcast_to(np.eye(dim), (2, dim, dim))
+    return ss.analytic.GaussianMixture(
+        jnp.asarray([0.3, 0.7], dtype),
+        jnp.asarray(means, dtype),
+        eigvecs=jnp.asarray(eigvecs, dtype),
+        eigvals=jnp.asarray(np.stack([var, var[::-1]]), dtype),
+    )
 
 
 def timed(fn, *args, repeats: int = 3):

@@ -32,6 +32,7 @@ Run: `python benchmarks/likelihood.py [--quick]`. Writes `benchmarks/results/lik
 """
 
 import argparse
+import functools
 import math
 import os
 import sys
@@ -86,10 +87,11 @@ def make_eval(score, div, batched_t=False):
 def scipy_baseline(evaluate, x, probes, method="RK45", rtol=TOL, atol=TOL):
     batch, dim = x.shape
     x_np = np.asarray(x, np.float64)
+    dtype = x.dtype  # float32 in the main table, float64 in `schedules`
 
     def fun(t, y):
         fx, div = evaluate(
-            jnp.float32(t), jnp.asarray(y[: batch * dim].reshape(batch, dim), jnp.float32), probes
+            jnp.asarray(t, dtype), jnp.asarray(y[: batch * dim].reshape(batch, dim), dtype), probes
         )
         return np.concatenate([np.asarray(fx, np.float64).ravel(), np.asarray(div, np.float64)])
 
@@ -533,6 +535,71 @@ def modes_table(batch=1024, repeats=15):
     return rows
 
 
+def schedules_table(problems, batch, tols, lanes, rounds):
+    """Schedules side by side (`ss.PerSample()`, `ss.Lanes(L)`, `ss.SharedSteps()`) and scipy
+    RK45 in float64: per-sample SOLVER error (`log_prob` minus a per-sample Dopri8 solve at
+    rtol = atol = 1e-10 with the same probes, one Rademacher probe from `jr.key(1)`), mean/max
+    NFE per sample, and the wall time (median over `rounds` interleaved rounds, compile excluded),
+    at each rtol = atol in `tols` (scipy at 1e-5), VP, t_eps = 1e-5, data from `jr.key(0)`."""
+    rows = []
+    with jax.enable_x64(True):
+        for name in problems:
+            dist = load_problem(name, jnp.float64)
+            score = ss.analytic.marginal_score(dist, SDE)
+            prior = dist.marginal(SDE, jnp.asarray(SDE.T, jnp.float64)).log_prob
+            p_T = jax.jit(jax.vmap(prior))
+            x = dist.sample(jr.key(0), batch)
+            div, key = ss.Hutchinson(), jr.key(1)
+            ref = ours(
+                score, x, div, prior, solver=dfx.Dopri8(), tol=1e-10, key=key, max_steps=100_000
+            ).log_prob
+            probes = _probes(div, key, x, lambda z: z)
+            evaluate = make_eval(score, div)
+
+            def scipy_run(evaluate=evaluate, x=x, probes=probes, p_T=p_T):
+                zs, delta_s, nfev = scipy_baseline(evaluate, x, probes)
+                return np.asarray(p_T(jnp.asarray(zs))) + delta_s, nfev
+
+            runs = {("scipy RK45", TOL): scipy_run}
+            schedules = {"per-sample": ss.PerSample(), f"lanes{lanes}": ss.Lanes(lanes)}
+            schedules["shared"] = ss.SharedSteps()
+            for tol in tols:
+                for label, schedule in schedules.items():
+                    runs[(label, tol)] = functools.partial(
+                        ours, score, x, div, prior, tol=tol, key=key, schedule=schedule
+                    )
+            outs, firsts, times = interleaved(runs, rounds)
+            t_scipy = float(np.median(times[("scipy RK45", TOL)]))
+            for (who, tol), out in outs.items():
+                if who == "scipy RK45":
+                    lp, nfe_mean, nfe_max = out[0], float(out[1]), int(out[1])
+                else:
+                    lp, nfe_mean, nfe_max = out.log_prob, float(out.nfe.mean()), int(out.nfe.max())
+                err = np.asarray(lp, np.float64) - np.asarray(ref, np.float64)
+                t = float(np.median(times[(who, tol)]))
+                row = dict(
+                    problem=name,
+                    batch=batch,
+                    schedule=who,
+                    tol=tol,
+                    time=t,
+                    compile=firsts[(who, tol)] - t,
+                    speedup_vs_scipy=t_scipy / t,
+                    nfe_mean=nfe_mean,
+                    nfe_max=nfe_max,
+                    solver_rms_nats=float(np.sqrt(np.mean(err**2))),
+                    solver_max_nats=float(np.max(np.abs(err))),
+                )
+                rows.append(row)
+                print(
+                    f"{name:8s} B={batch:4d} {who:11s} tol {tol:.0e} {t:7.3f}s (x{t_scipy / t:5.2f}"
+                    f" vs scipy) nfe {nfe_mean:6.1f} (max {nfe_max:4d}) solver err RMS "
+                    f"{row['solver_rms_nats']:.2e} max {row['solver_max_nats']:.2e} nats",
+                    flush=True,
+                )
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -548,11 +615,16 @@ def main():
         "--only",
         nargs="*",
         default=None,
-        help="sections to run: main accuracy variables steps rmse modes",
+        help="sections to run: main accuracy variables steps rmse modes schedules",
+    )
+    parser.add_argument(
+        "--schedule-batch", type=int, default=None, help="batch of `schedules` (256; quick 64)"
     )
     args = parser.parse_args()
     sections = args.only or (
-        ["main"] if args.quick else ["main", "accuracy", "modes", "rmse", "variables", "steps"]
+        ["main", "schedules"]
+        if args.quick
+        else ["main", "schedules", "accuracy", "modes", "rmse", "variables", "steps"]
     )
     problems = args.problems or (["ring2d"] if args.quick else ["ring2d", "aniso64"])
     batches = args.batches or ([256] if args.quick else [256, 1024])
@@ -571,6 +643,16 @@ def main():
         out["main"] = main_table(
             problems, batches, 1 if args.quick else 7, args.quick, args.reference, args.lanes
         )
+    if "schedules" in sections:
+        sb = args.schedule_batch or (64 if args.quick else 256)
+        print(f"== schedules: per-sample, lanes, shared steps, scipy (float64, batch {sb})")
+        out["schedules"] = schedules_table(
+            ["ring2d", "aniso64", "mix64"],
+            sb,
+            (1e-5,) if args.quick else (1e-4, 1e-5, 1e-6),
+            min(64, sb) if args.quick else 64,
+            1 if args.quick else 3,
+        )
     if "modes" in sections:
         print("== one batched evaluation, batch 1024 (best of interleaved repeats)")
         out["modes"] = modes_table()
@@ -587,6 +669,8 @@ def main():
         print("== NFE by step-size controller and first step (Dopri5 in t), batch 128, tol 1e-5")
         out["steps"] = steps_table()
     suffix = "_quick" if args.quick else ("" if args.only is None else "_" + "_".join(sections))
+    if args.schedule_batch is not None:
+        suffix += f"_b{args.schedule_batch}"
     write("likelihood" + suffix, out)
 
 

@@ -26,25 +26,12 @@ import jax.random as jr  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from _common import load_problem, metadata, write  # noqa: E402
+from _common import load_problem, metadata, mix64, write  # noqa: E402
 
 import scoresde as ss  # noqa: E402
 
 SDE = ss.VPSDE()
 T_EPS = 1e-5
-
-
-def mix64(dtype=jnp.float64) -> ss.analytic.GaussianMixture:
-    dim = 64
-    var = np.logspace(-2, 0, dim)
-    means = np.stack([0.5 * np.ones(dim), -0.5 * np.ones(dim)])
-    eigvecs = np.broadcast_to(np.eye(dim), (2, dim, dim))
-    return ss.analytic.GaussianMixture(
-        jnp.asarray([0.3, 0.7], dtype),
-        jnp.asarray(means, dtype),
-        eigvecs=jnp.asarray(eigvecs, dtype),
-        eigvals=jnp.asarray(np.stack([var, var[::-1]]), dtype),
-    )
 
 
 def problem(name):

@@ -133,6 +133,12 @@ from ._sample import (
     sample_ode as sample_ode,
     sample_sde as sample_sde,
 )
+from ._schedule import (
+    AbstractSchedule as AbstractSchedule,
+    Lanes as Lanes,
+    PerSample as PerSample,
+    SharedSteps as SharedSteps,
+)
 from ._sde import (
     DDPMSDE as DDPMSDE,
     EDMSDE as EDMSDE,

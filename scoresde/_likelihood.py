@@ -7,7 +7,8 @@ $$\ln p_{t_\varepsilon}(x) = \ln p_T(x_T) + \int_{t_\varepsilon}^{T} \nabla\cdot
 
 The augmented state $[x, \delta]$ is integrated FORWARD from $t_\varepsilon$ to $T$ (no time
 reversal), one `diffeqsolve` per sample under `jax.vmap`, so each sample takes its own adaptive
-steps; or, with `lanes=L`, on `L` lanes refilled as samples finish (`_lanes.py`). The
+steps; or, with `schedule=Lanes(L)`, on `L` lanes refilled as samples finish (`_lanes.py`); or,
+with `schedule=SharedSteps()`, one `diffeqsolve` over the whole batch (`_schedule.py`). The
 integration variable is `t` itself by default; `variable="log_snr"` integrates in the negated
 half log-SNR $u = -\lambda(t)$ and `variable="log_sigma"` in $u = \ln\sigma(t)$ (the same
 for EDM), with $dx/du = F\,dt/du$. The defaults (`t`, `diffrax.Dopri5`, diffrax's I-controller,
@@ -49,6 +50,7 @@ from ._keys import sample_keys
 from ._lanes import lane_diffeqsolve
 from ._progress import progress_meter
 from ._sample import SampleResult
+from ._schedule import AbstractSchedule, Lanes, SharedSteps, resolve_schedule
 from ._sde import AbstractSDE
 
 VARIABLES = ("log_sigma", "log_snr", "t")
@@ -91,6 +93,23 @@ class _AugmentedFlow(eqx.Module):
         t, dtdu = self.clock.t_of_u(u)
         fx, est = self.divergence(lambda z: pf_drift(self.sde, self.score, t, z), x, self.probes)
         return fx * dtdu.astype(x.dtype), est * dtdu.astype(x.dtype)
+
+
+class _SharedFlow(eqx.Module):
+    """`_AugmentedFlow` on the whole batch at one `u` (batched state and probes)."""
+
+    sde: AbstractSDE
+    score: ScoreFn
+    divergence: AbstractDivergence
+    clock: _Clock
+    probes: object
+
+    def __call__(self, u, y, args):
+        def one(yi, pi):
+            flow = _AugmentedFlow(self.sde, self.score, self.divergence, self.clock, pi)
+            return flow(u, yi, args)
+
+        return jax.vmap(one)(y, self.probes)
 
 
 class _Flow(eqx.Module):
@@ -213,6 +232,27 @@ def _delta_norm(scaled_error):
     return jnp.where(bad, jnp.inf, jnp.abs(jnp.mean(delta_err)))
 
 
+def _shared_rms(scaled_error):
+    r"""`_augmented_rms` over a whole batch: the RMS over every entry of $x$ and each sample's
+    probe-mean $\delta$ (scipy's one norm for the flattened batch)."""
+    x_err, delta_err = scaled_error
+    squares = jnp.sum(jnp.abs(x_err) ** 2) + jnp.sum(jnp.abs(jnp.mean(delta_err, axis=1)) ** 2)
+    mean = squares / (x_err.size + delta_err.shape[0])
+    positive = mean > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, mean, 1.0)), 0.0)
+
+
+def _shared_delta_norm(scaled_error):
+    r"""`_delta_norm` over a whole batch: the RMS over samples of $|\bar\delta_{\rm err}|$ in
+    units of `nats_tol`."""
+    x_err, delta_err = scaled_error
+    bad = ~jnp.all(jnp.isfinite(x_err))
+    mean = jnp.mean(jnp.abs(jnp.mean(delta_err, axis=1)) ** 2)
+    positive = mean > 0
+    rms = jnp.where(positive, jnp.sqrt(jnp.where(positive, mean, 1.0)), 0.0)
+    return jnp.where(bad, jnp.inf, rms)
+
+
 def _status(result):
     return jnp.asarray(result._value, jnp.int32)
 
@@ -235,7 +275,7 @@ def _log_likelihood(
     variable,
     max_steps,
     adjoint,
-    lanes,
+    schedule,
     progress,
     nats_tol=None,
 ):
@@ -244,10 +284,12 @@ def _log_likelihood(
     u0 = clock.u_of_t(t_eps).astype(dtype)
     u1 = clock.u_of_t(jnp.asarray(sde.T, dtype)).astype(dtype)
     dt0 = (u1 - u0) / 64 if dt0 is None else dt0
+    shared = isinstance(schedule, SharedSteps)
+    rms, delta_norm = (_shared_rms, _shared_delta_norm) if shared else (_augmented_rms, _delta_norm)
     if nats_tol is None or stepsize_controller is not None:
-        controller = _controller(stepsize_controller, rtol, atol, _augmented_rms)
+        controller = _controller(stepsize_controller, rtol, atol, rms)
     else:
-        controller = _NatsController(rtol=rtol, atol=atol, norm=_delta_norm, nats_tol=nats_tol)
+        controller = _NatsController(rtol=rtol, atol=atol, norm=delta_norm, nats_tol=nats_tol)
     num = x.shape[0]
     keys = sample_keys(key, num) if key is not None else jnp.zeros((num,), jnp.uint32)
     n_est = divergence.num_estimates
@@ -281,7 +323,35 @@ def _log_likelihood(
     def make_term(probes):
         return dfx.ODETerm(_AugmentedFlow(sde, score, divergence, clock, probes))
 
-    if lanes is None:
+    def shared_solve():
+        probes, y0 = jax.vmap(setup)((x, keys))
+        term = dfx.ODETerm(_SharedFlow(sde, score, divergence, clock, probes))
+        sol, count = _nfe.counted_diffeqsolve(
+            term,
+            solver,
+            u0,
+            u1,
+            dt0,
+            y0,
+            stepsize_controller=controller,
+            max_steps=max_steps,
+            adjoint=adjoint,
+            progress_meter=progress_meter(progress),
+        )
+        count = jnp.where(count >= 0, count + divergence.evals_at_init, count)
+        ones = jnp.ones((num,), jnp.int32)
+        return (
+            sol.ys[0][0],
+            sol.ys[1][0],
+            sol.stats["num_steps"] * ones,
+            count * ones,
+            jnp.broadcast_to(sol.result == dfx.RESULTS.successful, (num,)),
+            _status(sol.result) * ones,
+        )
+
+    if shared:
+        z, deltas, steps, nfe, ok, status = shared_solve()
+    elif not isinstance(schedule, Lanes):
         z, deltas, steps, nfe, ok, status = jax.vmap(one)(x, keys)
     else:
         (z, deltas), steps, nfe, status = lane_diffeqsolve(
@@ -294,7 +364,7 @@ def _log_likelihood(
             dt0,
             stepsize_controller=controller,
             max_steps=max_steps,
-            lanes=lanes,
+            lanes=schedule.lanes,
         )
         nfe = jnp.where(nfe >= 0, nfe + divergence.evals_at_init, nfe)
         ok = status == dfx.RESULTS.successful._value
@@ -361,6 +431,7 @@ def log_likelihood(
     lanes=None,
     progress: bool = False,
     nats_tol: float | None = None,
+    schedule: AbstractSchedule | None = None,
 ) -> LikelihoodResult:
     r"""Log-density of each sample of `x` under the probability-flow ODE of `sde`.
 
@@ -388,15 +459,32 @@ def log_likelihood(
     - `adjoint`: the diffrax adjoint for gradients (e.g. w.r.t. a score network's parameters).
     - `throw`: raise `RuntimeError` on a failed solve; with `False` failed samples get NaN and
       their diffrax status in `status`.
-    - `lanes`: `None` (default) solves every sample under `jax.vmap`, which runs the whole batch
-      until its slowest sample is done (time $\approx \max_i \mathrm{NFE}_i$ batched
-      evaluations) and supports gradients through `adjoint`. An int `L` integrates `L` samples
-      at a time and refills a lane with the next sample as soon as its solve ends (time
-      $\approx \sum_i \mathrm{NFE}_i / L$ evaluations on `L` lanes, plus a tail): the same
-      per-sample solves up to floating-point rounding (which can change an adaptive step, so a
-      sample's NFE may differ slightly), but no reverse-mode gradients. Lanes pay off on large batches whose NFE vary
-      ([measurements](../how-to/likelihood.md#why-these-defaults)).
-    - `progress`: show diffrax's tqdm progress meter (the slowest sample; not with `lanes`).
+    - `schedule`: how the batch's solves run (values from `scoresde._schedule`):
+        - [`scoresde.PerSample`][]`()` (the default, also for `None`) solves every sample under
+          `jax.vmap` with its own steps and error norm, which runs the whole batch until its
+          slowest sample is done (time $\approx \max_i \mathrm{NFE}_i$ batched evaluations)
+          and supports gradients through `adjoint`. It stays the default
+          ([why, measured](../how-to/likelihood.md#schedulepersample)): a sample's result does
+          not depend on its batch.
+        - [`scoresde.Lanes`][]`(L)` integrates `L` samples at a time and refills a lane with the
+          next sample as soon as its solve ends (time $\approx \sum_i \mathrm{NFE}_i / L$
+          evaluations on `L` lanes, plus a tail): the same per-sample solves up to
+          floating-point rounding (which can change an adaptive step, so a sample's NFE may
+          differ slightly), but no reverse-mode gradients. Lanes pay off on large batches whose
+          NFE vary ([measurements](../how-to/likelihood.md#why-these-defaults)).
+        - [`scoresde.SharedSteps`][]`()` takes ONE adaptive step sequence for the whole batch
+          (scipy's semantics, as in the original score-SDE code): one `diffeqsolve` over the
+          batch, whose error norm is the RMS over every sample's $x$ entries and probe-mean
+          $\delta$ (with `nats_tol`: the RMS over samples of the $\delta$ errors). Each step is
+          one wide evaluation and every sample reports the batch's `nfe`; gradients through
+          `adjoint` as for `PerSample`. The trade-off: the steps are set by the hardest samples
+          and the averaged norm is looser for any one sample than its own, so **the result
+          for sample $i$ depends on the rest of the batch** (its value, error and NFE change
+          if the batch does), and at a given `rtol` the per-sample error is not bounded as it
+          is with `PerSample`.
+    - `lanes`: an int `L`, a synonym of `schedule=Lanes(L)` (kept for compatibility); passing
+      both `lanes` and `schedule` raises `ValueError`.
+    - `progress`: show diffrax's tqdm progress meter (the slowest sample; not with `Lanes`).
     - `nats_tol`: control the error of the reported quantity instead: each step's embedded error
       estimate of the probe-mean $\delta$ must be below `nats_tol` nats (absolute, per sample);
       $x$ is not controlled separately and `rtol`, `atol` are then unused. This is a LOCAL
@@ -428,8 +516,7 @@ def log_likelihood(
             "divergence must be ExactDivergence(), Hutchinson(...) or EigenHutchinson(...); "
             f"got {divergence!r}."
         )
-    if lanes is not None:
-        lanes = check_int("lanes", lanes)
+    schedule = resolve_schedule(schedule, lanes)
     if nats_tol is not None:
         check_positive("nats_tol", nats_tol)
         if stepsize_controller is not None:
@@ -468,7 +555,7 @@ def log_likelihood(
         variable=variable,
         max_steps=max_steps,
         adjoint=adjoint,
-        lanes=lanes,
+        schedule=schedule,
         progress=check_bool("progress", progress),
         nats_tol=None if nats_tol is None else jnp.asarray(nats_tol, dtype),
     )
@@ -524,7 +611,9 @@ def bits_per_dim(
       both if they agree; neither means 8 bits ($L = 256$).
     - `low`, `high`, `dequantization`, `num_repeats`: the data convention above.
     - `progress`: show a progress meter (see [`scoresde.log_likelihood`][]).
-    - `likelihood_kwargs`: passed to [`scoresde.log_likelihood`][] (`divergence`, `t_eps`, ...).
+    - `likelihood_kwargs`: passed to [`scoresde.log_likelihood`][] (`divergence`, `t_eps`,
+      `schedule`, ...). With `schedule=SharedSteps()` the `batch * num_repeats` solves share one
+      step sequence and each sample's `nfe` is `num_repeats` times that solve's.
 
     **Returns:** a [`scoresde.BitsPerDimResult`][] with `bpd`, `log_prob`, `log_det_jacobian`,
     `num_dims`, `stderr` and `nfe`.
