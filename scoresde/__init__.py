@@ -41,6 +41,10 @@ from ._divergence import (
     Hutchinson as Hutchinson,
 )
 from ._grid import clipped_log_snr_grid as clipped_log_snr_grid, time_grid as time_grid
+from ._lanczos import (
+    LanczosCurvature as LanczosCurvature,
+    lanczos_curvature as lanczos_curvature,
+)
 from ._langevin import (
     MALA as MALA,
     AbstractLangevinKernel as AbstractLangevinKernel,
