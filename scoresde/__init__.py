@@ -164,6 +164,10 @@ from ._solver import (
     EDMHeun as EDMHeun,
     UniPC as UniPC,
 )
+from ._step_size import (
+    StepSizeAdaptation as StepSizeAdaptation,
+    adapt_step_size as adapt_step_size,
+)
 from ._terms import (
     forward_terms as forward_terms,
     probability_flow_term as probability_flow_term,
