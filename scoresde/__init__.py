@@ -103,6 +103,7 @@ from ._networks import (
     UNet as UNet,
 )
 from ._nfe import AbstractCountedSolver as AbstractCountedSolver
+from ._ozaki import OzakiLangevin as OzakiLangevin, OzakiState as OzakiState
 from ._parametrisation import (
     AbstractParametrisation as AbstractParametrisation,
     DirectScore as DirectScore,

@@ -113,6 +113,11 @@ class AbstractLangevinKernel(eqx.Module):
     @abc.abstractmethod
     def init(self, x): ...
 
+    def nfe(self, x, num_steps: int) -> int:
+        """Score evaluations of one chain of `num_steps` steps from the sample `x` (for kernels
+        whose cost depends on the dimension, e.g. those that evaluate a Jacobian)."""
+        return int(self.evals_at_init + self.evals_per_step * num_steps)
+
     @abc.abstractmethod
     def step(self, key, state): ...
 
@@ -387,7 +392,7 @@ def _run(*, kernel, x, key, num_steps, denoise):
         return out, jnp.mean(probs) if num_steps else jnp.ones((), xi.dtype)
 
     x_out, rate = jax.vmap(one)(x, sample_keys(key, x.shape[0]))
-    nfe = kernel.evals_at_init + kernel.evals_per_step * num_steps + (1 if denoise else 0)
+    nfe = kernel.nfe(x[0], num_steps) + (1 if denoise else 0)
     return x_out, rate, jnp.full((x.shape[0],), nfe, jnp.int32)
 
 

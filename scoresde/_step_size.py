@@ -95,7 +95,7 @@ def adapt_step_size(
         num_steps=num_steps,
         consts=(float(target_accept), float(gamma), float(t0), float(kappa)),
     )
-    nfe = int(kernel.evals_at_init + num_steps * kernel.evals_per_step)
+    nfe = kernel.nfe(x[0], num_steps)
     return StepSizeAdaptation(h_bar, h_last, acc, x_out, nfe)
 
 
