@@ -164,7 +164,7 @@ class LowRankPreconditioner(AbstractPreconditioner):
         self.diag, self.q, self.lam = diag, q @ v, lam
 
     def _inner(self, u, power):
-        """$(I + Q\Lambda Q^\top)^{power} u$."""
+        r"""$(I + Q\Lambda Q^\top)^{power} u$."""
         return u + self.q @ (((1 + self.lam) ** power - 1) * (self.q.T @ u))
 
     def apply(self, v):
