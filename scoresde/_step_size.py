@@ -67,7 +67,11 @@ def adapt_step_size(
     with `adjusted=True`, ...); unadjusted kernels accept everything and are refused. The result
     is reusable as the step of ULA or annealed Langevin through
     [`scoresde.StepSizeAdaptation.apply_to`][]. Chain `i` draws step `j`'s randomness from
-    `fold_in(fold_in(key, i), j)`. Cost: `evals_at_init + num_steps * evals_per_step` per chain.
+    `fold_in(fold_in(key, i), j)`. Cost: `kernel.nfe(x[0], num_steps)` per chain.
+
+    The step is kept within $e^{\pm 20}$ of $h_0$: a kernel that accepts nearly everything at any
+    step (e.g. an adjusted Ozaki step on a near-Gaussian target) would otherwise grow it without
+    bound; a step at the cap means the target acceptance is out of reach.
     """
     if not isinstance(kernel, AbstractLangevinKernel) or not hasattr(kernel, "step_size"):
         raise TypeError(
@@ -105,6 +109,7 @@ def _adapt(*, kernel, x, key, num_steps, consts):
     dtype = x.dtype
     keys = sample_keys(key, x.shape[0])
     states = jax.vmap(kernel.init)(x)
+    log_h0 = jnp.log(jnp.asarray(kernel.step_size, dtype))
     mu = jnp.log(10 * jnp.asarray(kernel.step_size, dtype))
 
     def body(carry, m):
@@ -115,12 +120,12 @@ def _adapt(*, kernel, x, key, num_steps, consts):
         alpha = jnp.mean(info.acceptance_prob.astype(dtype))
         mf = m.astype(dtype)
         h_stat = (1 - 1 / (mf + t0)) * h_stat + (delta - alpha) / (mf + t0)
-        log_h = mu - jnp.sqrt(mf) / gamma * h_stat
+        log_h = jnp.clip(mu - jnp.sqrt(mf) / gamma * h_stat, log_h0 - 20, log_h0 + 20)
         w = mf**-kappa
         log_h_bar = w * log_h + (1 - w) * log_h_bar
         return (states, h_stat, log_h, log_h_bar), alpha
 
     zero = jnp.zeros((), dtype)
-    init = (states, zero, jnp.log(jnp.asarray(kernel.step_size, dtype)), zero)
+    init = (states, zero, log_h0, zero)
     (states, _, log_h, log_h_bar), acc = jax.lax.scan(body, init, jnp.arange(1, num_steps + 1))
     return jnp.exp(log_h_bar), jnp.exp(log_h), acc, states.x

@@ -55,3 +55,14 @@ def test_adapted_step_is_reusable_and_unadjusted_kernels_are_refused():
         )
     with pytest.raises(TypeError, match="step_size"):
         out.apply_to(object())
+
+
+def test_step_stays_finite_when_every_step_is_accepted():
+    """An adjusted Ozaki step on a Gaussian is accepted at any h (it is the exact transition),
+    so dual averaging would grow h without bound; it stops at the cap h0 e^20, finite."""
+    target = _gaussian(dim=3)
+    kernel = ss.OzakiLangevin(target.score, 0.1, log_prob=target.log_prob, adjusted=True)
+    out = ss.adapt_step_size(kernel, target.sample(jr.key(0), 16), key=jr.key(1), num_steps=100)
+    assert float(jnp.min(out.acceptance)) > 0.99
+    assert float(out.last_step_size) == pytest.approx(0.1 * np.exp(20), rel=1e-4)
+    assert np.isfinite(float(out.step_size))
