@@ -41,6 +41,10 @@ from ._divergence import (
     Hutchinson as Hutchinson,
 )
 from ._grid import clipped_log_snr_grid as clipped_log_snr_grid, time_grid as time_grid
+from ._lanczos import (
+    LanczosCurvature as LanczosCurvature,
+    lanczos_curvature as lanczos_curvature,
+)
 from ._langevin import (
     MALA as MALA,
     AbstractLangevinKernel as AbstractLangevinKernel,
@@ -99,6 +103,7 @@ from ._networks import (
     UNet as UNet,
 )
 from ._nfe import AbstractCountedSolver as AbstractCountedSolver
+from ._ozaki import OzakiLangevin as OzakiLangevin, OzakiState as OzakiState
 from ._parametrisation import (
     AbstractParametrisation as AbstractParametrisation,
     DirectScore as DirectScore,
@@ -166,6 +171,10 @@ from ._solver import (
     DPMSolverPP3M as DPMSolverPP3M,
     EDMHeun as EDMHeun,
     UniPC as UniPC,
+)
+from ._step_size import (
+    StepSizeAdaptation as StepSizeAdaptation,
+    adapt_step_size as adapt_step_size,
 )
 from ._terms import (
     forward_terms as forward_terms,

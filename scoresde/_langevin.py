@@ -16,7 +16,7 @@ next step needs; diagnostics go in a separate `LangevinInfo`.
 """
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar, NamedTuple
 
 import equinox as eqx
@@ -112,6 +112,11 @@ class AbstractLangevinKernel(eqx.Module):
 
     @abc.abstractmethod
     def init(self, x): ...
+
+    def nfe(self, x, num_steps: int) -> int:
+        """Score evaluations of one chain of `num_steps` steps from the sample `x` (for kernels
+        whose cost depends on the dimension, e.g. those that evaluate a Jacobian)."""
+        return int(self.evals_at_init + self.evals_per_step * num_steps)
 
     @abc.abstractmethod
     def step(self, key, state): ...
@@ -242,6 +247,32 @@ def _check_sigmas(sigmas):
     return sigmas
 
 
+def _level_metrics(preconditioner, num_levels):
+    """One metric for all levels, or a sequence of `num_levels` stacked leaf by leaf."""
+    if isinstance(preconditioner, AbstractPreconditioner):
+        return preconditioner, False
+    if not isinstance(preconditioner, (list, tuple)) or not all(
+        isinstance(m, AbstractPreconditioner) for m in preconditioner
+    ):
+        raise TypeError(
+            "preconditioner must be a preconditioner (e.g. ss.DensePreconditioner) or a list of "
+            f"one per noise level; got {type(preconditioner).__name__}."
+        )
+    if len(preconditioner) != num_levels:
+        raise ValueError(
+            f"need one preconditioner per noise level ({num_levels}); got {len(preconditioner)}."
+        )
+    structures = {jax.tree.structure(m) for m in preconditioner}
+    shapes = {tuple(jnp.shape(leaf) for leaf in jax.tree.leaves(m)) for m in preconditioner}
+    if len(structures) != 1 or len(shapes) != 1:
+        raise ValueError(
+            "per-level preconditioners must all be of the same kind and shape (e.g. all "
+            "DensePreconditioner of one dimension)."
+        )
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *preconditioner)
+    return stacked, True
+
+
 class AnnealedLangevin(AbstractLangevinKernel):
     r"""Annealed Langevin dynamics (NCSN) over a decreasing ladder of noise levels.
 
@@ -258,6 +289,11 @@ class AnnealedLangevin(AbstractLangevinKernel):
     - `sigmas`: strictly decreasing positive noise levels (e.g. [`scoresde.geometric_sigmas`][]).
     - `step_size`: $\epsilon > 0$, the step at the smallest level.
     - `steps_per_level`: steps per noise level.
+    - `preconditioner`: a fixed metric $M$ for every level (default the identity), or a
+      sequence of one per level ($M_i$, all of the same kind and shape, e.g. the covariances
+      of the $p_{t_i}$): the step becomes
+      $x + \epsilon_i M_i\,\mathrm{score}(t_i, x) + \sqrt{2\epsilon_i}\,M_i^{1/2}z$ (the
+      $\sigma_i^2$ scaling of $\epsilon_i$ still applies).
 
     ??? cite "Reference"
         ```bibtex
@@ -274,17 +310,30 @@ class AnnealedLangevin(AbstractLangevinKernel):
     sigmas: Array
     step_size: float | Array
     steps_per_level: int = eqx.field(static=True)
+    preconditioner: AbstractPreconditioner
+    per_level: bool = eqx.field(static=True)
 
     evals_at_init: ClassVar[int] = 0
     evals_per_step: ClassVar[int] = 1
 
-    def __init__(self, sde, score, sigmas, step_size, steps_per_level):
+    def __init__(
+        self,
+        sde,
+        score,
+        sigmas,
+        step_size,
+        steps_per_level,
+        preconditioner: AbstractPreconditioner | Sequence[AbstractPreconditioner] = (
+            IdentityPreconditioner()
+        ),
+    ):
         check_sde_and_score(sde, score)
         self.sde = sde
         self.score = score
         self.sigmas = _check_sigmas(sigmas)
         self.step_size = jnp.asarray(_check_step_size(step_size))
         self.steps_per_level = check_int("steps_per_level", steps_per_level)
+        self.preconditioner, self.per_level = _level_metrics(preconditioner, self.sigmas.shape[0])
 
     @property
     def num_steps(self) -> int:
@@ -295,6 +344,12 @@ class AnnealedLangevin(AbstractLangevinKernel):
         """The diffusion times $t_i$ of the ladder's levels."""
         return self.sde.log_snr_inverse(-jnp.log(self.sigmas))
 
+    def metric(self, level) -> AbstractPreconditioner:
+        """The metric $M_i$ of level `level` (an index, traced or not)."""
+        if not self.per_level:
+            return self.preconditioner
+        return jax.tree.map(lambda leaf: leaf[level], self.preconditioner)
+
     def init(self, x) -> AnnealedLangevinState:
         return AnnealedLangevinState(jnp.asarray(x), jnp.zeros((), jnp.int32))
 
@@ -304,7 +359,8 @@ class AnnealedLangevin(AbstractLangevinKernel):
         t = self.times()[level].astype(state.x.dtype)
         eps = (self.step_size * (sigma / self.sigmas[-1]) ** 2).astype(state.x.dtype)
         g = checked_score(self.score, t, state.x)
-        x = state.x + eps * g + jnp.sqrt(2 * eps) * _noise(key, state.x)
+        m = self.metric(level)
+        x = state.x + eps * m.apply(g) + jnp.sqrt(2 * eps) * m.sqrt_apply(_noise(key, state.x))
         one = jnp.ones((), state.x.dtype)
         info = LangevinInfo(one, jnp.array(True))
         return AnnealedLangevinState(x.astype(state.x.dtype), state.step + 1), info
@@ -336,7 +392,7 @@ def _run(*, kernel, x, key, num_steps, denoise):
         return out, jnp.mean(probs) if num_steps else jnp.ones((), xi.dtype)
 
     x_out, rate = jax.vmap(one)(x, sample_keys(key, x.shape[0]))
-    nfe = kernel.evals_at_init + kernel.evals_per_step * num_steps + (1 if denoise else 0)
+    nfe = kernel.nfe(x[0], num_steps) + (1 if denoise else 0)
     return x_out, rate, jnp.full((x.shape[0],), nfe, jnp.int32)
 
 
@@ -372,6 +428,9 @@ def annealed_langevin(
     step_size: float = 2e-5,
     steps_per_level: int = 100,
     denoise: bool = True,
+    preconditioner: AbstractPreconditioner | Sequence[AbstractPreconditioner] = (
+        IdentityPreconditioner()
+    ),
 ) -> LangevinResult:
     r"""Annealed Langevin dynamics from the batch `x` over the ladder `sigmas`, then denoising.
 
@@ -381,7 +440,7 @@ def annealed_langevin(
 
     **Returns:** a [`scoresde.LangevinResult`][] with `x` and `nfe`.
     """
-    kernel = AnnealedLangevin(sde, score, sigmas, step_size, steps_per_level)
+    kernel = AnnealedLangevin(sde, score, sigmas, step_size, steps_per_level, preconditioner)
     x = check_batch("x", x)
     x_out, rate, nfe = _run(
         kernel=kernel, x=x, key=check_key(key), num_steps=kernel.num_steps, denoise=bool(denoise)

@@ -36,6 +36,7 @@ Cost: `steps * (1 + n_steps)` score evaluations per sample, +1 for the denoising
 """
 
 import abc
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -57,6 +58,7 @@ from ._checks import (
 from ._fields import bind, check_cond, checked_score, tweedie_batch
 from ._grid import GRIDS, time_grid
 from ._keys import latents_and_noise_keys
+from ._precondition import AbstractPreconditioner, IdentityPreconditioner
 from ._progress import scan_steps
 from ._sample import SampleResult
 from ._sde import AbstractSDE
@@ -131,14 +133,33 @@ class AbstractCorrector(eqx.Module):
         check_int("n_steps", self.n_steps)
 
     @abc.abstractmethod
-    def step_size(self, sde, s, t, x, grad, z): ...
+    def step_size(self, sde, s, t, x, grad, z, metric): ...
+
+    def metric(self, s) -> AbstractPreconditioner:
+        """The corrector's metric $M$ at time `s`: the `preconditioner`, or its value at `s`
+        when it is a function of time (one metric per noise level)."""
+        m = getattr(self, "preconditioner", None)
+        if m is None:
+            return IdentityPreconditioner()
+        if isinstance(m, AbstractPreconditioner):
+            return m
+        out = m(s)
+        if not isinstance(out, AbstractPreconditioner):
+            raise TypeError(
+                "preconditioner(t) must return a preconditioner (e.g. ss.DensePreconditioner); "
+                f"got {type(out).__name__}."
+            )
+        return out
 
     def __call__(self, sde, score, key, x, s, t):
+        m = self.metric(s)
+
         def body(x, k):
             grad = checked_score(score, s, x)
             z = jr.normal(k, x.shape, x.dtype)
-            eps = self.step_size(sde, s, t, x, grad, z).astype(x.dtype)
-            return (x + eps * grad + jnp.sqrt(2 * eps) * z).astype(x.dtype), None
+            eps = self.step_size(sde, s, t, x, grad, z, m).astype(x.dtype)
+            step = x + eps * m.apply(grad) + jnp.sqrt(2 * eps) * m.sqrt_apply(z)
+            return step.astype(x.dtype), None
 
         x, _ = jax.lax.scan(body, x, jr.split(key, self.n_steps))
         return x
@@ -146,30 +167,36 @@ class AbstractCorrector(eqx.Module):
 
 class LangevinCorrector(AbstractCorrector):
     r"""Langevin corrector with a target signal-to-noise ratio, step size per sample:
-    $\epsilon = 2\alpha_{s|t}^2(\mathrm{snr}\,\|z\|/\|\mathrm{score}\|)^2$.
+    $\epsilon = 2\alpha_{s|t}^2(\mathrm{snr}\,\|z\|/\|\mathrm{score}\|_M)^2$,
+    $\|g\|_M^2 = g^\top M g$ (the snr of drift $\epsilon Mg$ to noise $\sqrt{2\epsilon}M^{1/2}z$
+    measured in the metric $M^{-1}$; $\|g\|_I$ is the original rule).
 
     **Arguments:** `snr` (default 0.16, the original VE setting; 0.01 for VP), `n_steps`
-    (default 1).
+    (default 1), `preconditioner`: a fixed metric $M$ (default the identity), or a function
+    `preconditioner(t)` returning the metric at the corrector's time (one per noise level).
     """
 
     snr: float | jax.Array = 0.16
     n_steps: int = eqx.field(static=True, default=1)
+    preconditioner: AbstractPreconditioner | Callable = IdentityPreconditioner()
 
-    def step_size(self, sde, s, t, x, grad, z):
+    def step_size(self, sde, s, t, x, grad, z, metric):
         a, _ = _transition(sde, s, t)
         z_norm = jnp.sqrt(jnp.sum(z**2))
-        g_norm = jnp.sqrt(jnp.sum(grad**2))
+        g_norm = jnp.sqrt(jnp.sum(grad * metric.apply(grad)))
         g_norm = jnp.maximum(g_norm, jnp.finfo(x.dtype).tiny)
         return 2 * a**2 * (self.snr * z_norm / g_norm) ** 2
 
 
 class AnnealedLangevinCorrector(AbstractCorrector):
-    r"""Annealed Langevin corrector: $\epsilon = 2\alpha_{s|t}^2(\mathrm{snr}\,\sigma(s))^2$."""
+    r"""Annealed Langevin corrector: $\epsilon = 2\alpha_{s|t}^2(\mathrm{snr}\,\sigma(s))^2$;
+    `preconditioner` as for [`scoresde.LangevinCorrector`][]."""
 
     snr: float | jax.Array = 0.16
     n_steps: int = eqx.field(static=True, default=1)
+    preconditioner: AbstractPreconditioner | Callable = IdentityPreconditioner()
 
-    def step_size(self, sde, s, t, x, grad, z):
+    def step_size(self, sde, s, t, x, grad, z, metric):
         a, _ = _transition(sde, s, t)
         _, sigma = sde.marginal(s)
         return 2 * a**2 * (self.snr * sigma) ** 2

@@ -125,17 +125,21 @@ class DensePreconditioner(AbstractPreconditioner):
 
 class LowRankPreconditioner(AbstractPreconditioner):
     r"""$M = D + U\,\mathrm{diag}(s)\,U^\top$: a positive diagonal `diag` ($D$) plus a rank-$k$
-    part (`factors` $U$, `(dim, k)`; `weights` $s > 0$, `(k,)`).
+    part (`factors` $U$, `(dim, k)`; `weights` $s$, `(k,)`). The weights may be negative (a
+    low-rank downdate, e.g. a metric that shrinks a few stiff directions) as long as $M$ stays
+    positive definite.
 
-    With $W = D^{-1/2}U\,\mathrm{diag}(s)^{1/2} = Q\Sigma V^\top$ (thin SVD):
-    $M^{1/2} = D^{1/2}(I + Q(\sqrt{1 + \Sigma^2} - 1)Q^\top)$,
-    $M^{-1} = D^{-1/2}(I - Q\,\frac{\Sigma^2}{1 + \Sigma^2}\,Q^\top)D^{-1/2}$ (Woodbury),
-    $\ln\det M = \sum\ln D + \sum\ln(1 + \Sigma^2)$: every product costs $O(dk)$.
+    With $D^{-1/2}U = QR$ (thin QR) and $R\,\mathrm{diag}(s)R^\top = V\Lambda V^\top$, write
+    $Q \leftarrow QV$: $M = D^{1/2}(I + Q\Lambda Q^\top)D^{1/2}$, so
+    $M^{p} \to D^{1/2}(I + Q((1 + \Lambda)^{p} - 1)Q^\top)$-type products:
+    $M^{1/2} = D^{1/2}(I + Q(\sqrt{1 + \Lambda} - 1)Q^\top)$,
+    $M^{-1} = D^{-1/2}(I + Q((1 + \Lambda)^{-1} - 1)Q^\top)D^{-1/2}$ (Woodbury),
+    $\ln\det M = \sum\ln D + \sum\ln(1 + \Lambda)$: every product costs $O(dk)$.
     """
 
     diag: Float[Array, " dim"]
     q: Float[Array, "dim k"]
-    sing: Float[Array, " k"]
+    lam: Float[Array, " k"]
 
     def __init__(self, diag, factors, weights):
         diag, factors, weights = jnp.asarray(diag), jnp.asarray(factors), jnp.asarray(weights)
@@ -147,15 +151,21 @@ class LowRankPreconditioner(AbstractPreconditioner):
         if weights.shape != (factors.shape[1],):
             raise ValueError(f"weights must have shape ({factors.shape[1]},); got {weights.shape}.")
         _check_finite_positive("diag", diag)
-        _check_finite_positive("weights", weights)
-        w = factors * jnp.sqrt(weights)[None, :] / jnp.sqrt(diag)[:, None]
-        q, sing, _ = jnp.linalg.svd(w, full_matrices=False)
-        self.diag, self.q, self.sing = diag, q, sing
+        if not isinstance(weights, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(weights))):
+            raise ValueError("weights must be finite.")
+        q, r = jnp.linalg.qr(factors / jnp.sqrt(diag)[:, None])
+        small = (r * weights[None, :]) @ r.T
+        lam, v = jnp.linalg.eigh(0.5 * (small + small.T))
+        if not isinstance(lam, jax.core.Tracer) and not bool(jnp.all(lam > -1)):
+            raise ValueError(
+                "diag + factors diag(weights) factors^T must be positive definite; the negative "
+                "weights remove more than the diagonal holds."
+            )
+        self.diag, self.q, self.lam = diag, q @ v, lam
 
     def _inner(self, u, power):
-        """$(I + Q\\Sigma^2Q^\\top)^{power} u$."""
-        lam = 1 + self.sing**2
-        return u + self.q @ ((lam**power - 1) * (self.q.T @ u))
+        r"""$(I + Q\Lambda Q^\top)^{power} u$."""
+        return u + self.q @ (((1 + self.lam) ** power - 1) * (self.q.T @ u))
 
     def apply(self, v):
         root = jnp.sqrt(self.diag)
@@ -169,19 +179,44 @@ class LowRankPreconditioner(AbstractPreconditioner):
         return _flat(lambda u: self._inner(u / root, -1.0) / root, v)
 
     def log_det(self):
-        return jnp.sum(jnp.log(self.diag)) + jnp.sum(jnp.log1p(self.sing**2))
+        return jnp.sum(jnp.log(self.diag)) + jnp.sum(jnp.log1p(self.lam))
 
 
-def estimate_preconditioner(score, x_pilot, *, kind: str = "covariance", jitter: float = 1e-6):
-    r"""A [`scoresde.DensePreconditioner`][] fitted on a pilot ensemble `x_pilot` `(n, *data)`
-    (drawn with its own key, then frozen: the kernels' samples still depend only on their keys).
+def estimate_preconditioner(
+    score,
+    x_pilot,
+    *,
+    kind: str = "covariance",
+    jitter: float = 1e-6,
+    rank: int | None = None,
+    key=None,
+    num_iters: int | None = None,
+    at: str = "mean",
+):
+    r"""A preconditioner fitted on a pilot ensemble `x_pilot` `(n, *data)` (drawn with its own
+    key, then frozen: the kernels' samples still depend only on their keys).
 
-    - `kind="covariance"`: the pilot's sample covariance (needs no score; `score` may be `None`).
+    - `kind="covariance"`: the pilot's sample covariance (needs no score; `score` may be `None`);
+      a [`scoresde.DensePreconditioner`][], 0 evaluations.
     - `kind="fisher"`: the inverse of the Fisher matrix $E[s s^\top]$ of the scores at the pilot
-      points (for a Gaussian target $E[ss^\top] = \Sigma^{-1}$); `n` score evaluations.
+      points (for a Gaussian target $E[ss^\top] = \Sigma^{-1}$); dense, `n` score evaluations.
+    - `kind="lanczos"`: the inverse-Hessian metric from the top-`rank` eigenpairs of
+      $-\partial s/\partial x$ at the pilot mean (`at="mean"`, $2m$ evaluations for $m$ =
+      `num_iters` Lanczos steps, default $\min(\dim, 2\,\mathrm{rank} + 10)$) or averaged over
+      the pilot points (`at="points"`, $2nm$); needs `rank` and `key`; a
+      [`scoresde.LowRankPreconditioner`][]. See [`scoresde.lanczos_curvature`][], which also
+      returns the eigenpairs and the cost.
 
-    `jitter` times the mean variance is added to the diagonal before inversion.
+    `jitter` times the mean variance is added to the diagonal before inversion (dense kinds).
     """
+    if kind == "lanczos":
+        from ._lanczos import lanczos_curvature
+
+        if rank is None or key is None:
+            raise TypeError("kind='lanczos' needs rank= and key=.")
+        return lanczos_curvature(
+            score, x_pilot, key=key, rank=rank, num_iters=num_iters, at=at
+        ).preconditioner
     x = jnp.asarray(x_pilot)
     if x.ndim < 2 or x.shape[0] < 2:
         raise ValueError(f"x_pilot must be a batch (n >= 2, *data_shape); got shape {x.shape}.")
@@ -198,7 +233,7 @@ def estimate_preconditioner(score, x_pilot, *, kind: str = "covariance", jitter:
         mat = jnp.linalg.inv(fisher)
         mat = 0.5 * (mat + mat.T)
     else:
-        raise ValueError(f"kind must be 'covariance' or 'fisher'; got kind={kind!r}.")
+        raise ValueError(f"kind must be 'covariance', 'fisher' or 'lanczos'; got kind={kind!r}.")
     if kind == "covariance":
         mat = mat + jitter * jnp.trace(mat) / dim * jnp.eye(dim, dtype=mat.dtype)
     return DensePreconditioner(mat)
