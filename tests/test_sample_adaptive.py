@@ -173,3 +173,44 @@ def test_non_finite_score_raises():
         ss.sample_sde_adaptive(sde, score, key=jr.key(0), shape=SMALL)
     r = ss.sample_sde_adaptive(sde, score, key=jr.key(0), shape=SMALL, throw=False)
     assert bool(jnp.all(r.nfe == 2 * 1 + 1))  # one attempted step
+
+
+@pytest.mark.slow
+def test_strong_convergence_on_its_own_brownian_path(x64):
+    """As rtol shrinks, each sample converges to the reverse SDE's solution on ITS Brownian path
+    (a fine fixed-step Heun solve on the same VirtualBrownianTree): rejected steps retried on the
+    same path, not on new noise. A run on another path from the same x_T is far from it."""
+    import diffrax as dfx
+
+    from scoresde._keys import latents_and_noise_keys
+
+    sde, shape = ss.VPSDE(), (4, 2)
+    score = ss.analytic.marginal_score(random_gaussian(2, 2, jnp.float64), sde)
+    x_T, noise_keys = latents_and_noise_keys(sde, jr.key(5), shape, None, jnp.float64)
+    s0, s1 = -1.0, -1e-3
+    ts = jnp.linspace(s0, s1, 4001)
+
+    @jax.jit
+    @jax.vmap
+    def reference(x0, noise_key):
+        path = dfx.VirtualBrownianTree(s0, s1, 1e-6, shape[1:], noise_key)
+        terms = ss.reverse_terms(sde, score, path, origin=0.0)
+        stepto = dfx.StepTo(ts=ts)
+        sol = dfx.diffeqsolve(
+            terms, dfx.Heun(), s0, s1, None, x0, stepsize_controller=stepto, max_steps=4000
+        )
+        return sol.ys[0]
+
+    ref = reference(x_T, noise_keys)
+    errors = []
+    for rtol in (0.1, 0.01, 0.001):
+        r = ss.sample_sde_adaptive(
+            sde, score, key=jr.key(5), shape=shape, rtol=rtol, atol=rtol / 10, denoise=False
+        )
+        errors.append(float(jnp.max(jnp.abs(r.x - ref))))
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.01
+    other = ss.sample_sde_adaptive(
+        sde, score, key=jr.key(6), shape=shape, x_T=x_T, rtol=0.001, atol=0.0001, denoise=False
+    )
+    assert float(jnp.max(jnp.abs(other.x - ref))) > 0.1
