@@ -17,13 +17,15 @@ Metrics: `nfe` (mean evaluations per sample, rejected steps and the Tweedie call
 four other exact sets against the first: the sampling floor at this n); `excess` =
 sqrt(max(sw^2 - floor^2, 0)); on aniso64 also `mode_err` (largest mode-weight error).
 Equal SW2: `band` = floor mean + 2 std (indistinguishable from exact at this n). For each method
-family, `nfe_to_band` is the least nfe whose sw is within the band (for uniform-grid EM, log-log
-interpolated between its last point above and first point within the band); `gain` = EM's
-nfe_to_band / the family's. Each row also gets `em_nfe_at_equal_sw`: the nfe at which EM's curve
-reaches that row's sw (log-log interpolation; meaningful only well above the band).
-Where the adaptive controller spends evaluations: its rejected fraction, and `phases`: the
-evaluations from T down to t = 0.1, 0.01 and t_eps = 1e-3 (runs stopped there, same key, at
-the paper's rtol = 0.05), beside uniform-grid EM's share of steps in the same ranges.
+family, `summary[family].nfe_to_band` is the least nfe whose sw is within the band (for the
+fixed-step EM curves, log-log interpolated between the last point above and the first point
+within the band); `gain_vs_em` = uniform-grid EM's nfe_to_band / the family's. Each row also gets
+`em_nfe_at_equal_sw`: the nfe at which uniform EM's curve reaches that row's sw (log-log
+interpolation; meaningful only well above the band) and `gain` = that / the row's nfe.
+Where the adaptive controller spends evaluations: its `rejected_fraction`, and
+`adaptive_evaluations_down_to_t`: the evaluations from T down to t = 0.1, 0.01 and 1e-3 (runs
+stopped there, same key, the paper's rtol = 0.05, Tweedie call excluded), beside
+`em_uniform_share_of_steps_down_to_t`.
 `seconds`: wall time of one call, compile included (of a second, compiled call with --warm).
 
 Run: `python benchmarks/adaptive_sde.py [--quick] [--n N]`. Writes
