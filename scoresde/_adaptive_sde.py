@@ -16,8 +16,8 @@ $h \leftarrow \min(s_{end} - s, \theta h E^{-r})$ with $\theta = r = 0.9$.
 
 Each sample runs its own `lax.while_loop` (under `jax.vmap`) along its own
 `diffrax.VirtualBrownianTree` keyed by `fold_in(key, i)`, so a rejected step retries over a
-shorter interval of the SAME Brownian path (redrawing the noise after a rejection would favour
-small increments and bias the sampler).
+shorter interval of the SAME Brownian path. (The authors' PyTorch code draws a fresh $z$ at every
+attempt; redrawing after a rejection favours small increments and biases the sampler.)
 """
 
 import diffrax as dfx
