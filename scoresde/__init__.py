@@ -1,6 +1,7 @@
 """scoresde: score-based generative modelling with SDEs on JAX."""
 
 from . import analytic as analytic, bench as bench, guidance as guidance
+from ._adaptive_sde import sample_sde_adaptive as sample_sde_adaptive
 from ._brownian import BatchBrownianPath as BatchBrownianPath
 from ._checkpoint import (
     CheckpointError as CheckpointError,

@@ -1,0 +1,216 @@
+"""`sample_sde_adaptive`: the "Gotta Go Fast" controller on exact scores (Gaussians, a 2-D
+mixture), its evaluation count, batch independence, and its errors."""
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from helpers import SCORE_CALLS, CountingScore, assert_no_recompile, random_gaussian
+
+import scoresde as ss
+from scoresde._adaptive_sde import sample_sde_adaptive_with_stats
+
+N = 800
+
+
+def _moments_within(x, mean, cov, n_se=5.0):
+    """Sample mean and covariance within n_se standard errors of the exact ones."""
+    n = x.shape[0]
+    var = jnp.diag(cov)
+    mean_ok = jnp.all(jnp.abs(x.mean(0) - mean) < n_se * jnp.sqrt(var / n))
+    se = jnp.sqrt((jnp.outer(var, var) + cov**2) / n)  # SE of a Gaussian sample covariance
+    cov_ok = jnp.all(jnp.abs(jnp.cov(x.T) - cov) < n_se * se)
+    return bool(mean_ok), bool(cov_ok)
+
+
+def _gaussian_run(sde, dist, score_dist=None, **kw):
+    """Adaptive samples started from the exact p_T, without denoising: targets p_{t_eps}."""
+    x_T = dist.marginal(sde, sde.T).sample(jr.key(0), N)
+    score = ss.analytic.marginal_score(dist if score_dist is None else score_dist, sde)
+    r = ss.sample_sde_adaptive(
+        sde, score, key=jr.key(1), shape=x_T.shape, x_T=x_T, denoise=False, **kw
+    )
+    target = dist.marginal(sde, 1e-3)
+    return r, _moments_within(r.x, target.mean, target.cov)
+
+
+def test_vp_gaussian_moments_and_negative_controls():
+    sde, dist = ss.VPSDE(), random_gaussian(2, 2)
+    r, ok = _gaussian_run(sde, dist)
+    assert ok == (True, True)
+    assert len(set(np.asarray(r.nfe).tolist())) > 1  # each sample took its own steps
+    # A far too loose tolerance (a handful of huge steps) fails the same check...
+    loose, ok = _gaussian_run(sde, dist, rtol=100.0, atol=100.0)
+    assert float(loose.nfe.mean()) < 10
+    assert ok != (True, True)
+    # ...and so does the exact score of another Gaussian (same shapes: no recompile).
+    _, ok = _gaussian_run(sde, dist, score_dist=random_gaussian(3, 2))
+    assert ok != (True, True)
+
+
+@pytest.mark.slow
+def test_ve_gaussian_moments():
+    _, ok = _gaussian_run(ss.VESDE(), random_gaussian(2, 2))
+    assert ok == (True, True)
+
+
+def _mode_weights_ok(sde, dist, n_se=5.0, **kw):
+    r = ss.sample_sde_adaptive(
+        sde, ss.analytic.marginal_score(dist, sde), key=jr.key(0), shape=(N, 2), **kw
+    )
+    freq = ss.mode_weights(dist, r.x)
+    se = jnp.sqrt(dist.weights * (1 - dist.weights) / N)  # binomial
+    return bool(jnp.all(jnp.abs(freq - dist.weights) < n_se * se))
+
+
+@pytest.mark.parametrize(
+    "sde", [ss.VESDE(), pytest.param(ss.VPSDE(), marks=pytest.mark.slow)], ids=["ve", "vp"]
+)
+def test_mixture_mode_weights(sde):
+    """ring_mixture (unequal weights): mode frequencies within 5 binomial SE; a score that
+    ignores the weights (equal weights, same components) fails the same check."""
+    dist = ss.analytic.ring_mixture()
+    assert _mode_weights_ok(sde, dist)
+    equal = ss.analytic.GaussianMixture(
+        jnp.full_like(dist.weights, 1 / dist.num_components), dist.means, dist.covs
+    )
+    r = ss.sample_sde_adaptive(
+        sde, ss.analytic.marginal_score(equal, sde), key=jr.key(0), shape=(N, 2)
+    )
+    freq = ss.mode_weights(dist, r.x)
+    se = jnp.sqrt(dist.weights * (1 - dist.weights) / N)
+    assert not bool(jnp.all(jnp.abs(freq - dist.weights) < 5 * se))
+
+
+def test_nfe_counts_every_score_call():
+    """nfe = 2 per attempted step (rejected ones included) + 1 denoising call, checked against
+    the score calls actually executed (one sample per run: under vmap a finished lane still
+    executes the loop body while the others run)."""
+    sde = ss.VPSDE()
+    score = CountingScore(ss.analytic.marginal_score(random_gaussian(2, 2), sde))
+    for seed in range(3):
+        SCORE_CALLS.clear()
+        r, stats = sample_sde_adaptive_with_stats(
+            sde, score, key=jr.key(seed), shape=(1, 2), rtol=0.02, atol=0.005
+        )
+        jax.block_until_ready(r.x)
+        jax.effects_barrier()
+        assert int(r.nfe[0]) == len(SCORE_CALLS) == 2 * int(stats.attempted[0]) + 1
+        assert int(stats.accepted[0]) < int(stats.attempted[0])  # rejections were counted
+        assert int(r.num_steps[0]) == int(stats.attempted[0])
+
+
+def test_sample_does_not_depend_on_its_batch(x64):
+    """Sample i of a batch of 8 equals sample i of a batch of 3 (float64), step counts too."""
+    sde = ss.VPSDE()
+    score = ss.analytic.marginal_score(random_gaussian(2, 3, jnp.float64), sde)
+    big = ss.sample_sde_adaptive(sde, score, key=jr.key(4), shape=(8, 3))
+    small = ss.sample_sde_adaptive(sde, score, key=jr.key(4), shape=(3, 3))
+    assert big.x.dtype == jnp.float64
+    np.testing.assert_allclose(big.x[:3], small.x, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(big.nfe[:3], small.nfe)
+    assert not np.allclose(big.x[3], big.x[4])  # different samples differ
+
+
+SMALL = (4, 2)  # one compile shared by the tests below (same shapes, score type, dtype)
+
+
+def test_same_key_same_samples_and_no_retrace():
+    sde = ss.VPSDE()
+    score = ss.analytic.marginal_score(random_gaussian(2, 2), sde)
+    a = ss.sample_sde_adaptive(sde, score, key=jr.key(3), shape=SMALL)
+    b = ss.sample_sde_adaptive(sde, score, key=jr.key(3), shape=SMALL)
+    np.testing.assert_array_equal(a.x, b.x)
+    other = ss.analytic.marginal_score(random_gaussian(5, 2), sde)
+    key = jr.key(7)
+    with assert_no_recompile():  # new score values, tolerances, h_init and max_steps
+        c = ss.sample_sde_adaptive(
+            sde, other, key=key, shape=SMALL, rtol=0.1, atol=0.01, h_init=0.02, max_steps=999
+        )
+    assert not np.allclose(a.x, c.x)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(rtol=-0.1), "rtol"),
+        (dict(atol=0.0), "atol"),
+        (dict(atol=float("nan")), "atol"),
+        (dict(h_init=0.0), "h_init"),
+        (dict(h_init=1e-6), "h_init"),
+        (dict(max_steps=0), "max_steps"),
+        (dict(t_eps=2.0), "t_eps"),
+        (dict(brownian_tol=-1.0), "brownian_tol"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, match):
+    sde = ss.VPSDE()
+    score = ss.analytic.marginal_score(random_gaussian(2, 2), sde)
+    with pytest.raises(ValueError, match=match):
+        ss.sample_sde_adaptive(sde, score, key=jr.key(0), shape=(2, 2), **kwargs)
+
+
+def test_exhausted_max_steps_raises_with_advice_or_returns_nan():
+    sde = ss.VPSDE()
+    score = ss.analytic.marginal_score(random_gaussian(2, 2), sde)
+    kw = dict(key=jr.key(0), shape=SMALL, max_steps=5)
+    with pytest.raises(RuntimeError, match=r"4 of 4 samples used all max_steps=5.*max_steps"):
+        ss.sample_sde_adaptive(sde, score, **kw)
+    r = ss.sample_sde_adaptive(sde, score, throw=False, **kw)
+    assert not bool(jnp.any(r.successful))
+    assert bool(jnp.all(jnp.isnan(r.x)))
+    assert bool(jnp.all(r.nfe == 2 * 5 + 1))
+
+
+def test_non_finite_score_raises():
+    """A score returning NaN (the exact score of a Gaussian with a NaN mean) stops the loop at
+    once and raises, instead of shrinking the step until max_steps."""
+    sde = ss.VPSDE()
+    nan = ss.analytic.Gaussian(jnp.array([jnp.nan, 0.0]), jnp.eye(2))
+    score = ss.analytic.marginal_score(nan, sde)
+    with pytest.raises(RuntimeError, match="4 of 4 samples met a non-finite"):
+        ss.sample_sde_adaptive(sde, score, key=jr.key(0), shape=SMALL)
+    r = ss.sample_sde_adaptive(sde, score, key=jr.key(0), shape=SMALL, throw=False)
+    assert bool(jnp.all(r.nfe == 2 * 1 + 1))  # one attempted step
+
+
+@pytest.mark.slow
+def test_strong_convergence_on_its_own_brownian_path(x64):
+    """As rtol shrinks, each sample converges to the reverse SDE's solution on ITS Brownian path
+    (a fine fixed-step Heun solve on the same VirtualBrownianTree): rejected steps retried on the
+    same path, not on new noise. A run on another path from the same x_T is far from it."""
+    import diffrax as dfx
+
+    from scoresde._keys import latents_and_noise_keys
+
+    sde, shape = ss.VPSDE(), (4, 2)
+    score = ss.analytic.marginal_score(random_gaussian(2, 2, jnp.float64), sde)
+    x_T, noise_keys = latents_and_noise_keys(sde, jr.key(5), shape, None, jnp.float64)
+    s0, s1 = -1.0, -1e-3
+    ts = jnp.linspace(s0, s1, 4001)
+
+    @jax.jit
+    @jax.vmap
+    def reference(x0, noise_key):
+        path = dfx.VirtualBrownianTree(s0, s1, 1e-6, shape[1:], noise_key)
+        terms = ss.reverse_terms(sde, score, path, origin=0.0)
+        stepto = dfx.StepTo(ts=ts)
+        sol = dfx.diffeqsolve(
+            terms, dfx.Heun(), s0, s1, None, x0, stepsize_controller=stepto, max_steps=4000
+        )
+        return sol.ys[0]
+
+    ref = reference(x_T, noise_keys)
+    errors = []
+    for rtol in (0.1, 0.01, 0.001):
+        r = ss.sample_sde_adaptive(
+            sde, score, key=jr.key(5), shape=shape, rtol=rtol, atol=rtol / 10, denoise=False
+        )
+        errors.append(float(jnp.max(jnp.abs(r.x - ref))))
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.01
+    other = ss.sample_sde_adaptive(
+        sde, score, key=jr.key(6), shape=shape, x_T=x_T, rtol=0.001, atol=0.0001, denoise=False
+    )
+    assert float(jnp.max(jnp.abs(other.x - ref))) > 0.1
