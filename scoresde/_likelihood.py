@@ -50,6 +50,7 @@ from ._lanes import lane_diffeqsolve
 from ._progress import progress_meter
 from ._sample import SampleResult
 from ._sde import AbstractSDE
+from ._sharding import map_batch
 
 VARIABLES = ("log_sigma", "log_snr", "t")
 
@@ -238,6 +239,7 @@ def _log_likelihood(
     lanes,
     progress,
     nats_tol=None,
+    rows=None,
 ):
     dtype = x.dtype
     clock = _Clock(sde, variable)
@@ -249,7 +251,7 @@ def _log_likelihood(
     else:
         controller = _NatsController(rtol=rtol, atol=atol, norm=_delta_norm, nats_tol=nats_tol)
     num = x.shape[0]
-    keys = sample_keys(key, num) if key is not None else jnp.zeros((num,), jnp.uint32)
+    keys = sample_keys(key, num, rows=rows) if key is not None else jnp.zeros((num,), jnp.uint32)
     n_est = divergence.num_estimates
 
     def one(xi, ki):
@@ -361,6 +363,8 @@ def log_likelihood(
     lanes=None,
     progress: bool = False,
     nats_tol: float | None = None,
+    sharding=None,
+    chunk_size: int | None = None,
 ) -> LikelihoodResult:
     r"""Log-density of each sample of `x` under the probability-flow ODE of `sde`.
 
@@ -403,6 +407,9 @@ def log_likelihood(
       (per-step) tolerance: the realised RMS solver error was 3 to 10 times `nats_tol`
       (`benchmarks/likelihood_nats.py`), and at equal solver error it cost as many NFE as the
       default norm (see [the measurements](../how-to/likelihood.md#error-control-in-nats)).
+    - `sharding`, `chunk_size`: split the batch over devices (each runs its own solves; the
+      result comes back with that sharding) and stream it in chunks, with results equal to the
+      one-device call, as in [`scoresde.sample_ode`][].
 
     **Returns:** a [`scoresde.LikelihoodResult`][] (`log_prob`, `prior_log_prob`,
     `delta_log_prob`, `z`, `stderr`, `nfe`, `num_steps`, `successful`, `status`). `nfe` counts
@@ -452,10 +459,14 @@ def log_likelihood(
         raise TypeError(f"prior_log_prob must be callable on one sample; got {prior_log_prob!r}.")
     _warn_precision(x.dtype, t_eps, "log_likelihood")
     dtype = x.dtype
-    result = _log_likelihood(
+    result = map_batch(
+        _log_likelihood,
+        x.shape[0],
+        {"x": x},
+        sharding=sharding,
+        chunk_size=chunk_size,
         sde=sde,
         score=score,
-        x=x,
         key=key if divergence.stochastic else None,
         t_eps=jnp.asarray(t_eps, dtype),
         rtol=jnp.asarray(rtol, dtype),
