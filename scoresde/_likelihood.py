@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float, Int
 
 from . import _nfe
@@ -50,7 +51,7 @@ from ._lanes import lane_diffeqsolve
 from ._progress import progress_meter
 from ._sample import SampleResult
 from ._sde import AbstractSDE
-from ._sharding import map_batch
+from ._sharding import map_batch, result_sharding
 
 VARIABLES = ("log_sigma", "log_snr", "t")
 
@@ -507,6 +508,8 @@ def bits_per_dim(
     dequantization: str = "uniform",
     num_repeats: int = 1,
     progress: bool = False,
+    sharding=None,
+    chunk_size: int | None = None,
     **likelihood_kwargs,
 ) -> BitsPerDimResult:
     r"""Bits per dimension of integer data under the model, with an explicit data convention.
@@ -535,6 +538,8 @@ def bits_per_dim(
       both if they agree; neither means 8 bits ($L = 256$).
     - `low`, `high`, `dequantization`, `num_repeats`: the data convention above.
     - `progress`: show a progress meter (see [`scoresde.log_likelihood`][]).
+    - `sharding`, `chunk_size`: as in [`scoresde.log_likelihood`][] (over the `batch *
+      num_repeats` dequantised draws; the per-sample results come back with `sharding`).
     - `likelihood_kwargs`: passed to [`scoresde.log_likelihood`][] (`divergence`, `t_eps`, ...).
 
     **Returns:** a [`scoresde.BitsPerDimResult`][] with `bpd`, `log_prob`, `log_det_jacobian`,
@@ -599,7 +604,24 @@ def bits_per_dim(
     w = kf[:, None] + u
     scale = (high - low) / levels
     x = (low + scale * w).reshape(batch * repeats, *data_shape)
-    result = log_likelihood(sde, score, x, key=key_ll, progress=progress, **likelihood_kwargs)
+    result = log_likelihood(
+        sde,
+        score,
+        x,
+        key=key_ll,
+        progress=progress,
+        sharding=sharding,
+        chunk_size=chunk_size,
+        **likelihood_kwargs,
+    )
+    if sharding is not None:  # the per-draw numbers on every device; the means below follow
+        everywhere = NamedSharding(sharding.mesh, PartitionSpec())
+        result = eqx.tree_at(
+            lambda r: (r.log_prob, r.stderr, r.nfe),
+            result,
+            replace_fn=lambda a: jax.device_put(a, everywhere),
+            is_leaf=lambda a: a is None,
+        )
     log_jac = jnp.asarray(num_dims * math.log(scale), dtype)
     log_px = result.log_prob.reshape(batch, repeats)
     per_draw = -(log_px + log_jac) / (num_dims * math.log(2))
@@ -618,7 +640,7 @@ def bits_per_dim(
             stderr = jnp.sqrt(var[:, 0])
     else:
         stderr = None
-    return BitsPerDimResult(
+    out = BitsPerDimResult(
         bpd=bpd,
         log_prob=jnp.mean(log_px, axis=1),
         log_det_jacobian=log_jac,
@@ -626,6 +648,15 @@ def bits_per_dim(
         stderr=stderr,
         nfe=jnp.sum(result.nfe.reshape(batch, repeats), axis=1),
     )
+    if sharding is not None:
+        per_sample = result_sharding(sharding, batch)
+        out = eqx.tree_at(
+            lambda r: (r.bpd, r.log_prob, r.stderr, r.nfe),
+            out,
+            replace_fn=lambda a: jax.device_put(a, per_sample),
+            is_leaf=lambda a: a is None,
+        )
+    return out
 
 
 @eqx.filter_jit
@@ -644,6 +675,7 @@ def _flow(
     variable,
     max_steps,
     direction,
+    rows=None,
 ):
     """Integrate the PF-ODE between `t_eps` and `T` (`direction=+1`: encode, `-1`: decode)."""
     dtype = x.dtype
@@ -710,6 +742,8 @@ def _run_flow(
     variable,
     max_steps,
     direction,
+    sharding=None,
+    chunk_size=None,
 ):
     max_steps = _check_common(
         sde=sde,
@@ -729,14 +763,17 @@ def _run_flow(
         raise ValueError(f"{name}: solver_state is only used with diffrax.ReversibleHeun().")
     _warn_precision(x.dtype, t_eps, name)
     dtype = x.dtype
-    out, nfe, num_steps, ok, state = _flow(
+    out, nfe, num_steps, ok, state = map_batch(
+        _flow,
+        x.shape[0],
+        {"x": x, "solver_state": solver_state},
+        sharding=sharding,
+        chunk_size=chunk_size,
         sde=sde,
         score=score,
-        x=x,
         t_eps=jnp.asarray(t_eps, dtype),
         rtol=jnp.asarray(rtol, dtype),
         atol=jnp.asarray(atol, dtype),
-        solver_state=solver_state,
         solver=solver,
         stepsize_controller=stepsize_controller,
         steps=steps,
@@ -761,6 +798,8 @@ def encode(
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     variable: str = "t",
     max_steps: int = 4096,
+    sharding=None,
+    chunk_size: int | None = None,
 ) -> EncodeResult:
     r"""Map data `x` at `t_eps` to latents $z = x_T$ along the PF-ODE (deterministic).
 
@@ -768,7 +807,8 @@ def encode(
     [`scoresde.log_likelihood`][]); otherwise adaptive steps (`rtol`, `atol` or
     `stepsize_controller`). With `solver=diffrax.ReversibleHeun()` and `steps`, the result's
     `solver_state` lets [`scoresde.decode`][] invert the map exactly up to floating-point
-    rounding (the method is algebraically reversible).
+    rounding (the method is algebraically reversible). `sharding`, `chunk_size`: as in
+    [`scoresde.log_likelihood`][].
 
     **Returns:** an [`scoresde.EncodeResult`][] (`z`, `nfe`, `num_steps`, `solver_state`).
     """
@@ -786,6 +826,8 @@ def encode(
         variable=variable,
         max_steps=max_steps,
         direction=1,
+        sharding=sharding,
+        chunk_size=chunk_size,
     )
     return EncodeResult(z=z, nfe=nfe, num_steps=num_steps, solver_state=state)
 
@@ -804,6 +846,8 @@ def decode(
     variable: str = "t",
     max_steps: int = 4096,
     solver_state=None,
+    sharding=None,
+    chunk_size: int | None = None,
 ) -> SampleResult:
     r"""Map latents `z` at `T` back to data at `t_eps` along the PF-ODE (inverse of `encode`).
 
@@ -833,5 +877,7 @@ def decode(
         variable=variable,
         max_steps=max_steps,
         direction=-1,
+        sharding=sharding,
+        chunk_size=chunk_size,
     )
     return SampleResult(x=x, nfe=nfe, num_steps=num_steps)

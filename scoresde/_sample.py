@@ -53,7 +53,7 @@ from ._grid import GRIDS, time_grid
 from ._keys import latents_and_noise_keys
 from ._progress import progress_meter, scan_steps
 from ._sde import AbstractSDE
-from ._sharding import map_batch
+from ._sharding import map_batch, result_sharding
 from ._solver.base import AbstractPFSolver, PFModel
 from ._solver.edm import heun_step
 from ._terms import BatchedScore, probability_flow_term, reverse_terms
@@ -517,9 +517,12 @@ def _sample_edm(
     denoise,
     progress,
     cond,
+    rows=None,
 ):
+    if rows is not None:
+        shape = (rows.num, *shape[1:])
     dtype = jnp.result_type(float)
-    x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype)
+    x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype, rows)
     ts = time_grid(sde, steps, t_eps=t_eps, kind="karras", rho=rho, dtype=dtype)
     gamma_max = jnp.minimum(churn / steps, math.sqrt(2) - 1)
 
@@ -563,6 +566,8 @@ def sample_edm(
     x_T=None,
     progress: bool = False,
     cond=None,
+    sharding=None,
+    chunk_size: int | None = None,
 ) -> SampleResult:
     r"""EDM's Heun sampler (Karras et al. 2022, Algorithm 2) with optional churn.
 
@@ -577,7 +582,7 @@ def sample_edm(
     **Arguments:** `key` (sample `i` uses `fold_in(key, i)`), `shape = (num, *data_shape)`,
     `steps`, the churn parameters, `rho` (the grid's exponent), `t_eps` (end time, default
     `sde.default_t_eps`), `x_T` (given latents), `progress` (a progress bar), `cond` (per-sample conditioning, as in
-    [`scoresde.sample_ode`][]).
+    [`scoresde.sample_ode`][]), `sharding` and `chunk_size` (as in [`scoresde.sample_ode`][]).
 
     **Returns:** a [`scoresde.SampleResult`][] with `x`, `nfe` ($2N$, +1 with `denoise`) and
     `num_steps` ($N$).
@@ -596,12 +601,16 @@ def sample_edm(
     check_positive("rho", rho)
     dtype = jnp.result_type(float)
     f = lambda v: jnp.asarray(v, dtype)
-    x, nfe = _sample_edm(
+    x, nfe = map_batch(
+        _sample_edm,
+        shape[0],
+        {"x_T": check_latents(x_T, shape, dtype), "cond": check_cond(cond, shape[0])},
+        sharding=sharding,
+        chunk_size=chunk_size,
         sde=sde,
         score=score,
         key=key,
         t_eps=f(t_eps),
-        x_T=check_latents(x_T, shape, dtype),
         churn=f(churn),
         s_tmin=f(s_tmin),
         s_tmax=f(s_tmax),
@@ -611,6 +620,8 @@ def sample_edm(
         steps=steps,
         denoise=check_bool("denoise", denoise),
         progress=check_bool("progress", progress),
-        cond=check_cond(cond, shape[0]),
     )
-    return SampleResult(x=x, nfe=nfe, num_steps=jnp.full((shape[0],), steps, jnp.int32))
+    num_steps = jnp.full((shape[0],), steps, jnp.int32)
+    if sharding is not None:
+        num_steps = jax.device_put(num_steps, result_sharding(sharding, shape[0]))
+    return SampleResult(x=x, nfe=nfe, num_steps=num_steps)

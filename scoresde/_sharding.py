@@ -98,9 +98,20 @@ def _run_chunk(fn, sharding, size, total, keep, start, part, kwargs):
             out_specs=spec,
             check_vma=False,
         )(part, dynamic, start)
-    if sharding is not None:
-        out = jax.sharding.reshard(out, result_sharding(sharding, keep))
+        return out  # padded: `_trim` drops the padding in a separate computation (below)
     return out if keep == size else jax.tree.map(lambda a: a[:keep], out)
+
+
+def _trim(out, keep: int, sharding):
+    """The first `keep` rows of a sharded result, placed with `result_sharding`. Separate from
+    the solve, so a device whose `eqx.error_if` fires never leaves the others waiting in a
+    collective: the solve itself has none."""
+    placement = result_sharding(sharding, keep)
+    if out is None or all(a.shape[0] == keep for a in jax.tree.leaves(out)):
+        return out
+    if placement is sharding:
+        return jax.tree.map(lambda a: a[:keep], out)
+    return jax.tree.map(lambda a: jax.device_put(a, placement)[:keep], out)
 
 
 def result_sharding(sharding, num: int):
@@ -127,10 +138,13 @@ def map_batch(fn, num: int, batched: dict, *, sharding=None, chunk_size=None, **
     outs = []
     for start in range(0, num, chunk):
         stop = min(start + chunk, num)
-        part = batched if (start, stop) == (0, num) else jax.tree.map(lambda a: a[start:stop], batched)
+        part = (
+            batched if (start, stop) == (0, num) else jax.tree.map(lambda a: a[start:stop], batched)
+        )
         part = _pad_rows(part, size)
         start_ = jnp.asarray(start, jnp.int32)
-        outs.append(_run_chunk(fn, sharding, size, num, stop - start, start_, part, kwargs))
+        out = _run_chunk(fn, sharding, size, num, stop - start, start_, part, kwargs)
+        outs.append(out if sharding is None else _trim(out, stop - start, sharding))
     if len(outs) == 1:
         return outs[0]
     out = jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=0), *outs)
