@@ -36,9 +36,9 @@ from ._checks import (
 )
 from ._fields import checked_score, tweedie
 from ._keys import sample_keys
-from ._sharding import map_batch
 from ._precondition import AbstractPreconditioner, IdentityPreconditioner
 from ._sde import AbstractSDE
+from ._sharding import map_batch
 
 __all__ = [
     "AbstractLangevinKernel",

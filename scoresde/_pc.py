@@ -57,10 +57,10 @@ from ._checks import (
 from ._fields import bind, check_cond, checked_score, tweedie_batch
 from ._grid import GRIDS, time_grid
 from ._keys import latents_and_noise_keys
-from ._sharding import map_batch, result_sharding
 from ._progress import scan_steps
 from ._sample import SampleResult
 from ._sde import AbstractSDE
+from ._sharding import map_batch, result_sharding
 
 __all__ = [
     "AbstractPredictor",

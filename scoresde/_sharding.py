@@ -138,9 +138,8 @@ def map_batch(fn, num: int, batched: dict, *, sharding=None, chunk_size=None, **
     outs = []
     for start in range(0, num, chunk):
         stop = min(start + chunk, num)
-        part = (
-            batched if (start, stop) == (0, num) else jax.tree.map(lambda a: a[start:stop], batched)
-        )
+        rows = slice(start, stop)
+        part = batched if stop - start == num else jax.tree.map(lambda a, r=rows: a[r], batched)
         part = _pad_rows(part, size)
         start_ = jnp.asarray(start, jnp.int32)
         out = _run_chunk(fn, sharding, size, num, stop - start, start_, part, kwargs)

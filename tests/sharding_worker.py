@@ -226,9 +226,24 @@ def full_checks(report):
         report["entries"][f"{name}/chunk4"] = {"fields": chunked["fields"]}
 
 
+def fit_check(report):
+    """Data-parallel `fit` on 4 devices: the first steps' losses against one device's."""
+    data = jax.random.normal(jax.random.key(3), (256, 2))
+    model = ss.MLPScoreNet(2, key=jax.random.key(0))
+    loss = ss.DenoisingScoreMatching(SDE)
+    kw = dict(key=jax.random.key(1), steps=5, batch_size=64, progress=False)
+    one = ss.fit(model, loss, data, **kw).losses
+    four = ss.fit(model, loss, data, sharding=mesh_sharding(4), **kw).losses
+    report["fit"] = {"max_rel_loss_diff": float(np.max(np.abs(four - one) / np.abs(one)))}
+
+
 def main(path):
     report: dict = {"devices": jax.device_count(), "entries": {}}
-    (full_checks if FULL else quick_checks)(report)
+    if FULL:
+        full_checks(report)
+        fit_check(report)
+    else:
+        quick_checks(report)
     with open(path, "w") as f:
         json.dump(report, f, indent=1)
 
