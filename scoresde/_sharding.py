@@ -39,6 +39,16 @@ class Rows(eqx.Module):
         return jnp.minimum(self.start + jnp.arange(self.num), self.total - 1)
 
 
+def auto_axes(sharding):
+    """`sharding` on the same devices with automatic (compiler-chosen) mesh axes, for code that
+    leaves the partitioning to XLA (`fit`, `sample_smc`) and needs no sharding annotations."""
+    from jax.sharding import AxisType, Mesh
+
+    mesh = sharding.mesh
+    auto = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+    return NamedSharding(auto, sharding.spec)
+
+
 def check_sharding(sharding) -> tuple[str, int]:
     """`(axis_name, num_devices)` of a `NamedSharding` splitting axis 0 over one mesh axis (and
     nothing else): `TypeError`/`ValueError` otherwise."""

@@ -23,7 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike, PyTree
 
 from ._custom_types import Key
-from ._sharding import check_sharding
+from ._sharding import auto_axes, check_sharding
 
 
 @functools.lru_cache(maxsize=32)
@@ -127,16 +127,6 @@ def _one_step(params, static, opt_state, ema_params, batch, key, loss, optimizer
     params = optax.apply_updates(params, updates)
     ema_params = _ema(ema_params, params, ema_decay, step)
     return params, opt_state, ema_params, value
-
-
-def _auto(sharding):
-    """`sharding` on the same devices with automatic (compiler-chosen) mesh axes: the user's loss
-    then needs no explicit sharding annotations."""
-    from jax.sharding import AxisType, Mesh
-
-    mesh = sharding.mesh
-    auto = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
-    return NamedSharding(auto, sharding.spec)
 
 
 @eqx.filter_jit
@@ -347,7 +337,7 @@ def fit(
             raise ValueError(
                 f"batch_size={batch_size} must be a multiple of the {devices} devices of sharding."
             )
-        sharding = _auto(sharding)
+        sharding = auto_axes(sharding)
         everywhere = NamedSharding(sharding.mesh, PartitionSpec())
         place = lambda a: jax.device_put(a, everywhere) if eqx.is_array(a) else a
         state = jax.tree.map(place, state)

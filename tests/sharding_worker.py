@@ -40,6 +40,7 @@ DIST = ss.analytic.GaussianMixture(
 SCORE = ss.analytic.marginal_score(DIST, SDE)
 KEY = jax.random.key(0)
 NUM = 6  # 4 does not divide it; 1 and 2 do
+MEASUREMENT = ss.LinearMeasurement(jnp.array([[1.0, 0.0]]), jnp.array([0.5]), 0.5)
 
 
 def mesh_sharding(n, axis_type=AxisType.Explicit):
@@ -85,6 +86,9 @@ def cases():
         ),
         "encode": lambda **kw: ss.encode(SDE, SCORE, x0, **kw),
         "decode": lambda **kw: ss.decode(SDE, SCORE, enc, solver=rh, steps=8, **kw),
+        "sample_smc": lambda **kw: ss.sample_smc(
+            SDE, SCORE, MEASUREMENT, key=KEY, shape=(NUM, 2), steps=40, **kw
+        ),
     }
 
 
@@ -222,6 +226,8 @@ def full_checks(report):
         for n in (1, 2, 4):
             sharding = mesh_sharding(n)
             report["entries"][f"{name}/{n}"] = compare(call(sharding=sharding), ref, sharding)
+        if name == "sample_smc":  # particles are coupled: no chunks
+            continue
         chunked = compare(call(chunk_size=4), ref, mesh_sharding(1))
         report["entries"][f"{name}/chunk4"] = {"fields": chunked["fields"]}
 
