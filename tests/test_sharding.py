@@ -139,3 +139,36 @@ def test_chunks_give_the_unchunked_samples_in_process():
     assert not np.allclose(np.asarray(other.x), np.asarray(whole.x))
     with pytest.raises(ValueError, match="chunk_size"):
         ss.sample_pc(sde, score, chunk_size=0, **kw)
+
+
+@pytest.mark.slow
+def test_two_processes_with_jax_distributed_give_the_single_process_samples(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    worker = WORKER.with_name("multihost_worker.py")
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(WORKER.parents[1]), env.get("PYTHONPATH", "")])
+    outs = [tmp_path / f"process{i}.json" for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(worker), str(i), str(port), str(outs[i])],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    logs = [p.communicate(timeout=900)[0] for p in procs]
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, log[-3000:]
+    reports = [json.loads(o.read_text()) for o in outs]
+    assert [r["process"] for r in reports] == [0, 1]
+    assert all(r["devices"] == 4 and r["local_devices"] == 2 for r in reports)
+    # each process computed its own rows; together all 8, each equal to the one-process samples
+    assert sorted(reports[0]["rows"] + reports[1]["rows"]) == list(range(8))
+    assert all(r["max_diff"] == 0.0 and r["nfe_equal"] for r in reports), reports
