@@ -82,6 +82,15 @@ def _pad_rows(tree, size: int):
     return jax.tree.map(pad, tree)
 
 
+def _place(tree, sharding):
+    """Inside jit: `tree` laid out as `sharding`, on meshes with explicit or automatic axes."""
+    from jax.sharding import AxisType
+
+    if any(t == AxisType.Explicit for t in sharding.mesh.axis_types):
+        return jax.sharding.reshard(tree, sharding)
+    return jax.lax.with_sharding_constraint(tree, sharding)
+
+
 @eqx.filter_jit
 def _run_chunk(fn, sharding, size, total, keep, start, part, kwargs):
     """`fn(**part, rows=..., **kwargs)` on `size` rows from global row `start`, split over the
@@ -99,8 +108,8 @@ def _run_chunk(fn, sharding, size, total, keep, start, part, kwargs):
 
         spec, replicated = PartitionSpec(axis), PartitionSpec()
         everywhere = NamedSharding(sharding.mesh, replicated)
-        part = jax.sharding.reshard(part, sharding)
-        dynamic, start = jax.sharding.reshard((dynamic, start), everywhere)
+        part = _place(part, sharding)
+        dynamic, start = _place((dynamic, start), everywhere)
         out = jax.shard_map(
             body,
             mesh=sharding.mesh,
