@@ -48,7 +48,7 @@ def quick(tmp_path_factory):
     return run_worker(tmp_path_factory)
 
 
-def assert_equal_results(entries, skip=()):
+def assert_equal_results(entries, skip=(), rtol=RTOL):
     assert entries
     for name, entry in entries.items():
         if name.split("/")[0] in skip:
@@ -57,7 +57,7 @@ def assert_equal_results(entries, skip=()):
             if isinstance(value, bool):
                 assert value, f"{name}: {field} differs from the unsharded call"
             else:
-                assert value <= RTOL, f"{name}: {field} differs by {value:.2e} (relative)"
+                assert value <= rtol, f"{name}: {field} differs by {value:.2e} (relative)"
         assert entry.get("sharding_spans_mesh") in (True, None), f"{name}: wrong sharding"
 
 
@@ -97,7 +97,11 @@ def test_every_entry_point_equals_unsharded_on_1_2_4_devices_and_in_chunks(tmp_p
     assert all(f"sample_ode/{n}" in entries for n in (1, 2, 4, "chunk4"))
     # Adaptive SDE steps over a Brownian tree follow rounding (see scoresde/_sample.py): the
     # same in distribution, not to 1e-6; reported by the worker, not asserted here.
-    assert_equal_results(entries, skip=("sample_sde_adaptive", "sample_smc"))
+    # A device's vmap has fewer rows than the unsharded one (3 or 2 of 6), and XLA:CPU's
+    # vectorised code rounds differently by width: measured up to 6.4e-6 (sample_edm with churn,
+    # 2 devices), 1.0e-6 (log_prob), 4.2e-6 (bits_per_dim's stderr, a difference of close
+    # numbers); 0 wherever the widths compile alike. Integer fields (nfe, steps) are equal.
+    assert_equal_results(entries, skip=("sample_sde_adaptive", "sample_smc"), rtol=1e-5)
     # SMC: XLA splits the particle work and all-gathers for the weights and the resampling;
     # the sums round differently, so the particles agree to float32 rounding of those sums and
     # the resampling decisions are identical.
