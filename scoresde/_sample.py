@@ -397,8 +397,8 @@ def sample_ode(
       leading axis of `num`): the score is then called as `score(t, x, cond_i)`.
     - `sharding`: a `jax.sharding.NamedSharding` splitting the batch axis over a mesh axis:
       each device runs its own solves on its rows (its own adaptive loop), and the result comes
-      back with that sharding, equal to the one-device result (sample `i` keeps
-      `fold_in(key, i)`). A batch the device count does not divide is padded with copies of
+      back with that sharding, equal to the one-device result up to the rounding of a vmap
+      of a different width (sample `i` keeps `fold_in(key, i)`). A batch the device count does not divide is padded with copies of
       the last sample, dropped afterwards. See [Run on many devices and hosts](../how-to/devices.md).
     - `chunk_size`: run the batch through in chunks of this many samples (one compile; the same
       results), so a batch larger than memory streams through.

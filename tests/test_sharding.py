@@ -176,3 +176,20 @@ def test_two_processes_with_jax_distributed_give_the_single_process_samples(tmp_
     # each process computed its own rows; together all 8, each equal to the one-process samples
     assert sorted(reports[0]["rows"] + reports[1]["rows"]) == list(range(8))
     assert all(r["max_diff"] == 0.0 and r["nfe_equal"] for r in reports), reports
+
+
+def test_cli_uses_all_local_devices_unless_no_shard(capsys):
+    from scoresde import cli
+    from scoresde._cli.common import local_sharding
+
+    sharding = local_sharding("sample", False)
+    assert isinstance(sharding, NamedSharding)
+    assert sharding.device_set == set(jax.local_devices())
+    assert f"{jax.local_device_count()} device(s)" in capsys.readouterr().err
+    assert local_sharding("sample", True) is None
+    assert "--no-shard" in capsys.readouterr().err
+    for command in ("sample", "nll", "train"):
+        with pytest.raises(SystemExit) as e:
+            cli.main([command, "--help"])
+        assert e.value.code == 0
+        assert "--no-shard" in capsys.readouterr().out
