@@ -162,6 +162,8 @@ def map_batch(fn, num: int, batched: dict, *, sharding=None, chunk_size=None, **
         rows = slice(start, stop)
         part = batched if stop - start == num else jax.tree.map(lambda a, r=rows: a[r], batched)
         part = _pad_rows(part, size)
+        if sharding is not None:  # inputs may live anywhere (another mesh, one device)
+            part = jax.device_put(part, sharding)
         start_ = jnp.asarray(start, jnp.int32)
         out = _run_chunk(fn, sharding, size, num, stop - start, start_, part, kwargs)
         outs.append(out if sharding is None else _trim(out, stop - start, sharding))

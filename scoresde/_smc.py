@@ -302,7 +302,8 @@ def sample_smc(
       samplers: the particle arrays are laid out over the devices and XLA splits the
       per-particle work (the score and twist evaluations, the proposals) and inserts the
       collectives the weights' normalisation and the resampling gathers need. The same
-      particles as on one device, up to the rounding of those sums.
+      particles as on one device, up to the rounding of those sums. The number of particles
+      must be a multiple of the device count.
 
     **Returns:** an [`scoresde.SMCResult`][]; `nfe = steps * (evals + 2 vjps) (+1)` per
     particle (3 per step with `TweedieTwist`, 1 with `LogTwist`).
@@ -354,6 +355,12 @@ def sample_smc(
     t_eps = sde.default_t_eps if t_eps is None else t_eps
     check_t_eps(t_eps, sde.T)
     denoise = check_bool("denoise", denoise)
+    if sharding is not None and shape[0] % check_sharding(sharding)[1]:
+        raise ValueError(
+            f"sample_smc: {shape[0]} particles do not split evenly over the "
+            f"{check_sharding(sharding)[1]} devices of sharding (padding would change the "
+            "particle system); use a multiple of the device count."
+        )
     dtype = jnp.result_type(float)
     x, log_w, log_z, ess, resampled = _sample_smc(
         sde=sde,
@@ -374,7 +381,6 @@ def sample_smc(
     per_step = twist.evals_per_call + 2 * twist.vjps_per_call
     nfe = jnp.full((shape[0],), steps * per_step + (1 if denoise else 0), jnp.int32)
     if sharding is not None:
-        check_sharding(sharding)
         x, log_w, nfe = jax.device_put((x, log_w, nfe), result_sharding(sharding, shape[0]))
     return SMCResult(
         x=x, log_weights=log_w, log_evidence=log_z, ess=ess, resampled=resampled, nfe=nfe

@@ -87,7 +87,7 @@ def cases():
         "encode": lambda **kw: ss.encode(SDE, SCORE, x0, **kw),
         "decode": lambda **kw: ss.decode(SDE, SCORE, enc, solver=rh, steps=8, **kw),
         "sample_smc": lambda **kw: ss.sample_smc(
-            SDE, SCORE, MEASUREMENT, key=KEY, shape=(NUM, 2), steps=40, **kw
+            SDE, SCORE, MEASUREMENT, key=KEY, shape=(8, 2), steps=40, **kw
         ),
     }
 

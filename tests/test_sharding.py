@@ -102,7 +102,8 @@ def test_every_entry_point_equals_unsharded_on_1_2_4_devices_and_in_chunks(tmp_p
     # 2 devices), 1.0e-6 (log_prob), 4.2e-6 (bits_per_dim's stderr, a difference of close
     # numbers); 0 wherever the widths compile alike. Integer fields (nfe, steps) are equal.
     assert_equal_results(entries, skip=("sample_sde_adaptive", "sample_smc"), rtol=1e-5)
-    # SMC: XLA splits the particle work and all-gathers for the weights and the resampling;
+    # SMC (8 particles: a multiple of every device count, as sample_smc requires): XLA splits the
+    # particle work and all-gathers for the weights and the resampling;
     # the sums round differently, so the particles agree to float32 rounding of those sums and
     # the resampling decisions are identical.
     for n in (1, 2, 4):
