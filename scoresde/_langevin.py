@@ -38,6 +38,7 @@ from ._fields import checked_score, tweedie
 from ._keys import sample_keys
 from ._precondition import AbstractPreconditioner, IdentityPreconditioner
 from ._sde import AbstractSDE
+from ._sharding import map_batch
 
 __all__ = [
     "AbstractLangevinKernel",
@@ -379,7 +380,7 @@ class LangevinResult(eqx.Module):
 
 
 @eqx.filter_jit
-def _run(*, kernel, x, key, num_steps, denoise):
+def _run(*, kernel, x, key, num_steps, denoise, rows=None):
     def one(xi, key_i):
         state = kernel.init(xi)
 
@@ -391,16 +392,19 @@ def _run(*, kernel, x, key, num_steps, denoise):
         out = kernel.denoise(state.x) if denoise else state.x
         return out, jnp.mean(probs) if num_steps else jnp.ones((), xi.dtype)
 
-    x_out, rate = jax.vmap(one)(x, sample_keys(key, x.shape[0]))
+    x_out, rate = jax.vmap(one)(x, sample_keys(key, x.shape[0], rows=rows))
     nfe = kernel.nfe(x[0], num_steps) + (1 if denoise else 0)
     return x_out, rate, jnp.full((x.shape[0],), nfe, jnp.int32)
 
 
-def run_langevin(kernel, x, *, key, num_steps: int) -> LangevinResult:
+def run_langevin(
+    kernel, x, *, key, num_steps: int, sharding=None, chunk_size: int | None = None
+) -> LangevinResult:
     """Run `kernel` for `num_steps` steps from each sample of the batch `x`.
 
     Sample `i` draws step `j`'s randomness from `fold_in(fold_in(key, i), j)`, so a chain does
-    not depend on the batch it runs in.
+    not depend on the batch it runs in, nor on the devices (`sharding`) or chunks
+    (`chunk_size`) it is split into (as in [`scoresde.sample_ode`][]).
 
     **Returns:** a [`scoresde.LangevinResult`][]: the final states, each chain's mean acceptance
     probability (1 for unadjusted kernels) and the score evaluations per chain.
@@ -412,8 +416,16 @@ def run_langevin(kernel, x, *, key, num_steps: int) -> LangevinResult:
         )
     x = check_batch("x", x)
     num_steps = check_int("num_steps", num_steps, minimum=0)
-    x_out, rate, nfe = _run(
-        kernel=kernel, x=x, key=check_key(key), num_steps=num_steps, denoise=False
+    x_out, rate, nfe = map_batch(
+        _run,
+        x.shape[0],
+        {"x": x},
+        sharding=sharding,
+        chunk_size=chunk_size,
+        kernel=kernel,
+        key=check_key(key),
+        num_steps=num_steps,
+        denoise=False,
     )
     return LangevinResult(x=x_out, acceptance_rate=rate, nfe=nfe)
 
@@ -431,18 +443,29 @@ def annealed_langevin(
     preconditioner: AbstractPreconditioner | Sequence[AbstractPreconditioner] = (
         IdentityPreconditioner()
     ),
+    sharding=None,
+    chunk_size: int | None = None,
 ) -> LangevinResult:
     r"""Annealed Langevin dynamics from the batch `x` over the ladder `sigmas`, then denoising.
 
     Runs [`scoresde.AnnealedLangevin`][] through every level (`len(sigmas) * steps_per_level`
     steps) and, with `denoise`, one Tweedie step at the last level (the final denoising step of
-    Jolicoeur-Martineau et al. 2021; +1 NFE).
+    Jolicoeur-Martineau et al. 2021; +1 NFE). `sharding`, `chunk_size`: as in
+    [`scoresde.run_langevin`][].
 
     **Returns:** a [`scoresde.LangevinResult`][] with `x` and `nfe`.
     """
     kernel = AnnealedLangevin(sde, score, sigmas, step_size, steps_per_level, preconditioner)
     x = check_batch("x", x)
-    x_out, rate, nfe = _run(
-        kernel=kernel, x=x, key=check_key(key), num_steps=kernel.num_steps, denoise=bool(denoise)
+    x_out, rate, nfe = map_batch(
+        _run,
+        x.shape[0],
+        {"x": x},
+        sharding=sharding,
+        chunk_size=chunk_size,
+        kernel=kernel,
+        key=check_key(key),
+        num_steps=kernel.num_steps,
+        denoise=bool(denoise),
     )
     return LangevinResult(x=x_out, acceptance_rate=rate, nfe=nfe)

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float, Int
 
 from . import _nfe
@@ -52,6 +53,7 @@ from ._progress import progress_meter
 from ._sample import SampleResult
 from ._schedule import AbstractSchedule, Lanes, SharedSteps, resolve_schedule
 from ._sde import AbstractSDE
+from ._sharding import map_batch, result_sharding
 
 VARIABLES = ("log_sigma", "log_snr", "t")
 
@@ -278,6 +280,7 @@ def _log_likelihood(
     schedule,
     progress,
     nats_tol=None,
+    rows=None,
 ):
     dtype = x.dtype
     clock = _Clock(sde, variable)
@@ -291,7 +294,7 @@ def _log_likelihood(
     else:
         controller = _NatsController(rtol=rtol, atol=atol, norm=delta_norm, nats_tol=nats_tol)
     num = x.shape[0]
-    keys = sample_keys(key, num) if key is not None else jnp.zeros((num,), jnp.uint32)
+    keys = sample_keys(key, num, rows=rows) if key is not None else jnp.zeros((num,), jnp.uint32)
     n_est = divergence.num_estimates
 
     def one(xi, ki):
@@ -432,6 +435,8 @@ def log_likelihood(
     progress: bool = False,
     nats_tol: float | None = None,
     schedule: AbstractSchedule | None = None,
+    sharding=None,
+    chunk_size: int | None = None,
 ) -> LikelihoodResult:
     r"""Log-density of each sample of `x` under the probability-flow ODE of `sde`.
 
@@ -491,6 +496,9 @@ def log_likelihood(
       (per-step) tolerance: the realised RMS solver error was 3 to 10 times `nats_tol`
       (`benchmarks/likelihood_nats.py`), and at equal solver error it cost as many NFE as the
       default norm (see [the measurements](../how-to/likelihood.md#error-control-in-nats)).
+    - `sharding`, `chunk_size`: split the batch over devices (each runs its own solves; the
+      result comes back with that sharding) and stream it in chunks, with results equal to the
+      one-device call, as in [`scoresde.sample_ode`][].
 
     **Returns:** a [`scoresde.LikelihoodResult`][] (`log_prob`, `prior_log_prob`,
     `delta_log_prob`, `z`, `stderr`, `nfe`, `num_steps`, `successful`, `status`). `nfe` counts
@@ -517,6 +525,12 @@ def log_likelihood(
             f"got {divergence!r}."
         )
     schedule = resolve_schedule(schedule, lanes)
+    if isinstance(schedule, SharedSteps) and (sharding is not None or chunk_size is not None):
+        raise ValueError(
+            "schedule=SharedSteps() shares one step sequence over the whole batch, so it cannot "
+            "be split over devices or chunks; use schedule=PerSample() or Lanes(L) with "
+            "sharding= or chunk_size=."
+        )
     if nats_tol is not None:
         check_positive("nats_tol", nats_tol)
         if stepsize_controller is not None:
@@ -539,10 +553,14 @@ def log_likelihood(
         raise TypeError(f"prior_log_prob must be callable on one sample; got {prior_log_prob!r}.")
     _warn_precision(x.dtype, t_eps, "log_likelihood")
     dtype = x.dtype
-    result = _log_likelihood(
+    result = map_batch(
+        _log_likelihood,
+        x.shape[0],
+        {"x": x},
+        sharding=sharding,
+        chunk_size=chunk_size,
         sde=sde,
         score=score,
-        x=x,
         key=key if divergence.stochastic else None,
         t_eps=jnp.asarray(t_eps, dtype),
         rtol=jnp.asarray(rtol, dtype),
@@ -583,6 +601,8 @@ def bits_per_dim(
     dequantization: str = "uniform",
     num_repeats: int = 1,
     progress: bool = False,
+    sharding=None,
+    chunk_size: int | None = None,
     **likelihood_kwargs,
 ) -> BitsPerDimResult:
     r"""Bits per dimension of integer data under the model, with an explicit data convention.
@@ -611,6 +631,8 @@ def bits_per_dim(
       both if they agree; neither means 8 bits ($L = 256$).
     - `low`, `high`, `dequantization`, `num_repeats`: the data convention above.
     - `progress`: show a progress meter (see [`scoresde.log_likelihood`][]).
+    - `sharding`, `chunk_size`: as in [`scoresde.log_likelihood`][] (over the `batch *
+      num_repeats` dequantised draws; the per-sample results come back with `sharding`).
     - `likelihood_kwargs`: passed to [`scoresde.log_likelihood`][] (`divergence`, `t_eps`,
       `schedule`, ...). With `schedule=SharedSteps()` the `batch * num_repeats` solves share one
       step sequence and each sample's `nfe` is `num_repeats` times that solve's.
@@ -677,7 +699,24 @@ def bits_per_dim(
     w = kf[:, None] + u
     scale = (high - low) / levels
     x = (low + scale * w).reshape(batch * repeats, *data_shape)
-    result = log_likelihood(sde, score, x, key=key_ll, progress=progress, **likelihood_kwargs)
+    result = log_likelihood(
+        sde,
+        score,
+        x,
+        key=key_ll,
+        progress=progress,
+        sharding=sharding,
+        chunk_size=chunk_size,
+        **likelihood_kwargs,
+    )
+    if sharding is not None:  # the per-draw numbers on every device; the means below follow
+        everywhere = NamedSharding(sharding.mesh, PartitionSpec())
+        result = eqx.tree_at(
+            lambda r: (r.log_prob, r.stderr, r.nfe),
+            result,
+            replace_fn=lambda a: jax.device_put(a, everywhere),
+            is_leaf=lambda a: a is None,
+        )
     log_jac = jnp.asarray(num_dims * math.log(scale), dtype)
     log_px = result.log_prob.reshape(batch, repeats)
     per_draw = -(log_px + log_jac) / (num_dims * math.log(2))
@@ -696,7 +735,7 @@ def bits_per_dim(
             stderr = jnp.sqrt(var[:, 0])
     else:
         stderr = None
-    return BitsPerDimResult(
+    out = BitsPerDimResult(
         bpd=bpd,
         log_prob=jnp.mean(log_px, axis=1),
         log_det_jacobian=log_jac,
@@ -704,6 +743,15 @@ def bits_per_dim(
         stderr=stderr,
         nfe=jnp.sum(result.nfe.reshape(batch, repeats), axis=1),
     )
+    if sharding is not None:
+        per_sample = result_sharding(sharding, batch)
+        out = eqx.tree_at(
+            lambda r: (r.bpd, r.log_prob, r.stderr, r.nfe),
+            out,
+            replace_fn=lambda a: jax.device_put(a, per_sample),
+            is_leaf=lambda a: a is None,
+        )
+    return out
 
 
 @eqx.filter_jit
@@ -722,6 +770,7 @@ def _flow(
     variable,
     max_steps,
     direction,
+    rows=None,
 ):
     """Integrate the PF-ODE between `t_eps` and `T` (`direction=+1`: encode, `-1`: decode)."""
     dtype = x.dtype
@@ -788,6 +837,8 @@ def _run_flow(
     variable,
     max_steps,
     direction,
+    sharding=None,
+    chunk_size=None,
 ):
     max_steps = _check_common(
         sde=sde,
@@ -807,14 +858,17 @@ def _run_flow(
         raise ValueError(f"{name}: solver_state is only used with diffrax.ReversibleHeun().")
     _warn_precision(x.dtype, t_eps, name)
     dtype = x.dtype
-    out, nfe, num_steps, ok, state = _flow(
+    out, nfe, num_steps, ok, state = map_batch(
+        _flow,
+        x.shape[0],
+        {"x": x, "solver_state": solver_state},
+        sharding=sharding,
+        chunk_size=chunk_size,
         sde=sde,
         score=score,
-        x=x,
         t_eps=jnp.asarray(t_eps, dtype),
         rtol=jnp.asarray(rtol, dtype),
         atol=jnp.asarray(atol, dtype),
-        solver_state=solver_state,
         solver=solver,
         stepsize_controller=stepsize_controller,
         steps=steps,
@@ -839,6 +893,8 @@ def encode(
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     variable: str = "t",
     max_steps: int = 4096,
+    sharding=None,
+    chunk_size: int | None = None,
 ) -> EncodeResult:
     r"""Map data `x` at `t_eps` to latents $z = x_T$ along the PF-ODE (deterministic).
 
@@ -846,7 +902,8 @@ def encode(
     [`scoresde.log_likelihood`][]); otherwise adaptive steps (`rtol`, `atol` or
     `stepsize_controller`). With `solver=diffrax.ReversibleHeun()` and `steps`, the result's
     `solver_state` lets [`scoresde.decode`][] invert the map exactly up to floating-point
-    rounding (the method is algebraically reversible).
+    rounding (the method is algebraically reversible). `sharding`, `chunk_size`: as in
+    [`scoresde.log_likelihood`][].
 
     **Returns:** an [`scoresde.EncodeResult`][] (`z`, `nfe`, `num_steps`, `solver_state`).
     """
@@ -864,6 +921,8 @@ def encode(
         variable=variable,
         max_steps=max_steps,
         direction=1,
+        sharding=sharding,
+        chunk_size=chunk_size,
     )
     return EncodeResult(z=z, nfe=nfe, num_steps=num_steps, solver_state=state)
 
@@ -882,6 +941,8 @@ def decode(
     variable: str = "t",
     max_steps: int = 4096,
     solver_state=None,
+    sharding=None,
+    chunk_size: int | None = None,
 ) -> SampleResult:
     r"""Map latents `z` at `T` back to data at `t_eps` along the PF-ODE (inverse of `encode`).
 
@@ -911,5 +972,7 @@ def decode(
         variable=variable,
         max_steps=max_steps,
         direction=-1,
+        sharding=sharding,
+        chunk_size=chunk_size,
     )
     return SampleResult(x=x, nfe=nfe, num_steps=num_steps)

@@ -62,6 +62,7 @@ from ._precondition import AbstractPreconditioner, IdentityPreconditioner
 from ._progress import scan_steps
 from ._sample import SampleResult
 from ._sde import AbstractSDE
+from ._sharding import map_batch, result_sharding
 
 __all__ = [
     "AbstractPredictor",
@@ -219,9 +220,12 @@ def _sample_pc(
     progress,
     cond,
     step_hook,
+    rows=None,
 ):
+    if rows is not None:
+        shape = (rows.num, *shape[1:])
     dtype = jnp.result_type(float)
-    x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype)
+    x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype, rows)
     ts = time_grid(sde, steps, t_eps=t_eps, kind=grid, dtype=dtype)
 
     def step(x, noise_key, cond_i, i):
@@ -260,6 +264,8 @@ def sample_pc(
     progress: bool = False,
     cond=None,
     step_hook=None,
+    sharding=None,
+    chunk_size: int | None = None,
 ) -> SampleResult:
     r"""Predictor-corrector sampling of the reverse-time SDE (see the module docstring).
 
@@ -279,6 +285,9 @@ def sample_pc(
     - `step_hook`: `hook(t, x, key) -> x` on one sample, applied after each predictor step
       (at the step's end time `t`, with its own key), e.g. [`scoresde.guidance.Replacement`][];
       with `predictor=EulerMaruyama(), corrector=None` this is the fixed-step reverse SDE.
+    - `sharding`, `chunk_size`: split the batch over devices (the result comes back with that
+      sharding) and stream it in chunks, with results equal to the one-device call, as in
+      [`scoresde.sample_ode`][].
 
     **Returns:** a [`scoresde.SampleResult`][]; `nfe = steps * (1 + n_steps) (+1)` per sample.
 
@@ -313,12 +322,16 @@ def sample_pc(
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {GRIDS}; got grid={grid!r}.")
     dtype = jnp.result_type(float)
-    x, nfe = _sample_pc(
+    x, nfe = map_batch(
+        _sample_pc,
+        shape[0],
+        {"x_T": check_latents(x_T, shape, dtype), "cond": check_cond(cond, shape[0])},
+        sharding=sharding,
+        chunk_size=chunk_size,
         sde=sde,
         score=score,
         key=key,
         t_eps=jnp.asarray(t_eps, dtype),
-        x_T=check_latents(x_T, shape, dtype),
         shape=shape,
         predictor=predictor,
         corrector=corrector,
@@ -326,9 +339,10 @@ def sample_pc(
         grid=grid,
         denoise=check_bool("denoise", denoise),
         progress=check_bool("progress", progress),
-        cond=check_cond(cond, shape[0]),
         step_hook=step_hook,
     )
     raise_if_not_finite("sample_pc", x, hint="lower the snr or use more steps.")
     num_steps = jnp.full((shape[0],), steps, jnp.int32)
+    if sharding is not None:
+        num_steps = jax.device_put(num_steps, result_sharding(sharding, shape[0]))
     return SampleResult(x=x, nfe=nfe, num_steps=num_steps)

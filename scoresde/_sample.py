@@ -53,6 +53,7 @@ from ._grid import GRIDS, time_grid
 from ._keys import latents_and_noise_keys
 from ._progress import progress_meter, scan_steps
 from ._sde import AbstractSDE
+from ._sharding import map_batch, result_sharding
 from ._solver.base import AbstractPFSolver, PFModel
 from ._solver.edm import heun_step
 from ._terms import BatchedScore, probability_flow_term, reverse_terms
@@ -123,10 +124,13 @@ def _sample(
     brownian_tol,
     progress,
     cond,
+    rows=None,
 ):
+    if rows is not None:  # this device's (or chunk's) rows of the batch
+        shape = (rows.num, *shape[1:])
     num, data_shape = shape[0], shape[1:]
     dtype = jnp.result_type(float)
-    x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype)
+    x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype, rows)
     # Reversed time s = -t (terms with origin 0): every solver steps forward, and s keeps
     # full floating-point resolution near t_eps even when T is large (EDM: T = 80).
     s0, s_end = -jnp.asarray(sde.T, dtype), -t_eps
@@ -280,6 +284,8 @@ def _run(
     throw,
     progress,
     cond=None,
+    sharding=None,
+    chunk_size=None,
 ):
     check_sde_and_score(sde, score)
     check_solver(solver, controller)
@@ -305,12 +311,16 @@ def _run(
     )
     if stochastic and isinstance(mode, Adaptive):
         mode, brownian_tol = _brownian_tolerance(mode, sde, brownian_tol)
-    x, nfe, num_steps, ok = _sample(
+    x, nfe, num_steps, ok = map_batch(
+        _sample,
+        shape[0],
+        {"x_T": check_latents(x_T, shape, dtype), "cond": check_cond(cond, shape[0])},
+        sharding=sharding,
+        chunk_size=chunk_size,
         sde=sde,
         score=score,
         key=key,
         t_eps=jnp.asarray(t_eps, dtype),
-        x_T=check_latents(x_T, shape, dtype),
         mode=mode,
         shape=shape,
         solver=solver,
@@ -318,7 +328,6 @@ def _run(
         stochastic=stochastic,
         brownian_tol=brownian_tol,
         progress=check_bool("progress", progress),
-        cond=check_cond(cond, shape[0]),
     )
     if throw:
         x = raise_if_failed(name, ok, x, detail=f"{type(solver).__name__}; max_steps={max_steps}")
@@ -331,7 +340,7 @@ def _run(
     else:
         ok = ok & jnp.all(jnp.isfinite(x.reshape(shape[0], -1)), axis=1)
         x = jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan)
-    if is_concrete(nfe) and int(nfe[0]) < 0:
+    if is_concrete(nfe) and int(jnp.min(nfe)) < 0:
         warnings.warn(
             f"{name}: the number of score evaluations of {type(solver).__name__} is not "
             "known; nfe is -1.",
@@ -360,6 +369,8 @@ def sample_ode(
     throw: bool = True,
     progress: bool = False,
     cond=None,
+    sharding=None,
+    chunk_size: int | None = None,
 ) -> SampleResult:
     r"""Draw samples by integrating the probability-flow ODE from $T$ down to `t_eps`.
 
@@ -384,6 +395,13 @@ def sample_ode(
     - `progress`: show diffrax's tqdm progress meter (under adaptive steps, the slowest sample).
     - `cond`: per-sample conditioning (a label, a context array; any pytree whose leaves have a
       leading axis of `num`): the score is then called as `score(t, x, cond_i)`.
+    - `sharding`: a `jax.sharding.NamedSharding` splitting the batch axis over a mesh axis:
+      each device runs its own solves on its rows (its own adaptive loop), and the result comes
+      back with that sharding, equal to the one-device result up to the rounding of a vmap
+      of a different width (sample `i` keeps `fold_in(key, i)`). A batch the device count does not divide is padded with copies of
+      the last sample, dropped afterwards. See [Run on many devices and hosts](../how-to/devices.md).
+    - `chunk_size`: run the batch through in chunks of this many samples (one compile; the same
+      results), so a batch larger than memory streams through.
 
     **Returns:** a [`scoresde.SampleResult`][] with `x`, `nfe`, `num_steps` and `successful`.
 
@@ -412,6 +430,8 @@ def sample_ode(
         throw=throw,
         progress=progress,
         cond=cond,
+        sharding=sharding,
+        chunk_size=chunk_size,
     )
 
 
@@ -434,6 +454,8 @@ def sample_sde(
     throw: bool = True,
     progress: bool = False,
     cond=None,
+    sharding=None,
+    chunk_size: int | None = None,
 ) -> SampleResult:
     r"""Draw samples by integrating the reverse-time SDE from $T$ down to `t_eps`.
 
@@ -472,6 +494,8 @@ def sample_sde(
         throw=throw,
         progress=progress,
         cond=cond,
+        sharding=sharding,
+        chunk_size=chunk_size,
     )
 
 
@@ -493,9 +517,12 @@ def _sample_edm(
     denoise,
     progress,
     cond,
+    rows=None,
 ):
+    if rows is not None:
+        shape = (rows.num, *shape[1:])
     dtype = jnp.result_type(float)
-    x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype)
+    x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype, rows)
     ts = time_grid(sde, steps, t_eps=t_eps, kind="karras", rho=rho, dtype=dtype)
     gamma_max = jnp.minimum(churn / steps, math.sqrt(2) - 1)
 
@@ -539,6 +566,8 @@ def sample_edm(
     x_T=None,
     progress: bool = False,
     cond=None,
+    sharding=None,
+    chunk_size: int | None = None,
 ) -> SampleResult:
     r"""EDM's Heun sampler (Karras et al. 2022, Algorithm 2) with optional churn.
 
@@ -553,7 +582,7 @@ def sample_edm(
     **Arguments:** `key` (sample `i` uses `fold_in(key, i)`), `shape = (num, *data_shape)`,
     `steps`, the churn parameters, `rho` (the grid's exponent), `t_eps` (end time, default
     `sde.default_t_eps`), `x_T` (given latents), `progress` (a progress bar), `cond` (per-sample conditioning, as in
-    [`scoresde.sample_ode`][]).
+    [`scoresde.sample_ode`][]), `sharding` and `chunk_size` (as in [`scoresde.sample_ode`][]).
 
     **Returns:** a [`scoresde.SampleResult`][] with `x`, `nfe` ($2N$, +1 with `denoise`) and
     `num_steps` ($N$).
@@ -572,12 +601,16 @@ def sample_edm(
     check_positive("rho", rho)
     dtype = jnp.result_type(float)
     f = lambda v: jnp.asarray(v, dtype)
-    x, nfe = _sample_edm(
+    x, nfe = map_batch(
+        _sample_edm,
+        shape[0],
+        {"x_T": check_latents(x_T, shape, dtype), "cond": check_cond(cond, shape[0])},
+        sharding=sharding,
+        chunk_size=chunk_size,
         sde=sde,
         score=score,
         key=key,
         t_eps=f(t_eps),
-        x_T=check_latents(x_T, shape, dtype),
         churn=f(churn),
         s_tmin=f(s_tmin),
         s_tmax=f(s_tmax),
@@ -587,6 +620,8 @@ def sample_edm(
         steps=steps,
         denoise=check_bool("denoise", denoise),
         progress=check_bool("progress", progress),
-        cond=check_cond(cond, shape[0]),
     )
-    return SampleResult(x=x, nfe=nfe, num_steps=jnp.full((shape[0],), steps, jnp.int32))
+    num_steps = jnp.full((shape[0],), steps, jnp.int32)
+    if sharding is not None:
+        num_steps = jax.device_put(num_steps, result_sharding(sharding, shape[0]))
+    return SampleResult(x=x, nfe=nfe, num_steps=num_steps)

@@ -55,6 +55,7 @@ from ._keys import latents_and_noise_keys
 from ._measurement import LinearMeasurement
 from ._progress import tick
 from ._sde import AbstractSDE
+from ._sharding import auto_axes, check_sharding, result_sharding
 from .guidance import moment_projection
 
 __all__ = ["AbstractTwist", "LogTwist", "MomentTwist", "SMCResult", "TweedieTwist", "sample_smc"]
@@ -195,6 +196,17 @@ def _normalise(log_w):
     return log_w - total, total
 
 
+class _Split(eqx.Module):
+    """Lay the particles out over the mesh axis of `sharding` (identity without one)."""
+
+    sharding: object = eqx.field(static=True)
+
+    def __call__(self, x):
+        if self.sharding is None:
+            return x
+        return jax.lax.with_sharding_constraint(x, self.sharding)
+
+
 def _ess(log_w):
     """$1 / \\sum_i \\bar w_i^2$ for normalised log-weights."""
     return jnp.exp(-jax.nn.logsumexp(2 * log_w))
@@ -210,11 +222,12 @@ def _systematic(key, log_w):
 
 @eqx.filter_jit
 def _sample_smc(
-    *, sde, score, m, twist, key, shape, steps, t_eps, threshold, denoise, x_T, progress
+    *, sde, score, m, twist, key, shape, steps, t_eps, threshold, denoise, x_T, progress, split
 ):
     dtype = jnp.result_type(float)
     n = shape[0]
     x, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype)
+    x = split(x)
     resample_key = jr.fold_in(key, _RESAMPLE)
     ts = time_grid(sde, steps, t_eps=t_eps, dtype=dtype)
     evaluate = jax.vmap(lambda t, x_: twist(sde, score, m, t, x_), in_axes=(None, 0))
@@ -237,7 +250,7 @@ def _sample_smc(
         std = g * jnp.sqrt(dt)
         drift = jax.vmap(lambda x_, s_: sde.drift(s, x_) - g**2 * s_)(x, score_val)
         z = jax.vmap(lambda k, x_: jr.normal(jr.fold_in(k, i), x_.shape, x_.dtype))(noise_keys, x)
-        x_new = (x - drift * dt + g**2 * dt * grad + std * z).astype(dtype)
+        x_new = split((x - drift * dt + g**2 * dt * grad + std * z).astype(dtype))
         flat = (x.shape[0], -1)
         zg = jnp.sum(z.reshape(flat) * grad.reshape(flat), axis=1)
         gg = jnp.sum(grad.reshape(flat) ** 2, axis=1)
@@ -283,6 +296,7 @@ def sample_smc(
     denoise: bool = True,
     x_T=None,
     progress: bool = False,
+    sharding=None,
 ) -> SMCResult:
     r"""Sample the posterior $p(x_0 \mid y)$ with sequential Monte Carlo along the reverse
     diffusion: the twisted diffusion sampler (see the module docstring); estimates $\ln p(y)$.
@@ -309,6 +323,13 @@ def sample_smc(
     - `denoise`: return Tweedie's denoiser at `t_eps` (+1 NFE) rather than $x_{t_\varepsilon}$.
     - `x_T`: given latents instead of prior draws (e.g. exact draws from $p_T$).
     - `progress`: a progress bar.
+    - `sharding`: a `jax.sharding.NamedSharding` splitting the particles over a mesh axis. The
+      particles are coupled by resampling, so this is not the per-device loop of the other
+      samplers: the particle arrays are laid out over the devices and XLA splits the
+      per-particle work (the score and twist evaluations, the proposals) and inserts the
+      collectives the weights' normalisation and the resampling gathers need. The same
+      particles as on one device, up to the rounding of those sums. The number of particles
+      must be a multiple of the device count.
 
     **Returns:** an [`scoresde.SMCResult`][]; `nfe = steps * (evals + 2 vjps) (+1)` per
     particle (3 per step with `TweedieTwist`, $1 + 2 d_y$ with `MomentTwist`, 1 with `LogTwist`).
@@ -364,6 +385,12 @@ def sample_smc(
     t_eps = sde.default_t_eps if t_eps is None else t_eps
     check_t_eps(t_eps, sde.T)
     denoise = check_bool("denoise", denoise)
+    if sharding is not None and shape[0] % check_sharding(sharding)[1]:
+        raise ValueError(
+            f"sample_smc: {shape[0]} particles do not split evenly over the "
+            f"{check_sharding(sharding)[1]} devices of sharding (padding would change the "
+            "particle system); use a multiple of the device count."
+        )
     dtype = jnp.result_type(float)
     x, log_w, log_z, ess, resampled = _sample_smc(
         sde=sde,
@@ -378,11 +405,14 @@ def sample_smc(
         denoise=denoise,
         x_T=check_latents(x_T, shape, dtype),
         progress=check_bool("progress", progress),
+        split=_Split(None if sharding is None else auto_axes(sharding)),
     )
     raise_if_not_finite("sample_smc", x, hint="use more steps or a twist with data_var.")
     evals, vjps = twist.cost(m)
     per_step = evals + 2 * vjps
     nfe = jnp.full((shape[0],), steps * per_step + (1 if denoise else 0), jnp.int32)
+    if sharding is not None:
+        x, log_w, nfe = jax.device_put((x, log_w, nfe), result_sharding(sharding, shape[0]))
     return SMCResult(
         x=x, log_weights=log_w, log_evidence=log_z, ess=ess, resampled=resampled, nfe=nfe
     )

@@ -19,9 +19,11 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike, PyTree
 
 from ._custom_types import Key
+from ._sharding import auto_axes, check_sharding
 
 
 @functools.lru_cache(maxsize=32)
@@ -129,7 +131,19 @@ def _one_step(params, static, opt_state, ema_params, batch, key, loss, optimizer
 
 @eqx.filter_jit
 def _train_chunk(
-    *, state, data, key, active, loss, optimizer, ema_decay, preprocess, batch_size, num, unroll
+    *,
+    state,
+    data,
+    key,
+    active,
+    loss,
+    optimizer,
+    ema_decay,
+    preprocess,
+    batch_size,
+    num,
+    unroll,
+    sharding=None,
 ):
     """`num` fused steps; steps with index >= `active` leave the state unchanged.
 
@@ -150,6 +164,8 @@ def _train_chunk(
             batch = data[idx]
         if preprocess is not None:
             batch = preprocess(key_pre, batch)
+        if sharding is not None:  # data parallel: XLA splits the loss and all-reduces the grads
+            batch = jax.lax.with_sharding_constraint(batch, sharding)
         new = _one_step(
             params, static, opt_state, ema_params, batch, key_loss, loss, optimizer, ema_decay, step
         )
@@ -257,6 +273,7 @@ def fit(
     eval_every: int | None = None,
     progress: bool = True,
     state: TrainState | None = None,
+    sharding=None,
 ) -> FitResult:
     r"""Train `model` by minimising `loss(model, batch, key)` with optax.
 
@@ -270,6 +287,11 @@ def fit(
       Floating data with NaN or inf is rejected, naming the row or the batch.
     - `key`: step `k` uses `fold_in(key, k)` for its batch, `preprocess` and `loss`.
     - `steps`: optimiser steps to take (beyond `state.step` if resuming).
+    - `sharding`: data-parallel training over a `jax.sharding.NamedSharding` splitting the
+      batch axis: parameters, optimiser state and `data` are replicated on its mesh, each step's
+      batch is split over the mesh axis, and XLA all-reduces the gradients. The losses equal the
+      one-device losses up to float rounding (a sum split over devices); `batch_size` must be a
+      multiple of the device count.
     - `optimizer`: defaults to [`scoresde.adam_with_warmup`][]`()` (Adam 1e-3, 100 warm-up
       steps, clipping at global norm 1).
     - `ema_decay`: EMA of the weights, `ema <- d * ema + (1 - d) * params` with the warm-up
@@ -309,6 +331,16 @@ def fit(
     elif not isinstance(state, TrainState):
         raise TypeError(f"state must be a TrainState or None; got {type(state).__name__}.")
     decay = jnp.asarray(ema_decay, jnp.float32)
+    if sharding is not None:  # data parallel: parameters and optimiser state on every device
+        devices = check_sharding(sharding)[1]
+        if hasattr(data, "shape") and batch_size % devices:
+            raise ValueError(
+                f"batch_size={batch_size} must be a multiple of the {devices} devices of sharding."
+            )
+        sharding = auto_axes(sharding)
+        everywhere = NamedSharding(sharding.mesh, PartitionSpec())
+        place = lambda a: jax.device_put(a, everywhere) if eqx.is_array(a) else a
+        state = jax.tree.map(place, state)
 
     from_array = hasattr(data, "shape") and hasattr(data, "dtype")
     if from_array:
@@ -317,6 +349,8 @@ def fit(
         if data.ndim < 2:
             raise ValueError(f"data must have shape (num, *data_shape); got {data.shape}.")
         _check_finite_array(data)
+        if sharding is not None:
+            data = jax.device_put(data, NamedSharding(sharding.mesh, PartitionSpec()))
         batches: Iterator | None = None
     else:
         batches = iter(data)  # type: ignore[arg-type]  # the non-array branch: an iterable
@@ -348,7 +382,7 @@ def fit(
             state, chunk_losses = _train_chunk(
                 state=state, data=data, key=key, active=jnp.asarray(active), loss=loss,
                 optimizer=optimizer, ema_decay=decay, preprocess=preprocess,
-                batch_size=batch_size, num=steps_per_call, unroll=conv_on_cpu,
+                batch_size=batch_size, num=steps_per_call, unroll=conv_on_cpu, sharding=sharding,
             )  # fmt: skip
         else:
             stacked = []
@@ -366,6 +400,7 @@ def fit(
                 state=state, data=jnp.asarray(np.stack(stacked)), key=key,
                 active=jnp.asarray(active), loss=loss, optimizer=optimizer, ema_decay=decay,
                 preprocess=preprocess, batch_size=None, num=steps_per_call, unroll=conv_on_cpu,
+                sharding=sharding,
             )  # fmt: skip
         pending.append((done, active, chunk_losses))
         done += active

@@ -248,6 +248,8 @@ def test_bad_schedules():
         log_likelihood(sde, score, x, divergence=exact, lanes=2, schedule=ss.Lanes(2))
     with pytest.raises(TypeError, match="schedule"):
         log_likelihood(sde, score, x, divergence=exact, schedule="shared")
+    with pytest.raises(ValueError, match="cannot be split"):
+        log_likelihood(sde, score, x, divergence=exact, schedule=SHARED, chunk_size=2)
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="lanes"):
             ss.Lanes(bad)

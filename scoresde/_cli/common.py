@@ -88,6 +88,30 @@ def add_no_progress(parser):
     )
 
 
+def add_no_shard(parser):
+    """`--no-shard`: one device (by default the batch is split over all local devices)."""
+    parser.add_argument(
+        "--no-shard",
+        action="store_true",
+        help="run on one device (default: split the batch over all local devices)",
+    )
+
+
+def local_sharding(command: str, no_shard: bool):
+    """A `NamedSharding` splitting the batch over all local devices (`None` with `--no-shard`);
+    says how many devices on stderr."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.local_devices()
+    if no_shard:
+        note(command, f"1 device of {len(devices)} ({devices[0].platform}; --no-shard)")
+        return None
+    note(command, f"{len(devices)} device(s) ({devices[0].platform})")
+    return NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
+
+
 def note(command: str, message: str):
     """A one-line message to the user on stderr (stdout keeps the results)."""
     print(f"scoresde {command}: {message}", file=sys.stderr, flush=True)

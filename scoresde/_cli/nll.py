@@ -13,10 +13,12 @@ from .common import (
     HelpFormatter,
     UsageError,
     add_no_progress,
+    add_no_shard,
     add_out,
     data_shape,
     library_warnings_as_notes,
     load_model,
+    local_sharding,
     note,
     prepare_out,
     progress_kwargs,
@@ -61,6 +63,7 @@ def add_parser(subparsers):
     p.add_argument("--seed", type=int, default=1, help="random seed (data, probes)")
     add_out(p, "nll")
     add_no_progress(p)
+    add_no_shard(p)
     p.set_defaults(func=run)
     return p
 
@@ -130,7 +133,8 @@ def run(args) -> int:
     if not args.no_progress:
         note("nll", "compiling the likelihood ODE (first call) ...")
     show = not args.no_progress
-    common = dict(key=key, divergence=divergence, t_eps=args.t_eps)
+    sharding = local_sharding("nll", getattr(args, "no_shard", False))
+    common = dict(key=key, divergence=divergence, t_eps=args.t_eps, sharding=sharding)
     with library_warnings_as_notes("nll"):
         if config.dataset == "digits":
             bpd_fn = _likelihood.bits_per_dim

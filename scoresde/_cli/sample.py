@@ -6,10 +6,12 @@ from .common import (
     HelpFormatter,
     UsageError,
     add_no_progress,
+    add_no_shard,
     add_out,
     data_shape,
     library_warnings_as_notes,
     load_model,
+    local_sharding,
     note,
     prepare_out,
     progress_kwargs,
@@ -64,6 +66,7 @@ def add_parser(subparsers):
     p.add_argument("--seed", type=int, default=0, help="random seed")
     add_out(p, "sample")
     add_no_progress(p)
+    add_no_shard(p)
     p.set_defaults(func=run)
     return p
 
@@ -97,7 +100,19 @@ def conditional_score(model, config, label=None, guidance=1.0):
     return _guidance.ClassifierFree(model, label, null, guidance, num_classes=null + 1)
 
 
-def draw(model, config, sampler, num, steps, key, *, progress=False, score=None, cond=None):
+def draw(
+    model,
+    config,
+    sampler,
+    num,
+    steps,
+    key,
+    *,
+    progress=False,
+    score=None,
+    cond=None,
+    sharding=None,
+):
     """`num` samples of `model` (or of `score`, e.g. a guided score, on `model.sde`) by
     `sampler` (one of `SAMPLERS`); `cond` is per-sample conditioning for `score`."""
     import diffrax as dfx
@@ -117,6 +132,8 @@ def draw(model, config, sampler, num, steps, key, *, progress=False, score=None,
         fn, kwargs = _pc.sample_pc, dict(steps=steps)
     if cond is not None:
         kwargs["cond"] = cond
+    if sharding is not None:
+        kwargs["sharding"] = sharding
     score = model if score is None else score
     return fn(sde, score, key=key, shape=shape, **kwargs, **progress_kwargs(fn, progress))
 
@@ -136,6 +153,7 @@ def run(args) -> int:
             "(use --format npy or npz)"
         )
     out = prepare_out(args.out)
+    sharding = local_sharding("sample", getattr(args, "no_shard", False))
     if not args.no_progress:
         note("sample", f"compiling the {args.sampler} sampler (first call) ...")
     with library_warnings_as_notes("sample"):
@@ -148,6 +166,7 @@ def run(args) -> int:
             jr.key(args.seed),
             progress=not args.no_progress,
             score=score,
+            sharding=sharding,
         )
     x = np.asarray(result.x)
     nfe = np.asarray(result.nfe)

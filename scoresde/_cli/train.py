@@ -22,7 +22,7 @@ import jax.random as jr
 from .. import _conditional, _data, _losses, _networks, _parametrisation, _sde
 from .._checkpoint import save
 from .._train import adam_with_warmup, fit, num_params
-from .common import HelpFormatter, add_out, prepare_out
+from .common import HelpFormatter, add_no_shard, add_out, local_sharding, note, prepare_out
 
 SDES: dict[str, Callable[[], _sde.AbstractSDE]] = {
     "vp": _sde.VPSDE,
@@ -158,9 +158,10 @@ def _plot_losses(losses, path):
     return path
 
 
-def train(config: TrainConfig, out_dir, *, progress: bool = True) -> dict:
+def train(config: TrainConfig, out_dir, *, progress: bool = True, sharding=None) -> dict:
     """Run the training `config` describes; write `checkpoint.eqx` (EMA weights), its sidecar,
-    `losses.png` and `losses.json` to `out_dir`. Returns the written paths."""
+    `losses.png` and `losses.json` to `out_dir` (from process 0 only). Returns the written
+    paths. `sharding`: data-parallel training (see `scoresde.fit`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     key = jr.key(config.seed)
@@ -207,6 +208,7 @@ def train(config: TrainConfig, out_dir, *, progress: bool = True) -> dict:
         optimizer=optimizer,
         preprocess=preprocess,
         progress=progress,
+        sharding=sharding,
     )
     ckpt = out_dir / "checkpoint.eqx"
     hyper = dataclasses.asdict(config)
@@ -255,6 +257,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="with --conditional: probability of replacing a label by the null "
                    "label while training")  # fmt: skip
     add_out(p, "train")
+    add_no_shard(p)
     p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
                    help="no progress bar or compile notice")  # fmt: skip
     p.set_defaults(func=run)
@@ -282,7 +285,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"scoresde train: {e}", file=sys.stderr)
         return 2
     out = prepare_out(args.out)
-    paths = train(config, out, progress=not args.quiet)
+    sharding = local_sharding("train", getattr(args, "no_shard", False))
+    if sharding is not None and config.batch_size % sharding.mesh.size:
+        note("train", f"--batch-size {config.batch_size} does not split over "
+             f"{sharding.mesh.size} devices: training on one")  # fmt: skip
+        sharding = None
+    paths = train(config, out, progress=not args.quiet, sharding=sharding)
     print(f"checkpoint: {paths['checkpoint']} (sidecar {paths['sidecar']})")
     if paths["loss_curve"] is not None:
         print(f"loss curve: {paths['loss_curve']}")
