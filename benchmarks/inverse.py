@@ -1,12 +1,14 @@
 """Inverse problems: guided scores and SMC against the exact posterior, at matched NFE.
 
-Run: `PYTHONPATH=. python benchmarks/inverse.py [--small]` (VP SDE, float64: `condition` underflows far
+Run: `PYTHONPATH=. python benchmarks/inverse.py [--small] [--problems grid25 aniso64 gauss16]` (VP SDE, float64: `condition` underflows far
 components' posterior weights to 0 in float32, which `GaussianMixture` refuses; CPU). Problems:
 
 - `grid25`: 25 unit-covariance components on a 5 x 5 grid spaced 8 apart in the first two of
   d = 8 coordinates, uniform weights; one random measurement row (d_y = 1), noise_std 0.5.
 - `aniso64`: the 8-component anisotropic mixture of `scoresde/_cli/bench/data/aniso64.npz`;
   a random 8 x 64 A (entries N(0, 1/64)), noise_std 0.1.
+- `gauss16`: a Gaussian prior in d = 16 (covariance eigenvalues log-spaced in [0.01, 1], random
+  basis), a random 4 x 16 A, noise_std 0.1: guidance by TMPD and the moment twist are exact here.
 
 y is drawn from the model (x ~ prior, y = A x + n). Methods: Posterior (exact guidance), DPS
 (scale 1), PiGDM (data_var 1), TMPD, each with `sample_sde` (Euler-Maruyama, fixed steps) and
@@ -63,6 +65,22 @@ def aniso64():
     )
     A = jr.normal(jr.key(20), (8, 64)) / 8.0
     return prior, A, 0.1
+
+
+def gauss16():
+    """A Gaussian prior (a one-component mixture), covariance eigenvalues log-spaced in
+    [0.01, 1] in a random basis; a random 4 x 16 A, noise_std 0.1: TMPD is exact here."""
+    d = 16
+    q, _ = np.linalg.qr(np.asarray(jr.normal(jr.key(30), (d, d)), np.float64))
+    cov = (q * np.logspace(-2, 0, d)) @ q.T
+    prior = ss.analytic.GaussianMixture(
+        jnp.ones(1), jnp.zeros((1, d), jnp.float64), jnp.asarray(cov[None], jnp.float64)
+    )
+    A = jr.normal(jr.key(31), (4, d)) / 4.0
+    return prior, A, 0.1
+
+
+PROBLEMS = {"grid25": grid25, "aniso64": aniso64, "gauss16": gauss16}
 
 
 def timed(fn):
@@ -220,11 +238,12 @@ def plot(rows, samples, path):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--small", action="store_true", help="n=512, NFE 150, 2 SMC runs")
+    parser.add_argument("--problems", nargs="+", choices=list(PROBLEMS), default=list(PROBLEMS))
     args = parser.parse_args()
     n, budget, runs = (512, 150, 2) if args.small else (1024, 300, 4)
     rows, samples = [], {}
-    for name, make in (("grid25", grid25), ("aniso64", aniso64)):
-        prior, A, noise = make()
+    for name in args.problems:
+        prior, A, noise = PROBLEMS[name]()
         rows += run_problem(
             name, prior, A, noise, n=n, nfe_budget=budget, runs=runs, samples=samples
         )
@@ -236,10 +255,13 @@ def main():
         device=str(jax.devices()[0]),
         rows=rows,
     )
-    with open(os.path.join(HERE, "results", "inverse.json"), "w") as f:
+    stem = "inverse" if args.problems == list(PROBLEMS) else "inverse_" + "_".join(args.problems)
+    with open(os.path.join(HERE, "results", stem + ".json"), "w") as f:
         json.dump(out, f, indent=2)
-    plot(rows, samples, os.path.join(HERE, "results", "inverse.png"))
-    print("wrote benchmarks/results/inverse.json and inverse.png")
+    print(f"wrote benchmarks/results/{stem}.json")
+    if "grid25" in args.problems:
+        plot(rows, samples, os.path.join(HERE, "results", stem + ".png"))
+        print(f"wrote benchmarks/results/{stem}.png")
 
 
 if __name__ == "__main__":
