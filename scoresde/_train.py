@@ -216,37 +216,26 @@ def _check_finite_batch(batch, index):
 
 
 class _Progress:
-    """A one-line progress bar on stderr: step, running loss (EMA of the loss), speed."""
+    """A `tqdm` bar on stderr: steps done, steps/s, ETA and the running loss (an EMA of the
+    loss, so the number does not jump with every batch)."""
 
     def __init__(self, total, enabled, stream=None):
-        self.total, self.enabled = total, enabled
-        self.stream = sys.stderr if stream is None else stream
-        self.start = time.perf_counter()
-        self.last = -math.inf
+        from tqdm.auto import tqdm
+
         self.running = None
+        self.bar = tqdm(total=total, unit="step", file=sys.stderr if stream is None else stream,
+                        disable=not enabled, dynamic_ncols=True, mininterval=0.5)  # fmt: skip
 
     def update(self, step, losses):
         finite = losses[np.isfinite(losses)]
         for value in finite:
             self.running = value if self.running is None else 0.98 * self.running + 0.02 * value
-        now = time.perf_counter()
-        if not self.enabled or (now - self.last < 0.5 and step < self.total):
-            return
-        self.last = now
-        elapsed = now - self.start
-        width = 24
-        done = int(width * step / self.total)
-        bar = "#" * done + "." * (width - done)
-        self.stream.write(
-            f"\r[{bar}] {step}/{self.total} loss {self.running:.4g} "
-            f"({step / max(elapsed, 1e-9):.1f} steps/s)"
-        )
-        self.stream.flush()
+        if self.running is not None:
+            self.bar.set_postfix(loss=f"{self.running:.4g}", refresh=False)
+        self.bar.update(step - self.bar.n)
 
     def close(self):
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.bar.close()
 
 
 def _check_int(name, value, minimum):

@@ -228,10 +228,15 @@ def _parse(argv):
 def test_cli_train_writes_a_loadable_checkpoint_and_a_loss_curve(tmp_path):
     out = tmp_path / "run"
     args = _parse(["train", "--dataset", "moons", "--steps", "10", "--batch-size", "64",
-                   "--model-size", "tiny", "--num-train", "500", "--out", str(out), "--quiet"])  # fmt: skip
+                   "--model-size", "tiny", "--num-train", "500", "--out", str(out), "--quiet",
+                   "--samples", "5"])  # fmt: skip
     assert args.func is _cli_train.run
     assert _cli_train.run(args) == 0
     assert (out / "losses.png").stat().st_size > 1000
+    # The end-of-training samples: an array and a scatter plot.
+    samples = np.load(out / "samples.npy")
+    assert samples.shape == (5, 2) and np.all(np.isfinite(samples))
+    assert (out / "samples.png").stat().st_size > 1000
     losses = json.loads((out / "losses.json").read_text())
     assert len(losses) == 10 and all(math.isfinite(v) for v in losses)
     hyper = ss.read_sidecar(out / "checkpoint.eqx")["hyperparameters"]
@@ -247,6 +252,8 @@ def test_cli_train_rejects_bad_flags(capsys):
     args = _parse(["train", "--steps", "0", "--quiet"])
     assert _cli_train.run(args) == 2
     assert "steps" in capsys.readouterr().err
+    assert _cli_train.run(_parse(["train", "--samples", "-1", "--quiet"])) == 2
+    assert "--samples" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _parse(["train", "--sde", "nonsense"])
 
@@ -328,3 +335,19 @@ def test_a_nan_loss_stops_training_naming_the_step():
     with pytest.raises(FloatingPointError, match="step"):
         ss.fit(_model(), bad_loss, data, key=jr.key(1), steps=400, batch_size=32, optimizer=OPT,
                steps_per_call=8, progress=False)  # fmt: skip
+
+
+def test_progress_bar_shows_steps_speed_and_running_loss(capsys):
+    from scoresde._train import _Progress
+
+    bar = _Progress(10, enabled=True)
+    bar.update(4, np.array([2.0, 1.0, 1.0, 1.0]))
+    bar.update(10, np.array([1.0] * 6))
+    bar.close()
+    err = capsys.readouterr().err
+    assert "10/10" in err and "step/s" in err and "loss=" in err
+    # Disabled: nothing on stderr.
+    quiet = _Progress(10, enabled=False)
+    quiet.update(10, np.ones(10))
+    quiet.close()
+    assert capsys.readouterr().err == ""

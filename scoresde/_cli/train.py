@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 
@@ -158,6 +159,29 @@ def _plot_losses(losses, path):
     return path
 
 
+FINAL_SAMPLER, FINAL_STEPS = "dpm++2m", 50  # the end-of-training samples: DPM-Solver++(2M)
+
+
+def final_samples(model, config, out_dir, num, key):
+    """`num` samples of the trained `model` (DPM-Solver++(2M), 50 steps): `samples.npy`, a
+    `samples.png` grid (images) or scatter (2-D points), and for digits the sample-quality
+    metrics (`scoresde.digit_metrics`) printed and written to `digit_metrics.json`."""
+    import numpy as np
+
+    from .sample import draw, plot_samples, report_digit_metrics
+
+    x = np.asarray(draw(model, config, FINAL_SAMPLER, num, FINAL_STEPS, key).x)
+    np.save(out_dir / "samples.npy", x)
+    written = [out_dir / "samples.npy"]
+    if plot_samples(x, out_dir / "samples.png"):
+        written.append(out_dir / "samples.png")
+    print(f"{num} samples (DPM-Solver++(2M), {FINAL_STEPS} steps) -> "
+          + ", ".join(str(w) for w in written))  # fmt: skip
+    if config.dataset == "digits" and num >= 2:
+        report_digit_metrics(x, out_dir)
+    return written
+
+
 def train(config: TrainConfig, out_dir, *, progress: bool = True, sharding=None) -> dict:
     """Run the training `config` describes; write `checkpoint.eqx` (EMA weights), its sidecar,
     `losses.png` and `losses.json` to `out_dir` (from process 0 only). Returns the written
@@ -217,6 +241,7 @@ def train(config: TrainConfig, out_dir, *, progress: bool = True, sharding=None)
     (out_dir / "losses.json").write_text(json.dumps([float(v) for v in losses]))
     png = _plot_losses(losses, out_dir / "losses.png")
     return {
+        "model": result.ema_model,
         "checkpoint": ckpt,
         "sidecar": sidecar,
         "loss_curve": png,
@@ -260,6 +285,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_no_shard(p)
     p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
                    help="no progress bar or compile notice")  # fmt: skip
+    p.add_argument("--samples", type=int, default=64,
+                   help="samples drawn at the end (samples.npy, samples.png and, for digits, "
+                   "the sample-quality metrics); 0 for none")  # fmt: skip
     p.set_defaults(func=run)
     return p
 
@@ -284,6 +312,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"scoresde train: {e}", file=sys.stderr)
         return 2
+    if args.samples < 0:
+        print(f"scoresde train: --samples must be >= 0; got {args.samples}", file=sys.stderr)
+        return 2
     out = prepare_out(args.out)
     sharding = local_sharding("train", getattr(args, "no_shard", False))
     if sharding is not None and config.batch_size % sharding.mesh.size:
@@ -295,4 +326,8 @@ def run(args: argparse.Namespace) -> int:
     if paths["loss_curve"] is not None:
         print(f"loss curve: {paths['loss_curve']}")
     print(f"final loss: {paths['final_loss']:.4g}")
+    if args.samples and jax.process_index() == 0:  # one process draws and writes them
+        if not args.quiet:
+            note("train", f"drawing {args.samples} samples from the trained model ...")
+        final_samples(paths["model"], config, out, args.samples, jr.key(config.seed + 1))
     return 0
