@@ -71,6 +71,9 @@ def cases():
             stepsize_controller=dfx.PIDController(rtol=1e-2, atol=1e-2),
             **kw,
         ),
+        "sample_sde_gotta_go_fast": lambda **kw: ss.sample_sde_adaptive(
+            SDE, SCORE, key=KEY, shape=(NUM, 2), rtol=0.05, **kw
+        ),
         "sample_pc": lambda **kw: ss.sample_pc(SDE, SCORE, key=KEY, shape=(NUM, 2), steps=8, **kw),
         "sample_edm": lambda **kw: ss.sample_edm(
             SDE, SCORE, key=KEY, shape=(NUM, 2), steps=4, churn=10.0, **kw
