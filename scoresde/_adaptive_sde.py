@@ -307,7 +307,7 @@ def sample_sde_adaptive(
     - `log_snr_steps`: take the steps $h$ (and `h_init`, default 1% of the span) in the half
       log-SNR $\lambda(t) = \ln(\alpha/\sigma)$ instead of $t$; the step pair, the Brownian path
       and the error norm are unchanged. On the 64-D benchmarks it uses about 10% fewer
-      evaluations at each rtol for the same sliced W2 (`benchmarks/adaptive_sde_variants.py`).
+      evaluations for the same sliced W2 (`benchmarks/adaptive_sde_variants.py`).
 
     **Returns:** a [`scoresde.SampleResult`][]; `nfe` is $2\times$ the attempted steps (rejected
     ones included) $+1$ with `denoise`, per sample; `num_steps` the attempted steps.
