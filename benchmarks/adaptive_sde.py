@@ -8,7 +8,8 @@ Problems (exact scores, VP SDE, t_eps = 1e-3, all samplers end with the Tweedie 
   Q a random orthogonal matrix (numpy seed 0).
 
 Methods: `ss.sample_sde_adaptive` at several rtol (atol = 0.156 rtol, the paper's ratio
-0.0078 / 0.05); `ss.sample_sde` with Euler-Maruyama on a uniform grid and on a log-SNR grid at
+0.0078 / 0.05), with its steps in t (`adaptive (GGF)`) and in log-SNR (`adaptive log-SNR`,
+`log_snr_steps=True`); `ss.sample_sde` with Euler-Maruyama on a uniform grid and on a log-SNR grid at
 several step counts; `ss.sample_sde` with `diffrax.PIDController(rtol, atol=rtol)` on Heun and
 ShARK as they stand (their own error estimates, a VirtualBrownianTree).
 
@@ -137,10 +138,17 @@ def run_problem(name, dist, n, rtols, steps_list, grids, pid_tols, pid_solvers, 
             flush=True,
         )
 
-    def adaptive(rtol, t_eps=1e-3):
+    def adaptive(rtol, t_eps=1e-3, log_snr_steps=False):
         atol = ATOL_PER_RTOL * rtol
         r, st = sample_sde_adaptive_with_stats(
-            sde, score, key=jr.key(0), shape=(n, DIM), rtol=rtol, atol=atol, t_eps=t_eps
+            sde,
+            score,
+            key=jr.key(0),
+            shape=(n, DIM),
+            rtol=rtol,
+            atol=atol,
+            t_eps=t_eps,
+            log_snr_steps=log_snr_steps,
         )
         att, acc = np.asarray(st.attempted), np.asarray(st.accepted)
         return r, dict(
@@ -156,6 +164,12 @@ def run_problem(name, dist, n, rtols, steps_list, grids, pid_tols, pid_solvers, 
     )
     for rtol in rtols:
         record("adaptive (GGF)", f"rtol={rtol:g}", lambda rtol=rtol: adaptive(rtol))
+    for rtol in rtols:
+        record(
+            "adaptive log-SNR",
+            f"rtol={rtol:g}",
+            lambda rtol=rtol: adaptive(rtol, log_snr_steps=True),
+        )
     for grid in grids:
         for steps in steps_list:
             record(

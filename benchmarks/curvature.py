@@ -17,6 +17,15 @@ this sample size. The first checkpoint with excess KL <= 0.1 (<= 0.01) gives the
     python benchmarks/curvature.py             # n = 8000
 
 Writes benchmarks/results/curvature.json and benchmarks/results/curvature.png.
+
+`--aniso64` runs the 8-component 64-D mixture `aniso64` instead (the issue's "no worse mode
+weights or SW2 than the unpreconditioned samplers"): MALA (fixed step 1/lambda_max), MALA with a
+dual-averaged step, MALA with a covariance or Lanczos (rank 32) metric fitted on a pilot, and the
+reverse VP SDE (Euler-Maruyama + Tweedie), each at the same budgets of evaluations per sample
+(pilot and adaptation included), all Langevin chains started from N(0, I). Metrics: the
+largest mode-weight error and sliced W2 (`ss.sliced_wasserstein`, 128 directions) to as many
+exact draws, with their two-sample floors (4 other exact sets: mean and std). Writes
+benchmarks/results/curvature_aniso64.json (`..._quick.json` with --quick: n = 1024).
 """
 
 import argparse
@@ -28,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from _common import RESULTS, metadata, write
+from _common import RESULTS, load_problem, metadata, write
 
 import scoresde as ss
 
@@ -251,6 +260,138 @@ def run_problem(name, target, n, quick, key):
     )
 
 
+def run_aniso64(n, budgets, key):
+    """Mode-weight error and sliced W2 of each sampler on aniso64 at matched evaluations."""
+    target = load_problem("aniso64", jnp.float64)
+    lam_max = float(1 / jnp.min(target.eigvals))
+    sw_key = jr.fold_in(key, 99)
+    exact = target.sample(jr.key(2000), n)
+    others = [target.sample(jr.key(2001 + r), n) for r in range(4)]
+    sw_floor = [ss.sliced_wasserstein(o, exact, key=sw_key) for o in others]
+    mode_floor = [ss.mode_weight_error(target, o) for o in others]
+    floor = dict(
+        sw=float(np.mean(sw_floor)),
+        sw_std=float(np.std(sw_floor, ddof=1)),
+        mode_err=float(np.mean(mode_floor)),
+        mode_err_std=float(np.std(mode_floor, ddof=1)),
+    )
+    print(
+        f"aniso64: n = {n}, lambda_max = {lam_max:.0f}; two-sample floor: sw {floor['sw']:.4f} "
+        f"+- {floor['sw_std']:.4f}, mode-weight error {floor['mode_err']:.4f} "
+        f"+- {floor['mode_err_std']:.4f}"
+    )
+    x0 = jr.normal(jr.fold_in(key, 0), (n, DIM), jnp.float64)
+    rows = {}
+
+    def metrics(x):
+        x = jnp.asarray(x)
+        if not bool(jnp.all(jnp.isfinite(x))):
+            return float("inf"), float("inf")
+        return ss.sliced_wasserstein(x, exact, key=sw_key), ss.mode_weight_error(target, x)
+
+    def record(label, points, wall, **extra):
+        rows[label] = dict(points=points, wall_s=wall, **extra)
+        for p in points:
+            print(
+                f"  {label:30s} evals {p['evals']:7.1f}  sw {p['sw']:.4f}  "
+                f"mode-weight error {p['mode_err']:.4f}"
+            )
+
+    def chain(label, kernel, x, spent, k, wall=0.0, **extra):
+        """Run `kernel` from `x` (after `spent` evaluations per sample) to each budget."""
+        start = time.perf_counter()
+        points, done = [], spent
+        for b, budget in enumerate(budgets):
+            steps = int(round(budget - done))
+            if steps > 0:
+                res = ss.run_langevin(kernel, x, key=jr.fold_in(key, 1000 * k + b), num_steps=steps)
+                x, done = res.x, done + float(jnp.mean(res.nfe))
+            if done > budget + 2:
+                continue  # the pilot alone exceeds this budget
+            sw, me = metrics(x)
+            points.append(dict(budget=budget, evals=done, sw=sw, mode_err=me))
+        record(label, points, wall + time.perf_counter() - start, **extra)
+
+    def adapted(pre, x, spent, num_steps, k):
+        ad = ss.adapt_step_size(
+            ss.MALA(target.log_prob, 0.1 / lam_max, preconditioner=pre),
+            x,
+            key=jr.fold_in(key, 100 + k),
+            num_steps=num_steps,
+        )
+        return ss.MALA(target.log_prob, ad.step_size, preconditioner=pre), ad, spent + ad.nfe
+
+    chain("MALA h=1/lam_max", ss.MALA(target.log_prob, 1 / lam_max), x0, 0.0, k=1)
+    start = time.perf_counter()
+    kernel, ad, spent = adapted(ss.IdentityPreconditioner(), x0, 0.0, 50, k=2)
+    chain(
+        "MALA + dual averaging",
+        kernel,
+        ad.x,
+        spent,
+        k=2,
+        wall=time.perf_counter() - start,
+        step_size=float(ad.step_size),
+    )
+    # Pilot (own key): 256 chains, 100 dual-averaged MALA steps from N(0, I); its cost is shared.
+    n_pilot = 256
+    start = time.perf_counter()
+    _, pilot, _ = adapted(
+        ss.IdentityPreconditioner(), jr.normal(jr.fold_in(key, 7), (n_pilot, DIM)), 0.0, 100, k=7
+    )
+    pilot_cost = n_pilot * pilot.nfe / n
+    pilot_wall = time.perf_counter() - start
+    cov_pre = ss.estimate_preconditioner(None, pilot.x, kind="covariance")
+    start = time.perf_counter()
+    kernel, ad, spent = adapted(cov_pre, x0, pilot_cost, 50, k=3)
+    chain(
+        "MALA + covariance (pilot)",
+        kernel,
+        ad.x,
+        spent,
+        k=3,
+        wall=pilot_wall + time.perf_counter() - start,
+        step_size=float(ad.step_size),
+    )
+    start = time.perf_counter()
+    curv = ss.lanczos_curvature(target.score, pilot.x, key=jr.fold_in(key, 8), rank=32)
+    kernel, ad, spent = adapted(curv.preconditioner, x0, pilot_cost + curv.evals / n, 50, k=4)
+    chain(
+        "MALA + Lanczos rank 32 (pilot)",
+        kernel,
+        ad.x,
+        spent,
+        k=4,
+        wall=pilot_wall + time.perf_counter() - start,
+        step_size=float(ad.step_size),
+    )
+    sde = ss.VPSDE()
+    score = ss.analytic.marginal_score(target, sde)
+    start = time.perf_counter()
+    points = []
+    for budget in budgets:
+        out = ss.sample_sde(
+            sde,
+            score,
+            key=jr.fold_in(key, 11),
+            shape=(n, DIM),
+            solver=dfx.Euler(),
+            steps=budget - 1,
+        )
+        sw, me = metrics(out.x)
+        points.append(dict(budget=budget, evals=float(jnp.mean(out.nfe)), sw=sw, mode_err=me))
+    record("reverse VP SDE (EM)", points, time.perf_counter() - start)
+    return dict(
+        n=n,
+        lambda_max=lam_max,
+        floor=floor,
+        pilot_evals_per_sample=pilot_cost,
+        lanczos_evals=curv.evals,
+        budgets=list(budgets),
+        methods=rows,
+    )
+
+
 def plot(results, path):
     import matplotlib
 
@@ -277,9 +418,20 @@ def plot(results, path):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="n = 1000, shorter runs")
+    parser.add_argument("--aniso64", action="store_true", help="the aniso64 mixture instead")
     args = parser.parse_args()
-    n = 1000 if args.quick else 8000
     key = jr.key(0)
+    if args.aniso64:
+        n = 1024 if args.quick else 4096
+        budgets = (100, 300, 1000)
+        start = time.perf_counter()
+        res = run_aniso64(n, budgets, jr.fold_in(key, 16))
+        total = time.perf_counter() - start
+        print(f"total wall {total:.1f}s")
+        name = "curvature_aniso64" + ("_quick" if args.quick else "")
+        write(name, dict(meta=metadata(quick=args.quick, n=n), total_wall_s=total, results=res))
+        return
+    n = 1000 if args.quick else 8000
     results = {}
     start = time.perf_counter()
     for name, lo in (("kappa625", 0.02), ("kappa25", 0.1)):

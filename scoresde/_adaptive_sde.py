@@ -62,21 +62,31 @@ class AdaptiveStats(eqx.Module):
     status: jax.Array
 
 
-def _solve_one(sde, score, x0, noise_key, *, s0, s_end, rtol, atol, h_init, tol, max_steps):
-    """One sample's adaptive solve: `(x at t_eps, attempted, accepted, status)`."""
+def _solve_one(
+    sde, score, x0, noise_key, *, s0, s_end, rtol, atol, h_init, tol, max_steps, log_snr_steps
+):
+    """One sample's adaptive solve: `(x at t_eps, attempted, accepted, status)`. The controller's
+    variable `u` is the reversed time `s`, or the half log-SNR $\lambda(t)$ with
+    `log_snr_steps` (then `h_init` and the steps are in $\lambda$)."""
     dtype = x0.dtype
     drift = ReverseDrift(sde, score, origin=0.0)
     path = dfx.VirtualBrownianTree(s0, s_end, tol, x0.shape, noise_key)
     dt_min = 10 * tol
+    if log_snr_steps:
+        u0, u_end = sde.log_snr(-s0).astype(dtype), sde.log_snr(-s_end).astype(dtype)
+        s_of_u = lambda u: jnp.where(u == u0, s0, -sde.log_snr_inverse(u).astype(dtype))
+    else:
+        u0, u_end, s_of_u = s0, s_end, lambda u: u
 
     def cond(carry):
         return carry[-1] == RUNNING
 
     def body(carry):
-        s, x, x_prev, h, attempted, accepted, _ = carry
-        left = s_end - s
-        last = h >= left
-        s_next = jnp.where(last, s_end, s + h)
+        u, x, x_prev, h_u, attempted, accepted, _ = carry
+        last = h_u >= u_end - u
+        u_next = jnp.where(last, u_end, u + h_u)
+        h_u = u_next - u
+        s, s_next = s_of_u(u), jnp.where(last, s_end, s_of_u(u_next))
         h = s_next - s
         dw = path.evaluate(s, s_next)
         g0 = sde.diffusion(-s).astype(dtype)
@@ -89,19 +99,21 @@ def _solve_one(sde, score, x0, noise_key, *, s0, s_end, rtol, atol, h_init, tol,
         ok = err <= 1
         attempted = attempted + 1
         accepted = accepted + ok.astype(accepted.dtype)
-        s_new = jnp.where(ok, s_next, s)
+        u_new = jnp.where(ok, u_next, u)
         x_new = jnp.where(ok, x_heun, x)
         x_prev = jnp.where(ok, x_em, x_prev)
-        h_ctrl = SAFETY * h * err ** (-EXPONENT)
-        h_new = jnp.minimum(h_ctrl, s_end - s_new)
+        h_ctrl = SAFETY * h_u * err ** (-EXPONENT)
+        h_new = jnp.minimum(h_ctrl, u_end - u_new)
+        # The next step's length in s (for log-SNR steps, to first order) against dt_min.
+        h_ctrl_s = SAFETY * h * err ** (-EXPONENT) if log_snr_steps else h_ctrl
         status = jnp.where(ok & last, DONE, RUNNING)
-        status = jnp.where((status == RUNNING) & (h_ctrl < dt_min), UNDERFLOW, status)
+        status = jnp.where((status == RUNNING) & (h_ctrl_s < dt_min), UNDERFLOW, status)
         status = jnp.where(jnp.isfinite(err), status, NOT_FINITE)
         status = jnp.where((status == RUNNING) & (attempted >= max_steps), MAX_STEPS, status)
-        return s_new, x_new, x_prev, h_new, attempted, accepted, status.astype(jnp.int32)
+        return u_new, x_new, x_prev, h_new, attempted, accepted, status.astype(jnp.int32)
 
     zero = jnp.asarray(0, jnp.int32)
-    init = (s0, x0, x0, jnp.minimum(h_init, s_end - s0), zero, zero, zero)
+    init = (u0, x0, x0, jnp.minimum(h_init, u_end - u0), zero, zero, zero)
     _, x, _, _, attempted, accepted, status = lax.while_loop(cond, body, init)
     return x, attempted, accepted, status
 
@@ -122,6 +134,7 @@ def _sample_adaptive(
     max_steps,
     denoise,
     cond,
+    log_snr_steps,
     rows=None,
 ):
     dtype = jnp.result_type(float)
@@ -143,6 +156,7 @@ def _sample_adaptive(
             h_init=h_init,
             tol=brownian_tol,
             max_steps=max_steps,
+            log_snr_steps=log_snr_steps,
         )
 
     x, attempted, accepted, status = jax.vmap(one)(x_T, noise_keys, cond)
@@ -176,6 +190,7 @@ def sample_sde_adaptive_with_stats(
     cond=None,
     sharding=None,
     chunk_size: int | None = None,
+    log_snr_steps: bool = False,
 ) -> tuple[SampleResult, AdaptiveStats]:
     """[`scoresde.sample_sde_adaptive`][] and the loop's per-sample counters (attempted and
     accepted steps, status)."""
@@ -185,11 +200,14 @@ def sample_sde_adaptive_with_stats(
     _check_tolerances(rtol, atol)
     t_eps = sde.default_t_eps if t_eps is None else t_eps
     check_t_eps(t_eps, sde.T)
-    h_init = 0.01 * sde.T if h_init is None else h_init
+    log_snr_steps = check_bool("log_snr_steps", log_snr_steps)
+    if h_init is None:
+        span = sde.log_snr(t_eps) - sde.log_snr(sde.T) if log_snr_steps else sde.T
+        h_init = 0.01 * float(span)
     check_positive("h_init", h_init)
     brownian_tol = 1e-6 * sde.T if brownian_tol is None else brownian_tol
     check_positive("brownian_tol", brownian_tol)
-    if is_concrete(h_init) and float(h_init) <= 10 * float(brownian_tol):
+    if not log_snr_steps and is_concrete(h_init) and float(h_init) <= 10 * float(brownian_tol):
         raise ValueError(
             f"h_init={h_init} must exceed 10 * brownian_tol = {10 * brownian_tol}: the Brownian "
             "tree must resolve the steps."
@@ -215,6 +233,7 @@ def sample_sde_adaptive_with_stats(
         brownian_tol=float(brownian_tol),
         max_steps=jnp.asarray(max_steps, jnp.int32),  # a value: no recompile
         denoise=denoise,
+        log_snr_steps=log_snr_steps,
     )
     ok = stats.status == DONE
     if throw:
@@ -271,6 +290,7 @@ def sample_sde_adaptive(
     cond=None,
     sharding=None,
     chunk_size: int | None = None,
+    log_snr_steps: bool = False,
 ) -> SampleResult:
     r"""Draw samples from the reverse-time SDE with adaptive steps ("Gotta Go Fast",
     Jolicoeur-Martineau et al. 2021, Algorithm 1).
@@ -303,6 +323,10 @@ def sample_sde_adaptive(
       device count, jit or not) grows by a factor of about 100 per step and yields a different,
       equally valid sample (measured, float64: a batch of 1 against a batch of 2; batches of 2
       and more agreed). Compare such runs statistically, not sample by sample.
+    - `log_snr_steps`: take the steps $h$ (and `h_init`, default 1% of the span) in the half
+      log-SNR $\lambda(t) = \ln(\alpha/\sigma)$ instead of $t$; the step pair, the Brownian path
+      and the error norm are unchanged. On the 64-D benchmarks it uses about 10% fewer
+      evaluations for the same sliced W2 (`benchmarks/adaptive_sde_variants.py`).
 
     **Returns:** a [`scoresde.SampleResult`][]; `nfe` is $2\times$ the attempted steps (rejected
     ones included) $+1$ with `denoise`, per sample; `num_steps` the attempted steps.
@@ -340,5 +364,6 @@ def sample_sde_adaptive(
         cond=cond,
         sharding=sharding,
         chunk_size=chunk_size,
+        log_snr_steps=log_snr_steps,
     )
     return result

@@ -49,6 +49,23 @@ def test_vp_gaussian_moments_and_negative_controls():
     assert ok != (True, True)
 
 
+def test_log_snr_steps_moments_negative_control_and_steps_differ():
+    """`log_snr_steps=True` (steps in the half log-SNR): VP Gaussian moments within 5 SE; the
+    exact score of another Gaussian fails the same check; its steps are not the default's."""
+    sde, dist = ss.VPSDE(), random_gaussian(2, 2)
+    r, ok = _gaussian_run(sde, dist, log_snr_steps=True)
+    assert ok == (True, True)
+    _, ok = _gaussian_run(sde, dist, score_dist=random_gaussian(3, 2), log_snr_steps=True)
+    assert ok != (True, True)
+    default, _ = _gaussian_run(sde, dist)
+    assert not np.array_equal(np.asarray(r.num_steps), np.asarray(default.num_steps))
+
+
+@pytest.mark.slow
+def test_vp_mixture_mode_weights_log_snr_steps():
+    assert _mode_weights_ok(ss.VPSDE(), ss.analytic.ring_mixture(), log_snr_steps=True)
+
+
 @pytest.mark.slow
 def test_ve_gaussian_moments():
     _, ok = _gaussian_run(ss.VESDE(), random_gaussian(2, 2))
