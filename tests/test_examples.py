@@ -29,7 +29,7 @@ OUTPUTS = {
     "compare_solvers.py": ["compare_solvers.png", "compare_solvers.json"],
     "likelihood.py": ["likelihood.json"],
     "annealed_langevin.py": ["annealed_langevin.png"],
-    "inverse_digits.py": ["inverse_digits.json", "inverse_digits.png"],
+    "inverse_digits.py": ["inverse_digits.json", "inverse_digits.png", "colourisation.png"],
 }
 
 
