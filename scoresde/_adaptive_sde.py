@@ -65,7 +65,7 @@ class AdaptiveStats(eqx.Module):
 def _solve_one(
     sde, score, x0, noise_key, *, s0, s_end, rtol, atol, h_init, tol, max_steps, log_snr_steps
 ):
-    """One sample's adaptive solve: `(x at t_eps, attempted, accepted, status)`. The controller's
+    r"""One sample's adaptive solve: `(x at t_eps, attempted, accepted, status)`. The controller's
     variable `u` is the reversed time `s`, or the half log-SNR $\lambda(t)$ with
     `log_snr_steps` (then `h_init` and the steps are in $\lambda$)."""
     dtype = x0.dtype
