@@ -416,6 +416,11 @@ def run_langevin(
         )
     x = check_batch("x", x)
     num_steps = check_int("num_steps", num_steps, minimum=0)
+    return _run_batch(kernel, x, key, num_steps, False, sharding, chunk_size)
+
+
+def _run_batch(kernel, x, key, num_steps, denoise, sharding, chunk_size) -> LangevinResult:
+    """`_run` over the batch `x`, split over `sharding`'s devices and in chunks."""
     x_out, rate, nfe = map_batch(
         _run,
         x.shape[0],
@@ -425,7 +430,7 @@ def run_langevin(
         kernel=kernel,
         key=check_key(key),
         num_steps=num_steps,
-        denoise=False,
+        denoise=denoise,
     )
     return LangevinResult(x=x_out, acceptance_rate=rate, nfe=nfe)
 
@@ -457,15 +462,4 @@ def annealed_langevin(
     """
     kernel = AnnealedLangevin(sde, score, sigmas, step_size, steps_per_level, preconditioner)
     x = check_batch("x", x)
-    x_out, rate, nfe = map_batch(
-        _run,
-        x.shape[0],
-        {"x": x},
-        sharding=sharding,
-        chunk_size=chunk_size,
-        kernel=kernel,
-        key=check_key(key),
-        num_steps=kernel.num_steps,
-        denoise=bool(denoise),
-    )
-    return LangevinResult(x=x_out, acceptance_rate=rate, nfe=nfe)
+    return _run_batch(kernel, x, key, kernel.num_steps, bool(denoise), sharding, chunk_size)

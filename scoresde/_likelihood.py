@@ -297,10 +297,16 @@ def _log_likelihood(
     keys = sample_keys(key, num, rows=rows) if key is not None else jnp.zeros((num,), jnp.uint32)
     n_est = divergence.num_estimates
 
-    def one(xi, ki):
+    def setup(inp):
+        xi, ki = inp
         probes = divergence.init(ki, lambda z: pf_drift(sde, score, t_eps, z), xi)
-        term = dfx.ODETerm(_AugmentedFlow(sde, score, divergence, clock, probes))
-        y0 = (xi, jnp.zeros((n_est,), dtype))
+        return probes, (xi, jnp.zeros((n_est,), dtype))
+
+    def make_term(probes):
+        return dfx.ODETerm(_AugmentedFlow(sde, score, divergence, clock, probes))
+
+    def solve(term, y0):
+        """One diffeqsolve from t_eps to T: `(sol, nfe)`, the probes' first evaluation counted."""
         sol, nfe = _nfe.counted_diffeqsolve(
             term,
             solver,
@@ -313,35 +319,18 @@ def _log_likelihood(
             adjoint=adjoint,
             progress_meter=progress_meter(progress),
         )
+        return sol, jnp.where(nfe >= 0, nfe + divergence.evals_at_init, nfe)
+
+    def one(xi, ki):
+        probes, y0 = setup((xi, ki))
+        sol, nfe = solve(make_term(probes), y0)
         z, deltas = sol.ys[0][0], sol.ys[1][0]
         steps = sol.stats["num_steps"]
-        nfe = jnp.where(nfe >= 0, nfe + divergence.evals_at_init, nfe)
         return z, deltas, steps, nfe, sol.result == dfx.RESULTS.successful, _status(sol.result)
-
-    def setup(inp):
-        xi, ki = inp
-        probes = divergence.init(ki, lambda z: pf_drift(sde, score, t_eps, z), xi)
-        return probes, (xi, jnp.zeros((n_est,), dtype))
-
-    def make_term(probes):
-        return dfx.ODETerm(_AugmentedFlow(sde, score, divergence, clock, probes))
 
     def shared_solve():
         probes, y0 = jax.vmap(setup)((x, keys))
-        term = dfx.ODETerm(_SharedFlow(sde, score, divergence, clock, probes))
-        sol, count = _nfe.counted_diffeqsolve(
-            term,
-            solver,
-            u0,
-            u1,
-            dt0,
-            y0,
-            stepsize_controller=controller,
-            max_steps=max_steps,
-            adjoint=adjoint,
-            progress_meter=progress_meter(progress),
-        )
-        count = jnp.where(count >= 0, count + divergence.evals_at_init, count)
+        sol, count = solve(dfx.ODETerm(_SharedFlow(sde, score, divergence, clock, probes)), y0)
         ones = jnp.ones((num,), jnp.int32)
         return (
             sol.ys[0][0],
