@@ -86,6 +86,31 @@ def _denoiser(sde, score, t, x):
     return s, (x + sigma**2 * s) / alpha, vjp
 
 
+def _check_diameter(support_diameter):
+    if support_diameter is None:
+        return None
+    check_positive("support_diameter", support_diameter)
+    return jnp.asarray(support_diameter)
+
+
+def _within_support(sde, t, g, diameter):
+    r"""Scale the guidance term $g pprox 
+abla_x \ln p_t(y \mid x)$ back onto the ball that
+    the exact term never leaves when the data lie in a set of diameter $D$:
+    $
+abla_x \ln p_t(y \mid x) = 	frac{lpha}{\sigma^2}(\mathbb E[x_0 \mid x, y] -
+    \mathbb E[x_0 \mid x])$ (Tweedie for the posterior and the prior), both means in the
+    support's convex hull, so $\lVert
+abla_x \ln p_t(y \mid x)
+Vert \le lpha D / \sigma^2$."""
+    if diameter is None:
+        return g
+    alpha, sigma = sde.marginal(t)
+    bound = (alpha * diameter / sigma**2).astype(g.dtype)
+    norm = jnp.sqrt(jnp.sum(g**2))
+    return g * jnp.minimum(1, bound / jnp.maximum(norm, jnp.finfo(g.dtype).tiny))
+
+
 class Posterior(eqx.Module):
     r"""$\nabla\ln p_t(x \mid y) = \nabla\ln p_t(x) + \nabla\ln p_t(y \mid x)$: exact if both are.
 
@@ -134,6 +159,12 @@ class DPS(eqx.Module):
 
     Cost: 1 score evaluation and 1 VJP through it.
 
+    **Arguments:** `scale` $\lambda \ge 0$ (default 1); `support_diameter`: optional $D$, the diameter of a set that holds the data
+      ($2\sqrt d$ for data in $[-1, 1]^d$). The guidance term is then scaled back to norm
+      $\le \alpha D / \sigma^2$, a bound the exact $\nabla_x \ln p_t(y \mid x)$ obeys, so
+      exact guidance is unchanged while a learned network's Jacobian error, amplified about
+      $1/\alpha^2$ at high noise, cannot blow the sampler up. Default `None` (no bound).
+
     ??? cite "Reference"
         ```bibtex
         @inproceedings{chung2023dps,
@@ -149,21 +180,24 @@ class DPS(eqx.Module):
     score: ScoreFn
     measurement: LinearMeasurement
     scale: Float[Array, ""]
+    support_diameter: Float[Array, ""] | None
 
     evals_per_call: ClassVar[int] = 1
     vjps_per_call: ClassVar[int] = 1
 
-    def __init__(self, sde, score, m, scale=1.0):
+    def __init__(self, sde, score, m, scale=1.0, *, support_diameter=None):
         check_sde_and_score(sde, score)
         check_positive("scale", scale, strict=False)
         self.sde, self.score, self.measurement = sde, score, _check_measurement(m)
         self.scale = jnp.asarray(scale)
+        self.support_diameter = _check_diameter(support_diameter)
 
     def __call__(self, t: Scalar, x: Sample) -> Sample:
         m = self.measurement
         s, x0, vjp = _denoiser(self.sde, self.score, t, x)
         g = m.transpose((m.y - m.apply(x0)) / m.noise_var, x).astype(x.dtype)
-        return s + (self.scale * vjp(g)).astype(x.dtype)
+        g = _within_support(self.sde, t, vjp(g).astype(x.dtype), self.support_diameter)
+        return s + (self.scale * g).astype(x.dtype)
 
 
 class PiGDM(eqx.Module):
@@ -179,7 +213,11 @@ class PiGDM(eqx.Module):
     $AA^\top$ ($d_y \times d_y$) is formed once at construction; each call solves one
     $d_y \times d_y$ system. Cost: 1 score evaluation and 1 VJP.
 
-    **Arguments:** `data_var` $v > 0$ (default 1: data scaled to unit variance).
+    **Arguments:** `data_var` $v > 0$ (default 1: data scaled to unit variance); `support_diameter`: optional $D$, the diameter of a set that holds the data
+      ($2\sqrt d$ for data in $[-1, 1]^d$). The guidance term is then scaled back to norm
+      $\le \alpha D / \sigma^2$, a bound the exact $\nabla_x \ln p_t(y \mid x)$ obeys, so
+      exact guidance is unchanged while a learned network's Jacobian error, amplified about
+      $1/\alpha^2$ at high noise, cannot blow the sampler up. Default `None` (no bound).
 
     ??? cite "Reference"
         ```bibtex
@@ -196,15 +234,17 @@ class PiGDM(eqx.Module):
     measurement: LinearMeasurement
     data_var: Float[Array, ""]
     gram: Float[Array, "d_y d_y"]
+    support_diameter: Float[Array, ""] | None
 
     evals_per_call: ClassVar[int] = 1
     vjps_per_call: ClassVar[int] = 1
 
-    def __init__(self, sde, score, m, *, data_var=1.0):
+    def __init__(self, sde, score, m, *, data_var=1.0, support_diameter=None):
         check_sde_and_score(sde, score)
         check_positive("data_var", data_var)
         self.sde, self.score, self.measurement = sde, score, _check_measurement(m)
         self.data_var = jnp.asarray(data_var)
+        self.support_diameter = _check_diameter(support_diameter)
         A = m.matrix
         self.gram = A @ A.T
 
@@ -215,7 +255,8 @@ class PiGDM(eqx.Module):
         r2 = self.data_var * sigma**2 / (alpha**2 * self.data_var + sigma**2)
         cov = r2 * self.gram + jnp.diag(m.noise_var)
         w = jnp.linalg.solve(cov, m.y - m.apply(x0))
-        return s + vjp(m.transpose(w, x).astype(x.dtype)).astype(x.dtype)
+        g = vjp(m.transpose(w, x).astype(x.dtype)).astype(x.dtype)
+        return s + _within_support(self.sde, t, g, self.support_diameter)
 
 
 class TMPD(eqx.Module):
@@ -237,6 +278,8 @@ class TMPD(eqx.Module):
       1 score evaluation and 2 VJPs. Approximate even for Gaussian priors unless $C$ is
       diagonal and $A$ selects or scales coordinates.
 
+    **Arguments:** `support_diameter`: as [`scoresde.guidance.PiGDM`][].
+
     ??? cite "Reference"
         ```bibtex
         @article{boys2023tmpd,
@@ -252,15 +295,17 @@ class TMPD(eqx.Module):
     score: ScoreFn
     measurement: LinearMeasurement
     diagonal: bool = eqx.field(static=True)
+    support_diameter: Float[Array, ""] | None
 
     evals_per_call: ClassVar[int] = 1
 
-    def __init__(self, sde, score, m, diagonal=False):
+    def __init__(self, sde, score, m, diagonal=False, *, support_diameter=None):
         check_sde_and_score(sde, score)
         if not isinstance(diagonal, (bool, np.bool_)):
             raise TypeError(f"diagonal must be True or False; got diagonal={diagonal!r}.")
         self.sde, self.score, self.measurement = sde, score, _check_measurement(m)
         self.diagonal = bool(diagonal)
+        self.support_diameter = _check_diameter(support_diameter)
 
     @property
     def vjps_per_call(self) -> int:
@@ -277,13 +322,13 @@ class TMPD(eqx.Module):
             g = vjp(m.transpose(residual / var_y, x).astype(x.dtype))
         else:
             s, _, g = moment_projection(self.sde, self.score, m, t, x)
-        return s + g.astype(x.dtype)
+        return s + _within_support(self.sde, t, g.astype(x.dtype), self.support_diameter)
 
 
 def moment_projection(sde, score, m, t, x):
     r"""TMPD's Gaussian projection of the noisy likelihood on ONE sample:
-    $\ell = \ln N(y; A\hat x_0, A C A^	op + R)$, $C = 	frac{\sigma^2}{lpha} J$, and its
-    gradient holding the covariance fixed, $J^	op A^	op (A C A^	op + R)^{-1}(y - A\hat x_0)$.
+    $\ell = \ln N(y; A\hat x_0, A C A^\top + R)$, $C = \tfrac{\sigma^2}{\alpha} J$, and its
+    gradient holding the covariance fixed, $J^\top A^\top (A C A^\top + R)^{-1}(y - A\hat x_0)$.
 
     Returns `(score_value, ell, grad)`. Cost: 1 score evaluation and $d_y$ VJPs (`J^T a_i`
     for the rows $a_i$ of $A$, reused by the gradient; $J$ is symmetric for a true score).
