@@ -10,11 +10,23 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import scoresde as ss
 
 SDES = [ss.VPSDE(), ss.SubVPSDE(), ss.VESDE(), ss.EDMSDE()]
 SDE_IDS = ["vp", "subvp", "ve", "edm"]
+
+
+def slow_except(values, ids, fast):
+    """`pytest.param`s of `values` with `ids`: the ones whose id is in `fast` run by default,
+    the rest are marked `slow` (the default run keeps one fast check per property)."""
+    return [
+        pytest.param(v, id=i, marks=() if i in fast else pytest.mark.slow)
+        for v, i in zip(values, ids, strict=True)
+    ]
+
+
 # Checked by tests/test_sde.py and the exact PF-ODE flow-map test only (they would add half again
 # to every SDE-parametrised test; DDPMSDE's piecewise-constant beta also needs jump_ts there).
 EXTRA_SDES = [ss.CosineVPSDE(), ss.DDPMSDE()]

@@ -18,6 +18,7 @@ from scoresde._cli.bench import measure, problems, report, solvers
 # under `--dist loadgroup` every worker that got one of its tests would run it again.
 pytestmark = pytest.mark.xdist_group("bench")
 
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """`scoresde bench --quick` as a user runs it (a subprocess). Compilation dominates a quick

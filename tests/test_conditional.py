@@ -162,6 +162,7 @@ def test_cli_config_builds_saves_and_loads_a_conditional_model(tmp_path):
         ss.load(path, plain)
 
 
+@pytest.mark.slow  # a training run
 def test_noisy_cross_entropy_learns_the_diffused_responsibilities():
     # Two 2-D Gaussians; the minimiser of the noisy cross-entropy is ln p_t(c | x_t), known here.
     sde = ss.VPSDE()

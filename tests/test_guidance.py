@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from helpers import SDE_IDS, SDES, random_gaussian
+from helpers import SDE_IDS, SDES, random_gaussian, slow_except
 
 import scoresde as ss
 
@@ -28,7 +28,7 @@ def _rel_err(a, b):
     return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
 
 
-@pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
+@pytest.mark.parametrize("sde", slow_except(SDES, SDE_IDS, fast=("vp",)))
 def test_tmpd_is_exact_for_a_gaussian_prior(x64, sde):
     prior = random_gaussian(11, 3, jnp.float64)
     m = _measurement(12, 3, 2)
@@ -100,7 +100,9 @@ def test_support_bound_holds_for_exact_guidance_and_is_what_the_bound_applies(x6
     guidance is the unbounded one, scaled back onto that ball only where it leaves it."""
     sde = ss.VPSDE()
     corners = jnp.array([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]])
-    atoms = ss.analytic.GaussianMixture(jnp.full(4, 0.25), corners, jnp.stack([1e-8 * jnp.eye(2)] * 4))
+    atoms = ss.analytic.GaussianMixture(
+        jnp.full(4, 0.25), corners, jnp.stack([1e-8 * jnp.eye(2)] * 4)
+    )
     m = ss.LinearMeasurement(jnp.array([[1.0, 0.5]]), jnp.array([0.9]), 0.1)
     exact = ss.analytic.noisy_likelihood_score(atoms, sde, m)
     D, rng, ratios = 2 * np.sqrt(2), np.random.default_rng(5), []

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from helpers import SCORE_CALLS, CountingScore, assert_no_recompile
+from helpers import SCORE_CALLS, CountingScore, assert_no_recompile, slow_except
 from hypothesis import given, settings, strategies as st
 
 import scoresde as ss
@@ -105,7 +105,7 @@ def test_exact_on_random_mixtures_float64(x64, dim, sde_index, seed):
     np.testing.assert_allclose(result.log_prob, expected, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("variable", ["log_sigma", "log_snr"])
+@pytest.mark.parametrize("variable", [pytest.param("log_sigma", marks=pytest.mark.slow), "log_snr"])
 def test_integration_variables_agree_float64(x64, variable):
     """Integrating in ln sigma or the log-SNR gives the same analytic answer (the change of
     variable dt/du enters both x and delta), for every SDE."""
@@ -118,7 +118,7 @@ def test_integration_variables_agree_float64(x64, variable):
         np.testing.assert_allclose(result.log_prob, expected, rtol=0, atol=1e-4, err_msg=repr(sde))
 
 
-@pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
+@pytest.mark.parametrize("sde", slow_except(SDES, SDE_IDS, fast=("vp",)))
 def test_exact_float32_at_defaults(sde):
     dist = _mixture(3, 3, 2, jnp.float32)
     x = dist.sample(jr.key(1), BATCH)
@@ -297,6 +297,7 @@ def test_gradient_matches_finite_differences(x64):
 # ---------------------------------------------------------------- bits/dim, encode, decode
 
 
+@pytest.mark.slow  # test_bits_per_dim.py checks the same per `levels` in the default run
 def test_bits_per_dim_matches_discrete_entropy(x64):
     """8-bit 1-D data from a discretised Gaussian whose entropy H(P) is computed exactly."""
     bits, s_w, m_w = 8, 8.0, 100.3  # in integer units w = k + u
@@ -339,7 +340,7 @@ def test_bits_per_dim_matches_discrete_entropy(x64):
     assert float(jnp.sum(p * unif.bpd)) >= entropy_bits - 1e-3
 
 
-@pytest.mark.parametrize("sde", [ss.VPSDE(), ss.EDMSDE()], ids=["vp", "edm"])
+@pytest.mark.parametrize("sde", slow_except([ss.VPSDE(), ss.EDMSDE()], ["vp", "edm"], fast=("vp",)))
 def test_reversible_heun_round_trip_is_exact(x64, sde):
     dist = _mixture(1, 3, 2, jnp.float64)
     score = ss.analytic.marginal_score(dist, sde)

@@ -60,6 +60,7 @@ def test_nats_tol_error_shrinks_with_tolerance(x64):
     assert nfe_tight.mean() > nfe_loose.mean()
 
 
+@pytest.mark.slow
 def test_nats_tol_ignores_rtol_atol(x64):
     a, nfe_a = _errors(1e-3, rtol=1e-2, atol=1e-2)
     b, nfe_b = _errors(1e-3, rtol=1e-8, atol=1e-8)
@@ -67,6 +68,7 @@ def test_nats_tol_ignores_rtol_atol(x64):
     assert np.array_equal(nfe_a, nfe_b)
 
 
+@pytest.mark.slow
 def test_nats_tol_lanes_and_nfe_count():
     """Lanes drive the same controller; every score call is counted (one lane, no idle work)."""
     sde, mix, score, x = _problem()

@@ -127,8 +127,9 @@ def _nonlinear_score(x):
 
 @pytest.mark.parametrize(
     "projection, vr",
-    [("gaussian", False), ("rademacher", False), ("sphere", False), ("gaussian", True)],
-)
+    [("gaussian", False), pytest.param("rademacher", False, marks=pytest.mark.slow),
+     pytest.param("sphere", False, marks=pytest.mark.slow), ("gaussian", True)],
+)  # fmt: skip
 def test_sliced_and_implicit_score_matching_agree_in_expectation(x64, projection, vr):
     n = 40_000
     dist = _gaussian()

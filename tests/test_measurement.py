@@ -143,6 +143,7 @@ def test_mixture_condition_and_evidence_match_quadrature(x64):
     assert abs(float(unweighted.mean[0]) - mean) > 0.1
 
 
+@pytest.mark.slow  # the quadrature test checks `condition` on mixtures in the default run
 def test_mixture_condition_2d_importance_weights(x64):
     """2-D mixture, 1-D observation: posterior mean and covariance against self-normalised
     importance sampling from the prior (tolerance 5 standard errors)."""
@@ -171,23 +172,30 @@ def test_mixture_condition_2d_importance_weights(x64):
 # --- the identity: diffused posterior score = diffused prior score + noisy likelihood score ----
 
 
-@settings(max_examples=15)
-@given(
+_IDENTITY_CASES = dict(
     seed=st.integers(0, 2**31 - 1),
     dim=st.integers(1, 3),
     d_y=st.integers(1, 3),
     k=st.integers(1, 3),
     u=st.floats(0.01, 1.0),
 )
-@pytest.mark.parametrize(
-    "sde",
-    [
-        s if i == "vp" else pytest.param(s, marks=pytest.mark.slow)
-        for s, i in zip(SDES, SDE_IDS, strict=True)
-    ],
-    ids=SDE_IDS,
-)
-def test_posterior_score_identity(x64, sde, seed, dim, d_y, k, u):
+
+
+@settings(max_examples=5)
+@given(**_IDENTITY_CASES)
+def test_posterior_score_identity(x64, seed, dim, d_y, k, u):
+    _check_identity(ss.VPSDE(), seed, dim, d_y, k, u)
+
+
+@pytest.mark.slow
+@settings(max_examples=15)
+@given(**_IDENTITY_CASES)
+@pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
+def test_posterior_score_identity_long(x64, sde, seed, dim, d_y, k, u):
+    _check_identity(sde, seed, dim, d_y, k, u)
+
+
+def _check_identity(sde, seed, dim, d_y, k, u):
     prior = (
         random_gaussian(seed, dim, jnp.float64)
         if k == 1

@@ -191,6 +191,7 @@ def test_reverse_sde_moments_every_sde_and_solver(sde, solver):
     assert _moments_within(r.x, target.mean, target.cov) == (True, True)
 
 
+@pytest.mark.slow
 def test_adaptive_sde_sampling_with_shark(x64):
     sde = ss.VPSDE()
     dist = random_gaussian(2, 2, jnp.float64)
@@ -215,6 +216,7 @@ def test_adaptive_sde_sampling_with_shark(x64):
 # ----------------------------------------------------------------------------- strong order
 
 
+@pytest.mark.slow
 def test_euler_maruyama_strong_order_one(x64):
     """EM on the reverse VP SDE (additive noise) has strong order 1: log-log slope of the
     RMS error against a fine solution on the same Brownian path."""
@@ -248,7 +250,10 @@ def test_euler_maruyama_strong_order_one(x64):
 # ----------------------------------------------------------------------------- determinism, nfe
 
 
-@pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-4), (jnp.float64, 1e-12)])
+@pytest.mark.parametrize(
+    "dtype, tol",
+    [(jnp.float32, 1e-4), pytest.param(jnp.float64, 1e-12, marks=pytest.mark.slow)],
+)
 def test_same_key_same_samples_and_batch_independence(dtype, tol):
     """Sample i depends on fold_in(key, i) only: up to rounding (batched matmuls may sum
     in another order), the first 5 of 12 samples are the 5 of a batch of 5."""
@@ -427,7 +432,11 @@ _BATCH_SAMPLERS = [
 _BATCH_IDS = ["sde-euler", "sde-shark", "ode-heun", "ode-adaptive"]
 
 
-@pytest.mark.parametrize("sampler, kw", _BATCH_SAMPLERS, ids=_BATCH_IDS)
+@pytest.mark.parametrize(
+    "sampler, kw",
+    [pytest.param(*p, id=i, marks=pytest.mark.slow if i in ("sde-shark", "ode-heun") else ())
+     for p, i in zip(_BATCH_SAMPLERS, _BATCH_IDS, strict=True)],
+)  # fmt: skip
 def test_sample_does_not_depend_on_its_batch(sampler, kw):
     """The documented guarantee: sample `i` draws from `fold_in(key, i)` only, and the samplers
     themselves (draws, solver steps, step-size control) treat it the same in any batch.
@@ -447,8 +456,10 @@ def test_sample_does_not_depend_on_its_batch(sampler, kw):
 
 
 @pytest.mark.parametrize(
-    "sampler, kw", [_BATCH_SAMPLERS[2], _BATCH_SAMPLERS[3]], ids=["ode-heun", "ode-adaptive"]
-)
+    "sampler, kw",
+    [pytest.param(*_BATCH_SAMPLERS[2], id="ode-heun", marks=pytest.mark.slow),
+     pytest.param(*_BATCH_SAMPLERS[3], id="ode-adaptive")],
+)  # fmt: skip
 def test_sample_depends_on_its_batch_only_through_rounding(x64, sampler, kw):
     """With a score that reduces over its input (a mixture's log-sum-exp), XLA may round its
     batched evaluation differently for another batch size (batch 1 is lowered differently), so

@@ -49,6 +49,7 @@ def test_vp_gaussian_moments_and_negative_controls():
     assert ok != (True, True)
 
 
+@pytest.mark.slow
 def test_log_snr_steps_moments_negative_control_and_steps_differ():
     """`log_snr_steps=True` (steps in the half log-SNR): VP Gaussian moments within 5 SE; the
     exact score of another Gaussian fails the same check; its steps are not the default's."""
