@@ -11,9 +11,11 @@ classifier.
    score model) and reports its test accuracy.
 3. For each guidance scale w, samples digits of every label with classifier-free guidance
    w s(x|c) + (1 - w) s(x) and reports how often the classifier sees the requested label.
-4. Hides the lower half of test digits and completes it with PiGDM guidance
-   (`ss.guidance.PiGDM`, the unconditional score through the null label): RMSE on the hidden
-   pixels and classifier accuracy of the completed digits, beside the mean-image fill.
+4. Hides the lower half of test digits and completes it with PiGDM and DPS guidance
+   (`ss.guidance.PiGDM` / `DPS`, the unconditional score through the null label, bounded by
+   the data's support): RMSE on the hidden pixels and classifier accuracy of the completed
+   digits, beside the mean-image fill and the empirical posterior (a training digit drawn by its
+   likelihood of the observed half: what an exact sampler of a memorising model would return).
 5. Trains a noise-conditional classifier p_t(c | x) with `ss.NoisyCrossEntropy` (an MLP on the
    flattened digit, logits out) and samples every label with classifier guidance
    s(x) + w grad ln p_t(c | x) (`ss.guidance.Classifier`, unconditional score through the null
@@ -148,17 +150,29 @@ def cfg_samples(model, labels, scales, steps, key):
     return np.clip(np.asarray(res.x), -1, 1)
 
 
-def inpaint(model, truth, mask, steps, key, noise_std=0.05):
+def inpaint(model, truth, mask, steps, key, noise_std=0.05, method=ss.guidance.PiGDM):
     uncond = lambda t, x: model(t, x, jnp.int32(NULL))
 
     def guided(t, x, observed):
         m = ss.LinearMeasurement.from_mask(mask, observed, noise_std)
-        return ss.guidance.PiGDM(model.sde, uncond, m, support_diameter=DIAMETER)(t, x)
+        return method(model.sde, uncond, m, support_diameter=DIAMETER)(t, x)
 
     observed = jnp.asarray(truth * mask)  # nothing of the hidden pixels reaches the sampler
     res = ss.sample_sde(model.sde, guided, key=key, shape=truth.shape, steps=steps,
                         grid="log_snr", cond=observed)  # fmt: skip
     return np.clip(np.asarray(res.x), -1, 1)
+
+
+def nearest_neighbour_posterior(train, truth, mask, noise_std, key):
+    """A reference completion: the posterior under the EMPIRICAL prior (the training digits),
+    one training digit drawn with weight N(y; A x_i, noise_std^2) and its hidden half pasted in.
+    It is what an exact posterior sampler of a model that memorised the training set returns."""
+    obs = np.broadcast_to(mask, truth.shape[1:]).reshape(-1)
+    flat_train, flat_truth = train.reshape(len(train), -1), truth.reshape(len(truth), -1)
+    d2 = ((flat_truth[:, None, obs] - flat_train[None, :, obs]) ** 2).sum(-1)
+    logits = jnp.asarray(-d2 / (2 * noise_std**2))
+    idx = np.asarray(jr.categorical(key, logits, axis=-1))
+    return np.where(np.broadcast_to(mask, truth.shape), truth, train[idx])
 
 
 def classifier_samples(model, clf_net, labels, scales, steps, key):
@@ -241,25 +255,27 @@ def main(steps=3000, base_channels=16, per_label=20, scales=(0.0, 1.0, 2.0, 4.0)
     truth = np.asarray(ss.dequantize(None, digits.test[:num_inpaint]))
     true_labels = digits.test_labels[:num_inpaint]
     completed = inpaint(model, truth, mask, sample_steps, key_inp)
+    completed_dps = inpaint(model, truth, mask, sample_steps, key_inp, method=ss.guidance.DPS)
     hidden = np.broadcast_to(~mask, truth.shape)
-    mean_fill = np.where(mask, truth, np.asarray(ss.dequantize(None, digits.train)).mean(0))
+    train_images = np.asarray(ss.dequantize(None, digits.train))
+    mean_fill = np.where(mask, truth, train_images.mean(0))
+    nearest = nearest_neighbour_posterior(train_images, truth, mask, 0.05, jr.fold_in(key_inp, 1))
     rmse = lambda x: float(np.sqrt(np.mean((x[hidden] - truth[hidden]) ** 2)))
     acc = lambda x: float(np.mean(clf.predict(x.reshape(len(x), -1)) == true_labels))
-    inp = {"images": int(num_inpaint), "method": "PiGDM, noise_std 0.05",
-           "hidden_rmse": rmse(completed), "mean_fill_hidden_rmse": rmse(mean_fill),
-           "accuracy_completed": acc(completed), "accuracy_mean_fill": acc(mean_fill),
-           "accuracy_truth": acc(truth)}  # fmt: skip
+    fills = {"PiGDM": completed, "DPS": completed_dps, "empirical posterior": nearest,
+             "mean fill": mean_fill, "truth": truth}  # fmt: skip
+    inp = {"images": int(num_inpaint), "noise_std": 0.05, "steps": sample_steps,
+           "hidden_rmse": {k: rmse(v) for k, v in fills.items()},
+           "accuracy": {k: acc(v) for k, v in fills.items()}}  # fmt: skip
 
     print(f"\nclassifier-free guidance: {per_label} samples per label, {sample_steps} EM steps")
     print(f"{'guidance w':>10} | {'accuracy of the requested label':>31}")
     for r in rows:
         print(f"{r['guidance']:>10g} | {r['accuracy']:>31.3f}")
-    print(f"\ninpainting the lower half of {num_inpaint} test digits (PiGDM):")
-    print(f"{'':>12} | {'hidden RMSE':>11} | {'classifier accuracy':>19}")
-    print(f"{'completed':>12} | {inp['hidden_rmse']:>11.3f} | {inp['accuracy_completed']:>19.3f}")
-    print(f"{'mean fill':>12} | {inp['mean_fill_hidden_rmse']:>11.3f} | "
-          f"{inp['accuracy_mean_fill']:>19.3f}")  # fmt: skip
-    print(f"{'truth':>12} | {0.0:>11.3f} | {inp['accuracy_truth']:>19.3f}")
+    print(f"\ninpainting the lower half of {num_inpaint} test digits ({sample_steps} EM steps):")
+    print(f"{'':>19} | {'hidden RMSE':>11} | {'classifier accuracy':>19}")
+    for k in fills:
+        print(f"{k:>19} | {inp['hidden_rmse'][k]:>11.3f} | {inp['accuracy'][k]:>19.3f}")
 
     # Classifier guidance with a noise-conditional classifier trained here.
     clf_net = train_classifier(classifier_steps, key_clf)
