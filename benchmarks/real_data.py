@@ -26,6 +26,8 @@ without a checkpoint. The 17-level model of docs/concepts/likelihood.md:
     scoresde train --dataset digits --levels 17 --steps 1800 --samples 0 --out runs/digits17
     python benchmarks/real_data.py --checkpoint runs/digits17/checkpoint.eqx \
         --name real_data_model17
+
+and the 8-bit model beside it: the same without `--levels 17`, `--name real_data_model8`.
 """
 
 import argparse
