@@ -246,7 +246,7 @@ def dequantize(
     return 2 * (images.astype(dtype) + u) / num - 1
 
 
-def quantize(y: Array, *, bits: int | None = None, levels: int | None = None) -> Array:
+def quantize(y: ArrayLike, *, bits: int | None = None, levels: int | None = None) -> Array:
     """The inverse of [`scoresde.dequantize`][]: `floor((y + 1) L / 2)`, clipped to [0, L - 1],
     as uint8 (uint16 above 256 levels)."""
     num = num_levels(bits, levels)
