@@ -19,8 +19,15 @@ images carved from train, then refitted on all 1500):
 - `model (levels=17)` / `model (8-bit)`: only with `--checkpoint PATH` (a `scoresde train`
   digits checkpoint); see MODEL ROW below.
 
-Run: `python benchmarks/real_data.py [--checkpoint PATH]`. Writes
-`benchmarks/results/real_data.json`. Takes about a minute on 2 CPU cores without a checkpoint.
+Run: `python benchmarks/real_data.py [--checkpoint PATH] [--name NAME]`. Writes
+`benchmarks/results/NAME.json` (default `real_data`). Takes about a minute on 2 CPU cores
+without a checkpoint. The 17-level model of docs/concepts/likelihood.md:
+
+    scoresde train --dataset digits --levels 17 --steps 1800 --samples 0 --out runs/digits17
+    python benchmarks/real_data.py --checkpoint runs/digits17/checkpoint.eqx \
+        --name real_data_model17
+
+and the 8-bit model beside it: the same without `--levels 17`, `--name real_data_model8`.
 """
 
 import argparse
@@ -41,12 +48,8 @@ LOG2 = math.log(2)
 
 
 def digit_levels(images) -> np.ndarray:
-    """8-bit digits `(n, 1, 8, 8)` back to their grey levels 0..16, flattened to `(n, 64)`."""
-    k = np.asarray(images).reshape(len(images), -1).astype(np.int64)
-    v = np.rint(k * 16 / 255).astype(np.int64)
-    if not np.array_equal(np.rint(v * 255 / 16), k):
-        raise ValueError("images are not load_digits' 8-bit encoding of 17 levels")
-    return v
+    """8-bit digits `(n, 1, 8, 8)` back to their grey levels 0..16 (`ss.digit_levels`), `(n, 64)`."""
+    return ss.digit_levels(images).reshape(len(images), -1).astype(np.int64)
 
 
 def split_validation(v, num_val: int, seed: int):
@@ -129,10 +132,13 @@ def model_rows(path, test_images, *, num, seed, t_eps):
 
     Two conventions (see docs/concepts/likelihood.md, "Digits: 17 levels or 8 bits"):
     `ss.bits_per_dim(levels=17)` on the grey levels, comparable with the rows above; and
-    `bits=8` on the 8-bit images, the scale `scoresde train` fits (through `ss.dequantize`), whose
-    figure is also a code length for the same data but charges a smooth density about
-    log2(256/17) = 3.91 bits/dim for the unused bins. One Rademacher probe, Dopri5 at
-    rtol = atol = 1e-5 (as `scoresde nll`).
+    `bits=8` on the 8-bit images, whose figure is also a code length for the same data but
+    charges a smooth density about log2(256/17) = 3.91 bits/dim for the unused bins. A checkpoint
+    is evaluated in the convention it was trained on (`levels` in its config, as `scoresde nll`
+    does): an 8-bit model (`scoresde train`'s default, `ss.dequantize` of the 8-bit values) gets
+    both rows, a `--levels 17` model the 17-level row only (its density lives on
+    y = 2(v + u)/17 - 1, so the 8-bit bins, which sit elsewhere in [-1, 1], would not measure it).
+    One Rademacher probe, Dopri5 at rtol = atol = 1e-5 (as `scoresde nll`).
     """
     import jax.numpy as jnp
     import jax.random as jr
@@ -144,11 +150,11 @@ def model_rows(path, test_images, *, num, seed, t_eps):
         raise SystemExit(f"--checkpoint {path}: trained on {config.dataset!r}, not digits")
     images = jnp.asarray(test_images[:num])
     levels = jnp.asarray(digit_levels(test_images[:num]).reshape(images.shape))
+    conventions = [("model (levels=17)", levels, dict(levels=17))]
+    if config.levels == 256:
+        conventions.append(("model (8-bit)", images, dict(bits=8)))
     rows = []
-    for label, data, conv in (
-        ("model (levels=17)", levels, dict(levels=17)),
-        ("model (8-bit)", images, dict(bits=8)),
-    ):
+    for label, data, conv in conventions:
         start = time.perf_counter()
         r = ss.bits_per_dim(
             model.sde,
@@ -166,6 +172,8 @@ def model_rows(path, test_images, *, num, seed, t_eps):
                 per_image,
                 None,
                 convention=conv,
+                trained_levels=config.levels,
+                steps=config.steps,
                 num_test=int(len(per_image)),
                 mean_nfe=float(np.mean(r.nfe)),
                 seconds=time.perf_counter() - start,
@@ -186,6 +194,7 @@ def main(argv=None):
     p.add_argument("--checkpoint", type=pathlib.Path, help="a `scoresde train` digits checkpoint")
     p.add_argument("--checkpoint-num", type=int, default=297, help="test images for the model")
     p.add_argument("--t-eps", type=float, default=1e-4, help="likelihood ODE start (model row)")
+    p.add_argument("--name", default="real_data", help="results file benchmarks/results/NAME.json")
     args = p.parse_args(argv)
 
     data = ss.load_digits()
@@ -236,7 +245,7 @@ def main(argv=None):
         )
     print(f"selection: alpha={alpha}, components={components}")
     _common.write(
-        "real_data",
+        args.name,
         dict(
             rows=rows,
             selection=selection,

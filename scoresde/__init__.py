@@ -20,6 +20,8 @@ from ._data import (
     batches as batches,
     checkerboard as checkerboard,
     dequantize as dequantize,
+    digit_images as digit_images,
+    digit_levels as digit_levels,
     gaussian_mixture as gaussian_mixture,
     load_coloured_digits as load_coloured_digits,
     load_digits as load_digits,

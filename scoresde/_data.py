@@ -5,9 +5,10 @@ r"""Built-in datasets, generated in code or shipped with a dependency: no downlo
   [`scoresde.checkerboard`][], [`scoresde.gaussian_mixture`][] (whose exact density is
   [`scoresde.toy_mixture`][]).
 - scikit-learn's bundled 8x8 handwritten digits as 8-bit images `(num, 1, 8, 8)`
-  ([`scoresde.load_digits`][]), with [`scoresde.dequantize`][] ($y = 2(k + u)/256 - 1$,
-  $u \sim U[0, 1)$), [`scoresde.quantize`][] (its inverse) and a key-driven batching iterator
-  ([`scoresde.batches`][]).
+  ([`scoresde.load_digits`][]; [`scoresde.digit_levels`][] and [`scoresde.digit_images`][] go
+  between them and their 17 grey levels), with [`scoresde.dequantize`][]
+  ($y = 2(k + u)/L - 1$, $u \sim U[0, 1)$, $L = 256$ or 17 levels), [`scoresde.quantize`][]
+  (its inverse) and a key-driven batching iterator ([`scoresde.batches`][]).
 """
 
 import math
@@ -123,6 +124,8 @@ def gaussian_mixture(
 
 # --- 8x8 digits ------------------------------------------------------------------------------
 
+DIGIT_LEVELS = 17  # the digits' grey levels 0..16
+
 
 class ImageData(NamedTuple):
     """8-bit images `(num, channels, height, width)` split into `train` and `test`, with labels."""
@@ -147,7 +150,7 @@ def load_digits(*, num_test: int = 297, seed: int = 0) -> ImageData:
             "load_digits needs scikit-learn: pip install 'scoresde[data]' (or scikit-learn)."
         ) from e
     bunch = _sk_load_digits()
-    images = np.rint(bunch.images * (255 / 16)).astype(np.uint8)[:, None, :, :]
+    images = digit_images(bunch.images[:, None, :, :])
     n = images.shape[0]
     if not 0 < num_test < n:
         raise ValueError(f"num_test must lie in (0, {n}); got num_test={num_test}.")
@@ -176,26 +179,79 @@ def load_coloured_digits(*, num_test: int = 297, seed: int = 0) -> ImageData:
     return ImageData(tint(grey.train), tint(grey.test), grey.train_labels, grey.test_labels)
 
 
-def dequantize(key: Key | None, images: ArrayLike, *, bits: int = 8) -> Array:
-    r"""Integer images $k \in \{0..2^b - 1\}$ to $y = 2(k + u)/2^b - 1 \in [-1, 1]$.
+def digit_images(v) -> UInt8[np.ndarray, "..."]:
+    r"""Grey levels $v \in \{0..16\}$ of the digits to [`scoresde.load_digits`][]' 8-bit
+    images $k = \text{round}(255\,v/16)$ (uint8, same shape); the inverse of
+    [`scoresde.digit_levels`][]."""
+    v = np.asarray(v)
+    if v.size and not (np.all(v == np.rint(v)) and v.min() >= 0 and v.max() <= DIGIT_LEVELS - 1):
+        raise ValueError(f"grey levels must be integers in [0, {DIGIT_LEVELS - 1}].")
+    return np.rint(v * (255 / 16)).astype(np.uint8)
 
-    $u \sim U[0, 1)$ is the uniform dequantisation noise. With `key=None`, $u = 1/2$ (the bin centres). Returns the default float dtype.
+
+def digit_levels(images) -> UInt8[np.ndarray, "..."]:
+    r"""8-bit digits (as [`scoresde.load_digits`][] returns them) back to their grey levels
+    $v = \text{round}(16\,k/255) \in \{0..16\}$ (uint8, same shape).
+
+    Raises `ValueError` for values that are not $\text{round}(255\,v/16)$ of a level (the map is
+    one-to-one on those 17 values)."""
+    k = np.asarray(images)
+    v = np.rint(k.astype(np.float64) * (16 / 255))
+    if not np.array_equal(np.rint(v * (255 / 16)), k):
+        raise ValueError(
+            "images are not load_digits' 8-bit encoding of 17 grey levels (values "
+            "round(255 v / 16), v in 0..16)."
+        )
+    return v.astype(np.uint8)
+
+
+def num_levels(bits=None, levels=None) -> int:
+    """The number of integer levels $L$ from `bits` ($L = 2^b$, an int in [1, 16]) or `levels`
+    (an int >= 2); both if they agree; neither means 8 bits ($L = 256$)."""
+    if bits is not None and (
+        isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 16
+    ):
+        raise ValueError(f"bits must be an int in [1, 16]; got bits={bits!r}.")
+    if levels is not None and (
+        isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2
+    ):
+        raise ValueError(f"levels must be an int >= 2; got levels={levels!r}.")
+    if bits is None:
+        return 256 if levels is None else int(levels)
+    if levels is not None and int(levels) != 2 ** int(bits):
+        raise ValueError(
+            f"bits={bits} means levels={2 ** int(bits)}, but levels={levels} was passed; "
+            "give one of them (or both, agreeing)."
+        )
+    return 2 ** int(bits)
+
+
+def dequantize(
+    key: Key | None, images: ArrayLike, *, bits: int | None = None, levels: int | None = None
+) -> Array:
+    r"""Integer images $k \in \{0..L - 1\}$ to $y = 2(k + u)/L - 1 \in [-1, 1]$.
+
+    $L = 2^b$ (`bits`) or `levels` (e.g. 17 for the digits' grey levels from
+    [`scoresde.digit_levels`][]); neither means 8 bits. $u \sim U[0, 1)$ is the uniform
+    dequantisation noise, so level $k$ fills $[2k/L - 1, 2(k + 1)/L - 1)$. With `key=None`,
+    $u = 1/2$ (the bin centres). Returns the default float dtype.
     """
+    num = num_levels(bits, levels)
     images = jnp.asarray(images)
     dtype = jnp.result_type(float)
-    levels = 2.0**bits
     if key is None:
         u = jnp.full(images.shape, 0.5, dtype)
     else:
         u = jr.uniform(key, images.shape, dtype)
-    return 2 * (images.astype(dtype) + u) / levels - 1
+    return 2 * (images.astype(dtype) + u) / num - 1
 
 
-def quantize(y: Array, *, bits: int = 8) -> Array:
-    """The inverse of [`scoresde.dequantize`][]: `floor((y + 1) 2^b / 2)`, clipped, as uint8."""
-    levels = 2**bits
-    k = jnp.floor((jnp.asarray(y) + 1) * levels / 2)
-    return jnp.clip(k, 0, levels - 1).astype(jnp.uint8 if bits <= 8 else jnp.uint16)
+def quantize(y: ArrayLike, *, bits: int | None = None, levels: int | None = None) -> Array:
+    """The inverse of [`scoresde.dequantize`][]: `floor((y + 1) L / 2)`, clipped to [0, L - 1],
+    as uint8 (uint16 above 256 levels)."""
+    num = num_levels(bits, levels)
+    k = jnp.floor((jnp.asarray(y) + 1) * num / 2)
+    return jnp.clip(k, 0, num - 1).astype(jnp.uint8 if num <= 256 else jnp.uint16)
 
 
 def batches(key: Key, data: Array, batch_size: int, *, drop_last: bool = True) -> Iterator[Array]:

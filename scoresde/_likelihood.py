@@ -45,6 +45,7 @@ from ._checks import (
     raise_if_failed,
 )
 from ._custom_types import ScoreFn
+from ._data import num_levels
 from ._divergence import AbstractDivergence, Hutchinson
 from ._fields import pf_drift
 from ._keys import sample_keys
@@ -633,23 +634,7 @@ def bits_per_dim(
         raise ValueError(
             f"dequantization must be 'none' or 'uniform'; got dequantization={dequantization!r}."
         )
-    if bits is not None and (
-        isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 16
-    ):
-        raise ValueError(f"bits must be an int in [1, 16]; got bits={bits!r}.")
-    if levels is not None and (
-        isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2
-    ):
-        raise ValueError(f"levels must be an int >= 2; got levels={levels!r}.")
-    if bits is None:
-        levels = 256 if levels is None else int(levels)
-    elif levels is not None and int(levels) != 2 ** int(bits):
-        raise ValueError(
-            f"bits={bits} means levels={2 ** int(bits)}, but levels={levels} was passed; "
-            "give one of them (or both, agreeing)."
-        )
-    else:
-        levels = 2 ** int(bits)
+    levels = num_levels(bits, levels)
     repeats = check_steps(num_repeats) if dequantization == "uniform" else 1
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(f"need finite low < high; got low={low}, high={high}.")

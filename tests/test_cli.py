@@ -65,7 +65,7 @@ def digits_ckpt(tmp_path_factory):
 
 def _fake_bits_per_dim(calls):
     def fake(sde, score, k, **kwargs):
-        calls.append(dict(kwargs, num=k.shape[0]))
+        calls.append(dict(kwargs, num=k.shape[0], top=int(jnp.max(k))))
         return types.SimpleNamespace(bpd=jnp.full(k.shape[0], 3.0), nfe=jnp.full(k.shape[0], 90))
 
     return fake
@@ -135,6 +135,21 @@ def test_nll_on_images_defaults_to_hutchinson_at_a_float32_safe_t_eps(
     report = json.loads((tmp_path / "nll.json").read_text())
     assert report["num"] == 5 and report["divergence"] == "hutchinson"
     assert report["value"] == 3.0 and report["t_eps"] == call["t_eps"]
+
+
+def test_nll_evaluates_a_digits_checkpoint_in_its_own_convention(
+    digits_ckpt, tmp_path_factory, capsys, monkeypatch
+):
+    ckpt17 = _checkpoint(tmp_path_factory.mktemp("digits17"), dataset="digits", levels=17)
+    for path, levels, top in ((ckpt17, 17, 16), (digits_ckpt, 256, 255)):
+        calls = []
+        monkeypatch.setattr(_likelihood, "bits_per_dim", _fake_bits_per_dim(calls))
+        out = tmp_path_factory.mktemp("nll")
+        assert cli.main(["nll", str(path), "--num", "297", "--out", str(out)]) == 0
+        (call,) = calls
+        assert call["levels"] == levels and call["top"] == top  # grey levels or 8-bit values
+        assert json.loads((out / "nll.json").read_text())["levels"] == levels
+        assert (" at 17 levels" if levels == 17 else " at 8 bits") in capsys.readouterr().err
 
 
 def test_nll_on_2d_data_is_exact_and_emits_no_raw_warning(toy_ckpt, tmp_path, capsys, recwarn):

@@ -82,6 +82,41 @@ def test_dequantize_and_quantize():
     np.testing.assert_allclose(centres, 2 * (np.asarray(k) + 0.5) / 256 - 1, rtol=1e-6)
 
 
+def test_seventeen_levels_fill_each_grey_level_bin():
+    """Grey level k goes to [2k/17 - 1, 2(k + 1)/17 - 1), spread uniformly; quantize inverts."""
+    k = jnp.tile(jnp.arange(17, dtype=jnp.uint8), 200)
+    y = ss.dequantize(jr.key(0), k, levels=17)
+    kk = np.asarray(k, np.float64)
+    lo, hi = 2 * kk / 17 - 1, 2 * (kk + 1) / 17 - 1
+    assert np.all((np.asarray(y) >= lo - 1e-6) & (np.asarray(y) < hi))
+    offset = (np.asarray(y, np.float64) + 1) * 17 / 2 - kk  # u, in level units
+    assert abs(offset.mean() - 0.5) < 5 * np.sqrt(1 / 12 / offset.size)
+    for level in (0, 16):  # each end bin is filled, not just touched
+        assert np.ptp(offset[np.asarray(k) == level]) > 0.9
+    np.testing.assert_array_equal(ss.quantize(y, levels=17), k)
+    np.testing.assert_allclose(ss.dequantize(None, k, levels=17), (lo + hi) / 2, rtol=1e-6)
+    # bits and levels agree, as in bits_per_dim; anything else is refused
+    np.testing.assert_array_equal(
+        ss.dequantize(None, k, bits=8, levels=256), ss.dequantize(None, k)
+    )
+    for bad in (dict(levels=1), dict(bits=0), dict(bits=4, levels=17)):
+        with pytest.raises(ValueError, match="bits|levels"):
+            ss.dequantize(None, k, **bad)
+
+
+def test_digit_levels_and_images_are_inverse():
+    digits = ss.load_digits()
+    v = ss.digit_levels(digits.train)
+    assert v.dtype == np.uint8 and v.shape == digits.train.shape
+    assert v.min() == 0 and v.max() == 16 and len(np.unique(v)) == 17
+    np.testing.assert_array_equal(ss.digit_images(v), digits.train)
+    np.testing.assert_array_equal(ss.digit_images(np.arange(17)), np.rint(np.arange(17) * 255 / 16))
+    with pytest.raises(ValueError, match="17 grey levels"):
+        ss.digit_levels(np.array([[1, 2, 3]], np.uint8))  # not round(255 v / 16) of a level
+    with pytest.raises(ValueError, match="grey levels"):
+        ss.digit_images(np.array([17]))
+
+
 def test_batches_cover_each_epoch_once_and_are_reproducible():
     data = jnp.arange(10.0)[:, None]
     it = ss.batches(jr.key(0), data, 3)

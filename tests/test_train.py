@@ -3,6 +3,7 @@
 import argparse
 import json
 import math
+import types
 
 import diffrax as dfx
 import equinox as eqx
@@ -256,6 +257,55 @@ def test_cli_train_rejects_bad_flags(capsys):
     assert "--samples" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _parse(["train", "--sde", "nonsense"])
+
+
+def test_cli_train_levels_17_trains_on_grey_levels_and_records_them(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_fit(model, loss, data, *, preprocess, **kwargs):  # no compile: the data path only
+        seen.update(data=np.asarray(data), y=np.asarray(preprocess(jr.key(0), data)))
+        return types.SimpleNamespace(ema_model=model, losses=np.ones(2))
+
+    monkeypatch.setattr(_cli_train, "fit", fake_fit)
+    argv = ["train", "--dataset", "digits", "--levels", "17", "--model-size", "tiny", "--steps",
+            "2", "--samples", "0", "--quiet", "--out", str(tmp_path)]  # fmt: skip
+    assert _cli_train.run(_parse(argv)) == 0
+    v = seen["data"].astype(np.float64)
+    np.testing.assert_array_equal(seen["data"], ss.digit_levels(ss.load_digits().train))
+    assert np.all((seen["y"] >= 2 * v / 17 - 1 - 1e-6) & (seen["y"] < 2 * (v + 1) / 17 - 1))
+    hyper = ss.read_sidecar(tmp_path / "checkpoint.eqx")["hyperparameters"]
+    assert hyper["levels"] == 17 and _cli_train.TrainConfig(**hyper).levels == 17
+    # the default stays 8 bits: the 8-bit values, 2(k + u)/256 - 1
+    assert _cli_train.run(_parse([*argv[:3], *argv[5:]])) == 0
+    assert seen["data"].max() == 255 and seen["y"].max() > 0.99
+    assert ss.read_sidecar(tmp_path / "checkpoint.eqx")["hyperparameters"]["levels"] == 256
+
+
+def test_cli_train_refuses_bad_levels(capsys):
+    assert _cli_train.run(_parse(["train", "--dataset", "digits", "--levels", "16"])) == 2
+    err = capsys.readouterr().err
+    assert "levels must be 256" in err and "or 17" in err and "got 16" in err
+    assert _cli_train.run(_parse(["train", "--dataset", "moons", "--levels", "17"])) == 2
+    assert "digits convention" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _parse(["train", "--levels", "seventeen"])
+    # checkpoints written before --levels existed read as 8-bit models
+    assert _cli_train.TrainConfig(dataset="digits").levels == 256
+
+
+@pytest.mark.slow
+def test_cli_train_levels_17_then_nll_at_17_levels(tmp_path):
+    """A real (tiny, 3-step) 17-level run, then `scoresde nll` on it: bits/dim at 17 levels."""
+    from scoresde import cli
+
+    argv = ["train", "--dataset", "digits", "--levels", "17", "--model-size", "tiny", "--steps",
+            "3", "--batch-size", "16", "--samples", "2", "--quiet", "--out", str(tmp_path)]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert json.loads((tmp_path / "digit_metrics.json").read_text())  # samples scored as images
+    ckpt = str(tmp_path / "checkpoint.eqx")
+    assert cli.main(["nll", ckpt, "--num", "2", "--no-progress", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "nll.json").read_text())
+    assert report["levels"] == 17 and math.isfinite(report["value"])
 
 
 # --- the statistical training check --------------------------------------------------------

@@ -140,6 +140,7 @@ def run(args) -> int:
     import numpy as np
 
     from .. import _data
+    from . import train
     from .sample import write_png
 
     if args.images < 1 or args.steps < 1:
@@ -155,7 +156,9 @@ def run(args) -> int:
         raise UsageError(f"--images must be <= {digits.test.shape[0]} (the digits test split)")
     mask = make_mask(args.mask)
     out = prepare_out(args.out)
-    truth = np.asarray(_data.dequantize(None, jnp.asarray(digits.test[: args.images])))
+    # in the checkpoint's convention (8 bits or 17 levels), at the bin centres
+    test_k, dequantize = train.digit_data(digits.test[: args.images], config.levels)
+    truth = np.asarray(dequantize(None, jnp.asarray(test_k)))
     if not args.no_progress:
         note("inpaint", f"compiling the {args.method}-guided sampler (first call) ...")
     with library_warnings_as_notes("inpaint"):
@@ -163,7 +166,8 @@ def run(args) -> int:
                          noise_std=args.noise_std, steps=args.steps,
                          progress=not args.no_progress)  # fmt: skip
     completed = np.clip(np.asarray(result.x), -1, 1)
-    mean_image = np.asarray(_data.dequantize(None, jnp.asarray(digits.train))).mean(axis=0)
+    train_k = train.digit_data(digits.train, config.levels)[0]
+    mean_image = np.asarray(dequantize(None, jnp.asarray(train_k))).mean(axis=0)
     rmse = hidden_rmse(completed, truth, mask)
     baseline = hidden_rmse(np.broadcast_to(mean_image, truth.shape), truth, mask)
     write_png(out / "inpaint.png", grid(truth * mask, completed, truth, mask))

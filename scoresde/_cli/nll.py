@@ -3,7 +3,9 @@
 The divergence of the PF-ODE drift defaults to one that fits the data's size: the exact trace
 for 2-D data (2 Jacobian-vector products per evaluation), one Rademacher probe of Hutchinson's
 estimator for images (1 instead of 64). The ODE starts at `--t-eps` (default 1e-4, the smallest
-start time at which float32 keeps its precision near the data).
+start time at which float32 keeps its precision near the data). A digits checkpoint is evaluated
+in the convention it was trained on (its config's `levels`): bits/dim at 17 levels on the grey
+levels for `--levels 17`, at 8 bits on the 8-bit images for the default 256.
 """
 
 import pathlib
@@ -37,8 +39,9 @@ def add_parser(subparsers):
         "nll",
         help="negative log-likelihood (2-D data) or bits/dim (digits) under a checkpoint",
         description="Evaluate a checkpoint's likelihood on held-out data by the PF-ODE (float32): "
-        "nats per sample for 2-D toy sets; bits/dim for the 8-bit digits (8 bits mapped to "
-        "[-1, 1], uniform dequantisation; 297 test images). Writes nll.json to --out.",
+        "nats per sample for 2-D toy sets; bits/dim for the digits (297 test images, uniform "
+        "dequantisation) in the checkpoint's own convention: 8 bits mapped to [-1, 1], or "
+        "the 17 grey levels for a `train --levels 17` model. Writes nll.json to --out.",
         formatter_class=HelpFormatter,
     )
     p.add_argument("checkpoint", type=pathlib.Path, help="path to checkpoint.eqx")
@@ -83,7 +86,8 @@ def choose_divergence(name: str, dim: int) -> tuple[str, object, str]:
 
 
 def held_out(config, num: int, key):
-    """`num` held-out points of the checkpoint's data set (digits: 8-bit test images)."""
+    """`num` held-out points of the checkpoint's data set (digits: test images as the integers
+    its convention dequantises, 8-bit values or grey levels; see `train.digit_data`)."""
     import jax.numpy as jnp
     import jax.random as jr
 
@@ -96,7 +100,7 @@ def held_out(config, num: int, key):
                 f"--num {num}: the digits test split has only {test.shape[0]} images; "
                 f"pass --num {test.shape[0]} or fewer"
             )
-        return jnp.asarray(test[:num])
+        return jnp.asarray(train.digit_data(test[:num], config.levels)[0])
     return train.TOY_DATASETS[config.dataset](jr.fold_in(key, 7), num)
 
 
@@ -124,9 +128,13 @@ def run(args) -> int:
     dim = math.prod(data_shape(config))
     name, divergence, cost = choose_divergence(args.divergence, dim)
     out = prepare_out(args.out)
+    convention = ""
+    if config.dataset == "digits":
+        convention = " at 17 levels" if config.levels == 17 else " at 8 bits"
     note(
         "nll",
-        f"{num} samples of {config.dataset} ({dim} dimensions each); divergence: {name}, "
+        f"{num} samples of {config.dataset}{convention} ({dim} dimensions each); "
+        f"divergence: {name}, "
         f"each ODE evaluation costs one score evaluation and {cost}; Dopri5 at rtol = atol = "
         f"1e-5 from t_eps = {args.t_eps:g}",
     )
@@ -138,7 +146,8 @@ def run(args) -> int:
     with library_warnings_as_notes("nll"):
         if config.dataset == "digits":
             bpd_fn = _likelihood.bits_per_dim
-            r_bpd = bpd_fn(model.sde, model, data, **common, **progress_kwargs(bpd_fn, show))
+            r_bpd = bpd_fn(model.sde, model, data, levels=config.levels, **common,
+                           **progress_kwargs(bpd_fn, show))  # fmt: skip
             values, metric, nfe = r_bpd.bpd, "bits_per_dim", r_bpd.nfe
         else:
             ll_fn = _likelihood.log_likelihood
@@ -150,6 +159,7 @@ def run(args) -> int:
         stderr=float(jnp.std(values) / jnp.sqrt(values.shape[0])),
         checkpoint=str(args.checkpoint),
         dataset=config.dataset,
+        **({"levels": config.levels} if config.dataset == "digits" else {}),
         num=num,
         divergence=name,
         t_eps=args.t_eps,
@@ -158,7 +168,7 @@ def run(args) -> int:
     (out / "nll.json").write_text(json.dumps(report, indent=2))
     print(
         f"{report['metric']} = {report['value']:.4f} +- {report['stderr']:.4f} "
-        f"({num} held-out samples of {config.dataset}, {name} divergence, mean NFE "
+        f"({num} held-out samples of {config.dataset}{convention}, {name} divergence, mean NFE "
         f"{report['mean_nfe']:.0f}) -> {out / 'nll.json'}"
     )
     return 0

@@ -189,16 +189,20 @@ def run(args) -> int:
         + ", ".join(str(w) for w in written)
     )
     if config.dataset == "digits" and x.shape[0] >= 2:
-        report_digit_metrics(x, out)
+        report_digit_metrics(x, out, config.levels)
     return 0
 
 
-def report_digit_metrics(x, out):
+def report_digit_metrics(x, out, levels: int = 256):
     """Digit samples against the real digits (`scoresde.digit_metrics`): one line on stdout and
-    digit_metrics.json in `out`; a note instead when scikit-learn is missing."""
+    digit_metrics.json in `out`; a note instead when scikit-learn is missing. Samples of a
+    17-level model (`levels=17`) are quantised to grey levels and compared as 8-bit images."""
     import json
 
-    from .. import _digit_metrics
+    from .. import _data, _digit_metrics
+
+    if levels != 256:
+        x = _data.digit_images(_data.quantize(x, levels=levels))
 
     try:
         m = _digit_metrics.digit_metrics(x)

@@ -51,6 +51,9 @@ WEIGHTINGS = ("sigma2", "likelihood", "edm")
 # (width, depth) of the MLP for 2-D data; (base_channels, channel_mults) of the U-Net.
 MLP_SIZES = {"tiny": (64, 2), "small": (128, 3), "medium": (256, 4)}
 UNET_SIZES = {"tiny": (8, (1, 2)), "small": (16, (1, 2)), "medium": (32, (1, 2))}
+# digits: the data convention trained on, y = 2(k + u)/L - 1; 256 (8 bits, k the 8-bit value) or
+# 17 (k the grey level 0..16). Evaluated in the same convention (`scoresde nll`).
+LEVELS = (256, 17)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +72,7 @@ class TrainConfig:
     seed: int = 0
     conditional: bool = False
     p_uncond: float = 0.1
+    levels: int = 256
 
     def __post_init__(self):
         for name, allowed in (
@@ -91,6 +95,16 @@ class TrainConfig:
             )
         if not 0 <= self.p_uncond <= 1:
             raise ValueError(f"p_uncond must lie in [0, 1]; got {self.p_uncond}.")
+        if isinstance(self.levels, bool) or self.levels not in LEVELS:
+            raise ValueError(
+                f"levels must be 256 (8-bit dequantisation) or 17 (the digits' grey levels); "
+                f"got {self.levels!r}."
+            )
+        if self.levels != 256 and self.dataset != "digits":
+            raise ValueError(
+                f"levels={self.levels} is a digits convention; {self.dataset!r} is continuous "
+                "2-D data (leave levels at 256)."
+            )
 
 
 def model_from_config(config: TrainConfig, *, key):
@@ -178,8 +192,26 @@ def final_samples(model, config, out_dir, num, key):
     print(f"{num} samples (DPM-Solver++(2M), {FINAL_STEPS} steps) -> "
           + ", ".join(str(w) for w in written))  # fmt: skip
     if config.dataset == "digits" and num >= 2:
-        report_digit_metrics(x, out_dir)
+        report_digit_metrics(x, out_dir, config.levels)
     return written
+
+
+def digit_data(images, levels: int):
+    """8-bit digit images as the integers a `levels` model sees, and the `dequantize(key, k)`
+    that maps them to $y = 2(k + u)/L - 1$: the 8-bit values for 256, the grey levels 0..16
+    (`scoresde.digit_levels`) for 17."""
+    if levels == 256:
+        return images, _data.dequantize
+    return _data.digit_levels(images), _Dequantize(levels)
+
+
+class _Dequantize(eqx.Module):
+    """`scoresde.dequantize(key, k, levels=levels)` as a `preprocess(key, batch)`."""
+
+    levels: int = eqx.field(static=True)
+
+    def __call__(self, key, k):
+        return _data.dequantize(key, k, levels=self.levels)
 
 
 def train(config: TrainConfig, out_dir, *, progress: bool = True, sharding=None) -> dict:
@@ -193,10 +225,12 @@ def train(config: TrainConfig, out_dir, *, progress: bool = True, sharding=None)
     model = model_from_config(config, key=key_init)
     preprocess: Callable | None = None
     loss = _loss(config, model.sde)
-    if config.conditional:
+    if config.dataset == "digits":
         digits = _data.load_digits()
-        data = _conditional.pack_labels(digits.train, digits.train_labels)
-        preprocess = _conditional.UnpackLabels((1, 8, 8), _data.dequantize)
+        train_images, dequantize = digit_data(digits.train, config.levels)
+    if config.conditional:
+        data = _conditional.pack_labels(train_images, digits.train_labels)
+        preprocess = _conditional.UnpackLabels((1, 8, 8), dequantize)
         loss = _conditional.LabelDropoutDSM(
             loss.sde,
             NUM_CLASSES[config.dataset],
@@ -206,8 +240,8 @@ def train(config: TrainConfig, out_dir, *, progress: bool = True, sharding=None)
             loss.t_eps,
         )
     elif config.dataset == "digits":
-        data = jnp.asarray(_data.load_digits().train)
-        preprocess = _data.dequantize
+        data = jnp.asarray(train_images)
+        preprocess = dequantize
     else:
         data = TOY_DATASETS[config.dataset](key_data, config.num_train)
     optimizer = adam_with_warmup(
@@ -281,6 +315,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--p-uncond", type=float, default=defaults.p_uncond,
                    help="with --conditional: probability of replacing a label by the null "
                    "label while training")  # fmt: skip
+    p.add_argument("--levels", type=int, default=defaults.levels,
+                   help="digits: the data convention trained on (and evaluated by `scoresde "
+                   "nll`), y = 2(k + u)/L - 1: 256 dequantises the 8-bit values, 17 the grey "
+                   "levels 0..16 (the data's own resolution)")  # fmt: skip
     add_out(p, "train")
     add_no_shard(p)
     p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
@@ -308,6 +346,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             conditional=args.conditional,
             p_uncond=args.p_uncond,
+            levels=args.levels,
         )
     except ValueError as e:
         print(f"scoresde train: {e}", file=sys.stderr)
