@@ -90,9 +90,8 @@ def _solve_one(
         u = u0 + (u_end - u0) * (n.astype(dtype) / QUANTA)
         return jnp.where(n == 0, s0, jnp.where(n == QUANTA, s_end, s_of_u(u)))
 
-    def quanta(h_u):  # a step in u as whole quanta in [1, QUANTA], floored
-        k = jnp.floor(jnp.minimum(h_u / quantum, QUANTA))
-        return jnp.maximum(k, 1).astype(jnp.int32)
+    def whole(k):  # a step of k (real) quanta as whole quanta in [1, QUANTA], floored
+        return jnp.maximum(jnp.floor(jnp.minimum(k, QUANTA)), 1).astype(jnp.int32)
 
     def cond(carry):
         return carry[-1] == RUNNING
@@ -119,7 +118,7 @@ def _solve_one(
         x_new = jnp.where(ok, x_heun, x)
         x_prev = jnp.where(ok, x_em, x_prev)
         growth = SAFETY * err ** (-EXPONENT)
-        k_new = jnp.minimum(quanta(k.astype(dtype) * quantum * growth), QUANTA - n_new)
+        k_new = jnp.minimum(whole(k.astype(dtype) * growth), QUANTA - n_new)
         # The next step's length in s (for log-SNR steps, to first order) against dt_min.
         h_ctrl_s = h * growth
         status = jnp.where(ok & last, DONE, RUNNING)
@@ -129,7 +128,7 @@ def _solve_one(
         return n_new, x_new, x_prev, k_new, attempted, accepted, status.astype(jnp.int32)
 
     zero = jnp.asarray(0, jnp.int32)
-    init = (zero, x0, x0, quanta(jnp.asarray(h_init, dtype)), zero, zero, zero)
+    init = (zero, x0, x0, whole(jnp.asarray(h_init, dtype) / quantum), zero, zero, zero)
     _, x, _, _, attempted, accepted, status = lax.while_loop(cond, body, init)
     return x, attempted, accepted, status
 
