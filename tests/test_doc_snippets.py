@@ -14,22 +14,22 @@ Conventions for the documentation's code blocks:
   `<!-- snippet: slow -->` for a long block, marked `slow` (run with `pytest -m slow`) together
   with every later block of its page, which may build on it; `<!-- snippet: output -->` before a
   ```text block, as above.
-- JAX's global settings a page changes (e.g. `jax_enable_x64`) stay with that page: they are
-  restored for the rest of the test session after every block.
+- Each page runs in a process of its own (`tests/doc_worker.py`), with the user's XLA settings
+  rather than the test suite's (the printed figures are what a reader gets), so the global JAX
+  settings a page changes (e.g. `jax_enable_x64`) stay with that page.
 
 The blocks are extracted with `mktestdocs.grab_code_blocks`; fences, line numbers and markers are
 read alongside it and checked against it.
 """
 
-import contextlib
 import doctest
-import io
+import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import pytest
 from mktestdocs import grab_code_blocks
 
@@ -39,8 +39,6 @@ FENCE = re.compile(r"^```(\S*)\s*$")
 MARKER = re.compile(r"^<!--\s*snippet:\s*(\w+)\s*-->$")
 MARKERS = {"fragment", "slow", "output"}
 DOCTEST_FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-# JAX settings that a page may change and that must not leak into other tests.
-JAX_FLAGS = ("jax_enable_x64", "jax_numpy_rank_promotion")
 
 
 class Block:
@@ -94,29 +92,35 @@ def _params():
             yield pytest.param(block, id=block.id, marks=marks)
 
 
-# Per page: its namespace, its JAX settings, and how many of its blocks have run.
+# Per page: its worker process, how many of its blocks have run, and the first that failed.
 _STATE: dict[Path, dict] = {}
 _WORKDIRS: dict[Path, Path] = {}
 
 
-def _run(block: Block, namespace: dict) -> None:
-    if re.search(r"^>>> ", block.code, re.MULTILINE):
-        parser = doctest.DocTestParser()
-        test = parser.get_doctest(block.code, namespace, block.id, str(block.page), block.line)
-        runner = doctest.DocTestRunner(optionflags=DOCTEST_FLAGS)
-        report = []
-        runner.run(test, out=report.append, clear_globs=False)
-        assert runner.failures == 0, "".join(report)
-        return
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        exec(compile(block.code, block.id, "exec"), namespace)
-    got = stdout.getvalue()
-    sys.stdout.write(got)
+def _worker(workdir: Path) -> subprocess.Popen:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = env.pop("SCORESDE_USER_XLA_FLAGS", "")  # set aside by conftest.py
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("doc_worker.py"))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=workdir, env=env,
+    )  # fmt: skip
+
+
+def _run(block: Block, worker: subprocess.Popen) -> None:
+    request = dict(id=block.id, code=block.code, page=str(block.page), line=block.line)
+    assert worker.stdin is not None and worker.stdout is not None
+    worker.stdin.write(json.dumps(request) + "\n")
+    worker.stdin.flush()
+    answer = worker.stdout.readline()
+    if not answer:
+        pytest.fail(f"{block.id}: the page's process died (exit status {worker.wait()})")
+    result = json.loads(answer)
+    sys.stdout.write(result["stdout"])
+    assert result["error"] is None, f"{block.id} failed:\n{result['error']}"
     if block.output is not None:
         checker = doctest.OutputChecker()
-        assert checker.check_output(block.output, got, DOCTEST_FLAGS), (
-            f"{block.id} printed\n{got}but the page shows\n{block.output}"
+        assert checker.check_output(block.output, result["stdout"], DOCTEST_FLAGS), (
+            f"{block.id} printed\n{result['stdout']}but the page shows\n{block.output}"
         )
 
 
@@ -125,34 +129,23 @@ def _run_in_page(block: Block, workdir: Path) -> None:
     index = blocks.index(block)
     state = _STATE.get(block.page)
     if state is None or index < state["done"]:  # first block run, or a rerun of the page
-        state = _STATE[block.page] = {
-            "namespace": {"__name__": "__main__"},
-            "flags": {},
-            "done": 0,
-            "failed": None,
-        }
-    saved = {flag: getattr(jax.config, flag) for flag in JAX_FLAGS}
-    cwd = os.getcwd()
-    os.chdir(workdir)  # files a page writes land in a temporary folder
-    try:
-        for name, value in state["flags"].items():
-            jax.config.update(name, value)
-        for earlier in blocks[state["done"] : index + 1]:
-            if state["failed"] is not None:
-                pytest.fail(f"an earlier block of this page failed: {state['failed']}")
-            state["done"] += 1
-            if earlier.marker == "fragment":
-                continue
-            try:
-                _run(earlier, state["namespace"])
-            except BaseException:
-                state["failed"] = earlier.id
-                raise
-    finally:
-        os.chdir(cwd)
-        state["flags"] = {flag: getattr(jax.config, flag) for flag in JAX_FLAGS}
-        for name, value in saved.items():
-            jax.config.update(name, value)
+        if state is not None:
+            state["worker"].kill()
+        state = _STATE[block.page] = {"worker": _worker(workdir), "done": 0, "failed": None}
+    for earlier in blocks[state["done"] : index + 1]:
+        if state["failed"] is not None:
+            pytest.fail(f"an earlier block of this page failed: {state['failed']}")
+        state["done"] += 1
+        if earlier.marker == "fragment":
+            continue
+        try:
+            _run(earlier, state["worker"])
+        except BaseException:
+            state["failed"] = earlier.id
+            raise
+    if state["done"] == len(blocks):
+        state["worker"].stdin.close()
+        state["worker"].wait()
 
 
 def test_blocks_are_found():
