@@ -144,3 +144,51 @@ def test_estimators_recover_a_gaussian(x64):
             white = np.linalg.cholesky(np.linalg.inv(cov))
             rel = white.T @ np.asarray(est.cov) @ white
             assert np.max(np.abs(rel - np.eye(4))) < 6 * np.sqrt(2 / n) * 4
+
+
+def _dense_metric(pre, dim):
+    return np.stack([np.asarray(pre.apply(e)) for e in np.eye(dim)], axis=1)
+
+
+def test_fisher_divergence_fit_is_exact_for_gaussians_from_a_foreign_pilot(x64):
+    # Scores of a Gaussian are linear, so the fit recovers the target from a pilot drawn from
+    # N(0, I), far from the target: a diagonal Gaussian by rank=None, a spiked covariance
+    # tau I + rank 2 by rank=2 (to float64 rounding, with no sampling error).
+    rng = np.random.default_rng(0)
+    dim = 6
+    pilot = jr.normal(jr.key(1), (40, dim), jnp.float64)
+    mean = jnp.asarray(rng.normal(size=dim))
+    var = np.logspace(-2, 1, dim)
+    diagonal = ss.analytic.Gaussian(mean, jnp.asarray(np.diag(var)))
+    pre = ss.estimate_preconditioner(diagonal.score, pilot, kind="fisher_divergence")
+    assert isinstance(pre, ss.DiagonalPreconditioner)
+    np.testing.assert_allclose(np.asarray(pre.scale), var, rtol=1e-10)
+
+    u = np.linalg.qr(rng.normal(size=(dim, 2)))[0]
+    spiked = 0.3 * np.eye(dim) + u @ np.diag([25.0, 4.0]) @ u.T
+    target = ss.analytic.Gaussian(mean, jnp.asarray(spiked))
+    pre = ss.estimate_preconditioner(target.score, pilot, kind="fisher_divergence", rank=2)
+    assert isinstance(pre, ss.LowRankPreconditioner)
+    np.testing.assert_allclose(_dense_metric(pre, dim), spiked, atol=1e-9)
+    # Negative control: the pilot's own covariance (a sample of N(0, I)) is far from it.
+    est = ss.estimate_preconditioner(None, pilot, kind="covariance")
+    assert np.max(np.abs(np.asarray(est.cov) - spiked)) > 1.0
+
+
+def test_fisher_divergence_fit_keeps_the_diagonal_and_refuses_bad_input(x64):
+    target, cov = _ill_conditioned(seed=3)
+    x = target.sample(jr.key(2), 4000)
+    pre = ss.estimate_preconditioner(target.score, x, kind="fisher_divergence", rank=1)
+    dense = _dense_metric(pre, 4)
+    # The projection keeps M's diagonal (here M = Sigma to sampling error) and its top direction.
+    se = np.sqrt(2 / x.shape[0]) * np.diag(cov)
+    assert np.all(np.abs(np.diag(dense) - np.diag(cov)) < 6 * se)
+    top = np.linalg.eigh(cov)[1][:, -1]
+    assert abs(top @ np.linalg.eigh(dense)[1][:, -1]) > 0.99
+    with pytest.raises(ValueError, match="rank"):
+        ss.estimate_preconditioner(target.score, x, kind="fisher_divergence", rank=4)
+    with pytest.raises(TypeError, match="callable"):
+        ss.estimate_preconditioner(None, x, kind="fisher_divergence")
+    growing = lambda y: y  # the score of no density: the fit must not return a metric
+    with pytest.raises(ValueError, match="positive definite"):
+        ss.estimate_preconditioner(growing, x, kind="fisher_divergence")
