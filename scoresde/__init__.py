@@ -47,6 +47,7 @@ from ._grid import clipped_log_snr_grid as clipped_log_snr_grid, time_grid as ti
 from ._lanczos import (
     LanczosCurvature as LanczosCurvature,
     lanczos_curvature as lanczos_curvature,
+    lanczos_per_level as lanczos_per_level,
 )
 from ._langevin import (
     MALA as MALA,

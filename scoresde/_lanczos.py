@@ -25,7 +25,7 @@ from jaxtyping import Array, Float
 from ._checks import check_int, check_key
 from ._precondition import LowRankPreconditioner
 
-__all__ = ["LanczosCurvature", "lanczos_curvature"]
+__all__ = ["LanczosCurvature", "lanczos_curvature", "lanczos_per_level"]
 
 
 class LanczosCurvature(eqx.Module):
@@ -148,3 +148,47 @@ def _run(score, points, key, rank, num_iters, shape):
     floor = theta[rank]
     vecs = (basis.T @ y[:, :rank]).reshape(dim, rank)
     return jnp.maximum(theta[:rank], floor), vecs, floor
+
+
+class _ScoreAt(eqx.Module):
+    """`score(t, x)` at a fixed time, as a score of `x` alone (`t` a traced leaf: one compile
+    serves every level)."""
+
+    score: Callable
+    t: Array
+
+    def __call__(self, x):
+        return self.score(self.t.astype(x.dtype), x)
+
+
+def lanczos_per_level(
+    kernel,
+    x_pilot,
+    *,
+    key,
+    rank: int,
+    num_iters: int | None = None,
+    at: str = "mean",
+) -> list[LanczosCurvature]:
+    r"""One [`scoresde.lanczos_curvature`][] per noise level of an annealed Langevin `kernel`:
+    level $i$ gets the top-`rank` eigenpairs of the Hessian of $-\ln p_{t_i}$ (the score at the
+    level's time $t_i$, the start vector from `fold_in(key, i)`), at the pilot's mean or points
+    (`at`). Pass `[c.preconditioner for c in result]` as the kernel's `preconditioner=`; the cost
+    is the sum of the `evals`, $2mL$ score evaluations for $L$ levels at `at="mean"`.
+    """
+    from ._langevin import AnnealedLangevin
+
+    if not isinstance(kernel, AnnealedLangevin):
+        raise TypeError(f"kernel must be a scoresde.AnnealedLangevin; got {type(kernel).__name__}.")
+    key = check_key(key)
+    return [
+        lanczos_curvature(
+            _ScoreAt(kernel.score, t),
+            x_pilot,
+            key=jr.fold_in(key, i),
+            rank=rank,
+            num_iters=num_iters,
+            at=at,
+        )  # fmt: skip
+        for i, t in enumerate(kernel.times())
+    ]

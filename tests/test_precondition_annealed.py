@@ -207,3 +207,25 @@ def test_identity_metric_reproduces_the_correctors_bit_for_bit():
             corrector=cls(**kw, preconditioner=ss.IdentityPreconditioner()),
         ).x
         np.testing.assert_array_equal(same, plain)
+
+
+def test_lanczos_per_level_recovers_each_levels_covariance_and_samples_with_it(x64):
+    """On a Gaussian, Lanczos at rank dim - 1 with dim iterations is exact, so level i's metric is
+    Cov(p_{t_i}) (to rounding) at 2 * dim evaluations a level; annealed Langevin with those
+    metrics samples the last level (the identity metric with the same steps does not, as in the
+    test above)."""
+    data = _ill_conditioned()
+    sde, plain = _annealed(data, ss.IdentityPreconditioner())
+    pilot = jr.normal(jr.key(3), (16, 4), jnp.float64)
+    curvs = ss.lanczos_per_level(plain, pilot, key=jr.key(4), rank=3, num_iters=4)
+    assert [c.evals for c in curvs] == [8, 8]
+    for curv, t in zip(curvs, plain.times(), strict=True):
+        dense = np.stack([np.asarray(curv.preconditioner.apply(e)) for e in np.eye(4)], axis=1)
+        np.testing.assert_allclose(dense, np.asarray(data.marginal(sde, t).cov), atol=1e-9)
+    _, kernel = _annealed(data, [c.preconditioner for c in curvs])
+    n = 4000
+    out = ss.run_langevin(kernel, jr.normal(jr.key(0), (n, 4)), key=jr.key(1),
+                          num_steps=kernel.num_steps)  # fmt: skip
+    assert _moments_ok(out.x, data.marginal(sde, plain.times()[-1]), n)
+    with pytest.raises(TypeError, match="AnnealedLangevin"):
+        ss.lanczos_per_level(ss.UnadjustedLangevin(data.score, 0.1), pilot, key=jr.key(0), rank=2)
