@@ -23,11 +23,12 @@ Run: `python benchmarks/real_data.py [--checkpoint PATH] [--name NAME]`. Writes
 `benchmarks/results/NAME.json` (default `real_data`). Takes about a minute on 2 CPU cores
 without a checkpoint. The 17-level model of docs/concepts/likelihood.md:
 
-    scoresde train --dataset digits --levels 17 --steps 1800 --samples 0 --out runs/digits17
+    scoresde train --dataset digits --levels 17 --weighting sigma2 --steps 1800 --samples 0 \
+        --out runs/digits17
     python benchmarks/real_data.py --checkpoint runs/digits17/checkpoint.eqx \
         --name real_data_model17
 
-and the 8-bit model beside it: the same without `--levels 17`, `--name real_data_model8`.
+and the 8-bit model beside it: the same with `--levels 256`, `--name real_data_model8`.
 """
 
 import argparse
@@ -45,6 +46,8 @@ import scoresde as ss  # noqa: E402
 
 LEVELS = 17
 LOG2 = math.log(2)
+ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+COMPONENTS = (1, 2, 5, 10, 15, 20)
 
 
 def digit_levels(images) -> np.ndarray:
@@ -135,7 +138,7 @@ def model_rows(path, test_images, *, num, seed, t_eps):
     `bits=8` on the 8-bit images, whose figure is also a code length for the same data but
     charges a smooth density about log2(256/17) = 3.91 bits/dim for the unused bins. A checkpoint
     is evaluated in the convention it was trained on (`levels` in its config, as `scoresde nll`
-    does): an 8-bit model (`scoresde train`'s default, `ss.dequantize` of the 8-bit values) gets
+    does): an 8-bit model (`--levels 256`, `ss.dequantize` of the 8-bit values) gets
     both rows, a `--levels 17` model the 17-level row only (its density lives on
     y = 2(v + u)/17 - 1, so the 8-bit bins, which sit elsewhere in [-1, 1], would not measure it).
     One Rademacher probe, Dopri5 at rtol = atol = 1e-5 (as `scoresde nll`).
@@ -183,13 +186,51 @@ def model_rows(path, test_images, *, num, seed, t_eps):
     return rows
 
 
+def baseline_rows(*, num_val=300, repeats=16, train_copies=4, alphas=ALPHAS,
+                  components=COMPONENTS, seed=0):  # fmt: skip
+    """The classical rows (uniform, categorical, gaussian, gmm) on the test split, each
+    hyperparameter chosen on a validation split carved from train; returns (rows, selection)."""
+    data = ss.load_digits()
+    train, test = digit_levels(data.train), digit_levels(data.test)
+    fit_part, val_part = split_validation(train, num_val, seed)
+    rng = np.random.default_rng(seed)
+    rows, selection = [], {}
+
+    rows.append(row("uniform", np.full(len(test), math.log2(LEVELS))))
+
+    val_scores = {a: float(categorical_bpd(categorical_fit(fit_part, a), val_part).mean())
+                  for a in alphas}  # fmt: skip
+    alpha = min(val_scores, key=val_scores.get)
+    selection["categorical_alpha"] = dict(chosen=alpha, validation_bpd=val_scores)
+    rows.append(row("categorical", categorical_bpd(categorical_fit(train, alpha), test), None,
+                    alpha=alpha))  # fmt: skip
+
+    w_train = dequantised(train, rng, train_copies)
+    per_image, draws = dequantised_bpd(gaussian_log_density(w_train), test, rng, repeats)
+    rows.append(row("gaussian", per_image, draws))
+
+    w_fit = dequantised(fit_part, rng, train_copies)
+    val_scores = {}
+    for c in components:
+        log_density = gmm_log_density(w_fit, c, seed)
+        val_scores[c] = float(dequantised_bpd(log_density, val_part, rng, 2)[0].mean())
+        print(f"  gmm validation: {c:3d} components {val_scores[c]:.3f} bits/dim", flush=True)
+    components = min(val_scores, key=val_scores.get)
+    selection["gmm_components"] = dict(chosen=components, validation_bpd=val_scores)
+    log_density = gmm_log_density(w_train, components, seed)
+    per_image, draws = dequantised_bpd(log_density, test, rng, repeats)
+    rows.append(row("gmm", per_image, draws, components=components))
+
+    return rows, selection
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--num-val", type=int, default=300, help="validation images carved from train")
     p.add_argument("--repeats", type=int, default=16, help="draws of u for dequantised figures")
     p.add_argument("--train-copies", type=int, default=4, help="dequantised copies to fit on")
-    p.add_argument("--alphas", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
-    p.add_argument("--components", type=int, nargs="+", default=[1, 2, 5, 10, 15, 20])
+    p.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
+    p.add_argument("--components", type=int, nargs="+", default=list(COMPONENTS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", type=pathlib.Path, help="a `scoresde train` digits checkpoint")
     p.add_argument("--checkpoint-num", type=int, default=297, help="test images for the model")
@@ -197,36 +238,12 @@ def main(argv=None):
     p.add_argument("--name", default="real_data", help="results file benchmarks/results/NAME.json")
     args = p.parse_args(argv)
 
+    rows, selection = baseline_rows(num_val=args.num_val, repeats=args.repeats,
+                                    train_copies=args.train_copies, alphas=args.alphas,
+                                    components=args.components, seed=args.seed)  # fmt: skip
     data = ss.load_digits()
-    train, test = digit_levels(data.train), digit_levels(data.test)
-    fit_part, val_part = split_validation(train, args.num_val, args.seed)
-    rng = np.random.default_rng(args.seed)
-    rows, selection = [], {}
-
-    rows.append(row("uniform", np.full(len(test), math.log2(LEVELS))))
-
-    val_scores = {a: float(categorical_bpd(categorical_fit(fit_part, a), val_part).mean())
-                  for a in args.alphas}  # fmt: skip
-    alpha = min(val_scores, key=val_scores.get)
-    selection["categorical_alpha"] = dict(chosen=alpha, validation_bpd=val_scores)
-    rows.append(row("categorical", categorical_bpd(categorical_fit(train, alpha), test), None,
-                    alpha=alpha))  # fmt: skip
-
-    w_train = dequantised(train, rng, args.train_copies)
-    per_image, draws = dequantised_bpd(gaussian_log_density(w_train), test, rng, args.repeats)
-    rows.append(row("gaussian", per_image, draws))
-
-    w_fit = dequantised(fit_part, rng, args.train_copies)
-    val_scores = {}
-    for c in args.components:
-        log_density = gmm_log_density(w_fit, c, args.seed)
-        val_scores[c] = float(dequantised_bpd(log_density, val_part, rng, 2)[0].mean())
-        print(f"  gmm validation: {c:3d} components {val_scores[c]:.3f} bits/dim", flush=True)
-    components = min(val_scores, key=val_scores.get)
-    selection["gmm_components"] = dict(chosen=components, validation_bpd=val_scores)
-    log_density = gmm_log_density(w_train, components, args.seed)
-    per_image, draws = dequantised_bpd(log_density, test, rng, args.repeats)
-    rows.append(row("gmm", per_image, draws, components=components))
+    alpha = selection["categorical_alpha"]["chosen"]
+    components = selection["gmm_components"]["chosen"]
 
     if args.checkpoint is not None:  # MODEL ROW: the trained score model's bits/dim
         rows += model_rows(args.checkpoint, data.test, num=args.checkpoint_num, seed=args.seed,
@@ -235,7 +252,7 @@ def main(argv=None):
     base = rows[0]["bpd"]
     for r in rows:
         r["ratio_to_uniform"] = r["bpd"] / base
-    print(f"\n8x8 digits, {len(test)} test images, 17 levels (bits/dim; lower is better)")
+    print(f"\n8x8 digits, {len(data.test)} test images, 17 levels (bits/dim; lower is better)")
     print(f"{'row':20s} {'bits/dim':>9s} {'se(test)':>9s} {'se(MC u)':>9s} {'/ uniform':>9s}")
     for r in rows:
         mc = "-" if r["stderr_mc"] is None else f"{r['stderr_mc']:.4f}"

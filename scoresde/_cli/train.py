@@ -107,6 +107,23 @@ class TrainConfig:
             )
 
 
+# `scoresde train`'s defaults that depend on the data set (flags left unset): for the digits,
+# the recipe measured by benchmarks/digits_recipe.py (docs/how-to/train.md); a `TrainConfig`
+# itself keeps the generic ones (levels 256: checkpoints written before `levels` existed were
+# 8-bit models).
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {"levels": 17, "weighting": "likelihood", "steps": 3600},
+}
+
+
+def dataset_defaults(dataset: str) -> dict[str, Any]:
+    """The `levels`, `weighting` and `steps` that `scoresde train --dataset DATASET` uses when
+    their flags are not given."""
+    generic = TrainConfig()
+    base = {"levels": generic.levels, "weighting": generic.weighting, "steps": generic.steps}
+    return {**base, **DATASET_DEFAULTS.get(dataset, {})}
+
+
 def model_from_config(config: TrainConfig, *, key):
     """The parametrised network that `config` trains (fresh weights from `key`)."""
     sde = SDES[config.sde]()
@@ -298,11 +315,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--sde", choices=tuple(SDES), default=defaults.sde, help="forward SDE")
     p.add_argument("--parametrisation", choices=tuple(PARAMETRISATIONS),
                    default=defaults.parametrisation, help="what the network predicts")  # fmt: skip
-    p.add_argument("--weighting", choices=WEIGHTINGS, default=defaults.weighting,
-                   help="loss weighting over time")  # fmt: skip
+    p.add_argument("--weighting", choices=WEIGHTINGS, default=None,
+                   help="loss weighting over time (default: sigma2; digits: "
+                   f"{DATASET_DEFAULTS['digits']['weighting']})")  # fmt: skip
     p.add_argument("--model-size", choices=tuple(MLP_SIZES), default=defaults.model_size,
                    help="network size")  # fmt: skip
-    p.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"optimiser steps (default: {defaults.steps}; digits: "
+                   f"{DATASET_DEFAULTS['digits']['steps']})")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="batch size")
     p.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
                    help="peak Adam learning rate")  # fmt: skip
@@ -315,10 +335,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--p-uncond", type=float, default=defaults.p_uncond,
                    help="with --conditional: probability of replacing a label by the null "
                    "label while training")  # fmt: skip
-    p.add_argument("--levels", type=int, default=defaults.levels,
+    p.add_argument("--levels", type=int, default=None,
                    help="digits: the data convention trained on (and evaluated by `scoresde "
-                   "nll`), y = 2(k + u)/L - 1: 256 dequantises the 8-bit values, 17 the grey "
-                   "levels 0..16 (the data's own resolution)")  # fmt: skip
+                   "nll`), y = 2(k + u)/L - 1: 17 the grey levels 0..16 (the data's own "
+                   "resolution; the digits default), 256 the 8-bit values (2-D sets: 256 only)")  # fmt: skip
     add_out(p, "train")
     add_no_shard(p)
     p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
@@ -332,21 +352,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Execute `scoresde train` from parsed arguments; returns the exit status."""
+    given = {name: getattr(args, name) for name in ("levels", "weighting", "steps")}
+    given = {
+        name: dataset_defaults(args.dataset)[name] if value is None else value
+        for name, value in given.items()
+    }
     try:
         config = TrainConfig(
             dataset=args.dataset,
             sde=args.sde,
             parametrisation=args.parametrisation,
-            weighting=args.weighting,
+            weighting=given["weighting"],
             model_size=args.model_size,
-            steps=args.steps,
+            steps=given["steps"],
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             num_train=args.num_train,
             seed=args.seed,
             conditional=args.conditional,
             p_uncond=args.p_uncond,
-            levels=args.levels,
+            levels=given["levels"],
         )
     except ValueError as e:
         print(f"scoresde train: {e}", file=sys.stderr)
