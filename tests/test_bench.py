@@ -162,3 +162,44 @@ def test_python_api_returns_the_rows_and_writes_nothing_without_out(tmp_path, mo
     assert rows[0]["status"] == "ok" and rows[0]["nfe_mean"] == 10
     assert list(tmp_path.iterdir()) == []
     assert "ring2d" in ss.bench.PROBLEMS and "UniPC-3" in ss.bench.SAMPLERS
+
+
+def test_digit_rows_carry_the_digit_metrics_in_the_schema_and_the_table(quick_run):
+    """A digits problem (here with a stand-in score: a Gaussian fitted to the training digits)
+    gets `scoresde.digit_metrics` in each row: Frechet beside its floor, class TV, confidence;
+    the row validates against the schema and the Markdown report shows them."""
+    import jsonschema
+
+    import scoresde as ss
+
+    y = ss.dequantize(None, ss.load_digits().train.reshape(1500, -1)).astype(jnp.float32)
+    fitted = ss.analytic.Gaussian(y.mean(0), jnp.cov(y.T) + 1e-3 * jnp.eye(64))
+    flat = ss.analytic.marginal_score(fitted, ss.VPSDE())
+    score = lambda t, x: flat(t, x.reshape(64)).reshape(x.shape)
+    test = jnp.asarray(2 * (ss.load_digits().test.astype(np.float32) + 0.5) / 256 - 1)
+    digits = problems.Problem(
+        name="digits-gauss", description="Gaussian stand-in", sde=ss.VPSDE(), score=score,
+        data_shape=(1, 8, 8), reference=test[:64], reference_2=test[64:128], digits=True,
+    )  # fmt: skip
+    spec = solvers.get_samplers(["Euler"])[0]
+    row = measure.run_sampler(
+        spec, digits, 20, key=jr.key(1), x_T=digits.noise(jr.key(2)), ref=np.zeros((64, 64)),
+        bandwidth=1.0, repeats=1, metric_key=jr.key(3),
+    )  # fmt: skip
+    q = row["digits"]
+    assert q["frechet"] > q["frechet_floor"] > 0 and 0 <= q["class_tv"] <= 1
+    assert 0 < q["confidence"] < q["reference_confidence"] <= 1  # a Gaussian is not a digit
+    row_schema = {**report.schema()["$defs"]["row_ok"], "$defs": report.schema()["$defs"]}
+    jsonschema.validate(row, row_schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**row, "digits": {**q, "class_tv": 2.0}}, row_schema)
+    plain = {**row}
+    del plain["digits"]
+    jsonschema.validate(plain, row_schema)  # other problems' rows have no digits entry
+    payload = copy.deepcopy(quick_run[1])
+    payload["problems"][0]["rows"][0]["digits"] = q
+    jsonschema.validate(payload, report.schema())
+    table = report.markdown(payload)
+    assert "Sample quality against the test digits" in table
+    assert f"| {q['frechet']:.2f} ({q['frechet_floor']:.2f}) | {q['class_tv']:.3f} |" in table
+    assert "Sample quality" not in report.markdown(quick_run[1])

@@ -8,12 +8,15 @@ Per run (all samplers of a problem start from the same latents $x_T$):
 - `sliced_w2`: sliced 2-Wasserstein distance to the problem's reference samples;
   `mmd2`: unbiased squared MMD with an RBF kernel (median-distance bandwidth of the reference);
   `mode_weight_error`: largest error in the fraction of samples per mixture component.
+  Digit problems add `digits`: `scoresde.digit_metrics` (Frechet distance to the test digits
+  beside its floor, class-histogram TV, classifier confidence beside that on real digits).
   Each problem also records the floor of these metrics: their value between two independent
   sets of reference samples.
 - `nfe`: the exact score evaluations per sample the sampler reports (mean and max).
 - `compile_s`: first call minus a later call; `wall_s`: best of `repeats` later calls.
 """
 
+import functools
 import time
 import warnings
 
@@ -196,4 +199,29 @@ def run_sampler(
         wall_s=wall,
         compile_s=max(first - wall, 0.0),
     )
+    if problem.digits:
+        row["digits"] = digit_quality(x)
     return row
+
+
+@functools.cache
+def _digit_classifier():
+    from ..._digit_metrics import DigitClassifier
+
+    return DigitClassifier()
+
+
+def digit_quality(x) -> dict:
+    """`scoresde.digit_metrics` of digit samples in [-1, 1] (flattened `(n, 64)`): Frechet
+    distance to the test digits and its floor, class-histogram TV, mean confidence on the
+    samples and on real test digits."""
+    from ..._digit_metrics import digit_metrics
+
+    m = digit_metrics(np.asarray(x).reshape(-1, 1, 8, 8), classifier=_digit_classifier())
+    return dict(
+        frechet=m.frechet,
+        frechet_floor=m.frechet_floor,
+        class_tv=m.histogram_tv,
+        confidence=m.confidence,
+        reference_confidence=m.reference_confidence,
+    )

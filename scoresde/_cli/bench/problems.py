@@ -45,6 +45,7 @@ class Problem:
       (for the float64 reference ODE solution); `None` for trained networks.
     - `nll_data`: points to evaluate the model's negative log-likelihood on; `nll_bits`: for
       image data, the bit depth (the NLL is then reported in bits per dimension).
+    - `digits`: samples are 8x8 digits in [-1, 1]: rows also get `scoresde.digit_metrics`.
     """
 
     name: str
@@ -58,6 +59,7 @@ class Problem:
     exact_score_64: Callable | None = None
     nll_data: jax.Array | None = None
     nll_bits: int | None = None
+    digits: bool = False
     checkpoint: str | None = None
 
     @property
@@ -186,6 +188,7 @@ def digits_unet(*, num, key, quick, cache):
         reference_2=to_model(test[half : half + n]),
         nll_data=jnp.asarray(test[: min(n, 64)]),
         nll_bits=8,
+        digits=True,
         checkpoint=str(path),
     )
 

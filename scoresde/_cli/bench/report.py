@@ -125,6 +125,22 @@ def markdown(payload: dict) -> str:
                 f"| {_fmt(r['err_ref'])} | {_sw2(r['sliced_w2'], floor)} | {_fmt(r['mmd2'])} "
                 f"| {_fmt(r['mode_weight_error'])} | {r['wall_s']:.3f} | {r['compile_s']:.2f} |"
             )
+        digit_rows = [r for r in prob["rows"] if r["status"] == "ok" and "digits" in r]
+        if digit_rows:
+            lines += [
+                "",
+                "Sample quality against the test digits (`scoresde.digit_metrics`):",
+                "",
+                "| sampler | setting | Frechet (floor) | class TV | confidence (real digits) |",
+                "|---|---|---:|---:|---:|",
+            ]
+            for r in digit_rows:
+                q = r["digits"]
+                lines.append(
+                    f"| {r['sampler']} | {r['setting']} | {q['frechet']:.2f} "
+                    f"({q['frechet_floor']:.2f}) | {q['class_tv']:.3f} | {q['confidence']:.3f} "
+                    f"({q['reference_confidence']:.3f}) |"
+                )
     return "\n".join(lines) + "\n"
 
 
