@@ -378,6 +378,28 @@ def run_aniso64(n, budgets, key):
         wall=pilot_wall + time.perf_counter() - start,
         step_size=float(ad.step_size),
     )
+    # Fisher-divergence fit on the pilot's points and scores (256 more evaluations, shared):
+    # one Gaussian cannot match a multimodal target's scores, and the fit may not be positive
+    # definite; the estimator then refuses, and the row records that.
+    start = time.perf_counter()
+    try:
+        fd_pre = ss.estimate_preconditioner(
+            target.score, pilot.x, kind="fisher_divergence", rank=32
+        )
+    except ValueError as e:
+        print(f"  MALA + Fisher-div. rank 32 (pilot): {e}")
+        rows["MALA + Fisher-div. rank 32 (pilot)"] = dict(status=f"refused: {e}")
+    else:
+        kernel, ad, spent = adapted(fd_pre, x0, pilot_cost + n_pilot / n, 50, k=5)
+        chain(
+            "MALA + Fisher-div. rank 32 (pilot)",
+            kernel,
+            ad.x,
+            spent,
+            k=5,
+            wall=pilot_wall + time.perf_counter() - start,
+            step_size=float(ad.step_size),
+        )
     sde = ss.VPSDE()
     score = ss.analytic.marginal_score(target, sde)
     start = time.perf_counter()

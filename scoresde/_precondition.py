@@ -283,8 +283,10 @@ def _fisher_divergence_fit(x, s, rank, jitter):
     lam, v = jnp.linalg.eigh(0.5 * (precision + precision.T))
     if not isinstance(lam, jax.core.Tracer) and not bool(jnp.all(lam > 0)):
         raise ValueError(
-            "the Fisher-divergence fit is not positive definite: more pilot points (n > dim) or "
-            "a pilot that spans the target are needed."
+            f"the Fisher-divergence fit is not positive definite ({int(jnp.sum(lam <= 0))} "
+            "non-positive eigenvalues): the scores at the pilot points are not those of one "
+            "Gaussian (a multimodal target, or too few points: n <= dim); use "
+            "kind='covariance' or 'lanczos'."
         )
     var = 1 / lam  # M's eigenvalues, largest first below
     order = jnp.argsort(-var)
