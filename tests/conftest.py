@@ -1,17 +1,23 @@
 import os
 
-# The suite is dominated by XLA compile time (hundreds of small programs, each run briefly):
-# skipping the backend's optimisation passes cuts the default run by about a fifth. Set before
-# jax initialises its backend; a user's own XLA_FLAGS are kept (and may override this one).
-# The documentation's blocks run with the user's settings (tests/test_doc_snippets.py).
-os.environ.setdefault("SCORESDE_USER_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
-os.environ["XLA_FLAGS"] = (
-    "--xla_backend_optimization_level=0 " + os.environ["SCORESDE_USER_XLA_FLAGS"]
-)
-
-import jax  # noqa: E402
+import jax
 import pytest
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, settings
+
+
+def pytest_configure(config):
+    """The default run (`-m 'not slow'`) is dominated by XLA compile time (hundreds of small
+    programs, each run briefly): skipping the backend's optimisation passes cuts it by about a
+    fifth. The `slow` tests (long training and sampling runs) keep the optimised code. Set here,
+    before any test module initialises jax's backend; a user's own XLA_FLAGS are kept (and may
+    override this one), and the documentation's blocks run with them alone
+    (tests/test_doc_snippets.py)."""
+    os.environ.setdefault("SCORESDE_USER_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+    markexpr = config.getoption("markexpr", "") or ""
+    if "not slow" in markexpr:
+        flags = "--xla_backend_optimization_level=0 " + os.environ["SCORESDE_USER_XLA_FLAGS"]
+        os.environ["XLA_FLAGS"] = flags
+
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # Mixed-dtype arithmetic must be explicit: no silent float32 -> float64 promotion (or back).
