@@ -354,52 +354,35 @@ def run_aniso64(n, budgets, key):
     )
     pilot_cost = n_pilot * pilot.nfe / n
     pilot_wall = time.perf_counter() - start
-    cov_pre = ss.estimate_preconditioner(None, pilot.x, kind="covariance")
+
+    def preconditioned(label, pre, spent, start, k):
+        """MALA under metric `pre`: 50 dual-averaging steps, then the budgets; the wall time
+        counts the pilot and the metric's fit (from `start`)."""
+        kernel, ad, spent = adapted(pre, x0, spent, 50, k=k)
+        chain(label, kernel, ad.x, spent, k=k, wall=pilot_wall + time.perf_counter() - start,
+              step_size=float(ad.step_size))  # fmt: skip
+
     start = time.perf_counter()
-    kernel, ad, spent = adapted(cov_pre, x0, pilot_cost, 50, k=3)
-    chain(
-        "MALA + covariance (pilot)",
-        kernel,
-        ad.x,
-        spent,
-        k=3,
-        wall=pilot_wall + time.perf_counter() - start,
-        step_size=float(ad.step_size),
-    )
+    cov_pre = ss.estimate_preconditioner(None, pilot.x, kind="covariance")
+    preconditioned("MALA + covariance (pilot)", cov_pre, pilot_cost, start, k=3)
     start = time.perf_counter()
     curv = ss.lanczos_curvature(target.score, pilot.x, key=jr.fold_in(key, 8), rank=32)
-    kernel, ad, spent = adapted(curv.preconditioner, x0, pilot_cost + curv.evals / n, 50, k=4)
-    chain(
-        "MALA + Lanczos rank 32 (pilot)",
-        kernel,
-        ad.x,
-        spent,
-        k=4,
-        wall=pilot_wall + time.perf_counter() - start,
-        step_size=float(ad.step_size),
-    )
+    preconditioned("MALA + Lanczos rank 32 (pilot)", curv.preconditioner,
+                   pilot_cost + curv.evals / n, start, k=4)  # fmt: skip
     # Fisher-divergence fit on the pilot's points and scores (256 more evaluations, shared):
     # one Gaussian cannot match a multimodal target's scores, and the fit may not be positive
     # definite; the estimator then refuses, and the row records that.
     start = time.perf_counter()
+    label = "MALA + Fisher-div. rank 32 (pilot)"
     try:
         fd_pre = ss.estimate_preconditioner(
             target.score, pilot.x, kind="fisher_divergence", rank=32
         )
     except ValueError as e:
-        print(f"  MALA + Fisher-div. rank 32 (pilot): {e}")
-        rows["MALA + Fisher-div. rank 32 (pilot)"] = dict(status=f"refused: {e}")
+        print(f"  {label}: {e}")
+        rows[label] = dict(status=f"refused: {e}")
     else:
-        kernel, ad, spent = adapted(fd_pre, x0, pilot_cost + n_pilot / n, 50, k=5)
-        chain(
-            "MALA + Fisher-div. rank 32 (pilot)",
-            kernel,
-            ad.x,
-            spent,
-            k=5,
-            wall=pilot_wall + time.perf_counter() - start,
-            step_size=float(ad.step_size),
-        )
+        preconditioned(label, fd_pre, pilot_cost + n_pilot / n, start, k=5)
     sde = ss.VPSDE()
     score = ss.analytic.marginal_score(target, sde)
     start = time.perf_counter()

@@ -33,6 +33,7 @@ import _common  # noqa: E402
 import real_data  # noqa: E402
 
 import scoresde as ss  # noqa: E402
+from scoresde._cli import train as cli_train  # noqa: E402
 
 # Each recipe changes the defaults below; the first is the reference the others are judged beside.
 BASE = dict(dataset="digits", levels=17, steps=1800)
@@ -48,7 +49,7 @@ GOALS = dict(tv=0.05, frechet_ratio=2.0, confidence_gap=0.05)
 
 def parse_recipe(text: str) -> dict:
     """`"steps=900,weighting=likelihood"` -> the `TrainConfig` fields it sets (typed)."""
-    fields = {f.name: f.type for f in dataclasses.fields(ss_train().TrainConfig)}
+    fields = {f.name: f.type for f in dataclasses.fields(cli_train.TrainConfig)}
     out = dict(BASE)
     for item in filter(None, text.split(",")):
         name, _, value = item.partition("=")
@@ -59,12 +60,6 @@ def parse_recipe(text: str) -> dict:
             value == "True" if kind is bool else kind(value) if kind in (int, float) else value
         )
     return out
-
-
-def ss_train():
-    from scoresde._cli import train
-
-    return train
 
 
 class CompileClock:
@@ -88,12 +83,11 @@ def evaluate(recipe: str, out_dir, clock, *, num_test, num_samples, seed, classi
 
     from scoresde._cli.sample import draw
 
-    train = ss_train()
-    config = train.TrainConfig(**parse_recipe(recipe))
+    config = cli_train.TrainConfig(**parse_recipe(recipe))
     jax.clear_caches()  # each recipe pays its own compile, as a fresh `scoresde train` does
     clock.seconds, clock.active = 0.0, True
     start = time.perf_counter()
-    result = train.train(config, out_dir, progress=False)
+    result = cli_train.train(config, out_dir, progress=False)
     train_s = time.perf_counter() - start
     clock.active = False
     row = dict(recipe=recipe or "(reference)", config=dataclasses.asdict(config),

@@ -189,6 +189,6 @@ def lanczos_per_level(
             rank=rank,
             num_iters=num_iters,
             at=at,
-        )  # fmt: skip
+        )
         for i, t in enumerate(kernel.times())
     ]

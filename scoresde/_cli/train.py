@@ -352,11 +352,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Execute `scoresde train` from parsed arguments; returns the exit status."""
-    given = {name: getattr(args, name) for name in ("levels", "weighting", "steps")}
-    given = {
-        name: dataset_defaults(args.dataset)[name] if value is None else value
-        for name, value in given.items()
-    }
+    fallback = dataset_defaults(args.dataset)
+    given = {n: fallback[n] if getattr(args, n) is None else getattr(args, n) for n in fallback}
     try:
         config = TrainConfig(
             dataset=args.dataset,
