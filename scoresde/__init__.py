@@ -90,7 +90,9 @@ from ._losses import (
     sliced_score_matching_loss as sliced_score_matching_loss,
 )
 from ._mean_likelihood import (
+    BitsPerDimEstimate as BitsPerDimEstimate,
     MeanLogLikelihood as MeanLogLikelihood,
+    estimate_bits_per_dim as estimate_bits_per_dim,
     estimate_mean_log_likelihood as estimate_mean_log_likelihood,
 )
 from ._measurement import LinearMeasurement as LinearMeasurement

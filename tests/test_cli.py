@@ -148,6 +148,7 @@ def test_nll_evaluates_a_digits_checkpoint_in_its_own_convention(
         assert cli.main(["nll", str(path), "--num", "297", "--out", str(out)]) == 0
         (call,) = calls
         assert call["levels"] == levels and call["top"] == top  # grey levels or 8-bit values
+        assert call["num_repeats"] == 1
         assert json.loads((out / "nll.json").read_text())["levels"] == levels
         assert (" at 17 levels" if levels == 17 else " at 8 bits") in capsys.readouterr().err
 
@@ -163,6 +164,36 @@ def test_nll_on_2d_data_is_exact_and_emits_no_raw_warning(toy_ckpt, tmp_path, ca
     assert report["num"] == 4 and report["divergence"] == "exact"
     assert np.isfinite(report["value"]) and report["mean_nfe"] > 0
     assert "exact divergence" in out
+
+
+def test_nll_half_width_certifies_the_held_out_mean(toy_ckpt, tmp_path, capsys):
+    """`--half-width`: a planned interval for the held-out set's own mean (exact divergence on
+    2-D data, so only the solver bias is uncertain), its parts and its cost in the report."""
+    argv = ["nll", str(toy_ckpt), "--num", "40", "--half-width", "0.05", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    report = json.loads((tmp_path / "nll.json").read_text())
+    low, high = report["interval"]
+    assert low < report["value"] < high and high - low < 2 * 1.5 * 0.05
+    assert report["stderr_noise"] == 0.0 and report["stderr_bias"] >= 0.0
+    assert report["total_nfe"] > 40 and 32 <= report["num_tight"] <= 40
+    assert "95 % interval" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--half-width", "0"], "--half-width must be > 0"),
+        (["--half-width", "0.1", "--num", "1"], "--num 2 or more"),
+        (["--probes", "0"], "--probes must be >= 1"),
+        (["--draws", "0"], "--draws must be >= 1"),
+    ],
+)
+def test_nll_bad_half_width_or_probes_fail_before_computing(
+    extra, message, toy_ckpt, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(_likelihood, "log_likelihood", _no_compute)
+    assert cli.main(["nll", str(toy_ckpt), "--out", str(tmp_path), *extra]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_sample_npz_holds_samples_and_nfe(toy_ckpt, tmp_path, capsys):
