@@ -120,6 +120,53 @@ def test_levels_17_cross_entropy_of_discretised_gaussian(x64):
     assert bound < math.log2(levels) - 0.5
 
 
+def test_antithetic_dequantisation_pairs_u_with_one_minus_u(x64):
+    """Repeats 2j and 2j + 1 of sample i use u and 1 - u, u from fold_in(fold_in(k1, i), j);
+    `stderr` is the spread of the pairs' means."""
+    levels, repeats = 17, 4
+    sde, score, dist, kwargs = _model(jnp.float64, levels=levels)
+    k = _digit_like(jr.key(1), 3, levels)
+    key = jr.key(5)
+    r = ss.bits_per_dim(sde, score, k, key=key, levels=levels, num_repeats=repeats,
+                        dequantization="antithetic", **kwargs)  # fmt: skip
+    k1 = jr.split(key)[0]
+    pairs = np.zeros((k.shape[0], repeats // 2))
+    for i in range(k.shape[0]):
+        for j in range(repeats // 2):
+            u = jr.uniform(jr.fold_in(jr.fold_in(k1, i), j), (D,), jnp.float64)
+            both = [_direct_bpd(dist, sde, k[i : i + 1], v[None], levels)[0] for v in (u, 1 - u)]
+            pairs[i, j] = np.mean(both)
+    np.testing.assert_allclose(r.bpd, pairs.mean(axis=1), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(r.stderr, pairs.std(axis=1, ddof=1) / math.sqrt(2), atol=1e-6)
+    for bad in (1, 3):
+        with pytest.raises(ValueError, match="even"):
+            ss.bits_per_dim(sde, score, k, key=key, levels=levels, num_repeats=bad,
+                            dequantization="antithetic", **kwargs)  # fmt: skip
+
+
+def test_antithetic_dequantisation_is_unbiased_with_less_spread(x64):
+    """On a 1-D Gaussian, E_u[-ln p_w(k + u)] = -ln p_w(k + 1/2) + 1/(24 s^2): the antithetic
+    mean of 8 draws hits it within 5 standard errors, with a standard error under a third of
+    that of 8 independent draws (negative control: the independent draws' is not)."""
+    levels, m_w, s_w = 17, 8.3, 2.5
+    scale = 2 / levels
+    dist = ss.analytic.Gaussian(jnp.array([-1 + scale * m_w]), jnp.array([[(scale * s_w) ** 2]]))
+    sde = ss.VPSDE()
+    score = ss.analytic.marginal_score(dist, sde)
+    kwargs = dict(divergence=ss.ExactDivergence(), t_eps=1e-8, rtol=1e-9, atol=1e-9,
+                  prior_log_prob=dist.marginal(sde, sde.T).log_prob, levels=levels)  # fmt: skip
+    k = jnp.arange(2, 15, dtype=jnp.float64)[:, None]
+    none = ss.bits_per_dim(sde, score, k, dequantization="none", **kwargs)
+    gap = 1 / (24 * s_w**2) / math.log(2)
+    spread = {}
+    for how in ("uniform", "antithetic"):
+        r = ss.bits_per_dim(sde, score, k, key=jr.key(0), num_repeats=8, dequantization=how,
+                            **kwargs)  # fmt: skip
+        assert bool(jnp.all(jnp.abs(r.bpd - none.bpd - gap) < 5 * r.stderr + 1e-6)), how
+        spread[how] = float(jnp.mean(r.stderr))
+    assert spread["antithetic"] < spread["uniform"] / 3
+
+
 def test_levels_256_equals_bits_8_exactly():
     sde, score, _, kwargs = _model(jnp.float32, mean_level=120.0, std_level=30.0, levels=256)
     kwargs = dict(kwargs, divergence=ss.Hutchinson(), rtol=1e-5, atol=1e-5, t_eps=1e-3)
