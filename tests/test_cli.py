@@ -179,6 +179,37 @@ def test_nll_half_width_certifies_the_held_out_mean(toy_ckpt, tmp_path, capsys):
     assert "95 % interval" in capsys.readouterr().out
 
 
+def test_nll_half_width_on_digits_passes_probes_draws_and_levels(
+    digits_ckpt, tmp_path, capsys, monkeypatch
+):
+    from scoresde import _mean_likelihood
+
+    calls = []
+
+    def fake(sde, score, k, **kwargs):
+        calls.append(dict(kwargs, num=k.shape[0]))
+        nats = types.SimpleNamespace(cheap_tol=0.01, tight_indices=jnp.arange(32),
+                                     total_nfe=jnp.asarray(1234))  # fmt: skip
+        return types.SimpleNamespace(bpd=jnp.asarray(2.0), low=jnp.asarray(1.99),
+                                     high=jnp.asarray(2.01), stderr=jnp.asarray(0.005),
+                                     stderr_probes=jnp.asarray(0.004),
+                                     stderr_bias=jnp.asarray(0.003), nats=nats)  # fmt: skip
+
+    monkeypatch.setattr(_mean_likelihood, "estimate_bits_per_dim", fake)
+    argv = ["nll", str(digits_ckpt), "--num", "50", "--half-width", "0.01", "--probes", "4",
+            "--draws", "2", "--out", str(tmp_path)]  # fmt: skip
+    assert cli.main(argv) == 0
+    (call,) = calls
+    assert call["half_width"] == 0.01 and call["population"] is False
+    assert call["num_repeats"] == 2 and call["levels"] == 256 and call["num"] == 50
+    assert isinstance(call["divergence"], Hutchinson) and call["divergence"].num_probes == 4
+    report = json.loads((tmp_path / "nll.json").read_text())
+    np.testing.assert_allclose(report["interval"], [1.99, 2.01], rtol=1e-6)
+    assert report["total_nfe"] == 1234
+    assert report["draws"] == 2 and report["probes"] == 4 and report["num_tight"] == 32
+    assert "4 Jacobian-vector products" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
