@@ -128,6 +128,7 @@ def _plan(*, n, p, cheap, tight_nfe, budget, population):
 
 
 def _estimate(
+    sde,
     evaluate,
     n,
     dtype,
@@ -142,13 +143,12 @@ def _estimate(
     num_pilot,
     noisy,
     likelihood_kwargs,
-    first_step=None,
     unit=(1.0, "nats"),
 ) -> MeanLogLikelihood:
     """The two-level estimator for `evaluate(indices, key, overrides) -> (log_prob, nfe,
     stderr)` (`stderr`: the per-sample probe error, or None), whose samples draw their randomness
     (probes, dequantisation) from `key` and their position; `unit`: (nats per unit, name) for
-    messages; `first_step`: the planned cheap levels' `dt0`."""
+    messages."""
     if not (isinstance(level, float | int) and 0 < level < 1):
         raise ValueError(f"level must be in (0, 1); got level={level!r}.")
     population = check_bool("population", population)
@@ -194,6 +194,7 @@ def _estimate(
 
     # Block A (the pilot, or the whole tight subset without a plan): tight and cheap solves.
     tight_a, tight_nfe_a = solve(block_a, k_a, tight)
+    first_step = _first_step(sde, likelihood_kwargs)
     start = {} if first_step is None else dict(dt0=first_step)
     candidates = [dict(rtol=t, atol=t, **start) for t in tolerances] if planned else [{}]
     pilot = [solve(block_a, k_a, c, cheap=True) for c in candidates]
@@ -370,6 +371,7 @@ def estimate_mean_log_likelihood(
         return res.log_prob, res.nfe, res.stderr
 
     return _estimate(
+        sde,
         evaluate,
         n,
         x.dtype,
@@ -383,7 +385,6 @@ def estimate_mean_log_likelihood(
         num_pilot=num_pilot,
         noisy=divergence.stochastic,
         likelihood_kwargs=likelihood_kwargs,
-        first_step=_first_step(sde, likelihood_kwargs),
     )
 
 
@@ -438,6 +439,7 @@ def estimate_bits_per_dim(
         return res.log_prob, res.nfe, None if res.stderr is None else res.stderr * scale
 
     nats = _estimate(
+        sde,
         evaluate,
         n,
         jnp.result_type(float),
@@ -449,9 +451,8 @@ def estimate_bits_per_dim(
         half_width=None if half_width is None else half_width * scale,
         tolerances=tolerances,
         num_pilot=num_pilot,
-        noisy=divergence.stochastic or dequantization == "uniform",
+        noisy=divergence.stochastic or dequantization != "none",
         likelihood_kwargs=likelihood_kwargs,
-        first_step=_first_step(sde, likelihood_kwargs),
         unit=(scale, "bits/dim"),
     )
     log_det = jnp.asarray(num_dims * math.log((high - low) / num), nats.mean.dtype)
