@@ -45,7 +45,7 @@ import numpy as np
 from _common import load_problem, metadata, write
 
 import scoresde as ss
-from scoresde._adaptive_sde import sample_sde_adaptive_with_stats
+from scoresde._sampling.adaptive_sde import sample_sde_adaptive_with_stats
 
 DIM = 64
 ATOL_PER_RTOL = 0.0078 / 0.05  # the paper's pair (rtol 0.05, atol 0.0078)

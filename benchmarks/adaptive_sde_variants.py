@@ -32,8 +32,8 @@ from adaptive_sde import ATOL_PER_RTOL, nfe_to_band, rotated_gaussian, sliced_w2
 from jax import lax
 
 import scoresde as ss
-from scoresde._fields import tweedie_batch
 from scoresde._keys import latents_and_noise_keys
+from scoresde._score_calls import tweedie_batch
 from scoresde._terms import ReverseDrift
 
 DIM = 64

@@ -5,7 +5,7 @@ components' posterior weights to 0 in float32, which `GaussianMixture` refuses; 
 
 - `grid25`: 25 unit-covariance components on a 5 x 5 grid spaced 8 apart in the first two of
   d = 8 coordinates, uniform weights; one random measurement row (d_y = 1), noise_std 0.5.
-- `aniso64`: the 8-component anisotropic mixture of `scoresde/_cli/bench/data/aniso64.npz`;
+- `aniso64`: the 8-component anisotropic mixture of `scoresde/_bench/data/aniso64.npz`;
   a random 8 x 64 A (entries N(0, 1/64)), noise_std 0.1.
 - `gauss16`: a Gaussian prior in d = 16 (covariance eigenvalues log-spaced in [0.01, 1], random
   basis), a random 4 x 16 A, noise_std 0.1: guidance by TMPD and the moment twist are exact here.
@@ -56,7 +56,7 @@ def grid25():
 
 
 def aniso64():
-    d = np.load(os.path.join(HERE, "..", "scoresde", "_cli", "bench", "data", "aniso64.npz"))
+    d = np.load(os.path.join(HERE, "..", "scoresde", "_bench", "data", "aniso64.npz"))
     covs = np.einsum("kij,kj,klj->kil", d["eigvecs"], d["eigvals"], d["eigvecs"])
     prior = ss.analytic.GaussianMixture(
         jnp.asarray(d["weights"], jnp.float64),

@@ -57,7 +57,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from _common import load_problem, metadata, timed, write  # noqa: E402
 
 import scoresde as ss  # noqa: E402
-from scoresde._fields import pf_drift  # noqa: E402
+from scoresde._score_calls import pf_drift  # noqa: E402
 
 warnings.simplefilter("ignore", UserWarning)  # float32 with t_eps < 1e-4: measured on purpose
 
@@ -442,7 +442,7 @@ def accuracy_table(batch=256, tols=(1e-5, 3e-6, 1e-6), lanes=(None, 256), rounds
 def steps_table(batch=128):
     """Mean NFE of the default solve (Dopri5 in t, VP) under other step-size controllers and
     first steps: PI/PID coefficients, safety factors, dt0 (default: a 64th of the interval)."""
-    from scoresde._likelihood import _augmented_rms
+    from scoresde._likelihood.flow import _augmented_rms
 
     variants = [
         ("I (default)", {}, None),

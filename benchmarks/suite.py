@@ -1,6 +1,6 @@
 """The solver-comparison suite, by hand: `python benchmarks/suite.py [scoresde bench flags]`.
 
-The same as `scoresde bench` (see `scoresde bench --help` and `scoresde/_cli/bench/`), with the
+The same as `scoresde bench` (see `scoresde bench --help` and `scoresde/_bench/`), with the
 output folder defaulting to `benchmarks/results/suite/` (quick runs: `.../suite_quick/`).
 """
 

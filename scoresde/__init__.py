@@ -1,19 +1,13 @@
 """scoresde: score-based generative modelling with SDEs on JAX."""
 
-from . import analytic as analytic, bench as bench, guidance as guidance
-from ._adaptive_sde import sample_sde_adaptive as sample_sde_adaptive
-from ._brownian import BatchBrownianPath as BatchBrownianPath
-from ._checkpoint import (
-    CheckpointError as CheckpointError,
-    load as load,
-    read_sidecar as read_sidecar,
-    save as save,
-)
-from ._conditional import (
-    LabelDropoutDSM as LabelDropoutDSM,
-    NoisyCrossEntropy as NoisyCrossEntropy,
-    UnpackLabels as UnpackLabels,
-    pack_labels as pack_labels,
+from . import (
+    analytic as analytic,
+    bench as bench,
+    data as data,
+    guidance as guidance,
+    inverse as inverse,
+    langevin as langevin,
+    metrics as metrics,
 )
 from ._data import (
     ImageData as ImageData,
@@ -31,25 +25,17 @@ from ._data import (
     toy_mixture as toy_mixture,
     two_moons as two_moons,
 )
-from ._digit_metrics import (
-    DigitClassifier as DigitClassifier,
-    DigitMetrics as DigitMetrics,
-    digit_metrics as digit_metrics,
-    frechet_distance as frechet_distance,
-)
-from ._divergence import (
-    AbstractDivergence as AbstractDivergence,
-    EigenHutchinson as EigenHutchinson,
-    ExactDivergence as ExactDivergence,
-    Hutchinson as Hutchinson,
-)
 from ._grid import clipped_log_snr_grid as clipped_log_snr_grid, time_grid as time_grid
-from ._lanczos import (
-    LanczosCurvature as LanczosCurvature,
-    lanczos_curvature as lanczos_curvature,
-    lanczos_per_level as lanczos_per_level,
+from ._inverse.measurement import LinearMeasurement as LinearMeasurement
+from ._inverse.smc import (
+    AbstractTwist as AbstractTwist,
+    LogTwist as LogTwist,
+    MomentTwist as MomentTwist,
+    SMCResult as SMCResult,
+    TweedieTwist as TweedieTwist,
+    sample_smc as sample_smc,
 )
-from ._langevin import (
+from ._langevin.kernels import (
     MALA as MALA,
     AbstractLangevinKernel as AbstractLangevinKernel,
     AnnealedLangevin as AnnealedLangevin,
@@ -62,7 +48,43 @@ from ._langevin import (
     annealed_langevin as annealed_langevin,
     run_langevin as run_langevin,
 )
-from ._likelihood import (
+from ._langevin.lanczos import (
+    LanczosCurvature as LanczosCurvature,
+    lanczos_curvature as lanczos_curvature,
+    lanczos_per_level as lanczos_per_level,
+)
+from ._langevin.ozaki import OzakiLangevin as OzakiLangevin, OzakiState as OzakiState
+from ._langevin.preconditioners import (
+    AbstractPreconditioner as AbstractPreconditioner,
+    DensePreconditioner as DensePreconditioner,
+    DiagonalPreconditioner as DiagonalPreconditioner,
+    IdentityPreconditioner as IdentityPreconditioner,
+    LowRankPreconditioner as LowRankPreconditioner,
+    estimate_preconditioner as estimate_preconditioner,
+)
+from ._langevin.step_size_adaptation import (
+    StepSizeAdaptation as StepSizeAdaptation,
+    adapt_step_size as adapt_step_size,
+)
+from ._likelihood.batching import (
+    AbstractSchedule as AbstractSchedule,
+    Lanes as Lanes,
+    PerSample as PerSample,
+    SharedSteps as SharedSteps,
+)
+from ._likelihood.certified import (
+    BitsPerDimEstimate as BitsPerDimEstimate,
+    MeanLogLikelihood as MeanLogLikelihood,
+    estimate_bits_per_dim as estimate_bits_per_dim,
+    estimate_mean_log_likelihood as estimate_mean_log_likelihood,
+)
+from ._likelihood.divergence import (
+    AbstractDivergence as AbstractDivergence,
+    EigenHutchinson as EigenHutchinson,
+    ExactDivergence as ExactDivergence,
+    Hutchinson as Hutchinson,
+)
+from ._likelihood.flow import (
     BitsPerDimResult as BitsPerDimResult,
     EncodeResult as EncodeResult,
     LikelihoodResult as LikelihoodResult,
@@ -71,7 +93,99 @@ from ._likelihood import (
     encode as encode,
     log_likelihood as log_likelihood,
 )
-from ._losses import (
+from ._metrics.digits import (
+    DigitClassifier as DigitClassifier,
+    DigitMetrics as DigitMetrics,
+    digit_metrics as digit_metrics,
+    frechet_distance as frechet_distance,
+)
+from ._metrics.sample_distances import (
+    median_bandwidth as median_bandwidth,
+    mmd2 as mmd2,
+    mode_weight_error as mode_weight_error,
+    mode_weights as mode_weights,
+    sliced_wasserstein as sliced_wasserstein,
+)
+from ._networks import (
+    GaussianFourierFeatures as GaussianFourierFeatures,
+    MLPScoreNet as MLPScoreNet,
+    UNet as UNet,
+)
+from ._nfe import AbstractCountedSolver as AbstractCountedSolver
+from ._parametrisation import (
+    AbstractParametrisation as AbstractParametrisation,
+    DirectScore as DirectScore,
+    EDMPreconditioning as EDMPreconditioning,
+    EnergyScore as EnergyScore,
+    EpsPrediction as EpsPrediction,
+    VPrediction as VPrediction,
+    X0Prediction as X0Prediction,
+)
+from ._sampling.adaptive_sde import sample_sde_adaptive as sample_sde_adaptive
+from ._sampling.brownian import BatchBrownianPath as BatchBrownianPath
+from ._sampling.predictor_corrector import (
+    AbstractCorrector as AbstractCorrector,
+    AbstractPredictor as AbstractPredictor,
+    Ancestral as Ancestral,
+    AnnealedLangevinCorrector as AnnealedLangevinCorrector,
+    EulerMaruyama as EulerMaruyama,
+    LangevinCorrector as LangevinCorrector,
+    ReverseDiffusion as ReverseDiffusion,
+    sample_pc as sample_pc,
+)
+from ._sampling.sample import (
+    EDMResult as EDMResult,
+    SampleResult as SampleResult,
+    sample_edm as sample_edm,
+    sample_ode as sample_ode,
+    sample_sde as sample_sde,
+)
+from ._sde import (
+    DDPMSDE as DDPMSDE,
+    EDMSDE as EDMSDE,
+    VESDE as VESDE,
+    VPSDE as VPSDE,
+    AbstractSDE as AbstractSDE,
+    CosineVPSDE as CosineVPSDE,
+    SubVPSDE as SubVPSDE,
+)
+from ._solver import (
+    DDIM as DDIM,
+    AbstractPFSolver as AbstractPFSolver,
+    DPMSolver1 as DPMSolver1,
+    DPMSolver2 as DPMSolver2,
+    DPMSolver3 as DPMSolver3,
+    DPMSolverPP2M as DPMSolverPP2M,
+    DPMSolverPP3M as DPMSolverPP3M,
+    EDMHeun as EDMHeun,
+    UniPC as UniPC,
+)
+from ._terms import (
+    forward_terms as forward_terms,
+    probability_flow_term as probability_flow_term,
+    reverse_terms as reverse_terms,
+)
+from ._training.checkpoint import (
+    CheckpointError as CheckpointError,
+    load as load,
+    read_sidecar as read_sidecar,
+    save as save,
+)
+from ._training.conditional import (
+    LabelDropoutDSM as LabelDropoutDSM,
+    NoisyCrossEntropy as NoisyCrossEntropy,
+    UnpackLabels as UnpackLabels,
+    pack_labels as pack_labels,
+)
+from ._training.fit import (
+    FitResult as FitResult,
+    TrainState as TrainState,
+    adam_with_warmup as adam_with_warmup,
+    fit as fit,
+    num_params as num_params,
+    train_toy2d as train_toy2d,
+)
+from ._training.losses import (
     AbstractTimeSampler as AbstractTimeSampler,
     AbstractWeighting as AbstractWeighting,
     DenoisingScoreMatching as DenoisingScoreMatching,
@@ -89,111 +203,4 @@ from ._losses import (
     ncsn_loss as ncsn_loss,
     sliced_score_matching_loss as sliced_score_matching_loss,
 )
-from ._mean_likelihood import (
-    BitsPerDimEstimate as BitsPerDimEstimate,
-    MeanLogLikelihood as MeanLogLikelihood,
-    estimate_bits_per_dim as estimate_bits_per_dim,
-    estimate_mean_log_likelihood as estimate_mean_log_likelihood,
-)
-from ._measurement import LinearMeasurement as LinearMeasurement
-from ._metrics import (
-    median_bandwidth as median_bandwidth,
-    mmd2 as mmd2,
-    mode_weight_error as mode_weight_error,
-    mode_weights as mode_weights,
-    sliced_wasserstein as sliced_wasserstein,
-)
-from ._networks import (
-    GaussianFourierFeatures as GaussianFourierFeatures,
-    MLPScoreNet as MLPScoreNet,
-    UNet as UNet,
-)
-from ._nfe import AbstractCountedSolver as AbstractCountedSolver
-from ._ozaki import OzakiLangevin as OzakiLangevin, OzakiState as OzakiState
-from ._parametrisation import (
-    AbstractParametrisation as AbstractParametrisation,
-    DirectScore as DirectScore,
-    EDMPreconditioning as EDMPreconditioning,
-    EnergyScore as EnergyScore,
-    EpsPrediction as EpsPrediction,
-    VPrediction as VPrediction,
-    X0Prediction as X0Prediction,
-)
-from ._pc import (
-    AbstractCorrector as AbstractCorrector,
-    AbstractPredictor as AbstractPredictor,
-    Ancestral as Ancestral,
-    AnnealedLangevinCorrector as AnnealedLangevinCorrector,
-    EulerMaruyama as EulerMaruyama,
-    LangevinCorrector as LangevinCorrector,
-    ReverseDiffusion as ReverseDiffusion,
-    sample_pc as sample_pc,
-)
-from ._precondition import (
-    AbstractPreconditioner as AbstractPreconditioner,
-    DensePreconditioner as DensePreconditioner,
-    DiagonalPreconditioner as DiagonalPreconditioner,
-    IdentityPreconditioner as IdentityPreconditioner,
-    LowRankPreconditioner as LowRankPreconditioner,
-    estimate_preconditioner as estimate_preconditioner,
-)
-from ._sample import (
-    EDMResult as EDMResult,
-    SampleResult as SampleResult,
-    sample_edm as sample_edm,
-    sample_ode as sample_ode,
-    sample_sde as sample_sde,
-)
-from ._schedule import (
-    AbstractSchedule as AbstractSchedule,
-    Lanes as Lanes,
-    PerSample as PerSample,
-    SharedSteps as SharedSteps,
-)
-from ._sde import (
-    DDPMSDE as DDPMSDE,
-    EDMSDE as EDMSDE,
-    VESDE as VESDE,
-    VPSDE as VPSDE,
-    AbstractSDE as AbstractSDE,
-    CosineVPSDE as CosineVPSDE,
-    SubVPSDE as SubVPSDE,
-)
-from ._smc import (
-    AbstractTwist as AbstractTwist,
-    LogTwist as LogTwist,
-    MomentTwist as MomentTwist,
-    SMCResult as SMCResult,
-    TweedieTwist as TweedieTwist,
-    sample_smc as sample_smc,
-)
-from ._solver import (
-    DDIM as DDIM,
-    AbstractPFSolver as AbstractPFSolver,
-    DPMSolver1 as DPMSolver1,
-    DPMSolver2 as DPMSolver2,
-    DPMSolver3 as DPMSolver3,
-    DPMSolverPP2M as DPMSolverPP2M,
-    DPMSolverPP3M as DPMSolverPP3M,
-    EDMHeun as EDMHeun,
-    UniPC as UniPC,
-)
-from ._step_size import (
-    StepSizeAdaptation as StepSizeAdaptation,
-    adapt_step_size as adapt_step_size,
-)
-from ._terms import (
-    forward_terms as forward_terms,
-    probability_flow_term as probability_flow_term,
-    reverse_terms as reverse_terms,
-)
-from ._train import (
-    FitResult as FitResult,
-    TrainState as TrainState,
-    adam_with_warmup as adam_with_warmup,
-    fit as fit,
-    num_params as num_params,
-    train_toy2d as train_toy2d,
-)
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__

@@ -22,7 +22,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, UInt8
 
-from . import analytic
+from . import analytic as analytic
 from ._custom_types import Key
 
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ._custom_types import Sample, Scalar
-from ._fields import check_like, tweedie
+from ._score_calls import check_like, tweedie
 from ._sde import AbstractSDE
 
 

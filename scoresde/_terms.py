@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import lineax as lx
 
 from ._custom_types import Scalar, ScoreFn
-from ._fields import bind, checked_score, pf_drift
+from ._score_calls import bind, checked_score, pf_drift
 from ._sde import AbstractSDE
 
 

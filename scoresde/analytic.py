@@ -22,7 +22,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ._checks import is_concrete
 from ._custom_types import Key, Scalar
-from ._measurement import LinearMeasurement
+from ._inverse.measurement import LinearMeasurement
 from ._sde import AbstractSDE
 
 __all__ = [

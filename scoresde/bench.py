@@ -7,8 +7,8 @@ the problems, samplers and metrics.
 
 import pathlib
 
-from ._cli.bench import problems as _problems, solvers as _solvers
-from ._cli.bench.suite import BenchConfig as _BenchConfig, run_bench as _run_bench
+from ._bench import problems as _problems, solvers as _solvers
+from ._bench.suite import BenchConfig as _BenchConfig, run_bench as _run_bench
 
 __all__ = ["PROBLEMS", "SAMPLERS", "run"]
 

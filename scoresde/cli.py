@@ -9,8 +9,14 @@ functions are called with explicit arguments.
 import argparse
 import sys
 
-from ._cli import demo, inpaint, nll, sample, train
-from ._cli.bench import command as bench
+from ._cli import (
+    bench as bench,
+    demo as demo,
+    inpaint as inpaint,
+    nll as nll,
+    sample as sample,
+    train as train,
+)
 from ._cli.common import UsageError
 
 

@@ -4,6 +4,7 @@ import copy
 import json
 import os
 import subprocess
+import sys
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from scoresde import cli
-from scoresde._cli.bench import measure, problems, report, solvers
+from scoresde._bench import measure, problems, report, solvers
 
 # One worker for the whole module: the quick run below is a module fixture (~2 minutes), and
 # under `--dist loadgroup` every worker that got one of its tests would run it again.
@@ -27,7 +28,17 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1", MPLBACKEND="Agg")
     proc = subprocess.run(
-        ["scoresde", "bench", "--quick", "--out", str(out), "--cache", str(out / "cache")],
+        [
+            sys.executable,
+            "-m",
+            "scoresde",
+            "bench",
+            "--quick",
+            "--out",
+            str(out),
+            "--cache",
+            str(out / "cache"),
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -7,11 +7,16 @@ import jax.random as jr
 import numpy as np
 import pytest
 
-from scoresde import _likelihood, cli
-from scoresde._checkpoint import save
-from scoresde._cli import demo as demo_cmd, sample as sample_cmd, train as cli_train
-from scoresde._cli.bench import command as bench_command
-from scoresde._divergence import Hutchinson
+from scoresde import cli
+from scoresde._cli import (
+    bench as bench_command,
+    demo as demo_cmd,
+    sample as sample_cmd,
+    train as cli_train,
+)
+from scoresde._likelihood import flow as _likelihood
+from scoresde._likelihood.divergence import Hutchinson
+from scoresde._training.checkpoint import save
 
 
 def test_demo_quick_writes_table_json_and_plot(tmp_path, capsys):
@@ -182,7 +187,7 @@ def test_nll_half_width_certifies_the_held_out_mean(toy_ckpt, tmp_path, capsys):
 def test_nll_half_width_on_digits_passes_probes_draws_and_levels(
     digits_ckpt, tmp_path, capsys, monkeypatch
 ):
-    from scoresde import _mean_likelihood
+    from scoresde._likelihood import certified as _mean_likelihood
 
     calls = []
 

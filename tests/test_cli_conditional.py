@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from scoresde import cli
-from scoresde._checkpoint import save
 from scoresde._cli import inpaint as inpaint_cmd, train as cli_train
+from scoresde._training.checkpoint import save
 
 
 def _checkpoint(folder, **config):

@@ -12,8 +12,8 @@ import pytest
 from helpers import random_gaussian
 
 import scoresde as ss
-from scoresde._divergence import EigenHutchinson, ExactDivergence, Hutchinson
-from scoresde._likelihood import log_likelihood
+from scoresde._likelihood.divergence import EigenHutchinson, ExactDivergence, Hutchinson
+from scoresde._likelihood.flow import log_likelihood
 
 _gaussian = random_gaussian
 
@@ -99,7 +99,7 @@ def test_orthogonal_hutchinson_unbiased_exact_when_full_and_lower_variance():
 
 
 def test_step_control_norm_bounds_the_mean_over_probes():
-    from scoresde._likelihood import _augmented_rms
+    from scoresde._likelihood.flow import _augmented_rms
 
     x_err = jnp.array([3.0, -4.0, 0.0])
     # One probe: the plain RMS over all entries.

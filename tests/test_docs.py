@@ -51,7 +51,15 @@ def public_names() -> set[str]:
                 names.update(f"scoresde.{bound}.{n}" for n in _submodule_all(alias.name))
             else:
                 names.add(f"scoresde.{bound}")
-    return names
+    # A namespace that only re-exports (`ss.langevin.MALA` is `ss.MALA`) is documented once, under
+    # the flat name; so is a namespace re-exported by another (`ss.inverse.guidance`).
+    faces = {n.split(".")[1] for n in names if n.count(".") == 2}
+    return {
+        n
+        for n in names
+        if not (n.count(".") == 2 and f"scoresde.{n.split('.')[2]}" in names)
+        and not (n.count(".") == 2 and n.split(".")[2] in faces)
+    }
 
 
 def documented_names() -> set[str]:

@@ -9,7 +9,9 @@ import pytest
 from helpers import SDE_IDS, SDES, random_mixture
 
 import scoresde as ss
-from scoresde import _fields, _likelihood, _pc, _sample, _terms
+from scoresde import _score_calls as _fields, _terms
+from scoresde._likelihood import flow as _likelihood
+from scoresde._sampling import predictor_corrector as _pc, sample as _sample
 from scoresde._solver.base import PFModel
 
 

@@ -10,8 +10,8 @@ import pytest
 from helpers import SCORE_CALLS, CountingScore, random_gaussian, random_spd
 
 import scoresde as ss
-from scoresde._divergence import EigenHutchinson, ExactDivergence, Hutchinson
-from scoresde._likelihood import log_likelihood
+from scoresde._likelihood.divergence import EigenHutchinson, ExactDivergence, Hutchinson
+from scoresde._likelihood.flow import log_likelihood
 
 
 def _mixture(seed, dim, k, dtype):

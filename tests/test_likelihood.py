@@ -19,8 +19,8 @@ from helpers import SCORE_CALLS, CountingScore, assert_no_recompile, slow_except
 from hypothesis import given, settings, strategies as st
 
 import scoresde as ss
-from scoresde._divergence import ExactDivergence, Hutchinson
-from scoresde._likelihood import bits_per_dim, decode, encode, log_likelihood
+from scoresde._likelihood.divergence import ExactDivergence, Hutchinson
+from scoresde._likelihood.flow import bits_per_dim, decode, encode, log_likelihood
 
 SDES = [ss.VPSDE(), ss.SubVPSDE(), ss.VESDE(), ss.EDMSDE()]
 SDE_IDS = ["vp", "subvp", "ve", "edm"]

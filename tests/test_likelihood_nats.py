@@ -15,8 +15,8 @@ import pytest
 from helpers import SCORE_CALLS, CountingScore
 
 import scoresde as ss
-from scoresde._divergence import ExactDivergence, Hutchinson
-from scoresde._likelihood import log_likelihood
+from scoresde._likelihood.divergence import ExactDivergence, Hutchinson
+from scoresde._likelihood.flow import log_likelihood
 
 
 def _problem():

@@ -17,7 +17,7 @@ from helpers import SCORE_CALLS, SDE_IDS, SDES, CountingScore, random_gaussian, 
 from hypothesis import given, settings, strategies as st
 
 import scoresde as ss
-from scoresde._likelihood import bits_per_dim, log_likelihood
+from scoresde._likelihood.flow import bits_per_dim, log_likelihood
 
 SHARED = ss.SharedSteps()
 # The stated accuracy of the shared mode at rtol = atol = 1e-8 in float64 (as the per-sample

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import scoresde as ss
-from scoresde._divergence import ExactDivergence, Hutchinson
+from scoresde._likelihood.divergence import ExactDivergence, Hutchinson
 
 T_EPS = 1e-3
 

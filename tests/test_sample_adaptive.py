@@ -9,7 +9,7 @@ import pytest
 from helpers import SCORE_CALLS, CountingScore, assert_no_recompile, random_gaussian
 
 import scoresde as ss
-from scoresde._adaptive_sde import sample_sde_adaptive_with_stats
+from scoresde._sampling.adaptive_sde import sample_sde_adaptive_with_stats
 
 N = 800
 

@@ -95,7 +95,7 @@ def test_every_entry_point_equals_unsharded_on_1_2_4_devices_and_in_chunks(tmp_p
     names = {name.split("/")[0] for name in entries}
     assert {"sample_ode", "log_likelihood", "sample_pc", "sample_edm", "decode"} <= names
     assert all(f"sample_ode/{n}" in entries for n in (1, 2, 4, "chunk4"))
-    # Adaptive SDE steps over a Brownian tree follow rounding (see scoresde/_sample.py): the
+    # Adaptive SDE steps over a Brownian tree follow rounding (see scoresde/_sampling/sample.py): the
     # same in distribution, not to 1e-6; reported by the worker, not asserted here.
     # A device's vmap has fewer rows than the unsharded one (3 or 2 of 6), and XLA:CPU's
     # vectorised code rounds differently by width: measured up to 6.4e-6 (sample_edm with churn,

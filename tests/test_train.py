@@ -426,7 +426,7 @@ def test_a_nan_loss_stops_training_naming_the_step():
 
 
 def test_progress_bar_shows_steps_speed_and_running_loss(capsys):
-    from scoresde._train import _Progress
+    from scoresde._training.fit import _Progress
 
     bar = _Progress(10, enabled=True)
     bar.update(4, np.array([2.0, 1.0, 1.0, 1.0]))

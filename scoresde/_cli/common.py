@@ -60,8 +60,8 @@ def prepare_out(path) -> pathlib.Path:
 def load_model(path: pathlib.Path):
     """The trained model of a `scoresde train` checkpoint, and its training config."""
 
-    from .._checkpoint import load, read_sidecar
-    from . import train
+    from .._training.checkpoint import load, read_sidecar
+    from . import train as train
 
     path = pathlib.Path(path)
     if path.is_dir():

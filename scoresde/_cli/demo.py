@@ -14,8 +14,9 @@ import diffrax as dfx
 import jax
 import jax.random as jr
 
-from .. import _metrics, analytic
-from .._sample import sample_ode, sample_sde
+from .. import analytic as analytic
+from .._metrics import sample_distances as _metrics
+from .._sampling.sample import sample_ode, sample_sde
 from .._sde import VPSDE
 from .common import HelpFormatter, UsageError, add_out, prepare_out
 

@@ -85,8 +85,9 @@ def inpaint(model, config, images, mask, *, key, method="pigdm", noise_std=0.05,
     import jax.numpy as jnp
     import numpy as np
 
-    from .. import _sample, guidance as _guidance
-    from .._measurement import LinearMeasurement
+    from .._inverse import guidance as _guidance
+    from .._inverse.measurement import LinearMeasurement
+    from .._sampling import sample as _sample
     from .sample import conditional_score
 
     base = conditional_score(model, config)  # the unconditional score (null label if needed)
@@ -139,8 +140,8 @@ def run(args) -> int:
     import jax.random as jr
     import numpy as np
 
-    from .. import _data
-    from . import train
+    from .. import _data as _data
+    from . import train as train
     from .sample import write_png
 
     if args.images < 1 or args.steps < 1:

@@ -10,7 +10,7 @@ levels for `--levels 17`, at 8 bits on the 8-bit images for the default 256.
 
 import pathlib
 
-from . import train
+from . import train as train
 from .common import (
     HelpFormatter,
     UsageError,
@@ -97,7 +97,7 @@ def choose_divergence(name: str, dim: int, probes: int = 1) -> tuple[str, object
     """`(name, estimator, cost)` for `--divergence name` on data of `dim` dimensions per sample
     (`probes` Rademacher probes for hutchinson); `cost` says how many Jacobian-vector products
     each ODE evaluation takes."""
-    from .. import _divergence
+    from .._likelihood import divergence as _divergence
 
     if name == "auto":
         name = "exact" if dim <= EXACT_MAX_DIM else "hutchinson"
@@ -120,7 +120,7 @@ def held_out(config, num: int, key):
     import jax.numpy as jnp
     import jax.random as jr
 
-    from .. import _data
+    from .. import _data as _data
 
     if config.dataset == "digits":
         test = _data.load_digits().test
@@ -141,7 +141,7 @@ def run(args) -> int:
     import jax.numpy as jnp
     import jax.random as jr
 
-    from .. import _likelihood
+    from .._likelihood import flow as _likelihood
 
     if args.num < 1:
         raise UsageError(f"--num must be >= 1; got {args.num}")
@@ -219,7 +219,7 @@ def _certified(args, model, config, data, divergence, name, out, convention, key
     (bits/dim for the digits, nats otherwise)."""
     import json
 
-    from .. import _mean_likelihood
+    from .._likelihood import certified as _mean_likelihood
 
     digits = config.dataset == "digits"
     common = dict(

@@ -78,8 +78,8 @@ def conditional_score(model, config, label=None, guidance=1.0):
     a label out of range."""
     import jax.numpy as jnp
 
-    from .. import guidance as _guidance
-    from .._fields import Conditioned
+    from .._inverse import guidance as _guidance
+    from .._score_calls import Conditioned
     from .train import NUM_CLASSES
 
     conditional = getattr(config, "conditional", False)
@@ -117,7 +117,8 @@ def draw(
     `sampler` (one of `SAMPLERS`); `cond` is per-sample conditioning for `score`."""
     import diffrax as dfx
 
-    from .. import _pc, _sample, _solver as _solvers
+    from .. import _solver as _solvers
+    from .._sampling import predictor_corrector as _pc, sample as _sample
 
     shape = (num, *data_shape(config))
     sde = model.sde
@@ -199,7 +200,8 @@ def report_digit_metrics(x, out, levels: int = 256):
     17-level model (`levels=17`) are quantised to grey levels and compared as 8-bit images."""
     import json
 
-    from .. import _data, _digit_metrics
+    from .. import _data as _data
+    from .._metrics import digits as _digit_metrics
 
     if levels != 256:
         x = _data.digit_images(_data.quantize(x, levels=levels))

@@ -20,9 +20,15 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from .. import _conditional, _data, _losses, _networks, _parametrisation, _sde
-from .._checkpoint import save
-from .._train import adam_with_warmup, fit, num_params
+from .. import (
+    _data as _data,
+    _networks as _networks,
+    _parametrisation as _parametrisation,
+    _sde as _sde,
+)
+from .._training import conditional as _conditional, losses as _losses
+from .._training.checkpoint import save
+from .._training.fit import adam_with_warmup, fit, num_params
 from .common import HelpFormatter, add_no_shard, add_out, local_sharding, note, prepare_out
 
 SDES: dict[str, Callable[[], _sde.AbstractSDE]] = {

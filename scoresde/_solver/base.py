@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 from diffrax._term import WrapTerm as _WrapTerm  # private: pinned in pyproject.toml
 
-from .._fields import checked_score, tweedie
 from .._nfe import AbstractCountedSolver
+from .._score_calls import checked_score, tweedie
 from .._sde import AbstractSDE
 from .._terms import ProbabilityFlow
 

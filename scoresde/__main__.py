@@ -1,0 +1,7 @@
+"""`python -m scoresde`: the same as the `scoresde` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
