@@ -46,6 +46,7 @@ from .._checks import (
 )
 from .._custom_types import ScoreFn
 from .._data import num_levels
+from .._diffrax_private import SUCCESS_CODE, result_code
 from .._keys import sample_keys
 from .._progress import progress_meter
 from .._sampling.sample import SampleResult
@@ -257,10 +258,6 @@ def _shared_delta_norm(scaled_error):
     return jnp.where(bad, jnp.inf, rms)
 
 
-def _status(result):
-    return jnp.asarray(result._value, jnp.int32)
-
-
 @eqx.filter_jit
 def _log_likelihood(
     *,
@@ -328,7 +325,7 @@ def _log_likelihood(
         sol, nfe = solve(make_term(probes), y0)
         z, deltas = sol.ys[0][0], sol.ys[1][0]
         steps = sol.stats["num_steps"]
-        return z, deltas, steps, nfe, sol.result == dfx.RESULTS.successful, _status(sol.result)
+        return z, deltas, steps, nfe, sol.result == dfx.RESULTS.successful, result_code(sol.result)
 
     def shared_solve():
         probes, y0 = jax.vmap(setup)((x, keys))
@@ -340,7 +337,7 @@ def _log_likelihood(
             sol.stats["num_steps"] * ones,
             count * ones,
             jnp.broadcast_to(sol.result == dfx.RESULTS.successful, (num,)),
-            _status(sol.result) * ones,
+            result_code(sol.result) * ones,
         )
 
     if shared:
@@ -361,7 +358,7 @@ def _log_likelihood(
             lanes=schedule.lanes,
         )
         nfe = jnp.where(nfe >= 0, nfe + divergence.evals_at_init, nfe)
-        ok = status == dfx.RESULTS.successful._value
+        ok = status == SUCCESS_CODE
     prior = jax.vmap(prior_log_prob)(z).astype(dtype)
     delta = jnp.mean(deltas, axis=1)
     stderr = jnp.std(deltas, axis=1, ddof=1) / math.sqrt(n_est) if n_est > 1 else None

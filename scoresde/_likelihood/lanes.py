@@ -24,17 +24,15 @@ import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-from diffrax._term import WrapTerm  # what diffeqsolve wraps terms in (same arithmetic)
 
 from .. import _nfe as _nfe
-
-
-def _clip_floor(t1):
-    """`t1` minus 100 ULPs, as in diffrax: a `tnext` past it is rounded to `t1`."""
-    out = t1
-    for _ in range(100):
-        out = jnp.nextafter(out, jnp.asarray(-jnp.inf, out.dtype))
-    return out
+from .._diffrax_private import (
+    MAX_STEPS_CODE,
+    SUCCESS_CODE,
+    WrapTerm,
+    clip_floor as _clip_floor,
+    result_code,
+)
 
 
 class _Lane(eqx.Module):
@@ -114,7 +112,7 @@ def lane_diffeqsolve(
             controller_state=controller_state,
             made_jump=jnp.array(False),
             num_steps=jnp.array(0, jnp.int32),
-            result=jnp.array(dfx.RESULTS.successful._value, jnp.int32),
+            result=jnp.array(SUCCESS_CODE, jnp.int32),
         )
 
     def step_lane(lane):
@@ -144,12 +142,12 @@ def lane_diffeqsolve(
         solver_state = jtu.tree_map(keep, solver_state, lane.solver_state)
         made_jump = jnp.where(keep_step, made_jump, lane.made_jump)
         solver_result = dfx.RESULTS.where(keep_step, solver_result, dfx.RESULTS.successful)
-        ok = dfx.RESULTS.successful._value
-        result = jnp.where(lane.result == ok, solver_result._value, lane.result)
-        result = jnp.where(result == ok, controller_result._value, result)
+        ok = SUCCESS_CODE
+        result = jnp.where(lane.result == ok, result_code(solver_result), lane.result)
+        result = jnp.where(result == ok, result_code(controller_result), result)
         num_steps = lane.num_steps + 1
         out_of_steps = (num_steps >= max_steps) & (tprev < t1) & (result == ok)
-        result = jnp.where(out_of_steps, dfx.RESULTS.max_steps_reached._value, result)
+        result = jnp.where(out_of_steps, MAX_STEPS_CODE, result)
         new = _Lane(
             index=lane.index,
             params=lane.params,

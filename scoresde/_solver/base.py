@@ -34,8 +34,8 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from diffrax._term import WrapTerm as _WrapTerm  # private: pinned in pyproject.toml
 
+from .._diffrax_private import WrapTerm as _WrapTerm
 from .._nfe import AbstractCountedSolver
 from .._score_calls import checked_score, tweedie
 from .._sde import AbstractSDE
