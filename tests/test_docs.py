@@ -1,10 +1,13 @@
-"""The documentation site: every public name is in the API reference; the strict build passes.
+"""The documentation site: every public name is in the API reference and its overview, the
+pages name no private module, and the strict build passes.
 
-The coverage test is pure text (it parses `scoresde/__init__.py` and `scoresde/analytic.py` with
-`ast`, imports nothing); the build test runs `mkdocs build --strict` and is marked slow.
+The coverage tests are pure text (they parse `scoresde/__init__.py` and the public namespaces
+with `ast`, import nothing from scoresde); the build test runs `mkdocs build --strict` and is
+marked slow.
 """
 
 import ast
+import importlib.util
 import os
 import re
 import shutil
@@ -16,7 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "scoresde"
-API_DIR = ROOT / "docs" / "api"
+DOCS = ROOT / "docs"
+API_DIR = DOCS / "api"
 DIRECTIVE = re.compile(r"^:::\s*(scoresde(?:\.[A-Za-z_]\w*)+)\s*$", re.MULTILINE)
 
 
@@ -84,17 +88,83 @@ def test_every_public_name_is_in_the_api_reference():
     )
 
 
-def test_api_reference_names_exist():
-    """Every `::: scoresde.X` entry for a top-level name is a public name (no stale entries)."""
-    names = public_names()
-    modules = {
-        ".".join(("scoresde", *p.relative_to(PACKAGE).with_suffix("").parts))
-        for p in PACKAGE.rglob("*.py")
-        if p.stem != "__init__"
+def public_namespaces() -> set[str]:
+    """The submodules `scoresde/__init__.py` imports as namespaces (`from . import analytic`)."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    return {
+        alias.asname or alias.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None
+        for alias in node.names
     }
-    stale = sorted(d for d in documented_names() if d not in names and d not in modules)
-    assert not stale, "docs/api/*.md documents names that scoresde does not export: " + ", ".join(
-        stale
+
+
+def test_api_reference_names_exist():
+    """Every `::: scoresde.X` entry is a public name or a public namespace (no stale entries, no
+    private module: moving a file must break no page)."""
+    allowed = public_names() | {f"scoresde.{n}" for n in public_namespaces()}
+    stale = sorted(d for d in documented_names() if d not in allowed)
+    assert not stale, (
+        "docs/api/*.md documents names that are not public (document the public name, and move "
+        "a private module's prose into the page): " + ", ".join(stale)
+    )
+
+
+def test_docs_name_no_private_module():
+    """No `:::` entry and no cross-reference in any page points into a private module."""
+
+    def private(target: str) -> bool:
+        parts = target.strip().split(".")
+        return parts[0] == "scoresde" and any(part.startswith("_") for part in parts[1:])
+
+    bad = []
+    for page in sorted(DOCS.rglob("*.md")):
+        text = page.read_text()
+        where = page.relative_to(ROOT).as_posix()
+        for m in re.finditer(r"^:::\s*(\S+)", text, re.MULTILINE):
+            if private(m.group(1)):
+                bad.append(f"{where}: ::: {m.group(1)}")
+        # [text][scoresde._x.y] and [`scoresde._x.y`][]
+        for m in re.finditer(r"\]\[([^\]]+)\]|\[`?([^\]`]+)`?\]\[\]", text):
+            target = m.group(1) or m.group(2)
+            if private(target):
+                bad.append(f"{where}: [...][{target}]")
+    assert not bad, "pages point into private modules:\n" + "\n".join(bad)
+
+
+def _api_index_hook():
+    spec = importlib.util.spec_from_file_location("api_index", ROOT / "hooks" / "api_index.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_api_index_lists_every_public_name():
+    """The overview table that hooks/api_index.py builds names (and links) every public name."""
+    hook = _api_index_hook()
+    index = (API_DIR / "index.md").read_text()
+    assert index.count(hook.MARKER) == 1, f"docs/api/index.md needs one {hook.MARKER} line"
+    assert re.search(
+        r"^hooks:(\n\s+-\s+\S+)*\n\s+-\s+hooks/api_index\.py\s*$",
+        (ROOT / "mkdocs.yml").read_text(),
+        re.MULTILINE,
+    )
+    pages = [
+        (p.stem, p.name, p.read_text()) for p in sorted(API_DIR.glob("*.md")) if p.stem != "index"
+    ]
+    table = hook.table(pages)
+    listed = set(re.findall(r"\]\[(scoresde(?:\.\w+)+)\]", table))
+    missing = sorted(public_names() - listed)
+    assert not missing, "public names missing from the API overview: " + ", ".join(missing)
+
+
+def test_api_index_names_every_namespace():
+    """The overview's Namespaces section names each public namespace as `ss.<name>`."""
+    index = (API_DIR / "index.md").read_text()
+    section = index.split("## Namespaces", 1)[-1]
+    missing = sorted(n for n in public_namespaces() if f"`ss.{n}`" not in section)
+    assert "## Namespaces" in index and not missing, (
+        "docs/api/index.md's Namespaces section does not name: " + ", ".join(missing)
     )
 
 
