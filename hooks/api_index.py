@@ -81,4 +81,6 @@ def on_page_markdown(markdown, page, config, files):
         for item in siblings
         if item.is_page and item.file.src_uri != PAGE
     ]
+    if not pages:
+        raise ValueError(f"docs/{PAGE} has no sibling pages in the nav to list names from.")
     return markdown.replace(MARKER, table(pages))
