@@ -1,32 +1,48 @@
-"""Shared helpers for the benchmark scripts: timing, metadata, JSON output."""
+"""Shared helpers for the benchmark scripts: problems, timing, metadata, JSON output.
+
+Run a script from the repository root (`python benchmarks/x.py`): this module puts the checkout
+that holds it first on `sys.path`, so the scripts time this checkout's `scoresde`.
+"""
 
 import json
+import math
 import pathlib
 import platform
+import statistics
 import subprocess
+import sys
 import time
 
-import jax
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-import scoresde as ss
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
-HERE = pathlib.Path(__file__).parent
+import scoresde as ss  # noqa: E402
+
 RESULTS = HERE / "results"
+DATA = ROOT / "scoresde" / "_bench" / "data"  # the package's copy of the shared problem set
+
+
+def load_npz(name: str):
+    """The arrays of the shared problem `name` (`ring2d`, `aniso64`) from the package's copy."""
+    return np.load(DATA / f"{name}.npz")
 
 
 def load_problem(name: str, dtype=None) -> ss.analytic.GaussianMixture:
-    """`ring2d` or `aniso64`, copied from the shared problem set into `benchmarks/`, or `mix64`
-    (see `mix64`)."""
+    """`ring2d` or `aniso64` from the package's problem set, or `mix64` (see `mix64`)."""
     if name == "mix64":
         return mix64(dtype)
-    return ss.analytic.GaussianMixture.from_npz(HERE / f"{name}.npz", dtype)
+    return ss.analytic.GaussianMixture.from_npz(DATA / f"{name}.npz", dtype)
 
 
 def mix64(dtype=None) -> ss.analytic.GaussianMixture:
     """A 2-component 64-D mixture: means +-0.5 * ones, weights 0.3 / 0.7, diagonal variances
     log-spaced in [0.01, 1] and reversed for the second component."""
     import jax.numpy as jnp
-    import numpy as np
 
     dtype = jnp.result_type(float) if dtype is None else dtype
     dim = 64
@@ -41,17 +57,49 @@ def mix64(dtype=None) -> ss.analytic.GaussianMixture:
     )
 
 
-def timed(fn, *args, repeats: int = 3):
-    """(first call seconds, best of `repeats` later calls, last output); blocks on results."""
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - start
-    best = float("inf")
-    for _ in range(repeats):
+def block(out):
+    """Wait for every array in the pytree `out` (other leaves are skipped); returns `out`."""
+    jax.block_until_ready([leaf for leaf in jax.tree.leaves(out) if isinstance(leaf, jax.Array)])
+    return out
+
+
+def interleaved(fns: dict, rounds: int):
+    """Call each of `fns` (zero-argument callables) once to compile, then time them in `rounds`
+    interleaved rounds, so that load changes on a shared machine hit every one alike.
+
+    Returns `(outputs, first-call seconds, per-round seconds)`, dicts keyed like `fns`; summarise
+    the rounds with `spread`, and compare two with `ratio` (round by round).
+    """
+    outs, firsts = {}, {}
+    for k, f in fns.items():
         start = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - start)
-    return first, best, out
+        outs[k] = block(f())
+        firsts[k] = time.perf_counter() - start
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            start = time.perf_counter()
+            block(f())
+            times[k].append(time.perf_counter() - start)
+    return outs, firsts, times
+
+
+def timed(fn, *args, repeats: int = 3):
+    """`(first-call seconds, best of `repeats` later calls, first output)` of `fn(*args)`;
+    `interleaved` with one function (best is `inf` when `repeats` is 0)."""
+    outs, firsts, times = interleaved({"fn": lambda: fn(*args)}, repeats)
+    return firsts["fn"], min(times["fn"], default=math.inf), outs["fn"]
+
+
+def spread(values) -> dict:
+    """`min`, `median` and `max` of per-round figures: the interval a table reports."""
+    values = list(values)
+    return dict(min=min(values), median=statistics.median(values), max=max(values))
+
+
+def ratio(times_a, times_b) -> dict:
+    """`spread` of the round-by-round ratios `a / b` of two `interleaved` timings."""
+    return spread(a / b for a, b in zip(times_a, times_b, strict=True))
 
 
 def metadata(**parameters) -> dict:
@@ -70,6 +118,7 @@ def metadata(**parameters) -> dict:
         },
         device=str(jax.devices()[0]),
         cpu_count=__import__("os").cpu_count(),
+        load_average=__import__("os").getloadavg(),
         platform=platform.platform(),
         commit=commit,
     )

@@ -3,7 +3,7 @@ diffrax's PIDController, in score evaluations per sample at equal sliced W2.
 
 Problems (exact scores, VP SDE, t_eps = 1e-3, all samplers end with the Tweedie step):
 
-- `aniso64`: the shared 8-component anisotropic mixture in 64-D (`benchmarks/aniso64.npz`);
+- `aniso64`: the shared 8-component anisotropic mixture in 64-D (`scoresde/_bench/data/aniso64.npz`);
 - `rot625`: N(0, Q diag(s^2) Q^T) in 64-D, s log-spaced in [0.02, 0.5] (condition number 625),
   Q a random orthogonal matrix (numpy seed 0).
 
@@ -14,7 +14,7 @@ several step counts; `ss.sample_sde` with `diffrax.PIDController(rtol, atol=rtol
 ShARK as they stand (their own error estimates, a VirtualBrownianTree).
 
 Metrics: `nfe` (mean evaluations per sample, rejected steps and the Tweedie call included);
-`sw` (sliced W2, 256 directions, to as many exact samples); `floor` (mean and std of the sw of
+`sw` (sliced W2, `ss.sliced_wasserstein`, 128 directions, to as many exact samples); `floor` (mean and std of the sw of
 four other exact sets against the first: the sampling floor at this n); `excess` =
 sqrt(max(sw^2 - floor^2, 0)); on aniso64 also `mode_err` (largest mode-weight error).
 Equal SW2: `band` = floor mean + 2 std (indistinguishable from exact at this n). For each method
@@ -35,14 +35,12 @@ Run: `python benchmarks/adaptive_sde.py [--quick] [--n N]`. Writes
 
 import argparse
 import math
-import time
 
 import diffrax as dfx
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from _common import load_problem, metadata, write
+from _common import load_problem, metadata, timed, write
 
 import scoresde as ss
 from scoresde._sampling.adaptive_sde import sample_sde_adaptive_with_stats
@@ -57,14 +55,6 @@ def rotated_gaussian(kappa_std=(0.02, 0.5), dim=DIM, seed=0):
     std = np.geomspace(*kappa_std, dim)
     cov = (q * std**2) @ q.T
     return ss.analytic.Gaussian(jnp.zeros(dim), jnp.asarray(0.5 * (cov + cov.T), jnp.float32))
-
-
-def sliced_w2(x, y, key, num_dirs=256):
-    dirs = jr.normal(key, (x.shape[1], num_dirs), jnp.float32)
-    dirs = dirs / jnp.linalg.norm(dirs, axis=0, keepdims=True)
-    px = jnp.sort(jnp.asarray(x, jnp.float32) @ dirs, axis=0)
-    py = jnp.sort(jnp.asarray(y, jnp.float32) @ dirs, axis=0)
-    return float(jnp.sqrt(jnp.mean((px - py) ** 2)))
 
 
 def interp_nfe(curve, target):
@@ -99,7 +89,7 @@ def run_problem(name, dist, n, rtols, steps_list, grids, pid_tols, pid_solvers, 
     exact = np.asarray(dist.sample(jr.key(101), n))
     sw_key = jr.key(7)
     floors = [
-        sliced_w2(np.asarray(dist.sample(jr.key(102 + i), n)), exact, sw_key) for i in range(4)
+        ss.sliced_wasserstein(dist.sample(jr.key(102 + i), n), exact, key=sw_key) for i in range(4)
     ]
     floor, floor_std = float(np.mean(floors)), float(np.std(floors, ddof=1))
     band = floor + 2 * floor_std
@@ -107,16 +97,11 @@ def run_problem(name, dist, n, rtols, steps_list, grids, pid_tols, pid_solvers, 
     rows = []
 
     def record(method, setting, fn):
-        start = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        seconds = time.perf_counter() - start
-        if warm:
-            start = time.perf_counter()
-            out = jax.block_until_ready(fn())
-            seconds = time.perf_counter() - start
+        first, best, out = timed(fn, repeats=1 if warm else 0)
+        seconds = best if warm else first
         result, extra = out if isinstance(out, tuple) else (out, {})
         x = np.asarray(result.x)
-        sw = sliced_w2(x, exact, sw_key)
+        sw = ss.sliced_wasserstein(x, exact, key=sw_key)
         row = dict(
             method=method,
             setting=setting,

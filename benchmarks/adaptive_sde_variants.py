@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from _common import load_problem, metadata, write
-from adaptive_sde import ATOL_PER_RTOL, nfe_to_band, rotated_gaussian, sliced_w2
+from adaptive_sde import ATOL_PER_RTOL, nfe_to_band, rotated_gaussian
 from jax import lax
 
 import scoresde as ss
@@ -119,14 +119,14 @@ def run_problem(name, n, variants, rtols):
     exact = np.asarray(dist.sample(jr.key(101), n))
     sw_key = jr.key(7)
     floors = [
-        sliced_w2(np.asarray(dist.sample(jr.key(102 + i), n)), exact, sw_key) for i in range(4)
+        ss.sliced_wasserstein(dist.sample(jr.key(102 + i), n), exact, key=sw_key) for i in range(4)
     ]
     band = float(np.mean(floors) + 2 * np.std(floors, ddof=1))
     print(f"== {name}: n = {n}, sw floor {np.mean(floors):.4f}, band {band:.4f}", flush=True)
     rows = []
     for steps in (25, 35, 50, 70, 100, 140, 200, 400):
         r = ss.sample_sde(sde, score, key=jr.key(0), shape=(n, DIM), steps=steps)
-        sw = sliced_w2(np.asarray(r.x), exact, sw_key)
+        sw = ss.sliced_wasserstein(r.x, exact, key=sw_key)
         rows.append(dict(method="EM uniform", nfe=float(np.mean(r.nfe)), sw=sw))
         print(f"  EM uniform steps={steps:<4d} nfe {rows[-1]['nfe']:7.1f} sw {sw:.4f}", flush=True)
     for variable, power in variants:
@@ -134,7 +134,7 @@ def run_problem(name, n, variants, rtols):
         for rtol in rtols:
             start = time.perf_counter()
             x, nfe, rejected, failed = sample(sde, score, jr.key(0), n, variable, power, rtol)
-            sw = sliced_w2(x, exact, sw_key)
+            sw = ss.sliced_wasserstein(x, exact, key=sw_key)
             row = dict(method=method, rtol=rtol, nfe=nfe, sw=sw, rejected=rejected, failed=failed)
             if name == "aniso64":
                 row["mode_err"] = ss.mode_weight_error(dist, jnp.asarray(x))

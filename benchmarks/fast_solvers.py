@@ -6,7 +6,7 @@ For each problem (ring2d, n = 4096; aniso64, n = 2048) and each sampler, at NFE 
 - `err`: mean L2 distance per sample to a float64 reference PF-ODE solution (Dopri8,
   rtol = atol = 1e-10, integrated in log sigma down to sigma = 1e-7, then Tweedie) from the same
   initial noise x_T ~ N(0, 80^2 I);
-- `sw`: sliced Wasserstein-2 distance (256 directions) of the samples to exact mixture samples
+- `sw`: sliced Wasserstein-2 distance (`ss.sliced_wasserstein`, 128 directions) of the samples to exact mixture samples
   (the reference ODE samples' own `sw` is the floor set by the sample size);
 - `t/(NFE*score)`: wall time of the whole jitted sampler over NFE times one jitted batched
   score call (dispatched on its own), both measured in this run (compile excluded; min over
@@ -27,9 +27,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
-import sys
 import time
 
 import diffrax as dfx
@@ -38,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+from _common import DATA, interleaved, metadata, ratio, timed
 
 import scoresde as ss
 from scoresde._solver import (
@@ -201,44 +199,24 @@ def reference(mix64, x_T64):
     return np.asarray(x), int(num_steps)
 
 
-def sliced_w2(x, y, key, num_dirs=256):
-    d = x.shape[1]
-    dirs = jr.normal(key, (d, num_dirs), jnp.float32)
-    dirs = dirs / jnp.linalg.norm(dirs, axis=0, keepdims=True)
-    px = jnp.sort(jnp.asarray(x, jnp.float32) @ dirs, axis=0)
-    py = jnp.sort(jnp.asarray(y, jnp.float32) @ dirs, axis=0)
-    return float(jnp.sqrt(jnp.mean((px - py) ** 2)))
+def sliced_w2(x, y, key):
+    return ss.sliced_wasserstein(np.asarray(x, np.float32), np.asarray(y, np.float32), key=key)
 
 
 def timeit(fn, repeats):
-    jax.block_until_ready(fn())  # warm-up (compile)
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - start)
-    return best
+    """Best of `repeats` calls after a compiling one."""
+    return timed(fn, repeats=repeats)[1]
 
 
 def interleaved_ratio(run, score_call, nfe, repeats):
-    """Median over `repeats` rounds of run time / (nfe x score-call time), each round timing
-    both back to back (best of 3 score calls), so that slow drifts of a shared machine cancel."""
-    jax.block_until_ready(run())
-    ratios = []
-    for _ in range(repeats):
-        score_s = math.inf
-        for _ in range(3):
-            start = time.perf_counter()
-            jax.block_until_ready(score_call())
-            score_s = min(score_s, time.perf_counter() - start)
-        start = time.perf_counter()
-        jax.block_until_ready(run())
-        ratios.append((time.perf_counter() - start) / (nfe * score_s))
-    return float(np.median(ratios))
+    """Median over `repeats` interleaved rounds of run time / (nfe x score-call time), so that
+    slow drifts of a shared machine cancel."""
+    _, _, times = interleaved({"run": run, "score": score_call}, repeats)
+    return ratio([t / nfe for t in times["run"]], times["score"])["median"]
 
 
 def bench_problem(name, quick, nfes, solver_names, grid_names, repeats):
-    path = os.path.join(HERE, f"{name}.npz")
+    path = DATA / f"{name}.npz"
     n = SIZES[name] if not quick else min(SIZES[name], 512)
     key = jr.key(0)
     x_T = SIGMA_MAX * jax.vmap(
@@ -352,35 +330,17 @@ def main(argv=None):
     results = {}
     for name in problems:
         results[name] = bench_problem(name, args.quick, nfes, solver_names, grid_names, repeats)
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE
-        ).stdout.strip()
-    except OSError:
-        commit = None
     payload = {
         "benchmark": "fast_solvers",
-        "quick": args.quick,
-        "parameters": {
-            "sde": f"EDMSDE({SIGMA_MIN}, {SIGMA_MAX})",
-            "nfes": nfes,
-            "solvers": solver_names,
-            "grids": grid_names,
-            "repeats": repeats,
-        },
+        **metadata(
+            quick=args.quick,
+            sde=f"EDMSDE({SIGMA_MIN}, {SIGMA_MAX})",
+            nfes=nfes,
+            solvers=solver_names,
+            grids=grid_names,
+            repeats=repeats,
+        ),
         "anchors": ANCHORS,
-        "versions": {
-            "jax": jax.__version__,
-            "equinox": eqx.__version__,
-            "diffrax": dfx.__version__ if hasattr(dfx, "__version__") else None,
-            "python": sys.version.split()[0],
-        },
-        "device": {
-            "platform": platform.platform(),
-            "jax_devices": [str(d) for d in jax.devices()],
-            "cpu_count": os.cpu_count(),
-        },
-        "commit": commit,
         "results": results,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -29,12 +29,12 @@ Writes `benchmarks/results/inverse.json` and `benchmarks/results/inverse.png`.
 import argparse
 import json
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+from _common import load_npz, timed
 
 import scoresde as ss
 
@@ -56,7 +56,7 @@ def grid25():
 
 
 def aniso64():
-    d = np.load(os.path.join(HERE, "..", "scoresde", "_bench", "data", "aniso64.npz"))
+    d = load_npz("aniso64")
     covs = np.einsum("kij,kj,klj->kil", d["eigvecs"], d["eigvals"], d["eigvecs"])
     prior = ss.analytic.GaussianMixture(
         jnp.asarray(d["weights"], jnp.float64),
@@ -81,14 +81,6 @@ def gauss16():
 
 
 PROBLEMS = {"grid25": grid25, "aniso64": aniso64, "gauss16": gauss16}
-
-
-def timed(fn):
-    fn()  # compile
-    t0 = time.perf_counter()
-    out = fn()
-    jax.block_until_ready(jax.tree_util.tree_leaves(out))
-    return out, time.perf_counter() - t0
 
 
 def run_problem(name, prior, A, noise, *, n, nfe_budget, runs, samples):
@@ -139,17 +131,19 @@ def run_problem(name, prior, A, noise, *, n, nfe_budget, runs, samples):
     for method, g in guided.items():
         cost = g.evals_per_call + 2 * g.vjps_per_call
         steps = max(nfe_budget // cost, 2)
-        r, wall = timed(
+        _, wall, r = timed(
             lambda g=g, steps=steps: ss.sample_sde(
                 sde, g, key=jr.key(7), shape=(n, d), steps=steps - 1
-            )
+            ),
+            repeats=1,
         )
         record(method, "EM", r.x, int(r.nfe[0]) * cost, wall)
-        r, wall = timed(
+        _, wall, r = timed(
             lambda g=g, steps=steps: ss.sample_ode(
                 sde, g, key=jr.key(7), shape=(n, d), solver=ss.DPMSolverPP2M(), steps=steps,
                 grid="log_snr",
-            )
+            ),
+            repeats=1,
         )  # fmt: skip
         record(method, "DPM++2M", r.x, int(r.nfe[0]) * cost, wall)
 
@@ -180,7 +174,7 @@ def run_problem(name, prior, A, noise, *, n, nfe_budget, runs, samples):
                 for k in range(runs)
             ]  # fmt: skip
 
-        results, wall = timed(smc)
+        _, wall, results = timed(smc, repeats=1)
         xs, mwes, errs, ess = [], [], [], []
         for k, r in enumerate(results):
             w = jnp.exp(r.log_weights)

@@ -54,7 +54,7 @@ import scipy
 from scipy.integrate import solve_ivp
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from _common import load_problem, metadata, timed, write  # noqa: E402
+from _common import interleaved, load_problem, metadata, timed, write  # noqa: E402
 
 import scoresde as ss  # noqa: E402
 from scoresde._score_calls import pf_drift  # noqa: E402
@@ -122,25 +122,6 @@ def ours(score, x, divergence, prior, *, sde=SDE, t_eps=T_EPS, tol=TOL, key=None
         prior_log_prob=prior,
         **options,
     )
-
-
-def interleaved(fns, rounds):
-    """Call each of `fns` (zero-argument callables) once to compile, then time them in `rounds`
-    interleaved rounds, so that load changes on a shared machine hit every one alike.
-
-    Returns `(outputs, first-call seconds, per-round seconds)`, dicts keyed like `fns`."""
-    outs, firsts = {}, {}
-    for k, f in fns.items():
-        start = time.perf_counter()
-        outs[k] = jax.block_until_ready(f())
-        firsts[k] = time.perf_counter() - start
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, f in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(f())
-            times[k].append(time.perf_counter() - start)
-    return outs, firsts, times
 
 
 def main_table(problems, batches, repeats, quick, reference, lanes_list=(64, 128, 256)):

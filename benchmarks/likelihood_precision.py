@@ -25,6 +25,7 @@ def measure(x64: bool) -> dict:
     import jax.numpy as jnp
     import jax.random as jr
     import numpy as np
+    from _common import load_npz
 
     import scoresde as ss
 
@@ -33,7 +34,7 @@ def measure(x64: bool) -> dict:
     tol = 1e-6 if x64 else 1e-5
     out = {}
     for name in ("ring2d", "aniso64"):
-        d = np.load(os.path.join(HERE, "..", "scoresde", "_bench", "data", f"{name}.npz"))
+        d = load_npz(name)
         covs = np.einsum("kij,kj,klj->kil", d["eigvecs"], d["eigvals"], d["eigvecs"])
         mix = ss.analytic.GaussianMixture(
             jnp.asarray(d["weights"], dt), jnp.asarray(d["means"], dt), jnp.asarray(covs, dt)

@@ -27,9 +27,8 @@ D = 3072
 
 
 def worker(entry: str, batch: int, chunk: int | None) -> dict:
-    import time
-
     import jax
+    from _common import timed
 
     import scoresde as ss
 
@@ -51,9 +50,7 @@ def worker(entry: str, batch: int, chunk: int | None) -> dict:
 
     jax.block_until_ready(call(4, None))  # warm-up: the runtime's fixed cost
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
-    jax.block_until_ready(call(batch, chunk))
-    wall = time.perf_counter() - t0
+    wall, _, _ = timed(call, batch, chunk, repeats=0)  # one call: its first
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"entry": entry, "batch": batch, "chunk_size": chunk,
             "peak_rss_mb": (peak - base) / 1024, "state_mb": batch * D * 4 / 2**20,

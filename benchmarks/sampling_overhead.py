@@ -10,7 +10,7 @@ For each problem (ring2d, 2-D; aniso64, 64-D; exact mixture score) and a batch o
 - `floor`: NFE x one batched score evaluation (the cost of the vector field alone).
 
 Prints run times as ratios to `scan` and `floor`, compile times, and writes
-`benchmarks/results/sampling_overhead.json`.
+`benchmarks/results/sampling_overhead.json` (`sampling_overhead_quick.json` with `--quick`).
 """
 
 import argparse
@@ -95,7 +95,10 @@ def main(quick: bool = False):
             f"{row['scan_over_floor']:.2f}x | compile library {row['library_compile_s']:.1f}s, "
             f"scan {row['scan_compile_s']:.1f}s"
         )
-    write("sampling_overhead", dict(metadata(quick=quick, steps=steps, batch=batch), rows=rows))
+    write(
+        "sampling_overhead_quick" if quick else "sampling_overhead",
+        dict(metadata(quick=quick, steps=steps, batch=batch), rows=rows),
+    )
     return rows
 
 

@@ -4,7 +4,8 @@ Both run the same model, loss (`DenoisingScoreMatching`, sigma^2 weighting), opt
 warm-up and clipping) and batch size; the hand-written loop does one `eqx.filter_jit` step per
 Python iteration on a batch already on the device, while `fit` draws its batches inside the
 compiled step, keeps an EMA of the weights and fuses `steps_per_call` steps per call. Compile
-and run are timed apart (a warm-up call first, then repeats, `block_until_ready`). The figure is
+and run are timed apart (a first call each, then `--repeats` interleaved rounds of both, best of
+each kept; `ratio_rounds` gives the round-by-round ratio's min / median / max). The figure is
 the RATIO of steps/s (library / hand-written), measured in the same run; the goal is >= 1/1.1.
 
 Optionally (`--bpd-budget SECONDS`) trains the digits U-Net for a fixed wall-clock budget and
@@ -17,26 +18,17 @@ reports its test bits/dim (`scoresde.bits_per_dim`: PF-ODE, Hutchinson, uniform 
 import argparse
 import json
 import math
-import platform
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
+from _common import RESULTS, interleaved, metadata, ratio
 
 import scoresde as ss
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def _block(tree):
-    jax.block_until_ready(eqx.filter(tree, eqx.is_array))
 
 
 def _case(name, quick):
@@ -60,25 +52,15 @@ def _case(name, quick):
     return sde, model, data, batch_size, steps, preprocess
 
 
-def _time_library(model, loss, data, batch_size, steps, preprocess, optimizer, repeats):
+def _library_run(model, loss, data, batch_size, steps, preprocess, optimizer):
     kwargs = dict(
         key=jr.key(2), steps=steps, batch_size=batch_size, optimizer=optimizer,
         preprocess=preprocess, progress=False,
     )  # fmt: skip
-    t0 = time.perf_counter()
-    res = ss.fit(model, loss, data, **kwargs)
-    _block(res.state)
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        res = ss.fit(model, loss, data, **kwargs)
-        _block(res.state)
-        times.append(time.perf_counter() - t0)
-    return first, min(times), float(np.mean(res.losses[-max(1, steps // 10) :]))
+    return lambda: ss.fit(model, loss, data, **kwargs)
 
 
-def _time_handwritten(model, loss, data, batch_size, steps, preprocess, optimizer, repeats):
+def _handwritten_run(model, loss, data, batch_size, steps, preprocess, optimizer):
     batch = data[:batch_size]
     if preprocess is not None:
         batch = preprocess(jr.key(3), batch)
@@ -90,23 +72,14 @@ def _time_handwritten(model, loss, data, batch_size, steps, preprocess, optimize
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return eqx.apply_updates(model, updates), opt_state, value
 
-    def run(n):
+    def run():
         m, opt_state = model, optimizer.init(eqx.filter(model, eqx.is_inexact_array))
         key = jr.key(2)
-        for i in range(n):
+        for i in range(steps):
             m, opt_state, value = step(m, opt_state, batch, jr.fold_in(key, i))
-        _block(m)
         return m
 
-    t0 = time.perf_counter()
-    run(1)
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run(steps)
-        times.append(time.perf_counter() - t0)
-    return first, min(times)
+    return run
 
 
 def _digits_bpd(budget_s, steps_per_chunk=50):
@@ -139,26 +112,19 @@ def _digits_bpd(budget_s, steps_per_chunk=50):
     }
 
 
-def _commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()  # fmt: skip
-    except Exception:
-        return None
-
-
 def main(quick=False, repeats=3, bpd_budget=None):
     rows = []
     for name in ("mlp-2d", "unet-digits"):
         sde, model, data, batch_size, steps, preprocess = _case(name, quick)
         loss = ss.DenoisingScoreMatching(sde)
         optimizer = ss.adam_with_warmup(1e-3)
-        lib_first, lib_time, lib_loss = _time_library(
-            model, loss, data, batch_size, steps, preprocess, optimizer, repeats
+        case = (model, loss, data, batch_size, steps, preprocess, optimizer)
+        outs, firsts, times = interleaved(
+            {"library": _library_run(*case), "handwritten": _handwritten_run(*case)}, repeats
         )
-        hand_first, hand_time = _time_handwritten(
-            model, loss, data, batch_size, steps, preprocess, optimizer, repeats
-        )
+        lib_first, hand_first = firsts["library"], firsts["handwritten"]
+        lib_time, hand_time = min(times["library"]), min(times["handwritten"])
+        lib_loss = float(np.mean(outs["library"].losses[-max(1, steps // 10) :]))
         row = {
             "case": name,
             "steps": steps,
@@ -167,6 +133,7 @@ def main(quick=False, repeats=3, bpd_budget=None):
             "library_steps_per_s": steps / lib_time,
             "handwritten_steps_per_s": steps / hand_time,
             "ratio_library_over_handwritten": hand_time / lib_time,
+            "ratio_rounds": ratio(times["handwritten"], times["library"]),
             "library_first_call_s": lib_first,
             "handwritten_first_call_s": hand_first,
             "library_final_loss": lib_loss,
@@ -181,19 +148,8 @@ def main(quick=False, repeats=3, bpd_budget=None):
         )
     out = {
         "benchmark": "training",
-        "quick": quick,
-        "repeats": repeats,
+        **metadata(quick=quick, repeats=repeats, optax=optax.__version__),
         "rows": rows,
-        "versions": {
-            "scoresde": ss.__version__,
-            "jax": jax.__version__,
-            "equinox": eqx.__version__,
-            "optax": optax.__version__,
-            "python": platform.python_version(),
-        },
-        "device": str(jax.devices()[0]),
-        "platform": platform.platform(),
-        "commit": _commit(),
     }
     if bpd_budget:
         out["digits_bpd"] = _digits_bpd(bpd_budget)
