@@ -63,15 +63,12 @@ def _check_diameter(support_diameter):
 
 
 def _within_support(sde, t, g, diameter):
-    r"""Scale the guidance term $g pprox
-    abla_x \ln p_t(y \mid x)$ back onto the ball that
-        the exact term never leaves when the data lie in a set of diameter $D$:
-        $
-    abla_x \ln p_t(y \mid x) = 	frac{lpha}{\sigma^2}(\mathbb E[x_0 \mid x, y] -
-        \mathbb E[x_0 \mid x])$ (Tweedie for the posterior and the prior), both means in the
-        support's convex hull, so $\lVert
-    abla_x \ln p_t(y \mid x)
-    Vert \le lpha D / \sigma^2$."""
+    r"""Scale the guidance term $g \approx \nabla_x \ln p_t(y \mid x)$ back onto the ball that
+    the exact term never leaves when the data lie in a set of diameter $D$:
+    $\nabla_x \ln p_t(y \mid x) = \tfrac{\alpha}{\sigma^2}(\mathbb E[x_0 \mid x, y] -
+    \mathbb E[x_0 \mid x])$ (Tweedie for the posterior and the prior), both means in the
+    support's convex hull, so $\lVert\nabla_x \ln p_t(y \mid x)\rVert \le \alpha D / \sigma^2$.
+    `None` leaves $g$ unchanged."""
     if diameter is None:
         return g
     alpha, sigma = sde.marginal(t)
