@@ -190,7 +190,7 @@ def test_checkpoint_corruption_is_detected(tmp_path):
         ss.load(path, model, hyperparameters={"width": 32})
     with pytest.raises(ss.CheckpointError, match="ema"):
         ss.load(path, model, ema=True)
-    side = ss._checkpoint.sidecar_path(path)
+    side = ss._training.checkpoint.sidecar_path(path)
     meta = json.loads(side.read_text())
     meta["leaves"][0]["shape"] = [99]
     side.write_text(json.dumps(meta))
