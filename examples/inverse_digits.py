@@ -119,7 +119,7 @@ def train_colour_model(steps, base_channels, key):
 
 
 def load_model(path):
-    from scoresde._cli.common import load_model as _load
+    from scoresde._training.recipes import load_model as _load
 
     model, config = _load(path)
     if not config.conditional:

@@ -26,7 +26,10 @@ from ._data import (
     two_moons as two_moons,
 )
 from ._grid import clipped_log_snr_grid as clipped_log_snr_grid, time_grid as time_grid
-from ._inverse.measurement import LinearMeasurement as LinearMeasurement
+from ._inverse.measurement import (
+    AbstractMeasurement as AbstractMeasurement,
+    LinearMeasurement as LinearMeasurement,
+)
 from ._inverse.smc import (
     AbstractTwist as AbstractTwist,
     LogTwist as LogTwist,
@@ -186,15 +189,19 @@ from ._training.fit import (
     train_toy2d as train_toy2d,
 )
 from ._training.losses import (
+    AbstractProjection as AbstractProjection,
     AbstractTimeSampler as AbstractTimeSampler,
     AbstractWeighting as AbstractWeighting,
     DenoisingScoreMatching as DenoisingScoreMatching,
     EDMTime as EDMTime,
     EDMWeighting as EDMWeighting,
+    GaussianProjection as GaussianProjection,
     ImportanceTime as ImportanceTime,
     LikelihoodWeighting as LikelihoodWeighting,
     NCSNLoss as NCSNLoss,
+    RademacherProjection as RademacherProjection,
     SigmaSquared as SigmaSquared,
+    SphereProjection as SphereProjection,
     UniformTime as UniformTime,
     dsm_loss as dsm_loss,
     explicit_score_matching_loss as explicit_score_matching_loss,

@@ -17,10 +17,10 @@ $J = \partial\hat x_0/\partial x$; measurement $y = A x_0 + n$, $n \sim N(0, R)$
 | [`PiGDM`][scoresde.guidance.PiGDM] | $N(y; A\hat x_0, r_t^2 AA^\top + R)$ | $N(\mu, vI)$ priors | 1 score + 1 VJP |
 | [`TMPD`][scoresde.guidance.TMPD] | $N(y; A\hat x_0, \tfrac{\sigma^2}{\alpha} AJA^\top + R)$ | Gaussian priors | 1 score + $d_y$ VJPs |
 
-Every guided score carries its cost as class attributes: `evals_per_call` (score
-evaluations) and `vjps_per_call` (VJPs through the score; one VJP costs about two
-evaluations in NFE terms). [`TMPD`][scoresde.guidance.TMPD]'s depends on $d_y$ and is an
-instance attribute.
+Every guided score is an [`AbstractGuidedScore`][scoresde.guidance.AbstractGuidedScore] and
+declares its cost: `evals_per_call` (score evaluations, a class attribute), `vjps_per_call`
+(VJPs through the score; [`TMPD`][scoresde.guidance.TMPD]'s depends on $d_y$ and is a property)
+and `nfe_per_call` (the two in network evaluations, a VJP counting as 2).
 
 [`Replacement`][scoresde.guidance.Replacement] is the other, biased, route to inpainting: a step
 hook that overwrites the observed coordinates, passed as `step_hook=` to
@@ -30,6 +30,7 @@ hook that overwrites the observed coordinates, passed as `step_hook=` to
 from ._inverse.guidance import (
     DPS as DPS,
     TMPD as TMPD,
+    AbstractGuidedScore as AbstractGuidedScore,
     Classifier as Classifier,
     ClassifierFree as ClassifierFree,
     PiGDM as PiGDM,
@@ -38,4 +39,13 @@ from ._inverse.guidance import (
     moment_projection as moment_projection,
 )
 
-__all__ = ["DPS", "TMPD", "Classifier", "ClassifierFree", "PiGDM", "Posterior", "Replacement"]
+__all__ = [
+    "AbstractGuidedScore",
+    "DPS",
+    "TMPD",
+    "Classifier",
+    "ClassifierFree",
+    "PiGDM",
+    "Posterior",
+    "Replacement",
+]

@@ -5,6 +5,7 @@ Re-exports only; every name is also at the top level (`ss.sample_smc`) or in `ss
 
 from . import guidance as guidance
 from ._inverse.measurement import (
+    AbstractMeasurement as AbstractMeasurement,
     LinearMeasurement as LinearMeasurement,
 )
 from ._inverse.smc import (
@@ -18,6 +19,7 @@ from ._inverse.smc import (
 
 __all__ = [
     "guidance",
+    "AbstractMeasurement",
     "LinearMeasurement",
     "AbstractTwist",
     "LogTwist",

@@ -214,3 +214,32 @@ def test_digit_rows_carry_the_digit_metrics_in_the_schema_and_the_table(quick_ru
     assert "Sample quality against the test digits" in table
     assert f"| {q['frechet']:.2f} ({q['frechet_floor']:.2f}) | {q['class_tv']:.3f} |" in table
     assert "Sample quality" not in report.markdown(quick_run[1])
+
+
+def test_the_harness_imports_nothing_from_the_application():
+    """`scoresde._bench` and `scoresde.bench` are a library: the command line (`scoresde._cli`)
+    stays unloaded when they are imported, and no function imports a module of the package."""
+    import ast
+    import pathlib
+
+    code = (
+        "import sys, scoresde.bench, scoresde._bench.problems, scoresde._bench.suite; "
+        "print(sorted(m for m in sys.modules if m.startswith('scoresde._cli')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    package = pathlib.Path(problems.__file__).parents[1]
+    for folder in ("_bench", "_cli", "_training", "_inverse", "_metrics"):
+        for path in (package / folder).glob("*.py"):
+            tree = ast.parse(path.read_text())
+            for fn in ast.walk(tree):
+                if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for node in ast.walk(fn):
+                    inner = isinstance(node, ast.ImportFrom) and node.level > 0
+                    inner |= isinstance(node, ast.Import) and any(
+                        a.name.startswith("scoresde") for a in node.names
+                    )
+                    assert not inner, f"{path.name}:{node.lineno} imports the package in a function"
+            if folder == "_bench":
+                assert "_cli" not in path.read_text(), f"{path.name} refers to scoresde._cli"

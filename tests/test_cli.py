@@ -16,6 +16,7 @@ from scoresde._cli import (
 )
 from scoresde._likelihood import flow as _likelihood
 from scoresde._likelihood.divergence import Hutchinson
+from scoresde._training import recipes
 from scoresde._training.checkpoint import save
 
 
@@ -51,8 +52,8 @@ def test_bad_flags_exit_nonzero(capsys):
 
 
 def _checkpoint(folder, **config):
-    cfg = cli_train.TrainConfig(model_size="tiny", **config)
-    model = cli_train.model_from_config(cfg, key=jr.key(0))
+    cfg = recipes.TrainConfig(model_size="tiny", **config)
+    model = recipes.model_from_config(cfg, key=jr.key(0))
     path = folder / "checkpoint.eqx"
     save(path, model, hyperparameters=dataclasses.asdict(cfg))
     return path

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from scoresde import cli
-from scoresde._cli import inpaint as inpaint_cmd, train as cli_train
+from scoresde._cli import inpaint as inpaint_cmd
+from scoresde._training import recipes
 from scoresde._training.checkpoint import save
 
 
 def _checkpoint(folder, **config):
-    cfg = cli_train.TrainConfig(model_size="tiny", **config)
-    model = cli_train.model_from_config(cfg, key=jr.key(0))
+    cfg = recipes.TrainConfig(model_size="tiny", **config)
+    model = recipes.model_from_config(cfg, key=jr.key(0))
     path = folder / "checkpoint.eqx"
     save(path, model, hyperparameters=dataclasses.asdict(cfg))
     return path

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import scoresde as ss
-from scoresde._cli import common, train as cli_train
+from scoresde._training import recipes
 
 SHAPE = (1, 8, 8)
 
@@ -146,18 +146,18 @@ def test_tiny_conditional_training_run_lowers_the_loss():
 
 def test_cli_config_builds_saves_and_loads_a_conditional_model(tmp_path):
     with pytest.raises(ValueError, match="conditional"):
-        cli_train.TrainConfig(dataset="moons", conditional=True)
-    cfg = cli_train.TrainConfig(dataset="digits", model_size="tiny", conditional=True)
-    model = cli_train.model_from_config(cfg, key=jr.key(0))
+        recipes.TrainConfig(dataset="moons", conditional=True)
+    cfg = recipes.TrainConfig(dataset="digits", model_size="tiny", conditional=True)
+    model = recipes.model_from_config(cfg, key=jr.key(0))
     assert model.net.num_classes == 10
     path = tmp_path / "checkpoint.eqx"
     ss.save(path, model, hyperparameters=dataclasses.asdict(cfg))
-    loaded, config = common.load_model(path)
+    loaded, config = recipes.load_model(path)
     assert config.conditional and config.p_uncond == 0.1
     x = jr.normal(jr.key(1), SHAPE)
     np.testing.assert_array_equal(loaded(0.4, x, 2), model(0.4, x, 2))
     # the same weights cannot be read into an unconditional skeleton
-    plain = cli_train.skeleton_from_config(dataclasses.replace(cfg, conditional=False))
+    plain = recipes.skeleton_from_config(dataclasses.replace(cfg, conditional=False))
     with pytest.raises(ss.CheckpointError):
         ss.load(path, plain)
 

@@ -1,6 +1,8 @@
 """Guided scores (`ss.guidance`): exactness where the docstrings claim it, the size of the error
 where they do not, sampling the posterior, and the bias of replacement inpainting."""
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -162,6 +164,58 @@ def test_cost_attributes():
     assert ss.guidance.TMPD(sde, s, m, diagonal=True).vjps_per_call == 2
     assert ss.guidance.ClassifierFree.evals_per_call == 2
     assert ss.guidance.Posterior.vjps_per_call == 0
+
+
+def test_a_guided_score_without_a_declared_cost_cannot_be_instantiated():
+    class NoEvals(ss.guidance.AbstractGuidedScore):
+        vjps_per_call: ClassVar[int] = 0
+
+        def __call__(self, t, x):
+            return -x
+
+    class NoVJPs(ss.guidance.AbstractGuidedScore):
+        evals_per_call: ClassVar[int] = 1
+
+        def __call__(self, t, x):
+            return -x
+
+    class Declared(ss.guidance.AbstractGuidedScore):
+        evals_per_call: ClassVar[int] = 1
+        vjps_per_call: ClassVar[int] = 2
+
+        def __call__(self, t, x):
+            return -x
+
+    with pytest.raises(TypeError, match="evals_per_call"):
+        NoEvals()
+    with pytest.raises(TypeError, match="vjps_per_call"):
+        NoVJPs()
+    with pytest.raises(TypeError):
+        ss.guidance.AbstractGuidedScore()
+    assert Declared().nfe_per_call == 1 + 2 * 2
+
+
+def test_each_guided_score_declares_its_cost():
+    sde = ss.VPSDE()
+    s = ss.analytic.marginal_score(ss.analytic.Gaussian(jnp.zeros(3), jnp.eye(3)), sde)
+    m1, m3 = _measurement(0, 3, 1), _measurement(1, 3, 3)
+    cond = lambda t, x, label: -x
+    # (instance, score evaluations, VJPs through the score) per call
+    cases = [
+        (ss.guidance.Posterior(s, lambda t, x: jnp.zeros_like(x)), 1, 0),
+        (ss.guidance.DPS(sde, s, m3), 1, 1),
+        (ss.guidance.PiGDM(sde, s, m3), 1, 1),
+        (ss.guidance.TMPD(sde, s, m1), 1, 1),
+        (ss.guidance.TMPD(sde, s, m3), 1, 3),
+        (ss.guidance.TMPD(sde, s, m3, diagonal=True), 1, 2),
+        (ss.guidance.Classifier(s, lambda t, x: jnp.zeros(2), 0), 1, 0),
+        (ss.guidance.ClassifierFree(cond, 1, 0), 2, 0),
+    ]
+    for g, evals, vjps in cases:
+        assert isinstance(g, ss.guidance.AbstractGuidedScore)
+        assert (g.evals_per_call, g.vjps_per_call) == (evals, vjps), type(g).__name__
+        assert g.nfe_per_call == evals + 2 * vjps
+    assert "AbstractGuidedScore" in ss.guidance.__all__
 
 
 # --- classifier and classifier-free guidance ---------------------------------------------------

@@ -286,3 +286,25 @@ def test_losses_reject_bad_input():
         ss.dsm_loss(lambda t, x: x[:1], sde, x0, key=jr.key(0))
     with pytest.raises(ValueError, match="sigma_min"):
         ss.geometric_sigmas(1.0, 2.0, 5)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("gaussian", ss.GaussianProjection()), ("rademacher", ss.RademacherProjection()),
+     ("sphere", ss.SphereProjection())],
+)  # fmt: skip
+def test_projection_values_equal_their_string_aliases(name, value):
+    x = jr.normal(jr.key(0), (5, 3))
+    loss = lambda p: ss.sliced_score_matching_loss(
+        _nonlinear_score, x, key=jr.key(1), projection=p, num_projections=2
+    )
+    assert float(loss(name)) == float(loss(value))
+    assert isinstance(value, ss.AbstractProjection)
+    v = value.sample(jr.key(2), 4, (3,), jnp.float32)
+    assert v.shape == (4, 3)
+    if name == "sphere":
+        np.testing.assert_allclose(jnp.sum(v**2, axis=1), 3.0, rtol=1e-5)
+    if name == "rademacher":
+        assert bool(jnp.all(jnp.abs(v) == 1))
+    with pytest.raises(ValueError, match="got projection='uniform'"):
+        loss("uniform")

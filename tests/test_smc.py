@@ -155,9 +155,9 @@ def test_same_key_same_particles_and_no_retrace():
     assert int(a.nfe[0]) == 10 * 3 + 1  # TweedieTwist: 1 evaluation + 1 VJP (= 2) per step
     # New values of the same shapes (measurement, threshold) do not recompile.
     m2 = ss.LinearMeasurement(jnp.array([[0.5, 1.0]]), jnp.array([-0.3]), 0.4)
-    before = ss._smc._sample_smc._cached._cache_size()
+    before = ss._inverse.smc._sample_smc._cached._cache_size()
     ss.sample_smc(SDE, score, m2, key=jr.key(5), resample_threshold=0.7, **kw)
-    assert ss._smc._sample_smc._cached._cache_size() == before
+    assert ss._inverse.smc._sample_smc._cached._cache_size() == before
 
 
 def test_resample_threshold_extremes():
@@ -239,3 +239,28 @@ def test_moment_twist_is_the_exact_noisy_likelihood_on_a_gaussian_prior(x64):
 
     with pytest.raises(TypeError, match="MomentTwist"):
         ss.sample_smc(SDE, score, Likelihood(), shape=(8, 3), steps=5, twist=twist, key=jr.key(0))
+
+
+def test_the_measurement_is_checked_by_type():
+    prior, m = _gaussian_problem(jnp.float32)
+    score = ss.analytic.marginal_score(prior, SDE)
+    kw = dict(shape=(4, 2), steps=3, key=jr.key(0))
+
+    class DuckTyped(eqx.Module):  # has log_likelihood, but is no AbstractMeasurement
+        def log_likelihood(self, x):
+            return -jnp.sum(x**2)
+
+    with pytest.raises(TypeError, match="AbstractMeasurement.*got m of type DuckTyped"):
+        ss.sample_smc(SDE, score, DuckTyped(), **kw)
+    with pytest.raises(TypeError, match=r"TweedieTwist\(data_var=...\) needs m"):
+        ss.sample_smc(SDE, score, DuckTyped(), twist=ss.TweedieTwist(data_var=1.0), **kw)
+
+    class Quartic(ss.AbstractMeasurement):  # a non-Gaussian likelihood, declared as such
+        def log_likelihood(self, x):
+            return -jnp.sum(x**4)
+
+    r = ss.sample_smc(SDE, score, Quartic(), **kw)
+    assert r.x.shape == (4, 2) and bool(jnp.all(jnp.isfinite(r.x)))
+    assert isinstance(m, ss.inverse.AbstractMeasurement)
+    with pytest.raises(TypeError):
+        ss.AbstractMeasurement()

@@ -16,6 +16,7 @@ from helpers import assert_no_recompile
 
 import scoresde as ss
 from scoresde._cli import train as _cli_train
+from scoresde._training import recipes as _recipes
 
 SDE = ss.VPSDE()
 LOSS = ss.DenoisingScoreMatching(SDE)
@@ -190,7 +191,7 @@ def test_checkpoint_corruption_is_detected(tmp_path):
         ss.load(path, model, hyperparameters={"width": 32})
     with pytest.raises(ss.CheckpointError, match="ema"):
         ss.load(path, model, ema=True)
-    side = ss._checkpoint.sidecar_path(path)
+    side = ss._training.checkpoint.sidecar_path(path)
     meta = json.loads(side.read_text())
     meta["leaves"][0]["shape"] = [99]
     side.write_text(json.dumps(meta))
@@ -267,7 +268,7 @@ def test_cli_train_levels_17_trains_on_grey_levels_and_records_them(tmp_path, mo
         seen.update(data=np.asarray(data), y=np.asarray(y))
         return types.SimpleNamespace(ema_model=model, losses=np.ones(2))
 
-    monkeypatch.setattr(_cli_train, "fit", fake_fit)
+    monkeypatch.setattr(_recipes, "fit", fake_fit)
     argv = ["train", "--dataset", "digits", "--levels", "17", "--model-size", "tiny", "--steps",
             "2", "--samples", "0", "--quiet", "--out", str(tmp_path)]  # fmt: skip
     assert _cli_train.run(_parse(argv)) == 0

@@ -29,6 +29,7 @@ import numpy as np
 from .._likelihood.divergence import ExactDivergence, Hutchinson
 from .._likelihood.flow import bits_per_dim, log_likelihood
 from .._metrics import sample_distances as _metrics
+from .._metrics.digits import DigitClassifier, digit_metrics
 from .._sampling.sample import sample_ode
 from .problems import Problem
 
@@ -206,8 +207,6 @@ def run_sampler(
 
 @functools.cache
 def _digit_classifier():
-    from .._metrics.digits import DigitClassifier
-
     return DigitClassifier()
 
 
@@ -215,8 +214,6 @@ def digit_quality(x) -> dict:
     """`scoresde.digit_metrics` of digit samples in [-1, 1] (flattened `(n, 64)`): Frechet
     distance to the test digits and its floor, class-histogram TV, mean confidence on the
     samples and on real test digits."""
-    from .._metrics.digits import digit_metrics
-
     m = digit_metrics(np.asarray(x).reshape(-1, 1, 8, 8), classifier=_digit_classifier())
     return dict(
         frechet=m.frechet,

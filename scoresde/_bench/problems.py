@@ -15,6 +15,7 @@ training configuration) and loaded on later runs.
 import dataclasses
 import hashlib
 import json
+import os
 import pathlib
 import sys
 from collections.abc import Callable
@@ -25,9 +26,9 @@ import jax.random as jr
 import numpy as np
 
 from .. import _data as _data, analytic as analytic
-from .._cli import train as _cli_train
 from .._sde import VPSDE, AbstractSDE
 from .._training.checkpoint import load
+from .._training.recipes import TrainConfig, skeleton_from_config, train
 
 DATA = pathlib.Path(__file__).parent / "data"
 T_EPS = 1e-3
@@ -123,7 +124,7 @@ def aniso64(*, num, key, quick, cache):
 # --- trained networks ------------------------------------------------------------------------
 
 
-def _cached_model(config: _cli_train.TrainConfig, cache: pathlib.Path):
+def _cached_model(config: TrainConfig, cache: pathlib.Path):
     """The EMA model `scoresde train` produces for `config`; trained once, then loaded."""
     digest = hashlib.sha256(
         json.dumps(dataclasses.asdict(config), sort_keys=True).encode()
@@ -136,12 +137,12 @@ def _cached_model(config: _cli_train.TrainConfig, cache: pathlib.Path):
             f"caching it in {folder}",
             file=sys.stderr,
         )
-        _cli_train.train(config, folder, progress=True)
-    return load(path, _cli_train.skeleton_from_config(config)), path
+        train(config, folder, progress=True)
+    return load(path, skeleton_from_config(config)), path
 
 
 def toy2d_mlp(*, num, key, quick, cache):
-    config = _cli_train.TrainConfig(
+    config = TrainConfig(
         dataset="mixture",
         model_size="tiny" if quick else "small",
         steps=200 if quick else 4000,
@@ -166,7 +167,7 @@ def toy2d_mlp(*, num, key, quick, cache):
 
 def digits_unet(*, num, key, quick, cache):
     del key
-    config = _cli_train.TrainConfig(
+    config = TrainConfig(
         dataset="digits",
         model_size="tiny",
         steps=100 if quick else 1000,
@@ -216,8 +217,6 @@ def make_problem(name: str, *, num: int | None, key, quick: bool, cache) -> Prob
 
 def default_cache() -> pathlib.Path:
     """`$XDG_CACHE_HOME/scoresde/bench` (default `~/.cache/scoresde/bench`)."""
-    import os
-
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return pathlib.Path(root) / "scoresde" / "bench"
 

@@ -1,12 +1,19 @@
-"""What several `scoresde` commands share: usage errors, output folders, checkpoints, help text,
-messages, and the switch for the library's progress meter."""
+"""What several `scoresde` commands share: usage errors, output folders, help text, messages,
+the device split and library warnings as notes."""
 
 import argparse
 import contextlib
-import inspect
 import pathlib
 import sys
 import warnings
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+# Re-exported for the scripts under benchmarks/ and examples/ (the definitions are the recipe
+# library's: `scoresde._training.recipes`).
+from .._training.recipes import data_shape as data_shape, load_model as load_model
 
 OUT_ROOT = pathlib.Path("scoresde-out")
 
@@ -57,30 +64,6 @@ def prepare_out(path) -> pathlib.Path:
     return path
 
 
-def load_model(path: pathlib.Path):
-    """The trained model of a `scoresde train` checkpoint, and its training config."""
-
-    from .._training.checkpoint import load, read_sidecar
-    from . import train as train
-
-    path = pathlib.Path(path)
-    if path.is_dir():
-        hint = path / "checkpoint.eqx"
-        raise UsageError(
-            f"checkpoint {path} is a folder; pass the checkpoint file"
-            + (f", e.g. {hint}" if hint.exists() else " (checkpoint.eqx, written by train)")
-        )
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    config = train.TrainConfig(**read_sidecar(path)["hyperparameters"])
-    return load(path, train.skeleton_from_config(config)), config
-
-
-def data_shape(config):
-    """Shape of one sample of the data set a checkpoint was trained on."""
-    return (1, 8, 8) if config.dataset == "digits" else (2,)
-
-
 def add_no_progress(parser):
     """`--no-progress`: no progress meter (and no compile notice)."""
     parser.add_argument(
@@ -100,10 +83,6 @@ def add_no_shard(parser):
 def local_sharding(command: str, no_shard: bool):
     """A `NamedSharding` splitting the batch over all local devices (`None` with `--no-shard`);
     says how many devices on stderr."""
-    import jax
-    import numpy as np
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
     devices = jax.local_devices()
     if no_shard:
         note(command, f"1 device of {len(devices)} ({devices[0].platform}; --no-shard)")
@@ -115,19 +94,6 @@ def local_sharding(command: str, no_shard: bool):
 def note(command: str, message: str):
     """A one-line message to the user on stderr (stdout keeps the results)."""
     print(f"scoresde {command}: {message}", file=sys.stderr, flush=True)
-
-
-def progress_kwargs(fn, show: bool) -> dict:
-    """PROGRESS HOOK, the single place where the CLI switches the library's progress meter on.
-
-    `sample_ode`, `sample_sde`, `sample_pc`, `sample_edm`, `log_likelihood` and `bits_per_dim`
-    are gaining a `progress: bool = False` keyword; once `fn` takes it, every long CLI call gets
-    `progress=show` (`show` is `not --no-progress`). Until then this passes nothing."""
-    try:
-        accepts = "progress" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        accepts = False
-    return {"progress": show} if accepts else {}
 
 
 @contextlib.contextmanager

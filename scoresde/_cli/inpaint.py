@@ -11,17 +11,25 @@ the RMSE on the hidden pixels beside the RMSE of filling them with the mean trai
 import json
 import pathlib
 
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from .. import _data
+from .._inverse.guidance import DPS, PiGDM
+from .._inverse.measurement import LinearMeasurement
+from .._sampling.sample import sample_sde
+from .._training.recipes import digit_data, load_model, recipe_score
 from .common import (
     HelpFormatter,
     UsageError,
     add_no_progress,
     add_out,
     library_warnings_as_notes,
-    load_model,
     note,
     prepare_out,
-    progress_kwargs,
 )
+from .sample import write_png
 
 MASKS = ("lower-half", "upper-half", "left-half", "right-half", "centre")
 METHODS = ("pigdm", "dps")
@@ -29,8 +37,6 @@ METHODS = ("pigdm", "dps")
 
 def make_mask(name: str, shape=(1, 8, 8)):
     """The boolean mask (True = observed) called `name` (one of `MASKS`) for images `shape`."""
-    import numpy as np
-
     _, h, w = shape
     mask = np.ones(shape, bool)
     if name == "lower-half":
@@ -82,15 +88,7 @@ def inpaint(model, config, images, mask, *, key, method="pigdm", noise_std=0.05,
             progress=False):  # fmt: skip
     """Complete `images` `(n, 1, 8, 8)` (values in [-1, 1]) observed on `mask`: returns the
     sampler's result (`.x`, `.nfe`). Only `images * mask` reaches the sampler."""
-    import jax.numpy as jnp
-    import numpy as np
-
-    from .._inverse import guidance as _guidance
-    from .._inverse.measurement import LinearMeasurement
-    from .._sampling import sample as _sample
-    from .sample import conditional_score
-
-    base = conditional_score(model, config)  # the unconditional score (null label if needed)
+    base = recipe_score(model, config)  # the unconditional score (null label if needed)
     sde = model.sde
     observed = jnp.asarray(images) * jnp.asarray(mask, jnp.asarray(images).dtype)[None]
 
@@ -101,18 +99,15 @@ def inpaint(model, config, images, mask, *, key, method="pigdm", noise_std=0.05,
     def guided(t, x, x_observed):
         m = LinearMeasurement.from_mask(mask, x_observed, noise_std)
         if method == "pigdm":
-            return _guidance.PiGDM(sde, base, m, support_diameter=diameter)(t, x)
-        return _guidance.DPS(sde, base, m, support_diameter=diameter)(t, x)
+            return PiGDM(sde, base, m, support_diameter=diameter)(t, x)
+        return DPS(sde, base, m, support_diameter=diameter)(t, x)
 
-    fn = _sample.sample_sde
-    return fn(sde, guided, key=key, shape=observed.shape, steps=steps, grid="log_snr",
-              cond=observed, **progress_kwargs(fn, progress))  # fmt: skip
+    return sample_sde(sde, guided, key=key, shape=observed.shape, steps=steps, grid="log_snr",
+                      cond=observed, progress=progress)  # fmt: skip
 
 
 def hidden_rmse(x, truth, mask) -> float:
     """Root-mean-square error of `x` against `truth` over the hidden pixels (`~mask`)."""
-    import numpy as np
-
     hidden = np.broadcast_to(~np.asarray(mask), np.shape(truth))
     return float(np.sqrt(np.mean((np.asarray(x)[hidden] - np.asarray(truth)[hidden]) ** 2)))
 
@@ -120,8 +115,6 @@ def hidden_rmse(x, truth, mask) -> float:
 def grid(observed, completed, truth, mask, scale: int = 4):
     """One `(1, H, W)` image: a row per digit, columns observed | completed | truth (hidden
     pixels of the observed column grey), each pixel `scale` x `scale`, 1-pixel gaps."""
-    import numpy as np
-
     n, _, h, w = truth.shape
     shown = np.where(mask, observed, 0.0)
     cell_h, cell_w = h * scale + 1, w * scale + 1
@@ -136,14 +129,6 @@ def grid(observed, completed, truth, mask, scale: int = 4):
 
 def run(args) -> int:
     """Execute `scoresde inpaint` from parsed arguments; returns the exit status."""
-    import jax.numpy as jnp
-    import jax.random as jr
-    import numpy as np
-
-    from .. import _data as _data
-    from . import train as train
-    from .sample import write_png
-
     if args.images < 1 or args.steps < 1:
         raise UsageError("--images and --steps must be >= 1")
     if not args.noise_std > 0:
@@ -158,7 +143,7 @@ def run(args) -> int:
     mask = make_mask(args.mask)
     out = prepare_out(args.out)
     # in the checkpoint's convention (8 bits or 17 levels), at the bin centres
-    test_k, dequantize = train.digit_data(digits.test[: args.images], config.levels)
+    test_k, dequantize = digit_data(digits.test[: args.images], config.levels)
     truth = np.asarray(dequantize(None, jnp.asarray(test_k)))
     if not args.no_progress:
         note("inpaint", f"compiling the {args.method}-guided sampler (first call) ...")
@@ -167,7 +152,7 @@ def run(args) -> int:
                          noise_std=args.noise_std, steps=args.steps,
                          progress=not args.no_progress)  # fmt: skip
     completed = np.clip(np.asarray(result.x), -1, 1)
-    train_k = train.digit_data(digits.train, config.levels)[0]
+    train_k = digit_data(digits.train, config.levels)[0]
     mean_image = np.asarray(dequantize(None, jnp.asarray(train_k))).mean(axis=0)
     rmse = hidden_rmse(completed, truth, mask)
     baseline = hidden_rmse(np.broadcast_to(mean_image, truth.shape), truth, mask)

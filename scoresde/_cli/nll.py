@@ -8,22 +8,30 @@ in the convention it was trained on (its config's `levels`): bits/dim at 17 leve
 levels for `--levels 17`, at 8 bits on the 8-bit images for the default 256.
 """
 
+import json
+import math
 import pathlib
 
-from . import train as train
+import jax.numpy as jnp
+import jax.random as jr
+
+from .._likelihood import (
+    certified as _mean_likelihood,
+    divergence as _divergence,
+    flow as _likelihood,
+)
+from .._training import recipes
+from .._training.recipes import data_shape, load_model
 from .common import (
     HelpFormatter,
     UsageError,
     add_no_progress,
     add_no_shard,
     add_out,
-    data_shape,
     library_warnings_as_notes,
-    load_model,
     local_sharding,
     note,
     prepare_out,
-    progress_kwargs,
 )
 
 DIVERGENCES = ("auto", "exact", "hutchinson")
@@ -97,8 +105,6 @@ def choose_divergence(name: str, dim: int, probes: int = 1) -> tuple[str, object
     """`(name, estimator, cost)` for `--divergence name` on data of `dim` dimensions per sample
     (`probes` Rademacher probes for hutchinson); `cost` says how many Jacobian-vector products
     each ODE evaluation takes."""
-    from .._likelihood import divergence as _divergence
-
     if name == "auto":
         name = "exact" if dim <= EXACT_MAX_DIM else "hutchinson"
     if name == "exact":
@@ -115,34 +121,17 @@ def choose_divergence(name: str, dim: int, probes: int = 1) -> tuple[str, object
 
 
 def held_out(config, num: int, key):
-    """`num` held-out points of the checkpoint's data set (digits: test images as the integers
-    its convention dequantises, 8-bit values or grey levels; see `train.digit_data`)."""
-    import jax.numpy as jnp
-    import jax.random as jr
-
-    from .. import _data as _data
-
-    if config.dataset == "digits":
-        test = _data.load_digits().test
-        if num > test.shape[0]:
-            raise UsageError(
-                f"--num {num}: the digits test split has only {test.shape[0]} images; "
-                f"pass --num {test.shape[0]} or fewer"
-            )
-        return jnp.asarray(train.digit_data(test[:num], config.levels)[0])
-    return train.TOY_DATASETS[config.dataset](jr.fold_in(key, 7), num)
+    """`num` held-out points of the checkpoint's data set (`recipes.held_out`: digits test
+    images as the integers its convention dequantises, fresh draws of a 2-D set); `--num`
+    beyond the digits' test split is a usage error."""
+    try:
+        return recipes.held_out(config, num, key)
+    except ValueError as err:
+        raise UsageError(f"--{err}") from None  # "--num=N exceeds the digits test split ..."
 
 
 def run(args) -> int:
     """Execute `scoresde nll` from parsed arguments; returns the exit status."""
-    import json
-    import math
-
-    import jax.numpy as jnp
-    import jax.random as jr
-
-    from .._likelihood import flow as _likelihood
-
     if args.num < 1:
         raise UsageError(f"--num must be >= 1; got {args.num}")
     if args.probes < 1:
@@ -181,17 +170,17 @@ def run(args) -> int:
     if not args.no_progress:
         note("nll", "compiling the likelihood ODE (first call) ...")
     show = not args.no_progress
-    sharding = local_sharding("nll", getattr(args, "no_shard", False))
+    sharding = local_sharding("nll", args.no_shard)
     common = dict(key=key, divergence=divergence, t_eps=args.t_eps, sharding=sharding)
     with library_warnings_as_notes("nll"):
         if config.dataset == "digits":
             bpd_fn = _likelihood.bits_per_dim
             r_bpd = bpd_fn(model.sde, model, data, levels=config.levels, num_repeats=args.draws,
-                           **common, **progress_kwargs(bpd_fn, show))  # fmt: skip
+                           progress=show, **common)  # fmt: skip
             values, metric, nfe = r_bpd.bpd, "bits_per_dim", r_bpd.nfe
         else:
             ll_fn = _likelihood.log_likelihood
-            r_ll = ll_fn(model.sde, model, data, **common, **progress_kwargs(ll_fn, show))
+            r_ll = ll_fn(model.sde, model, data, progress=show, **common)
             values, metric, nfe = -r_ll.log_prob, "nll_nats", r_ll.nfe
     report = dict(
         metric=metric,
@@ -217,10 +206,6 @@ def run(args) -> int:
 def _certified(args, model, config, data, divergence, name, out, convention, key) -> int:
     """`scoresde nll --half-width H`: the planned two-level estimate of the held-out set's mean
     (bits/dim for the digits, nats otherwise)."""
-    import json
-
-    from .._likelihood import certified as _mean_likelihood
-
     digits = config.dataset == "digits"
     common = dict(
         key=key,
@@ -228,7 +213,7 @@ def _certified(args, model, config, data, divergence, name, out, convention, key
         t_eps=args.t_eps,
         half_width=args.half_width,
         population=False,
-        sharding=local_sharding("nll", getattr(args, "no_shard", False)),
+        sharding=local_sharding("nll", args.no_shard),
     )
     note("nll", f"planning for +-{args.half_width:g} at 95 % (pilot, then cheap and tight solves)")
     with library_warnings_as_notes("nll"):

@@ -1,24 +1,34 @@
 """`scoresde sample`: draw samples from a `scoresde train` checkpoint; write them and a plot."""
 
+import json
 import pathlib
+import struct
+import zlib
 
+import jax.random as jr
+import numpy as np
+
+from .. import _data
+from .._metrics import digits as _digit_metrics
+from .._training.recipes import (
+    NUM_CLASSES,
+    SAMPLERS,
+    TrainConfig,
+    draw as draw,
+    load_model,
+    recipe_score,
+)
 from .common import (
     HelpFormatter,
     UsageError,
     add_no_progress,
     add_no_shard,
     add_out,
-    data_shape,
     library_warnings_as_notes,
-    load_model,
     local_sharding,
     note,
     prepare_out,
-    progress_kwargs,
 )
-
-SAMPLERS = ("ode", "sde", "dpm++2m", "pc")
-
 
 FORMATS = ("npy", "npz", "png")
 
@@ -71,79 +81,31 @@ def add_parser(subparsers):
     return p
 
 
-def conditional_score(model, config, label=None, guidance=1.0):
-    """The score to sample: `model` itself for an unconditional checkpoint; for a conditional
-    one, classifier-free guidance towards `label`, or the null label's (unconditional) score
-    when `label` is None. Raises a `UsageError` for a label on an unconditional checkpoint or
-    a label out of range."""
-    import jax.numpy as jnp
-
-    from .._inverse import guidance as _guidance
-    from .._score_calls import Conditioned
-    from .train import NUM_CLASSES
-
-    conditional = getattr(config, "conditional", False)
+def conditional_score(model, config: TrainConfig, label=None, guidance=1.0):
+    """`--label` and `--guidance` checked as flags, then the score to sample
+    (`scoresde._training.recipes.recipe_score`): the model, the null label's score of a
+    conditional model, or classifier-free guidance towards `label`."""
     if label is None:
         if guidance != 1.0:
             raise UsageError("--guidance needs --label (the class to guide towards)")
-        return Conditioned(model, jnp.int32(NUM_CLASSES[config.dataset])) if conditional else model
-    if not conditional:
+    elif not config.conditional:
         raise UsageError(
             "--label needs a class-conditional checkpoint (scoresde train --dataset digits "
             "--conditional); this one is unconditional"
         )
-    null = NUM_CLASSES[config.dataset]
-    if not 0 <= label < null:
-        raise UsageError(f"--label must lie in [0, {null - 1}] for {config.dataset}; got {label}")
-    if not guidance >= 0:
-        raise UsageError(f"--guidance must be >= 0; got {guidance}")
-    return _guidance.ClassifierFree(model, label, null, guidance, num_classes=null + 1)
-
-
-def draw(
-    model,
-    config,
-    sampler,
-    num,
-    steps,
-    key,
-    *,
-    progress=False,
-    score=None,
-    cond=None,
-    sharding=None,
-):
-    """`num` samples of `model` (or of `score`, e.g. a guided score, on `model.sde`) by
-    `sampler` (one of `SAMPLERS`); `cond` is per-sample conditioning for `score`."""
-    import diffrax as dfx
-
-    from .. import _solver as _solvers
-    from .._sampling import predictor_corrector as _pc, sample as _sample
-
-    shape = (num, *data_shape(config))
-    sde = model.sde
-    if sampler == "ode":
-        fn, kwargs = _sample.sample_ode, dict(solver=dfx.Tsit5())
-    elif sampler == "sde":
-        fn, kwargs = _sample.sample_sde, dict(steps=steps, grid="log_snr")
-    elif sampler == "dpm++2m":
-        fn = _sample.sample_ode
-        kwargs = dict(steps=steps, solver=_solvers.DPMSolverPP2M(), grid="log_snr")
     else:
-        fn, kwargs = _pc.sample_pc, dict(steps=steps)
-    if cond is not None:
-        kwargs["cond"] = cond
-    if sharding is not None:
-        kwargs["sharding"] = sharding
-    score = model if score is None else score
-    return fn(sde, score, key=key, shape=shape, **kwargs, **progress_kwargs(fn, progress))
+        null = NUM_CLASSES[config.dataset]
+        if not 0 <= label < null:
+            raise UsageError(
+                f"--label must lie in [0, {null - 1}] for {config.dataset}; got {label}"
+            )
+        if not guidance >= 0:
+            raise UsageError(f"--guidance must be >= 0; got {guidance}")
+    return recipe_score(model, config, label, guidance)
 
 
 def run(args) -> int:
     """Execute `scoresde sample` from parsed arguments; returns the exit status."""
-    import jax.random as jr
-    import numpy as np
-
     if args.num < 1 or args.steps < 1:
         raise UsageError("--num and --steps must be >= 1")
     model, config = load_model(args.checkpoint)
@@ -154,7 +116,7 @@ def run(args) -> int:
             "(use --format npy or npz)"
         )
     out = prepare_out(args.out)
-    sharding = local_sharding("sample", getattr(args, "no_shard", False))
+    sharding = local_sharding("sample", args.no_shard)
     if not args.no_progress:
         note("sample", f"compiling the {args.sampler} sampler (first call) ...")
     with library_warnings_as_notes("sample"):
@@ -198,11 +160,6 @@ def report_digit_metrics(x, out, levels: int = 256):
     """Digit samples against the real digits (`scoresde.digit_metrics`): one line on stdout and
     digit_metrics.json in `out`; a note instead when scikit-learn is missing. Samples of a
     17-level model (`levels=17`) are quantised to grey levels and compared as 8-bit images."""
-    import json
-
-    from .. import _data as _data
-    from .._metrics import digits as _digit_metrics
-
     if levels != 256:
         x = _data.digit_images(_data.quantize(x, levels=levels))
 
@@ -219,11 +176,6 @@ def report_digit_metrics(x, out, levels: int = 256):
 def write_png(path, image, low: float = -1.0, high: float = 1.0):
     """One image `(channels, height, width)` with values in `[low, high]` as an 8-bit PNG
     (grey for one channel, RGB for three), written with the standard library only."""
-    import struct
-    import zlib
-
-    import numpy as np
-
     image = np.asarray(image, np.float64)
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"an image must be (1 or 3, height, width); got shape {image.shape}")
@@ -254,8 +206,6 @@ def plot_samples(x, path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    import numpy as np
-
     if x.ndim == 2:
         fig, ax = plt.subplots(figsize=(4, 4))
         ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5)

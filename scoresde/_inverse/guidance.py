@@ -1,5 +1,6 @@
 r"""Guided scores, each a `score(t, x)`; the public face and its overview are `scoresde.guidance`."""
 
+import abc
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -17,6 +18,7 @@ from .._sde import AbstractSDE
 from .measurement import LinearMeasurement
 
 __all__ = [
+    "AbstractGuidedScore",
     "DPS",
     "TMPD",
     "Classifier",
@@ -63,15 +65,12 @@ def _check_diameter(support_diameter):
 
 
 def _within_support(sde, t, g, diameter):
-    r"""Scale the guidance term $g pprox
-    abla_x \ln p_t(y \mid x)$ back onto the ball that
-        the exact term never leaves when the data lie in a set of diameter $D$:
-        $
-    abla_x \ln p_t(y \mid x) = 	frac{lpha}{\sigma^2}(\mathbb E[x_0 \mid x, y] -
-        \mathbb E[x_0 \mid x])$ (Tweedie for the posterior and the prior), both means in the
-        support's convex hull, so $\lVert
-    abla_x \ln p_t(y \mid x)
-    Vert \le lpha D / \sigma^2$."""
+    r"""Scale the guidance term $g \approx \nabla_x \ln p_t(y \mid x)$ back onto the ball that
+    the exact term never leaves when the data lie in a set of diameter $D$:
+    $\nabla_x \ln p_t(y \mid x) = \tfrac{\alpha}{\sigma^2}(\mathbb E[x_0 \mid x, y] -
+    \mathbb E[x_0 \mid x])$ (Tweedie for the posterior and the prior), both means in the
+    support's convex hull, so $\lVert\nabla_x \ln p_t(y \mid x)\rVert \le \alpha D / \sigma^2$.
+    `None` leaves $g$ unchanged."""
     if diameter is None:
         return g
     alpha, sigma = sde.marginal(t)
@@ -80,7 +79,36 @@ def _within_support(sde, t, g, diameter):
     return g * jnp.minimum(1, bound / jnp.maximum(norm, jnp.finfo(g.dtype).tiny))
 
 
-class Posterior(eqx.Module):
+class AbstractGuidedScore(eqx.Module):
+    r"""A guided score: a `score(t, x)` on ONE sample that declares what one call costs.
+
+    - `evals_per_call`: evaluations of the wrapped score per call (a class attribute).
+    - `vjps_per_call`: vector-Jacobian products through the wrapped score per call; a class
+      attribute where it is fixed, a property where it depends on the instance
+      ([`scoresde.guidance.TMPD`][]: $d_y$).
+    - `nfe_per_call`: the two in network evaluations, a VJP counting as 2:
+      `evals_per_call + 2 * vjps_per_call`.
+
+    A subclass that does not declare both cannot be instantiated.
+    """
+
+    evals_per_call: eqx.AbstractClassVar[int]
+
+    @property
+    @abc.abstractmethod
+    def vjps_per_call(self) -> int:
+        """VJPs through the wrapped score per call."""
+
+    @property
+    def nfe_per_call(self) -> int:
+        """Network evaluations per call, a VJP counting as 2."""
+        return self.evals_per_call + 2 * self.vjps_per_call
+
+    @abc.abstractmethod
+    def __call__(self, t: Scalar, x: Sample) -> Sample: ...
+
+
+class Posterior(AbstractGuidedScore):
     r"""$\nabla\ln p_t(x \mid y) = \nabla\ln p_t(x) + \nabla\ln p_t(y \mid x)$: exact if both are.
 
     With [`scoresde.analytic.marginal_score`][] and
@@ -100,9 +128,13 @@ class Posterior(eqx.Module):
     vjps_per_call: ClassVar[int] = 0
 
     def __check_init__(self):
-        for name in ("score", "likelihood_score"):
-            if not callable(getattr(self, name)):
-                raise TypeError(f"{name} must be callable as {name}(t, x).")
+        if not callable(self.score):
+            raise TypeError(f"score must be callable as score(t, x); got {self.score!r}.")
+        if not callable(self.likelihood_score):
+            raise TypeError(
+                "likelihood_score must be callable as likelihood_score(t, x); got "
+                f"{self.likelihood_score!r}."
+            )
 
     def __call__(self, t: Scalar, x: Sample) -> Sample:
         s = checked_score(self.score, t, x)
@@ -110,7 +142,7 @@ class Posterior(eqx.Module):
         return s + ls
 
 
-class DPS(eqx.Module):
+class DPS(AbstractGuidedScore):
     r"""Diffusion posterior sampling (Chung et al. 2023): approximate, exact for no prior.
 
     Replaces $p(x_0 \mid x_t)$ by a point mass at Tweedie's $\hat x_0(x)$:
@@ -169,7 +201,7 @@ class DPS(eqx.Module):
         return s + (self.scale * g).astype(x.dtype)
 
 
-class PiGDM(eqx.Module):
+class PiGDM(AbstractGuidedScore):
     r"""Pseudo-inverse guided diffusion (Song et al. 2023): approximate; exact for $N(\mu, vI)$
     priors with `data_var` $= v$.
 
@@ -228,7 +260,7 @@ class PiGDM(eqx.Module):
         return s + _within_support(self.sde, t, g, self.support_diameter)
 
 
-class TMPD(eqx.Module):
+class TMPD(AbstractGuidedScore):
     r"""Tweedie moment projected diffusion (Boys et al. 2023): approximate; exact for Gaussian
     priors (with `diagonal=False`).
 
@@ -318,7 +350,7 @@ def moment_projection(sde, score, m, t, x):
     return s, ell, g.astype(x.dtype)
 
 
-class Classifier(eqx.Module):
+class Classifier(AbstractGuidedScore):
     r"""Classifier guidance (Dhariwal & Nichol 2021): $s(t, x) + \gamma\,\nabla_x \ln p_t(c \mid x)$.
 
     Exact ($\gamma = 1$) when `log_prob_fn` is the true noisy classifier $\ln p_t(c \mid x)$;
@@ -369,7 +401,7 @@ class Classifier(eqx.Module):
         return s + (self.scale * jax.grad(log_p)(x)).astype(x.dtype)
 
 
-class ClassifierFree(eqx.Module):
+class ClassifierFree(AbstractGuidedScore):
     r"""Classifier-free guidance (Ho & Salimans 2022):
     $\gamma\,s(t, x, c) + (1 - \gamma)\,s(t, x, \varnothing)$.
 

@@ -1,6 +1,8 @@
-r"""Linear measurements $y = A x + n$, $n \sim N(0, R)$, $R = \operatorname{diag}(s_y^2)$: the
-observation model of inverse problems (inpainting, deblurring, super-resolution, ...)."""
+r"""Measurements: what an inverse problem observes. `AbstractMeasurement` is the capability
+(a likelihood $\ln p(y \mid x)$); `LinearMeasurement` is $y = A x + n$, $n \sim N(0, R)$,
+$R = \operatorname{diag}(s_y^2)$ (inpainting, deblurring, super-resolution, ...)."""
 
+import abc
 import math
 
 import equinox as eqx
@@ -31,7 +33,21 @@ def _as_operator(A) -> lx.AbstractLinearOperator:
     return lx.MatrixLinearOperator(A)
 
 
-class LinearMeasurement(eqx.Module):
+class AbstractMeasurement(eqx.Module):
+    r"""An observation $y$ of a sample with a differentiable likelihood $\ln p(y \mid x)$.
+
+    What [`scoresde.sample_smc`][] needs of its measurement (with [`scoresde.TweedieTwist`][]
+    or [`scoresde.LogTwist`][]); subclass it for a non-linear or non-Gaussian observation model.
+    [`scoresde.LinearMeasurement`][] is the linear-Gaussian one, which the guided scores and
+    [`scoresde.MomentTwist`][] need.
+    """
+
+    @abc.abstractmethod
+    def log_likelihood(self, x: Sample) -> Array:
+        r"""$\ln p(y \mid x)$ for ONE sample `x`: a scalar, differentiable in `x`."""
+
+
+class LinearMeasurement(AbstractMeasurement):
     r"""A linear measurement $y = A x + n$, $n \sim N(0, \operatorname{diag}(s_y^2))$.
 
     $A$ acts on the FLATTENED sample: $A x$ means `A @ x.ravel()`.

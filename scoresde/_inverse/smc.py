@@ -56,7 +56,7 @@ from .._score_calls import check_like, checked_score, tweedie
 from .._sde import AbstractSDE
 from .._sharding import auto_axes, check_sharding, result_sharding
 from .guidance import moment_projection
-from .measurement import LinearMeasurement
+from .measurement import AbstractMeasurement, LinearMeasurement
 
 __all__ = ["AbstractTwist", "LogTwist", "MomentTwist", "SMCResult", "TweedieTwist", "sample_smc"]
 
@@ -282,6 +282,26 @@ def _sample_smc(
     return x_new, log_w, log_evidence, ess, resampled
 
 
+def _check_measurement(m, twist):
+    """What `twist` needs of `m`: a linear-Gaussian measurement for the covariance-aware twists,
+    a likelihood (an `AbstractMeasurement`) for the others."""
+    linear = isinstance(twist, MomentTwist) or (
+        isinstance(twist, TweedieTwist) and twist.data_var is not None
+    )
+    if linear and not isinstance(m, LinearMeasurement):
+        name = "MomentTwist()" if isinstance(twist, MomentTwist) else "TweedieTwist(data_var=...)"
+        raise TypeError(
+            f"{name} needs m, a scoresde.LinearMeasurement (it uses A and the noise "
+            f"covariance); got m of type {type(m).__name__}."
+        )
+    if not isinstance(m, AbstractMeasurement):
+        raise TypeError(
+            "m must be a scoresde.AbstractMeasurement: a scoresde.LinearMeasurement, or a "
+            "subclass of scoresde.AbstractMeasurement defining log_likelihood(x) = ln p(y | x) "
+            f"on one sample; got m of type {type(m).__name__}."
+        )
+
+
 def sample_smc(
     sde: AbstractSDE,
     score: ScoreFn,
@@ -307,9 +327,9 @@ def sample_smc(
     **Arguments:**
 
     - `sde`, `score`: the SDE and the prior's `score(t, x)` on one sample.
-    - `m`: the measurement, a [`scoresde.LinearMeasurement`][] (or any object with
-      `log_likelihood(x)` on one sample, $\ln p(y \mid x_0)$, differentiable, with the default
-      `TweedieTwist()`).
+    - `m`: the measurement, a [`scoresde.LinearMeasurement`][], or with `TweedieTwist()` and
+      `LogTwist` any [`scoresde.AbstractMeasurement`][] (its `log_likelihood(x)` on one sample,
+      $\ln p(y \mid x_0)$, differentiable).
     - `key`: particle `i` draws its latent and its proposal noise from `fold_in(key, i)`; the
       resampling steps (joint by nature) use `fold_in(fold_in(key, 2**32 - 1), step)`.
     - `shape`: `(num_particles, *data_shape)`.
@@ -336,7 +356,8 @@ def sample_smc(
 
     **Raises:** `ValueError` for a measurement whose width is not the sample size, a threshold
     outside $[0, 1]$, a bad `shape`, `steps` or `t_eps`; `TypeError` for a `twist` that is not
-    an [`scoresde.AbstractTwist`][].
+    an [`scoresde.AbstractTwist`][], an `m` that is not an [`scoresde.AbstractMeasurement`][],
+    or one that is not a [`scoresde.LinearMeasurement`][] where the twist needs it.
 
     ??? cite "Reference"
         ```bibtex
@@ -356,22 +377,13 @@ def sample_smc(
         raise TypeError(
             f"twist must be TweedieTwist(...), MomentTwist() or LogTwist(log_twist); got {twist!r}."
         )
-    if not callable(getattr(m, "log_likelihood", None)):
-        raise TypeError(
-            f"m must be a scoresde.LinearMeasurement (or have log_likelihood(x)); got "
-            f"{type(m).__name__}."
-        )
+    _check_measurement(m, twist)
     size = math.prod(shape[1:])
     if isinstance(m, LinearMeasurement) and m.dim_x != size:
         raise ValueError(
             f"m's A has width {m.dim_x}, but the data shape {shape[1:]} has {size} entries; A "
             "must act on the flattened sample."
         )
-    if isinstance(twist, TweedieTwist) and twist.data_var is not None:
-        if not isinstance(m, LinearMeasurement):
-            raise TypeError("TweedieTwist(data_var=...) needs m, a scoresde.LinearMeasurement.")
-    if isinstance(twist, MomentTwist) and not isinstance(m, LinearMeasurement):
-        raise TypeError("MomentTwist() needs m, a scoresde.LinearMeasurement.")
     try:
         threshold = float(resample_threshold)
     except (TypeError, ValueError):

@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._data import load_digits
+
 NUM_CLASSES = 10
 
 
@@ -93,8 +95,6 @@ class DigitClassifier:
             raise ImportError(
                 "DigitClassifier needs scikit-learn: pip install 'scoresde[data]'."
             ) from e
-        from .._data import load_digits
-
         data = load_digits()
         self.train_images = _as_model_space(data.train, "train")
         self.test_images = _as_model_space(data.test, "test")

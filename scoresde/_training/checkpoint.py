@@ -21,6 +21,7 @@ from jaxtyping import PyTree
 
 from .._parametrisation import AbstractParametrisation
 from .._sde import AbstractSDE
+from .._version import __version__
 from .fit import TrainState
 
 FORMAT = "scoresde-checkpoint"
@@ -76,8 +77,6 @@ def _sha256(path):
 
 
 def _versions():
-    from .._version import __version__
-
     return {"scoresde": __version__, "jax": jax.__version__, "equinox": eqx.__version__}
 
 

@@ -23,7 +23,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike, PyTree
 
 from .._custom_types import Key
+from .._data import gaussian_mixture
+from .._networks import MLPScoreNet
+from .._parametrisation import EpsPrediction
+from .._sde import VPSDE
 from .._sharding import auto_axes, check_sharding
+from .losses import DenoisingScoreMatching
 
 
 @functools.lru_cache(maxsize=32)
@@ -432,12 +437,6 @@ def train_toy2d(
     The trained score is `result.ema_model` (its SDE is `result.ema_model.sde`). About a
     minute on a laptop CPU with the defaults.
     """
-    from .._data import gaussian_mixture
-    from .._networks import MLPScoreNet
-    from .._parametrisation import EpsPrediction
-    from .._sde import VPSDE
-    from .losses import DenoisingScoreMatching
-
     sde = VPSDE() if sde is None else sde
     key_data, key_init, key_fit = jr.split(key, 3)
     if data is None:

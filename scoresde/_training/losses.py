@@ -344,18 +344,58 @@ class NCSNLoss(eqx.Module):
 
 # --- sliced, implicit and explicit score matching --------------------------------------------
 
-_PROJECTIONS = ("gaussian", "rademacher", "sphere")
+
+class AbstractProjection(eqx.Module):
+    r"""How sliced score matching draws its directions $v$, with $E[vv^\top] = I$."""
+
+    @abc.abstractmethod
+    def sample(self, key: Key, num: int, shape: tuple[int, ...], dtype) -> Array:
+        """`num` directions of the sample's `shape`: an array `(num, *shape)`."""
 
 
-def _projections(key, num, shape, kind, dtype):
-    if kind == "gaussian":
+class GaussianProjection(AbstractProjection):
+    r"""$v \sim N(0, I)$."""
+
+    def sample(self, key, num, shape, dtype):
         return jr.normal(key, (num, *shape), dtype)
-    if kind == "rademacher":
+
+
+class RademacherProjection(AbstractProjection):
+    r"""Independent $\pm 1$ entries: the lowest variance of $v^\top J v$ for a fixed $J$."""
+
+    def sample(self, key, num, shape, dtype):
         return jr.rademacher(key, (num, *shape), dtype)
-    v = jr.normal(key, (num, *shape), dtype)
-    norm = jnp.sqrt(jnp.sum(jnp.reshape(v, (num, -1)) ** 2, axis=1))
-    dim = math.prod(shape)
-    return v * jnp.reshape(math.sqrt(dim) / norm, (num,) + (1,) * len(shape))
+
+
+class SphereProjection(AbstractProjection):
+    r"""Uniform on the sphere of radius $\sqrt D$ ($D$ the sample's size)."""
+
+    def sample(self, key, num, shape, dtype):
+        v = jr.normal(key, (num, *shape), dtype)
+        norm = jnp.sqrt(jnp.sum(jnp.reshape(v, (num, -1)) ** 2, axis=1))
+        dim = math.prod(shape)
+        return v * jnp.reshape(math.sqrt(dim) / norm, (num,) + (1,) * len(shape))
+
+
+# The strings `sliced_score_matching_loss(projection=...)` accepts, as their values.
+PROJECTIONS: dict[str, AbstractProjection] = {
+    "gaussian": GaussianProjection(),
+    "rademacher": RademacherProjection(),
+    "sphere": SphereProjection(),
+}
+
+
+def as_projection(projection) -> AbstractProjection:
+    """`projection` as a value: an `AbstractProjection` unchanged, a name of `PROJECTIONS`
+    converted (the one place the string aliases are read)."""
+    if isinstance(projection, AbstractProjection):
+        return projection
+    if isinstance(projection, str) and projection in PROJECTIONS:
+        return PROJECTIONS[projection]
+    raise ValueError(
+        "projection must be GaussianProjection(), RademacherProjection(), SphereProjection() "
+        f"or one of the names {tuple(PROJECTIONS)}; got projection={projection!r}."
+    )
 
 
 def sliced_score_matching_loss(
@@ -363,7 +403,7 @@ def sliced_score_matching_loss(
     x: Batch,
     *,
     key: Key,
-    projection: str = "gaussian",
+    projection: AbstractProjection | str = GaussianProjection(),
     num_projections: int = 1,
     variance_reduced: bool = False,
 ) -> Array:
@@ -371,8 +411,10 @@ def sliced_score_matching_loss(
 
     $$E_x E_v[v^\top \partial_x(v^\top s)\, v + (v^\top s)^2/2].$$
 
-    `projection` draws $v$ with $E[vv^\top] = I$: `"gaussian"`, `"rademacher"` or `"sphere"`
-    (uniform on the sphere of radius $\sqrt D$). `variance_reduced=True` gives SSM-VR, with
+    `projection` draws $v$ with $E[vv^\top] = I$: [`scoresde.GaussianProjection`][] (the
+    default), [`scoresde.RademacherProjection`][] or [`scoresde.SphereProjection`][] (uniform on
+    the sphere of radius $\sqrt D$); the names `"gaussian"`, `"rademacher"` and `"sphere"` are
+    aliases. `variance_reduced=True` gives SSM-VR, with
     $\|s\|^2/2$ (the exact expectation over $v$) in place of $(v^\top s)^2/2$. Each
     $v^\top J v$ costs one JVP. Equal in expectation to the implicit objective.
 
@@ -385,8 +427,7 @@ def sliced_score_matching_loss(
         ```
     """
     _check_batch(x, "x")
-    if projection not in _PROJECTIONS:
-        raise ValueError(f"projection must be one of {_PROJECTIONS}; got {projection!r}.")
+    projection = as_projection(projection)
     if isinstance(num_projections, bool) or not isinstance(num_projections, int):
         raise TypeError(f"num_projections must be an int; got {num_projections!r}.")
     if num_projections < 1:
@@ -394,7 +435,7 @@ def sliced_score_matching_loss(
     dtype = jnp.result_type(x)
 
     def one(k, xi):
-        v = _projections(k, num_projections, xi.shape, projection, dtype)
+        v = projection.sample(k, num_projections, xi.shape, dtype)
         s, jv = jax.vmap(lambda vi: jax.jvp(score, (xi,), (vi,)))(v)
         trace = jnp.mean(_sum_data(v * jv))
         if variance_reduced:

@@ -1,0 +1,403 @@
+"""Training recipes: a `TrainConfig` names a data set, an SDE, a network and a loss; from it this
+module builds the model, trains it, rebuilds it from a checkpoint and draws from it.
+
+What `scoresde train`, `sample`, `nll` and `inpaint` share, and what the benchmark harness
+(`scoresde._bench`) trains its networks with. A config is stored verbatim as a checkpoint's
+hyper-parameters, so its choices are the names of the tables below (`SDES`, `PARAMETRISATIONS`,
+...), turned into objects here.
+
+- `model_from_config(config, key=...)`: a fresh model; `skeleton_from_config(config)`: its
+  abstract skeleton, what `scoresde.load` fills;
+- `train(config, out_dir)`: fit, then write the checkpoint (EMA weights), its sidecar and the loss
+  curve; `load_model(path)`: `(model, config)` from such a checkpoint;
+- `draw(model, config, sampler, num, steps, key)`: samples by a named sampler;
+  `recipe_score(model, config, label, guidance)`: the (class-guided) score to draw from;
+- `digit_data`, `held_out`, `data_shape`: the data a config trains and is evaluated on.
+"""
+
+import dataclasses
+import json
+import pathlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import diffrax as dfx
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from .. import _data, _networks, _parametrisation, _sde
+from .._inverse.guidance import ClassifierFree
+from .._sampling.predictor_corrector import sample_pc
+from .._sampling.sample import sample_ode, sample_sde
+from .._score_calls import Conditioned
+from .._solver import DPMSolverPP2M
+from . import conditional as _conditional, losses as _losses
+from .checkpoint import load, read_sidecar, save
+from .fit import adam_with_warmup, fit, num_params
+
+SDES: dict[str, Callable[[], _sde.AbstractSDE]] = {
+    "vp": _sde.VPSDE,
+    "subvp": _sde.SubVPSDE,
+    "ve": _sde.VESDE,
+    "edm": _sde.EDMSDE,
+}
+PARAMETRISATIONS: dict[str, Callable[..., _parametrisation.AbstractParametrisation]] = {
+    "score": _parametrisation.DirectScore,
+    "eps": _parametrisation.EpsPrediction,
+    "x0": _parametrisation.X0Prediction,
+    "v": _parametrisation.VPrediction,
+    "edm": _parametrisation.EDMPreconditioning,
+}
+TOY_DATASETS: dict[str, Callable[..., Any]] = {
+    "mixture": _data.gaussian_mixture,
+    "moons": _data.two_moons,
+    "rings": _data.rings,
+    "swissroll": _data.swiss_roll,
+    "checkerboard": _data.checkerboard,
+}
+DATASETS = (*TOY_DATASETS, "digits")
+NUM_CLASSES = {"digits": 10}  # class-conditional models: label NUM_CLASSES[...] is the null label
+WEIGHTINGS = ("sigma2", "likelihood", "edm")
+# (width, depth) of the MLP for 2-D data; (base_channels, channel_mults) of the U-Net.
+MLP_SIZES = {"tiny": (64, 2), "small": (128, 3), "medium": (256, 4)}
+UNET_SIZES = {"tiny": (8, (1, 2)), "small": (16, (1, 2)), "medium": (32, (1, 2))}
+# digits: the data convention trained on, y = 2(k + u)/L - 1; 256 (8 bits, k the 8-bit value) or
+# 17 (k the grey level 0..16). Evaluated in the same convention (`scoresde nll`).
+LEVELS = (256, 17)
+# The samplers `draw` knows: ode (adaptive Tsit5), sde (Euler-Maruyama), dpm++2m
+# (DPM-Solver++(2M)), pc (reverse diffusion + Langevin corrector).
+SAMPLERS = ("ode", "sde", "dpm++2m", "pc")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; stored as the checkpoint's hyper-parameters."""
+
+    dataset: str = "mixture"
+    sde: str = "vp"
+    parametrisation: str = "eps"
+    weighting: str = "sigma2"
+    model_size: str = "small"
+    steps: int = 2000
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    num_train: int = 20_000
+    seed: int = 0
+    conditional: bool = False
+    p_uncond: float = 0.1
+    levels: int = 256
+
+    def __post_init__(self):
+        for name, value, allowed in (
+            ("dataset", self.dataset, DATASETS),
+            ("sde", self.sde, tuple(SDES)),
+            ("parametrisation", self.parametrisation, tuple(PARAMETRISATIONS)),
+            ("weighting", self.weighting, WEIGHTINGS),
+            ("model_size", self.model_size, tuple(MLP_SIZES)),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}; got {value!r}.")
+        for name, count in (
+            ("steps", self.steps),
+            ("batch_size", self.batch_size),
+            ("num_train", self.num_train),
+        ):
+            if count < 1:
+                raise ValueError(f"{name} must be >= 1; got {count}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
+        if self.conditional and self.dataset != "digits":
+            raise ValueError(
+                f"conditional training needs a labelled dataset (digits); got {self.dataset!r}."
+            )
+        if not 0 <= self.p_uncond <= 1:
+            raise ValueError(f"p_uncond must lie in [0, 1]; got {self.p_uncond}.")
+        if isinstance(self.levels, bool) or self.levels not in LEVELS:
+            raise ValueError(
+                f"levels must be 256 (8-bit dequantisation) or 17 (the digits' grey levels); "
+                f"got {self.levels!r}."
+            )
+        if self.levels != 256 and self.dataset != "digits":
+            raise ValueError(
+                f"levels={self.levels} is a digits convention; {self.dataset!r} is continuous "
+                "2-D data (leave levels at 256)."
+            )
+
+
+# `scoresde train`'s defaults that depend on the data set (flags left unset): for the digits,
+# the recipe measured by benchmarks/digits_recipe.py (docs/how-to/train.md); a `TrainConfig`
+# itself keeps the generic ones (levels 256: checkpoints written before `levels` existed were
+# 8-bit models).
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {"levels": 17, "weighting": "likelihood", "steps": 3600},
+}
+
+
+def dataset_defaults(dataset: str) -> dict[str, Any]:
+    """The `levels`, `weighting` and `steps` that `scoresde train --dataset DATASET` uses when
+    their flags are not given."""
+    generic = TrainConfig()
+    base = {"levels": generic.levels, "weighting": generic.weighting, "steps": generic.steps}
+    return {**base, **DATASET_DEFAULTS.get(dataset, {})}
+
+
+def data_shape(config: TrainConfig) -> tuple[int, ...]:
+    """Shape of one sample of the data set `config` trains on."""
+    return (1, 8, 8) if config.dataset == "digits" else (2,)
+
+
+def model_from_config(config: TrainConfig, *, key):
+    """The parametrised network that `config` trains (fresh weights from `key`)."""
+    sde = SDES[config.sde]()
+    wrapper = PARAMETRISATIONS[config.parametrisation]
+    if config.dataset == "digits":
+        base, mults = UNET_SIZES[config.model_size]
+        num_classes = NUM_CLASSES["digits"] if config.conditional else None
+        net: _networks.UNet | _networks.MLPScoreNet = _networks.UNet(
+            (1, 8, 8),
+            base_channels=base,
+            channel_mults=mults,
+            num_heads=2,
+            num_classes=num_classes,
+            key=key,
+        )
+    else:
+        width, depth = MLP_SIZES[config.model_size]
+        net = _networks.MLPScoreNet(2, width=width, depth=depth, key=key)
+    return wrapper(net, sde)
+
+
+def skeleton_from_config(config: TrainConfig):
+    """`model_from_config`'s structure with abstract leaves (`jax.ShapeDtypeStruct`): what
+    `scoresde.load` fills from a checkpoint, built without initialising (or compiling) any
+    weights."""
+    return eqx.filter_eval_shape(model_from_config, config, key=jr.key(0))
+
+
+def recipe_loss(config: TrainConfig, sde: _sde.AbstractSDE) -> _losses.DenoisingScoreMatching:
+    """The denoising score-matching loss of `config.weighting` (with its time sampler)."""
+    if config.weighting == "likelihood":
+        return _losses.DenoisingScoreMatching(
+            sde, _losses.LikelihoodWeighting(), _losses.ImportanceTime(stratified=True)
+        )
+    if config.weighting == "edm":
+        return _losses.DenoisingScoreMatching(sde, _losses.EDMWeighting(), _losses.EDMTime())
+    return _losses.DenoisingScoreMatching(sde, time_sampler=_losses.UniformTime(stratified=True))
+
+
+class _Dequantize(eqx.Module):
+    """`scoresde.dequantize(key, k, levels=levels)` as a `preprocess(key, batch)`."""
+
+    levels: int = eqx.field(static=True)
+
+    def __call__(self, key, k):
+        return _data.dequantize(key, k, levels=self.levels)
+
+
+def digit_data(images, levels: int):
+    """8-bit digit images as the integers a `levels` model sees, and the `dequantize(key, k)`
+    that maps them to $y = 2(k + u)/L - 1$: the 8-bit values for 256, the grey levels 0..16
+    (`scoresde.digit_levels`) for 17."""
+    if levels == 256:
+        return images, _data.dequantize
+    return _data.digit_levels(images), _Dequantize(levels)
+
+
+def held_out(config: TrainConfig, num: int, key):
+    """`num` held-out points of `config`'s data set: for the digits, test images as the integers
+    its convention dequantises (8-bit values or grey levels, see `digit_data`); for 2-D sets,
+    fresh draws from `fold_in(key, 7)`.
+
+    **Raises:** `ValueError` if `num` exceeds the digits' test split."""
+    if config.dataset == "digits":
+        test = _data.load_digits().test
+        if num > test.shape[0]:
+            raise ValueError(
+                f"num={num} exceeds the digits test split ({test.shape[0]} images); pass "
+                f"{test.shape[0]} or fewer"
+            )
+        return jnp.asarray(digit_data(test[:num], config.levels)[0])
+    return TOY_DATASETS[config.dataset](jr.fold_in(key, 7), num)
+
+
+def _plot_losses(losses, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no loss curve written.", file=sys.stderr)
+        return None
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = np.arange(1, len(losses) + 1)
+    ax.plot(steps, losses, lw=0.5, alpha=0.4, label="loss")
+    window = max(1, len(losses) // 50)
+    if window > 1:
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], smooth, lw=1.5, label=f"running mean ({window})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log" if np.all(losses > 0) else "linear")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def train(config: TrainConfig, out_dir, *, progress: bool = True, sharding=None) -> dict:
+    """Run the training `config` describes; write `checkpoint.eqx` (EMA weights), its sidecar,
+    `losses.png` and `losses.json` to `out_dir`. `sharding`: data-parallel training (see
+    `scoresde.fit`).
+
+    **Returns:** a dict with the trained EMA `model`, the paths `checkpoint`, `sidecar` and
+    `loss_curve` (`None` without matplotlib), and the `final_loss`."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = jr.key(config.seed)
+    key_data, key_init, key_fit = jr.split(key, 3)
+    model = model_from_config(config, key=key_init)
+    preprocess: Callable | None = None
+    loss: _losses.DenoisingScoreMatching | _conditional.LabelDropoutDSM
+    loss = recipe_loss(config, model.sde)
+    if config.dataset == "digits":
+        digits = _data.load_digits()
+        train_images, dequantize = digit_data(digits.train, config.levels)
+    if config.conditional:
+        data = _conditional.pack_labels(train_images, digits.train_labels)
+        preprocess = _conditional.UnpackLabels((1, 8, 8), dequantize)
+        loss = _conditional.LabelDropoutDSM(
+            loss.sde,
+            NUM_CLASSES[config.dataset],
+            config.p_uncond,
+            loss.weighting,
+            loss.time_sampler,
+            loss.t_eps,
+        )
+    elif config.dataset == "digits":
+        data = jnp.asarray(train_images)
+        preprocess = dequantize
+    else:
+        data = TOY_DATASETS[config.dataset](key_data, config.num_train)
+    optimizer = adam_with_warmup(
+        config.learning_rate,
+        warmup_steps=min(100, config.steps // 10),
+        decay_steps=config.steps if config.steps > 1 else None,
+    )
+    if progress:
+        print(
+            f"training {num_params(model)} parameters on {config.dataset}; compiling the "
+            "training step (first call) ...",
+            file=sys.stderr,
+            flush=True,
+        )
+    result = fit(
+        model,
+        loss,
+        data,
+        key=key_fit,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        optimizer=optimizer,
+        preprocess=preprocess,
+        progress=progress,
+        sharding=sharding,
+    )
+    ckpt = out_dir / "checkpoint.eqx"
+    sidecar = save(ckpt, result.ema_model, hyperparameters=dataclasses.asdict(config), ema=True)
+    losses = result.losses
+    (out_dir / "losses.json").write_text(json.dumps([float(v) for v in losses]))
+    png = _plot_losses(losses, out_dir / "losses.png")
+    return {
+        "model": result.ema_model,
+        "checkpoint": ckpt,
+        "sidecar": sidecar,
+        "loss_curve": png,
+        "final_loss": float(losses[-1]),
+    }
+
+
+def load_model(path) -> tuple[Any, TrainConfig]:
+    """`(model, config)`: the trained model of a checkpoint written by `train` (or `scoresde
+    train`), rebuilt from its sidecar's config.
+
+    **Raises:** `ValueError` if `path` is a folder; `FileNotFoundError` if nothing is there."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        hint = path / "checkpoint.eqx"
+        raise ValueError(
+            f"checkpoint {path} is a folder; pass the checkpoint file"
+            + (f", e.g. {hint}" if hint.exists() else " (checkpoint.eqx, written by train)")
+        )
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    config = TrainConfig(**read_sidecar(path)["hyperparameters"])
+    return load(path, skeleton_from_config(config)), config
+
+
+def recipe_score(model, config: TrainConfig, label: int | None = None, guidance: float = 1.0):
+    """The score to sample: `model` itself for an unconditional model; for a conditional one,
+    classifier-free guidance towards `label` with scale `guidance`
+    ([`scoresde.guidance.ClassifierFree`][]), or the null label's (unconditional) score when
+    `label` is None.
+
+    **Raises:** `ValueError` for a `guidance` other than 1 without a `label`, a `label` on an
+    unconditional model or out of range, a negative `guidance`."""
+    if label is None:
+        if guidance != 1.0:
+            raise ValueError(f"guidance={guidance} needs a label (the class to guide towards).")
+        if not config.conditional:
+            return model
+        return Conditioned(model, jnp.int32(NUM_CLASSES[config.dataset]))
+    if not config.conditional:
+        raise ValueError(
+            f"label={label} needs a class-conditional model (TrainConfig(conditional=True)); "
+            "this one is unconditional."
+        )
+    null = NUM_CLASSES[config.dataset]
+    if not 0 <= label < null:
+        raise ValueError(f"label must lie in [0, {null - 1}] for {config.dataset}; got {label}.")
+    if not guidance >= 0:
+        raise ValueError(f"guidance must be >= 0; got {guidance}.")
+    return ClassifierFree(model, label, null, guidance, num_classes=null + 1)
+
+
+def draw(
+    model,
+    config: TrainConfig,
+    sampler: str,
+    num: int,
+    steps: int,
+    key,
+    *,
+    progress: bool = False,
+    score=None,
+    cond=None,
+    sharding=None,
+):
+    """`num` samples of `model` (or of `score`, e.g. a guided score, on `model.sde`) by
+    `sampler`, one of `SAMPLERS`: `"ode"` adaptive Tsit5, `"sde"` Euler-Maruyama on the log-SNR
+    grid, `"dpm++2m"` DPM-Solver++(2M) on the log-SNR grid, `"pc"` reverse diffusion with a
+    Langevin corrector; `steps` for the fixed-step ones. `cond` is per-sample conditioning for
+    `score`. Returns the sampler's result (`.x`, `.nfe`)."""
+    shape = (num, *data_shape(config))
+    score = model if score is None else score
+    common: dict[str, Any] = dict(key=key, shape=shape, progress=progress, sharding=sharding)
+    if cond is not None:
+        common["cond"] = cond
+    if sampler == "ode":
+        return sample_ode(model.sde, score, solver=dfx.Tsit5(), **common)
+    if sampler == "sde":
+        return sample_sde(model.sde, score, steps=steps, grid="log_snr", **common)
+    if sampler == "dpm++2m":
+        return sample_ode(
+            model.sde, score, steps=steps, solver=DPMSolverPP2M(), grid="log_snr", **common
+        )
+    if sampler == "pc":
+        return sample_pc(model.sde, score, steps=steps, **common)
+    raise ValueError(f"sampler must be one of {SAMPLERS}; got sampler={sampler!r}.")
