@@ -33,7 +33,7 @@ import _common  # noqa: E402
 import real_data  # noqa: E402
 
 import scoresde as ss  # noqa: E402
-from scoresde._cli import train as cli_train  # noqa: E402
+from scoresde._training import recipes as cli_train  # noqa: E402
 
 # Each recipe changes the defaults below; the first is the reference the others are judged beside.
 BASE = dict(dataset="digits", levels=17, steps=1800)
@@ -81,7 +81,7 @@ def evaluate(recipe: str, out_dir, clock, *, num_test, num_samples, seed, classi
     import jax
     import jax.random as jr
 
-    from scoresde._cli.sample import draw
+    from scoresde._training.recipes import draw
 
     config = cli_train.TrainConfig(**parse_recipe(recipe))
     jax.clear_caches()  # each recipe pays its own compile, as a fresh `scoresde train` does

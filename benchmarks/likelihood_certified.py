@@ -35,7 +35,7 @@ from _common import RESULTS, metadata, write  # noqa: E402
 
 import scoresde as ss  # noqa: E402
 from scoresde._cli import nll  # noqa: E402
-from scoresde._cli.common import load_model  # noqa: E402
+from scoresde._training.recipes import load_model  # noqa: E402
 
 T_EPS = 1e-4
 PLAN_COLUMNS = ("rtol", "pilot_mean_nfe", "sd_difference_nats", "num_tight", "nfe_to_pay")

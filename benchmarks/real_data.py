@@ -146,7 +146,7 @@ def model_rows(path, test_images, *, num, seed, t_eps):
     import jax.numpy as jnp
     import jax.random as jr
 
-    from scoresde._cli.common import load_model
+    from scoresde._training.recipes import load_model
 
     model, config = load_model(pathlib.Path(path))
     if config.dataset != "digits":

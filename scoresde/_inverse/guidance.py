@@ -464,9 +464,8 @@ class Replacement(eqx.Module):
 
     The observed part is re-noised independently of the rest, so the unobserved directions
     never feel $p_t(y \mid x)$ through the correlations of the prior: the result is NOT the
-    posterior. On a 2-D Gaussian with correlation 0.95 and $y = 1.5$ observed, it gives the
-    hidden coordinate mean about 1.09 and variance 0.19, against the posterior's 1.43 and
-    0.098. The measurement's `noise_std` is ignored ($y$ is treated as exact).
+    posterior (measured in [Replacement is biased](../how-to/inverse-problems.md#replacement-is-biased)).
+    The measurement's `noise_std` is ignored ($y$ is treated as exact).
 
     **Arguments:** `sde`; `m`, a [`scoresde.LinearMeasurement`][] whose $A$ has full row rank
     (for a general $A$ its dense pseudo-inverse is formed once, $d_y \times d$ memory).

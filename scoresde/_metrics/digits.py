@@ -1,7 +1,7 @@
 r"""Sample-quality metrics for the 8x8 digits, from an independent classifier.
 
 [`scoresde.DigitClassifier`][] is a small scikit-learn MLP trained on the clean training digits of
-[`scoresde.load_digits`][] (deterministic from its `seed`, trained in about a second, nothing
+[`scoresde.load_digits`][] (deterministic from its `seed`, trained in seconds, nothing
 downloaded). [`scoresde.digit_metrics`][] uses it to score samples against the real digits:
 
 - the class histogram of the samples (the classifier's predictions) and its total variation
@@ -179,8 +179,8 @@ def digit_metrics(samples, *, classifier=None) -> DigitMetrics:
     - `samples`: `(num, 1, 8, 8)` or `(num, 64)`, floats in [-1, 1] (as a sampler of a model
       trained on [`scoresde.dequantize`][]d digits returns them; values outside are kept) or
       integer 8-bit images; `num >= 2`.
-    - `classifier`: a [`scoresde.DigitClassifier`][]; `None` trains `DigitClassifier()` (about
-      a second). Pass one to reuse it across calls.
+    - `classifier`: a [`scoresde.DigitClassifier`][]; `None` trains `DigitClassifier()`
+      (seconds). Pass one to reuse it across calls.
 
     **Returns:** a [`scoresde.DigitMetrics`][].
     """
