@@ -66,7 +66,9 @@ def covariance_metric(x_pilot, *, jitter: float = _JITTER) -> DensePreconditione
     return DensePreconditioner(mat)
 
 
-def fisher_metric(score: Callable, x_pilot, *, jitter: float = _JITTER) -> DensePreconditioner:
+def fisher_metric(
+    score: Callable | None, x_pilot, *, jitter: float = _JITTER
+) -> DensePreconditioner:
     r"""$M = F^{-1}$ with $F = E[s s^\top]$ the Fisher matrix of the scores at the pilot points
     (for a Gaussian target $F = \Sigma^{-1}$), `jitter` $\cdot\,\mathrm{tr}(F)/d$ added to $F$'s
     diagonal; `n` score evaluations."""
@@ -80,7 +82,7 @@ def fisher_metric(score: Callable, x_pilot, *, jitter: float = _JITTER) -> Dense
 
 
 def fisher_divergence_metric(
-    score: Callable, x_pilot, *, rank: int | None = None, jitter: float = _JITTER
+    score: Callable | None, x_pilot, *, rank: int | None = None, jitter: float = _JITTER
 ) -> DiagonalPreconditioner | LowRankPreconditioner:
     r"""$M = P^{-1}$ for the Gaussian $N(m, P^{-1})$ whose score $-P(x - m)$ is closest to the
     scores at the pilot points, $\min_{P, m} \frac1n\sum_i \lVert s(x_i) + P(x_i - m)\rVert^2$.
