@@ -128,6 +128,7 @@ def sample_edm(
     if is_concrete(s_tmax) and not float(s_tmax) > 0:
         raise ValueError(f"s_tmax must be > 0; got s_tmax={s_tmax!r}.")
     check_positive("s_noise", s_noise, strict=False)
+    grid = KarrasGrid(float(rho))  # checks rho > 0
     dtype = jnp.result_type(float)
     f = lambda v: jnp.asarray(v, dtype)
     x, nfe = map_batch(
@@ -144,7 +145,7 @@ def sample_edm(
         s_tmin=f(s_tmin),
         s_tmax=f(s_tmax),
         s_noise=f(s_noise),
-        grid=KarrasGrid(float(rho)),
+        grid=grid,
         shape=shape,
         steps=steps,
         denoise=check_bool("denoise", denoise),
