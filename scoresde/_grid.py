@@ -192,7 +192,7 @@ def time_grid(
     steps: int,
     *,
     t_eps,
-    kind: AbstractTimeGrid | str = "uniform",
+    kind="uniform",
     rho: float | None = None,
     dtype=None,
 ):

@@ -130,7 +130,7 @@ def lanczos_curvature(
     key,
     rank: int,
     num_iters: int | None = None,
-    at: AbstractCurvaturePoints | str = "mean",
+    at="mean",
 ) -> LanczosCurvature:
     r"""Top-`rank` eigenpairs of $H = -\partial\,\mathrm{score}/\partial x$ by Lanczos with JVPs,
     and the inverse-Hessian metric built from them (see the module docstring).
@@ -216,7 +216,7 @@ def lanczos_per_level(
     key,
     rank: int,
     num_iters: int | None = None,
-    at: AbstractCurvaturePoints | str = "mean",
+    at="mean",
 ) -> list[LanczosCurvature]:
     r"""One [`scoresde.lanczos_curvature`][] per noise level of an annealed Langevin `kernel`:
     level $i$ gets the top-`rank` eigenpairs of the Hessian of $-\ln p_{t_i}$ (the score at the

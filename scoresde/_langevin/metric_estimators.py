@@ -149,7 +149,7 @@ def lanczos_metric(
     key,
     rank: int,
     num_iters: int | None = None,
-    at: AbstractCurvaturePoints | str = PilotMean(),
+    at=PilotMean(),
 ) -> LowRankPreconditioner:
     r"""The inverse-Hessian metric from the top-`rank` eigenpairs of $-\partial s/\partial x$ by
     Lanczos, at the points `at` ($2m$ evaluations at the pilot mean for $m$ = `num_iters`
@@ -285,12 +285,12 @@ def estimate_preconditioner(
     score,
     x_pilot,
     *,
-    kind: AbstractMetricEstimator | str = "covariance",
+    kind="covariance",
     jitter: float | None = None,
     rank: int | None = None,
     key=None,
     num_iters: int | None = None,
-    at: AbstractCurvaturePoints | str | None = None,
+    at=None,
 ) -> AbstractPreconditioner:
     r"""A preconditioner fitted on a pilot ensemble `x_pilot` `(n, *data)` (drawn with its own
     key, then frozen: the kernels' samples still depend only on their keys).

@@ -1,11 +1,10 @@
 r"""[`scoresde.sample_ode`][]: samples by integrating the probability-flow ODE."""
 
 import diffrax as dfx
-from jaxtyping import Array, Float
 
 from .._checks import check_tolerances
 from .._custom_types import ScoreFn
-from .._grid import AbstractExplicitGrid, AbstractTimeGrid, as_time_grid
+from .._grid import AbstractExplicitGrid, as_time_grid
 from .._sde import AbstractSDE
 from .result import SampleResult
 from .solve import run_sampler
@@ -22,7 +21,7 @@ def sample_ode(
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     t_eps: float | None = None,
     denoise: bool = False,
-    grid: AbstractTimeGrid | str | Float[Array, " n"] = "uniform",
+    grid="uniform",
     x_T=None,
     rtol: float = 1e-5,
     atol: float = 1e-5,

@@ -54,7 +54,7 @@ from .._checks import (
     check_t_eps,
     raise_if_not_finite,
 )
-from .._grid import AbstractExplicitGrid, AbstractTimeGrid, as_time_grid
+from .._grid import AbstractExplicitGrid, as_time_grid
 from .._keys import latents_and_noise_keys
 from .._langevin.preconditioners import AbstractPreconditioner, IdentityPreconditioner
 from .._progress import scan_steps
@@ -267,7 +267,7 @@ def sample_pc(
     corrector: AbstractCorrector | None = LangevinCorrector(),
     steps: int = 1000,
     t_eps: float | None = None,
-    grid: AbstractTimeGrid | str = "uniform",
+    grid="uniform",
     denoise: bool = True,
     x_T=None,
     progress: bool = False,

@@ -1,10 +1,8 @@
 r"""[`scoresde.sample_sde`][]: samples by integrating the reverse-time SDE."""
 
 import diffrax as dfx
-from jaxtyping import Array, Float
 
 from .._custom_types import ScoreFn
-from .._grid import AbstractTimeGrid
 from .._sde import AbstractSDE
 from .result import SampleResult
 from .solve import run_sampler
@@ -21,7 +19,7 @@ def sample_sde(
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     t_eps: float | None = None,
     denoise: bool = True,
-    grid: AbstractTimeGrid | str | Float[Array, " n"] = "uniform",
+    grid="uniform",
     x_T=None,
     dt0: float | None = None,
     max_steps: int = 16384,
