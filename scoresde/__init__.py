@@ -25,7 +25,16 @@ from ._data import (
     toy_mixture as toy_mixture,
     two_moons as two_moons,
 )
-from ._grid import clipped_log_snr_grid as clipped_log_snr_grid, time_grid as time_grid
+from ._grid import (
+    AbstractExplicitGrid as AbstractExplicitGrid,
+    AbstractTimeGrid as AbstractTimeGrid,
+    ClippedLogSNRGrid as ClippedLogSNRGrid,
+    KarrasGrid as KarrasGrid,
+    LogSNRGrid as LogSNRGrid,
+    UniformGrid as UniformGrid,
+    clipped_log_snr_grid as clipped_log_snr_grid,
+    time_grid as time_grid,
+)
 from ._inverse.measurement import (
     AbstractMeasurement as AbstractMeasurement,
     LinearMeasurement as LinearMeasurement,
@@ -40,7 +49,9 @@ from ._inverse.smc import (
 )
 from ._langevin.kernels import (
     MALA as MALA,
+    AbstractFixedCostKernel as AbstractFixedCostKernel,
     AbstractLangevinKernel as AbstractLangevinKernel,
+    AbstractStepSizeKernel as AbstractStepSizeKernel,
     AnnealedLangevin as AnnealedLangevin,
     AnnealedLangevinState as AnnealedLangevinState,
     LangevinInfo as LangevinInfo,
@@ -52,9 +63,20 @@ from ._langevin.kernels import (
     run_langevin as run_langevin,
 )
 from ._langevin.lanczos import (
+    AbstractCurvaturePoints as AbstractCurvaturePoints,
     LanczosCurvature as LanczosCurvature,
+    PilotMean as PilotMean,
+    PilotPoints as PilotPoints,
     lanczos_curvature as lanczos_curvature,
     lanczos_per_level as lanczos_per_level,
+)
+from ._langevin.metric_estimators import (
+    AbstractMetricEstimator as AbstractMetricEstimator,
+    CovarianceEstimator as CovarianceEstimator,
+    FisherDivergenceEstimator as FisherDivergenceEstimator,
+    FisherEstimator as FisherEstimator,
+    LanczosEstimator as LanczosEstimator,
+    estimate_preconditioner as estimate_preconditioner,
 )
 from ._langevin.ozaki import OzakiLangevin as OzakiLangevin, OzakiState as OzakiState
 from ._langevin.preconditioners import (
@@ -63,7 +85,6 @@ from ._langevin.preconditioners import (
     DiagonalPreconditioner as DiagonalPreconditioner,
     IdentityPreconditioner as IdentityPreconditioner,
     LowRankPreconditioner as LowRankPreconditioner,
-    estimate_preconditioner as estimate_preconditioner,
 )
 from ._langevin.step_size_adaptation import (
     StepSizeAdaptation as StepSizeAdaptation,
@@ -128,6 +149,7 @@ from ._sampling.adaptive_sde import sample_sde_adaptive as sample_sde_adaptive
 from ._sampling.brownian import BatchBrownianPath as BatchBrownianPath
 from ._sampling.predictor_corrector import (
     AbstractCorrector as AbstractCorrector,
+    AbstractPreconditionedCorrector as AbstractPreconditionedCorrector,
     AbstractPredictor as AbstractPredictor,
     Ancestral as Ancestral,
     AnnealedLangevinCorrector as AnnealedLangevinCorrector,

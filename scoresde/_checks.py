@@ -1,5 +1,9 @@
 """Argument validation shared by the entry points: clear errors at trace time, and one way to
-report a failed solve (raise with advice, or an in-graph error under `jit`)."""
+report a failed solve (raise with advice, or an in-graph error under `jit`).
+
+Plumbing: this module imports no family of the package. The check that an argument is an SDE
+lives with the SDEs (`_sde.check_sde_and_score`).
+"""
 
 import math
 import warnings
@@ -73,16 +77,6 @@ def check_shape(shape) -> tuple[int, ...]:
             f"shape must be (num, *data_shape) with positive entries; got shape={shape}."
         )
     return shape
-
-
-def check_sde_and_score(sde, score) -> None:
-    """`sde` is one of this package's SDEs and `score` is callable."""
-    from ._sde import AbstractSDE
-
-    if not isinstance(sde, AbstractSDE):
-        raise TypeError(f"sde must be a scoresde SDE (AbstractSDE); got {type(sde).__name__}.")
-    if not callable(score):
-        raise TypeError(f"score must be callable as score(t, x); got {type(score).__name__}.")
 
 
 def check_solver(solver, controller=None) -> None:
@@ -183,3 +177,13 @@ def raise_if_not_finite(who: str, x, *, hint: str) -> None:
     bad = int(jnp.sum(~jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)))
     if bad:
         raise FloatingPointError(f"{who}: {bad} of {x.shape[0]} samples are not finite; {hint}")
+
+
+def __getattr__(name: str):
+    """`check_sde_and_score`'s former home, kept while importers outside the sampling family move
+    to `scoresde._sde` (a lazy lookup: `_sde` imports this module, so no import at load time)."""
+    if name == "check_sde_and_score":
+        from ._sde import check_sde_and_score  # transitional: delete with the importers' move
+
+        return check_sde_and_score
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -45,8 +45,10 @@ def evaluation_cost(solver, terms, t0, y0) -> EvalCost | None:
         return EvalCost(0, len(solver.tableau.c) + 1)
     if isinstance(solver, dfx.AbstractRungeKutta):
         tableau = solver.tableau
-        tableaus: tuple[Any, ...] = getattr(tableau, "tableaus", (tableau,))
-        if any(getattr(tab, "implicit", False) for tab in tableaus):
+        tableaus: tuple[Any, ...] = (
+            tableau.tableaus if isinstance(tableau, dfx.MultiButcherTableau) else (tableau,)
+        )
+        if isinstance(solver, dfx.AbstractImplicitSolver):
             return None
         stages = tableaus[0].num_stages
         fsal = all(tab.fsal for tab in tableaus) and not terms.is_vf_expensive(t0, t0, y0, None)

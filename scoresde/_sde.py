@@ -96,6 +96,15 @@ class AbstractSDE(eqx.Module):
         return alpha * x0 + sigma * z, z
 
 
+def check_sde_and_score(sde, score) -> None:
+    """`sde` is one of this package's SDEs ([`scoresde.AbstractSDE`][]) and `score` is callable:
+    `TypeError` naming the argument otherwise."""
+    if not isinstance(sde, AbstractSDE):
+        raise TypeError(f"sde must be a scoresde SDE (AbstractSDE); got {type(sde).__name__}.")
+    if not callable(score):
+        raise TypeError(f"score must be callable as score(t, x); got {type(score).__name__}.")
+
+
 def _check_betas(name, beta_min, beta_max):
     check_positive("beta_min", beta_min, strict=False)
     check_positive("beta_max", beta_max)

@@ -6,7 +6,9 @@ Re-exports only; every name is also at the top level (`ss.MALA`).
 
 from ._langevin.kernels import (
     MALA as MALA,
+    AbstractFixedCostKernel as AbstractFixedCostKernel,
     AbstractLangevinKernel as AbstractLangevinKernel,
+    AbstractStepSizeKernel as AbstractStepSizeKernel,
     AnnealedLangevin as AnnealedLangevin,
     AnnealedLangevinState as AnnealedLangevinState,
     LangevinInfo as LangevinInfo,
@@ -18,9 +20,20 @@ from ._langevin.kernels import (
     run_langevin as run_langevin,
 )
 from ._langevin.lanczos import (
+    AbstractCurvaturePoints as AbstractCurvaturePoints,
     LanczosCurvature as LanczosCurvature,
+    PilotMean as PilotMean,
+    PilotPoints as PilotPoints,
     lanczos_curvature as lanczos_curvature,
     lanczos_per_level as lanczos_per_level,
+)
+from ._langevin.metric_estimators import (
+    AbstractMetricEstimator as AbstractMetricEstimator,
+    CovarianceEstimator as CovarianceEstimator,
+    FisherDivergenceEstimator as FisherDivergenceEstimator,
+    FisherEstimator as FisherEstimator,
+    LanczosEstimator as LanczosEstimator,
+    estimate_preconditioner as estimate_preconditioner,
 )
 from ._langevin.ozaki import (
     OzakiLangevin as OzakiLangevin,
@@ -32,7 +45,6 @@ from ._langevin.preconditioners import (
     DiagonalPreconditioner as DiagonalPreconditioner,
     IdentityPreconditioner as IdentityPreconditioner,
     LowRankPreconditioner as LowRankPreconditioner,
-    estimate_preconditioner as estimate_preconditioner,
 )
 from ._langevin.step_size_adaptation import (
     StepSizeAdaptation as StepSizeAdaptation,
@@ -42,6 +54,8 @@ from ._langevin.step_size_adaptation import (
 __all__ = [
     "MALA",
     "AbstractLangevinKernel",
+    "AbstractFixedCostKernel",
+    "AbstractStepSizeKernel",
     "AnnealedLangevin",
     "AnnealedLangevinState",
     "LangevinInfo",
@@ -57,6 +71,14 @@ __all__ = [
     "IdentityPreconditioner",
     "LowRankPreconditioner",
     "estimate_preconditioner",
+    "AbstractMetricEstimator",
+    "CovarianceEstimator",
+    "FisherEstimator",
+    "FisherDivergenceEstimator",
+    "LanczosEstimator",
+    "AbstractCurvaturePoints",
+    "PilotMean",
+    "PilotPoints",
     "LanczosCurvature",
     "lanczos_curvature",
     "lanczos_per_level",

@@ -102,3 +102,13 @@ def test_bad_input():
     # positive curvature to precondition by.
     with pytest.raises(ValueError, match="no positive curvature"):
         ss.lanczos_curvature(lambda y: y, x, key=jr.key(1), rank=2)
+
+
+@pytest.mark.parametrize("name, value", [("mean", ss.PilotMean()), ("points", ss.PilotPoints())])
+def test_evaluation_point_values_match_their_names(x64, name, value):
+    target, _ = _gaussian(5)
+    x = target.sample(jr.key(0), 3)
+    by_name = ss.lanczos_curvature(target.score, x, key=jr.key(1), rank=2, at=name)
+    by_value = ss.lanczos_curvature(target.score, x, key=jr.key(1), rank=2, at=value)
+    np.testing.assert_array_equal(np.asarray(by_value.eigvals), np.asarray(by_name.eigvals))
+    assert by_value.evals == by_name.evals == 2 * 5 * (1 if name == "mean" else 3)

@@ -148,3 +148,27 @@ def test_no_retrace():
     score, key = make(1.0), jr.key(1)
     with assert_no_recompile():
         ss.sample_pc(sde, score, key=key, shape=(4, 2), steps=5, corrector=corrector, t_eps=2e-3)
+
+
+class _PlainAnnealedCorrector(ss.AbstractCorrector):
+    """AnnealedLangevinCorrector's step without the preconditioner capability: moves in M = I."""
+
+    snr: float = 0.1
+    n_steps: int = eqx.field(static=True, default=1)
+
+    def step_size(self, sde, s, t, x, grad, z, metric):
+        a = sde.marginal(s)[0] / sde.marginal(t)[0]
+        return 2 * a**2 * (self.snr * sde.marginal(s)[1]) ** 2
+
+
+def test_a_corrector_without_a_preconditioner_moves_in_the_identity_metric():
+    sde = ss.VPSDE()
+    score = ss.analytic.marginal_score(_mixture(), sde)
+    kw = dict(key=jr.key(5), shape=(4, 2), steps=4, grid=ss.LogSNRGrid())
+    plain = ss.sample_pc(sde, score, corrector=_PlainAnnealedCorrector(), **kw)
+    assert not isinstance(_PlainAnnealedCorrector(), ss.AbstractPreconditionedCorrector)
+    assert isinstance(ss.AnnealedLangevinCorrector(), ss.AbstractPreconditionedCorrector)
+    named = ss.sample_pc(sde, score, corrector=ss.AnnealedLangevinCorrector(0.1), **kw)
+    np.testing.assert_allclose(plain.x, named.x, rtol=1e-6, atol=1e-6)
+    with pytest.raises(TypeError, match="grid"):
+        ss.sample_pc(sde, score, key=jr.key(0), shape=(2, 2), grid=7)

@@ -192,3 +192,41 @@ def test_fisher_divergence_fit_keeps_the_diagonal_and_refuses_bad_input(x64):
     growing = lambda y: y  # the score of no density: the fit must not return a metric
     with pytest.raises(ValueError, match="positive definite"):
         ss.estimate_preconditioner(growing, x, kind="fisher_divergence")
+
+
+def test_estimator_values_give_the_metrics_of_their_names(x64):
+    target = ss.analytic.Gaussian(
+        jnp.array([0.5, -1.0, 2.0]), jnp.asarray(random_spd(np.random.default_rng(1), 3))
+    )
+    x = target.sample(jr.key(0), 64)
+    cases = [
+        ("covariance", {}, ss.CovarianceEstimator()),
+        ("fisher", {"jitter": 1e-3}, ss.FisherEstimator(jitter=1e-3)),
+        ("fisher_divergence", {}, ss.FisherDivergenceEstimator()),
+        ("fisher_divergence", {"rank": 1}, ss.FisherDivergenceEstimator(rank=1)),
+        ("lanczos", {"rank": 1, "at": "points"}, ss.LanczosEstimator(rank=1, at=ss.PilotPoints())),
+    ]
+    for name, options, value in cases:
+        by_name = ss.estimate_preconditioner(target.score, x, kind=name, key=jr.key(1), **options)
+        by_value = ss.estimate_preconditioner(target.score, x, kind=value, key=jr.key(1))
+        direct = value.estimate(target.score, x, key=jr.key(1))
+        assert type(by_value) is type(by_name), name
+        np.testing.assert_array_equal(_dense_metric(by_value, 3), _dense_metric(by_name, 3))
+        np.testing.assert_array_equal(_dense_metric(direct, 3), _dense_metric(by_name, 3))
+
+
+def test_bad_estimator_values_raise():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 3)))
+    score = lambda y: -y
+    with pytest.raises(ValueError, match="its own options"):
+        ss.estimate_preconditioner(score, x, kind=ss.FisherDivergenceEstimator(), rank=2)
+    with pytest.raises(ValueError, match="kind must be a metric estimator"):
+        ss.estimate_preconditioner(score, x, kind=3)
+    with pytest.raises(TypeError, match="key="):
+        ss.LanczosEstimator(rank=1).estimate(score, x)
+    with pytest.raises(ValueError, match="at"):
+        ss.LanczosEstimator(rank=1, at="everywhere")
+    with pytest.raises(ValueError, match="rank"):
+        ss.FisherDivergenceEstimator(rank=0)
+    with pytest.raises(ValueError, match="jitter"):
+        ss.CovarianceEstimator(jitter=-1.0)

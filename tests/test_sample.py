@@ -476,3 +476,25 @@ def test_sample_depends_on_its_batch_only_through_rounding(x64, sampler, kw):
     assert jnp.allclose(large.x[:1], small.x, rtol=0, atol=1e-12)
     assert jnp.array_equal(large.nfe[:1], small.nfe)
     assert not jnp.allclose(large.x[0], large.x[1])
+
+
+def test_grid_values_names_and_given_times_agree():
+    """`grid=ss.LogSNRGrid()`, `grid="log_snr"` and the same times as an array (steps and t_eps
+    implied) give the same samples; a grid of given times refuses an adaptive controller."""
+    sde = ss.VPSDE()
+    kw = dict(key=jr.key(0), shape=(4, 2), solver=dfx.Euler())
+    by_value = ss.sample_ode(sde, _score(sde), steps=5, grid=ss.LogSNRGrid(), **kw)
+    by_name = ss.sample_ode(sde, _score(sde), steps=5, grid="log_snr", **kw)
+    times = ss.time_grid(sde, 5, t_eps=sde.default_t_eps, kind="log_snr")
+    given = ss.sample_ode(sde, _score(sde), grid=times, **kw)
+    np.testing.assert_array_equal(np.asarray(by_value.x), np.asarray(by_name.x))
+    np.testing.assert_allclose(given.x, by_name.x, rtol=1e-6, atol=1e-6)
+    assert int(given.num_steps[0]) == 5
+    with pytest.raises(ValueError, match="stepsize_controller"):
+        ss.sample_ode(
+            sde, _score(sde), grid=times, stepsize_controller=dfx.PIDController(1e-3, 1e-3), **kw
+        )
+    with pytest.raises(ValueError, match="steps=4 disagrees"):
+        ss.sample_ode(sde, _score(sde), grid=times, steps=4, **kw)
+    with pytest.raises(TypeError, match="grid must be a time grid"):
+        ss.sample_sde(sde, _score(sde), steps=5, grid=object(), **kw)

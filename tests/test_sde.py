@@ -236,3 +236,48 @@ def test_time_grid_bad_input():
         ss.time_grid(ss.VPSDE(), 10, t_eps=1e-3, kind="cosine")
     with pytest.raises(ValueError, match="steps"):
         ss.time_grid(ss.VPSDE(), 0, t_eps=1e-3)
+
+
+GRID_VALUES = [
+    ("uniform", ss.UniformGrid()),
+    ("log_snr", ss.LogSNRGrid()),
+    ("karras", ss.KarrasGrid()),
+    ("clipped_log_snr", ss.ClippedLogSNRGrid()),
+]
+
+
+@pytest.mark.parametrize("sde", [ss.VPSDE(), ss.EDMSDE()], ids=["vp", "edm"])
+@pytest.mark.parametrize("name, value", GRID_VALUES, ids=[n for n, _ in GRID_VALUES])
+def test_grid_values_give_the_times_of_their_names(sde, name, value):
+    t_eps = sde.default_t_eps
+    by_name = np.asarray(ss.time_grid(sde, 7, t_eps=t_eps, kind=name))
+    np.testing.assert_array_equal(
+        np.asarray(ss.time_grid(sde, 7, t_eps=t_eps, kind=value)), by_name
+    )
+    np.testing.assert_array_equal(np.asarray(value.times_for(sde, 7, t_eps)), by_name)
+
+
+def test_grid_values_carry_their_options():
+    sde = ss.EDMSDE()
+    np.testing.assert_array_equal(
+        np.asarray(ss.KarrasGrid(rho=5.0).times_for(sde, 6, 0.002)),
+        np.asarray(ss.time_grid(sde, 6, t_eps=0.002, kind="karras", rho=5.0)),
+    )
+    np.testing.assert_array_equal(
+        np.asarray(ss.ClippedLogSNRGrid(sigma_hi=2.0).times_for(sde, 6, 0.002)),
+        np.asarray(ss.clipped_log_snr_grid(sde, 6, t_eps=0.002, sigma_hi=2.0)),
+    )
+
+
+def test_bad_grid_values_raise():
+    sde = ss.VPSDE()
+    with pytest.raises(ValueError, match="rho"):
+        ss.KarrasGrid(rho=0.0)
+    with pytest.raises(ValueError, match="sigma_hi"):
+        ss.ClippedLogSNRGrid(sigma_hi=-1.0)
+    with pytest.raises(TypeError, match="kind must be a time grid"):
+        ss.time_grid(sde, 4, t_eps=1e-3, kind=3)
+    with pytest.raises(ValueError, match="rho"):  # a value carries its own exponent
+        ss.time_grid(sde, 4, t_eps=1e-3, kind=ss.KarrasGrid(), rho=5.0)
+    with pytest.raises(ValueError, match="steps"):
+        ss.UniformGrid().times_for(sde, 0, 1e-3)

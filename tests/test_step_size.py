@@ -1,6 +1,8 @@
 """Dual-averaging step-size adaptation (Hoffman and Gelman 2014): MALA reaches the target
 acceptance; the adapted step is reusable by ULA; unadjusted kernels are refused."""
 
+from typing import ClassVar
+
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -66,3 +68,44 @@ def test_step_stays_finite_when_every_step_is_accepted():
     assert float(jnp.min(out.acceptance)) > 0.99
     assert float(out.last_step_size) == pytest.approx(0.1 * np.exp(20), rel=1e-4)
     assert np.isfinite(float(out.step_size))
+
+
+class _FixedKernel(ss.AbstractFixedCostKernel):
+    """A kernel with no step size (it never moves): not an AbstractStepSizeKernel."""
+
+    evals_at_init: ClassVar[int] = 0
+    evals_per_step: ClassVar[int] = 1
+
+    def init(self, x):
+        return ss.LangevinState(jnp.asarray(x), jnp.zeros_like(x))
+
+    def step(self, key, state):
+        return state, ss.LangevinInfo(jnp.ones((), state.x.dtype), jnp.array(True))
+
+
+def test_kernels_without_a_step_size_are_refused_by_type():
+    kernel = _FixedKernel()
+    assert kernel.nfe(jnp.zeros(3), 4) == 4
+    assert isinstance(ss.MALA(lambda y: -jnp.sum(y**2), 0.1), ss.AbstractStepSizeKernel)
+    with pytest.raises(TypeError, match="AbstractStepSizeKernel"):
+        ss.adapt_step_size(kernel, jnp.zeros((4, 3)), key=jr.key(0), num_steps=5)
+    out = ss.StepSizeAdaptation(jnp.ones(()), jnp.ones(()), jnp.ones((1,)), jnp.zeros((1, 3)), 1)
+    with pytest.raises(TypeError, match="step_size"):
+        out.apply_to(kernel)
+
+
+def test_a_kernel_declares_its_cost():
+    """`nfe` is abstract on the base: a kernel that states no cost cannot be built, and Ozaki
+    implements it (overriding no concrete method)."""
+
+    class _Costless(ss.AbstractLangevinKernel):
+        def init(self, x):
+            return x
+
+        def step(self, key, state):
+            return state, None
+
+    with pytest.raises(TypeError):
+        _Costless()
+    assert "nfe" in ss.OzakiLangevin.__dict__
+    assert getattr(ss.AbstractLangevinKernel.nfe, "__isabstractmethod__", False)

@@ -11,10 +11,10 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._checks import check_int, check_positive, check_sde_and_score
+from .._checks import check_int, check_positive
 from .._custom_types import Key, Sample, Scalar, ScoreFn
 from .._score_calls import check_like, checked_score
-from .._sde import AbstractSDE
+from .._sde import AbstractSDE, check_sde_and_score
 from .measurement import LinearMeasurement
 
 __all__ = [

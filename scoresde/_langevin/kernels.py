@@ -31,17 +31,18 @@ from .._checks import (
     check_int,
     check_key,
     check_positive,
-    check_sde_and_score,
     is_concrete,
 )
 from .._keys import sample_keys
 from .._score_calls import checked_score, tweedie
-from .._sde import AbstractSDE
+from .._sde import AbstractSDE, check_sde_and_score
 from .._sharding import map_batch
 from .preconditioners import AbstractPreconditioner, IdentityPreconditioner
 
 __all__ = [
     "AbstractLangevinKernel",
+    "AbstractFixedCostKernel",
+    "AbstractStepSizeKernel",
     "LangevinState",
     "MALAState",
     "AnnealedLangevinState",
@@ -105,25 +106,52 @@ def _call_score(score, x):
 
 class AbstractLangevinKernel(eqx.Module):
     """A Markov kernel on one sample: `init(x)` gives a state, `step(key, state)` the next state
-    and a [`scoresde.LangevinInfo`][]; `evals_at_init` and `evals_per_step` count its score
-    evaluations. [`scoresde.run_langevin`][] runs any such kernel on a batch."""
+    and a [`scoresde.LangevinInfo`][]; `nfe(x, num_steps)` declares its cost.
+    [`scoresde.run_langevin`][] runs any such kernel on a batch.
 
-    evals_at_init: eqx.AbstractClassVar[int]
-    evals_per_step: eqx.AbstractClassVar[int]
+    Capabilities are subclasses: [`scoresde.AbstractFixedCostKernel`][] (a cost per call that
+    does not depend on the sample), [`scoresde.AbstractStepSizeKernel`][] (a `step_size` that
+    [`scoresde.adapt_step_size`][] can tune)."""
 
     @abc.abstractmethod
     def init(self, x): ...
 
-    def nfe(self, x, num_steps: int) -> int:
-        """Score evaluations of one chain of `num_steps` steps from the sample `x` (for kernels
-        whose cost depends on the dimension, e.g. those that evaluate a Jacobian)."""
-        return int(self.evals_at_init + self.evals_per_step * num_steps)
-
     @abc.abstractmethod
     def step(self, key, state): ...
 
+    @abc.abstractmethod
+    def nfe(self, x, num_steps: int) -> int:
+        """Score evaluations of one chain of `num_steps` steps from the sample `x` (`x` gives
+        the dimension, for kernels whose cost depends on it, e.g. those that evaluate a
+        Jacobian)."""
 
-class UnadjustedLangevin(AbstractLangevinKernel):
+
+class AbstractFixedCostKernel(AbstractLangevinKernel):
+    """A kernel whose cost does not depend on the sample: `evals_at_init` score evaluations at
+    `init` and `evals_per_step` per step."""
+
+    evals_at_init: eqx.AbstractClassVar[int]
+    evals_per_step: eqx.AbstractClassVar[int]
+
+    def nfe(self, x, num_steps: int) -> int:
+        """`evals_at_init + evals_per_step * num_steps`."""
+        return int(self.evals_at_init + self.evals_per_step * num_steps)
+
+
+class AbstractStepSizeKernel(AbstractLangevinKernel):
+    r"""A kernel with a step size $\epsilon$ (`step_size`, a positive scalar array) that
+    [`scoresde.adapt_step_size`][] can tune and [`scoresde.StepSizeAdaptation.apply_to`][] can
+    set; `is_adjusted()` says whether its proposals pass a Metropolis-Hastings test (only then
+    does its acceptance carry a signal to adapt on)."""
+
+    step_size: eqx.AbstractVar[Array]
+
+    @abc.abstractmethod
+    def is_adjusted(self) -> bool:
+        """Whether proposals are accepted by a Metropolis-Hastings test (else every step is)."""
+
+
+class UnadjustedLangevin(AbstractFixedCostKernel, AbstractStepSizeKernel):
     r"""Unadjusted Langevin (ULA): $x \leftarrow x + \epsilon\,\mathrm{score}(x) + \sqrt{2\epsilon}\,z$.
 
     **Arguments:**
@@ -146,6 +174,9 @@ class UnadjustedLangevin(AbstractLangevinKernel):
     def __check_init__(self):
         _check_step_size(self.step_size)
 
+    def is_adjusted(self) -> bool:
+        return False
+
     def init(self, x) -> LangevinState:
         x = jnp.asarray(x)
         return LangevinState(x, _call_score(self.score, x))
@@ -159,7 +190,7 @@ class UnadjustedLangevin(AbstractLangevinKernel):
         return LangevinState(x, _call_score(self.score, x)), LangevinInfo(one, jnp.array(True))
 
 
-class MALA(AbstractLangevinKernel):
+class MALA(AbstractFixedCostKernel, AbstractStepSizeKernel):
     r"""Metropolis-adjusted Langevin: the ULA proposal, accepted with the Metropolis-Hastings ratio.
 
     **Arguments:**
@@ -194,6 +225,9 @@ class MALA(AbstractLangevinKernel):
 
     def __check_init__(self):
         _check_step_size(self.step_size)
+
+    def is_adjusted(self) -> bool:
+        return True
 
     def _evaluate(self, x):
         if self.score is None:
@@ -274,7 +308,7 @@ def _level_metrics(preconditioner, num_levels):
     return stacked, True
 
 
-class AnnealedLangevin(AbstractLangevinKernel):
+class AnnealedLangevin(AbstractFixedCostKernel, AbstractStepSizeKernel):
     r"""Annealed Langevin dynamics (NCSN) over a decreasing ladder of noise levels.
 
     Level $i$ targets $p_{t_i}$, the data diffused by `sde` to the time $t_i$ whose noise level
@@ -309,7 +343,7 @@ class AnnealedLangevin(AbstractLangevinKernel):
     sde: AbstractSDE
     score: Callable
     sigmas: Array
-    step_size: float | Array
+    step_size: Array
     steps_per_level: int = eqx.field(static=True)
     preconditioner: AbstractPreconditioner
     per_level: bool = eqx.field(static=True)
@@ -335,6 +369,9 @@ class AnnealedLangevin(AbstractLangevinKernel):
         self.step_size = jnp.asarray(_check_step_size(step_size))
         self.steps_per_level = check_int("steps_per_level", steps_per_level)
         self.preconditioner, self.per_level = _level_metrics(preconditioner, self.sigmas.shape[0])
+
+    def is_adjusted(self) -> bool:
+        return False
 
     @property
     def num_steps(self) -> int:

@@ -14,6 +14,7 @@ $\theta_i^{-1} - \theta_{k+1}^{-1} \le 0$: the $k$ stiffest directions get their
 rest the scale of the stiffest remaining one (so the preconditioned curvature is at most 1).
 """
 
+import abc
 from collections.abc import Callable
 
 import equinox as eqx
@@ -23,9 +24,56 @@ import jax.random as jr
 from jaxtyping import Array, Float
 
 from .._checks import check_int, check_key
+from .kernels import AnnealedLangevin
 from .preconditioners import LowRankPreconditioner
 
-__all__ = ["LanczosCurvature", "lanczos_curvature", "lanczos_per_level"]
+__all__ = [
+    "AbstractCurvaturePoints",
+    "PilotMean",
+    "PilotPoints",
+    "LanczosCurvature",
+    "lanczos_curvature",
+    "lanczos_per_level",
+]
+
+
+class AbstractCurvaturePoints(eqx.Module):
+    r"""Where the curvature $H = -\partial s/\partial x$ is evaluated: `points(x_pilot)` gives a
+    batch of points, and $H$ is averaged over them (one JVP per point per Lanczos step)."""
+
+    @abc.abstractmethod
+    def points(self, x_pilot: Array) -> Array:
+        """A batch `(m, *data)` of evaluation points from the pilot batch `(n, *data)`."""
+
+
+class PilotMean(AbstractCurvaturePoints):
+    """$H$ at the pilot mean (`at="mean"`): one JVP per Lanczos step."""
+
+    def points(self, x_pilot):
+        return jnp.mean(x_pilot, axis=0, keepdims=True)
+
+
+class PilotPoints(AbstractCurvaturePoints):
+    """$H$ averaged over the `n` pilot points (`at="points"`): `n` JVPs per Lanczos step."""
+
+    def points(self, x_pilot):
+        return x_pilot
+
+
+_AT_ALIASES: dict[str, type[AbstractCurvaturePoints]] = {"mean": PilotMean, "points": PilotPoints}
+
+
+def as_curvature_points(at) -> AbstractCurvaturePoints:
+    """The evaluation-point value for `at`: a [`scoresde.AbstractCurvaturePoints`][] as is, or
+    its alias `"mean"` ([`scoresde.PilotMean`][]) / `"points"` ([`scoresde.PilotPoints`][])."""
+    if isinstance(at, AbstractCurvaturePoints):
+        return at
+    if isinstance(at, str) and at in _AT_ALIASES:
+        return _AT_ALIASES[at]()
+    raise ValueError(
+        "at must be ss.PilotMean(), ss.PilotPoints() (or another AbstractCurvaturePoints), or "
+        f"one of {tuple(_AT_ALIASES)}; got at={at!r}."
+    )
 
 
 class LanczosCurvature(eqx.Module):
@@ -82,7 +130,7 @@ def lanczos_curvature(
     key,
     rank: int,
     num_iters: int | None = None,
-    at: str = "mean",
+    at="mean",
 ) -> LanczosCurvature:
     r"""Top-`rank` eigenpairs of $H = -\partial\,\mathrm{score}/\partial x$ by Lanczos with JVPs,
     and the inverse-Hessian metric built from them (see the module docstring).
@@ -94,8 +142,9 @@ def lanczos_curvature(
     - `key`: the Lanczos start vector's key (and fresh vectors on breakdown).
     - `rank`: $k \ge 1$, with $k < \dim$.
     - `num_iters`: Lanczos iterations $m$ ($k < m \le \dim$); default $\min(\dim, 2k + 10)$.
-    - `at`: `"mean"` (default): $H$ at the pilot mean, one JVP per iteration ($2m$ evaluations);
-      `"points"`: $H$ averaged over the `n` pilot points, $n$ JVPs per iteration ($2nm$).
+    - `at`: where $H$ is evaluated: [`scoresde.PilotMean`][] (`"mean"`, default): at the pilot
+      mean, one JVP per iteration ($2m$ evaluations); [`scoresde.PilotPoints`][] (`"points"`):
+      averaged over the `n` pilot points, $n$ JVPs per iteration ($2nm$).
 
     Ritz values are clipped below at $\theta_{k+1}$ (for a non-convex $-\ln p$ the metric stays
     positive definite); a non-positive $\theta_{k+1}$ is an error (no curvature to precondition by).
@@ -105,8 +154,7 @@ def lanczos_curvature(
         raise ValueError(f"x_pilot must be a batch (n, *data_shape); got shape {x.shape}.")
     if not callable(score):
         raise TypeError("lanczos curvature needs a callable score(x) on one sample.")
-    if at not in ("mean", "points"):
-        raise ValueError(f"at must be 'mean' or 'points'; got at={at!r}.")
+    at = as_curvature_points(at)
     key = check_key(key)
     shape = x.shape[1:]
     dim = int(jnp.size(x[0]))
@@ -116,7 +164,7 @@ def lanczos_curvature(
     num_iters = min(dim, 2 * rank + 10) if num_iters is None else check_int("num_iters", num_iters)
     if not rank < num_iters <= dim:
         raise ValueError(f"need rank < num_iters <= dim = {dim}; got num_iters={num_iters}.")
-    points = jnp.mean(x, axis=0, keepdims=True) if at == "mean" else x
+    points = at.points(x)
     eigvals, eigvecs, floor = _run(score, points, key, rank, num_iters, shape)
     if not bool(floor > 0):
         raise ValueError(
@@ -168,16 +216,14 @@ def lanczos_per_level(
     key,
     rank: int,
     num_iters: int | None = None,
-    at: str = "mean",
+    at="mean",
 ) -> list[LanczosCurvature]:
     r"""One [`scoresde.lanczos_curvature`][] per noise level of an annealed Langevin `kernel`:
     level $i$ gets the top-`rank` eigenpairs of the Hessian of $-\ln p_{t_i}$ (the score at the
     level's time $t_i$, the start vector from `fold_in(key, i)`), at the pilot's mean or points
     (`at`). Pass `[c.preconditioner for c in result]` as the kernel's `preconditioner=`; the cost
-    is the sum of the `evals`, $2mL$ score evaluations for $L$ levels at `at="mean"`.
+    is the sum of the `evals`, $2mL$ score evaluations for $L$ levels at the pilot mean.
     """
-    from .kernels import AnnealedLangevin
-
     if not isinstance(kernel, AnnealedLangevin):
         raise TypeError(f"kernel must be a scoresde.AnnealedLangevin; got {type(kernel).__name__}.")
     key = check_key(key)

@@ -21,7 +21,7 @@ $J = -(\theta_{k+1}I + U\,\mathrm{diag}(\theta - \theta_{k+1})U^\top)$, costing 
 """
 
 from collections.abc import Callable
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array
 
-from .kernels import AbstractLangevinKernel, LangevinInfo, _call_score, _check_step_size
+from .kernels import AbstractStepSizeKernel, LangevinInfo, _call_score, _check_step_size
 from .lanczos import LanczosCurvature
 
 __all__ = ["OzakiLangevin", "OzakiState"]
@@ -55,7 +55,7 @@ def _phi(lam, h, mult):
     return jnp.where(small, mult * h * (1 + z / 2), jnp.expm1(z) / safe)
 
 
-class OzakiLangevin(AbstractLangevinKernel):
+class OzakiLangevin(AbstractStepSizeKernel):
     r"""Exponential (Ozaki) Langevin kernel (see the module docstring).
 
     **Arguments:**
@@ -78,15 +78,17 @@ class OzakiLangevin(AbstractLangevinKernel):
     adjusted: bool = eqx.field(static=True, default=False)
     curvature: LanczosCurvature | None = None
 
-    evals_at_init: ClassVar[int] = 1
-    evals_per_step: ClassVar[int] = 1
-
     def __check_init__(self):
         _check_step_size(self.step_size)
         if self.adjusted and self.log_prob is None:
             raise ValueError("adjusted=True needs log_prob (ln p up to a constant).")
 
+    def is_adjusted(self) -> bool:
+        return self.adjusted
+
     def nfe(self, x, num_steps: int) -> int:
+        r"""$(1 + 2d)(1 + \text{num\_steps})$ for the exact Jacobian ($d$ = `x.size`),
+        $1 + \text{num\_steps}$ with a fixed `curvature`."""
         per_point = 1 + (0 if self.curvature is not None else 2 * int(jnp.size(x)))
         return per_point * (1 + int(num_steps))
 

@@ -12,8 +12,6 @@ Step $m$ runs with $h_{m-1}$; after adaptation the averaged $\bar h_M$ is the st
 freeze: the adapted chains' samples do not depend on other samples only while it adapts).
 """
 
-from typing import Any
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -22,7 +20,7 @@ from jaxtyping import Array
 
 from .._checks import check_batch, check_int, check_key, check_positive
 from .._keys import sample_keys
-from .kernels import AbstractLangevinKernel, AnnealedLangevin, UnadjustedLangevin
+from .kernels import AbstractStepSizeKernel
 
 __all__ = ["StepSizeAdaptation", "adapt_step_size"]
 
@@ -39,17 +37,21 @@ class StepSizeAdaptation(eqx.Module):
     x: Array
     nfe: int = eqx.field(static=True)
 
-    def apply_to(self, kernel: Any) -> Any:
-        """`kernel` (any kernel with a `step_size`: MALA, ULA, annealed Langevin's smallest-level
-        step, ...) with its step size replaced by the adapted `step_size`."""
-        if not hasattr(kernel, "step_size"):
-            raise TypeError(f"{type(kernel).__name__} has no step_size to set.")
+    def apply_to(self, kernel: AbstractStepSizeKernel) -> AbstractStepSizeKernel:
+        """`kernel` (any [`scoresde.AbstractStepSizeKernel`][]: MALA, ULA, annealed Langevin's
+        smallest-level step, ...) with its step size replaced by the adapted `step_size`."""
+        if not isinstance(kernel, AbstractStepSizeKernel):
+            raise TypeError(
+                f"{type(kernel).__name__} has no step_size to set: kernel must be a "
+                "scoresde.AbstractStepSizeKernel (UnadjustedLangevin, MALA, AnnealedLangevin, "
+                "OzakiLangevin, ...)."
+            )
         step = jnp.asarray(self.step_size, jnp.result_type(kernel.step_size))
         return eqx.tree_at(lambda k: k.step_size, kernel, step)
 
 
 def adapt_step_size(
-    kernel: AbstractLangevinKernel,
+    kernel: AbstractStepSizeKernel,
     x,
     *,
     key,
@@ -73,13 +75,12 @@ def adapt_step_size(
     step (e.g. an adjusted Ozaki step on a near-Gaussian target) would otherwise grow it without
     bound; a step at the cap means the target acceptance is out of reach.
     """
-    if not isinstance(kernel, AbstractLangevinKernel) or not hasattr(kernel, "step_size"):
+    if not isinstance(kernel, AbstractStepSizeKernel):
         raise TypeError(
-            f"kernel must be a Langevin kernel with a step_size; got {type(kernel).__name__}."
+            "kernel must be a Langevin kernel with a step_size (a "
+            f"scoresde.AbstractStepSizeKernel); got {type(kernel).__name__}."
         )
-    if isinstance(kernel, (UnadjustedLangevin, AnnealedLangevin)) or (
-        getattr(kernel, "adjusted", True) is False
-    ):
+    if not kernel.is_adjusted():
         raise ValueError(
             f"{type(kernel).__name__} is unadjusted (it accepts every step), so its acceptance "
             "carries no signal: adapt a Metropolis-adjusted kernel (e.g. MALA) and reuse the "

@@ -33,7 +33,6 @@ from .._checks import (
     check_key,
     check_latents,
     check_positive,
-    check_sde_and_score,
     check_shape,
     check_t_eps,
     is_concrete,
@@ -42,10 +41,10 @@ from .._checks import (
 from .._custom_types import ScoreFn
 from .._keys import latents_and_noise_keys
 from .._score_calls import bind, check_cond, tweedie_batch
-from .._sde import AbstractSDE
+from .._sde import AbstractSDE, check_sde_and_score
 from .._sharding import map_batch
 from .._terms import ReverseDrift
-from .sample import SampleResult
+from .result import SampleResult
 
 SAFETY = 0.9  # theta: the step-size safety factor
 EXPONENT = 0.9  # r: h <- theta h E^-r

@@ -49,24 +49,24 @@ from .._checks import (
     check_key,
     check_latents,
     check_positive,
-    check_sde_and_score,
     check_shape,
     check_steps,
     check_t_eps,
     raise_if_not_finite,
 )
-from .._grid import GRIDS, time_grid
+from .._grid import AbstractExplicitGrid, as_time_grid
 from .._keys import latents_and_noise_keys
 from .._langevin.preconditioners import AbstractPreconditioner, IdentityPreconditioner
 from .._progress import scan_steps
 from .._score_calls import bind, check_cond, checked_score, tweedie_batch
-from .._sde import AbstractSDE
+from .._sde import AbstractSDE, check_sde_and_score
 from .._sharding import map_batch, result_sharding
-from .sample import SampleResult
+from .result import SampleResult
 
 __all__ = [
     "AbstractPredictor",
     "AbstractCorrector",
+    "AbstractPreconditionedCorrector",
     "EulerMaruyama",
     "ReverseDiffusion",
     "Ancestral",
@@ -136,24 +136,11 @@ class AbstractCorrector(eqx.Module):
     @abc.abstractmethod
     def step_size(self, sde, s, t, x, grad, z, metric): ...
 
-    def metric(self, s) -> AbstractPreconditioner:
-        """The corrector's metric $M$ at time `s`: the `preconditioner`, or its value at `s`
-        when it is a function of time (one metric per noise level)."""
-        m = getattr(self, "preconditioner", None)
-        if m is None:
-            return IdentityPreconditioner()
-        if isinstance(m, AbstractPreconditioner):
-            return m
-        out = m(s)
-        if not isinstance(out, AbstractPreconditioner):
-            raise TypeError(
-                "preconditioner(t) must return a preconditioner (e.g. ss.DensePreconditioner); "
-                f"got {type(out).__name__}."
-            )
-        return out
-
     def __call__(self, sde, score, key, x, s, t):
-        m = self.metric(s)
+        if isinstance(self, AbstractPreconditionedCorrector):
+            m = self.metric(s)
+        else:
+            m = IdentityPreconditioner()
 
         def body(x, k):
             grad = checked_score(score, s, x)
@@ -166,7 +153,29 @@ class AbstractCorrector(eqx.Module):
         return x
 
 
-class LangevinCorrector(AbstractCorrector):
+class AbstractPreconditionedCorrector(AbstractCorrector):
+    r"""A corrector that moves in a metric $M$: `preconditioner`, a fixed
+    [`scoresde.AbstractPreconditioner`][] or a function `preconditioner(t)` returning the metric
+    at the corrector's time (one per noise level). A corrector that is not one uses $M = I$."""
+
+    preconditioner: eqx.AbstractVar[AbstractPreconditioner | Callable]
+
+    def metric(self, s) -> AbstractPreconditioner:
+        """The corrector's metric $M$ at time `s`: the `preconditioner`, or its value at `s`
+        when it is a function of time (one metric per noise level)."""
+        m = self.preconditioner
+        if isinstance(m, AbstractPreconditioner):
+            return m
+        out = m(s)
+        if not isinstance(out, AbstractPreconditioner):
+            raise TypeError(
+                "preconditioner(t) must return a preconditioner (e.g. ss.DensePreconditioner); "
+                f"got {type(out).__name__}."
+            )
+        return out
+
+
+class LangevinCorrector(AbstractPreconditionedCorrector):
     r"""Langevin corrector with a target signal-to-noise ratio, step size per sample:
     $\epsilon = 2\alpha_{s|t}^2(\mathrm{snr}\,\|z\|/\|\mathrm{score}\|_M)^2$,
     $\|g\|_M^2 = g^\top M g$ (the snr of drift $\epsilon Mg$ to noise $\sqrt{2\epsilon}M^{1/2}z$
@@ -189,7 +198,7 @@ class LangevinCorrector(AbstractCorrector):
         return 2 * a**2 * (self.snr * z_norm / g_norm) ** 2
 
 
-class AnnealedLangevinCorrector(AbstractCorrector):
+class AnnealedLangevinCorrector(AbstractPreconditionedCorrector):
     r"""Annealed Langevin corrector: $\epsilon = 2\alpha_{s|t}^2(\mathrm{snr}\,\sigma(s))^2$;
     `preconditioner` as for [`scoresde.LangevinCorrector`][]."""
 
@@ -226,7 +235,7 @@ def _sample_pc(
         shape = (rows.num, *shape[1:])
     dtype = jnp.result_type(float)
     x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype, rows)
-    ts = time_grid(sde, steps, t_eps=t_eps, kind=grid, dtype=dtype)
+    ts = grid.times_for(sde, steps, t_eps, dtype=dtype)
 
     def step(x, noise_key, cond_i, i):
         s, t = ts[i], ts[i + 1]
@@ -258,7 +267,7 @@ def sample_pc(
     corrector: AbstractCorrector | None = LangevinCorrector(),
     steps: int = 1000,
     t_eps: float | None = None,
-    grid: str = "uniform",
+    grid="uniform",
     denoise: bool = True,
     x_T=None,
     progress: bool = False,
@@ -277,7 +286,8 @@ def sample_pc(
       [`scoresde.Ancestral`][].
     - `corrector`: [`scoresde.LangevinCorrector`][] (default), [`scoresde.AnnealedLangevinCorrector`][]
       or `None`.
-    - `steps`, `grid`, `t_eps`: the time grid, as in [`scoresde.sample_sde`][].
+    - `steps`, `grid`, `t_eps`: the time grid, as in [`scoresde.sample_sde`][] (a grid of given
+      times must agree with `steps`).
     - `denoise`: finish with one Tweedie step at `t_eps` (+1 NFE).
     - `x_T`: given latents instead of prior draws.
     - `progress`: show a progress bar (one tick per step of the whole batch).
@@ -317,10 +327,11 @@ def sample_pc(
     steps = check_steps(steps)
     if step_hook is not None and not callable(step_hook):
         raise TypeError(f"step_hook must be callable as hook(t, x, key); got {step_hook!r}.")
+    grid = as_time_grid(grid)
+    if isinstance(grid, AbstractExplicitGrid):
+        steps, t_eps = grid.implied(sde, steps, t_eps)
     t_eps = sde.default_t_eps if t_eps is None else t_eps
     check_t_eps(t_eps, sde.T)
-    if grid not in GRIDS:
-        raise ValueError(f"grid must be one of {GRIDS}; got grid={grid!r}.")
     dtype = jnp.result_type(float)
     x, nfe = map_batch(
         _sample_pc,

@@ -34,6 +34,7 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._diffrax_private import WrapTerm as _WrapTerm
 from .._nfe import AbstractCountedSolver
@@ -70,8 +71,8 @@ def _unwrap(solver, terms):
     while isinstance(term, _WrapTerm):
         direction = direction * term.direction
         term = term.term
-    vf = getattr(term, "vector_field", None)
-    if not (isinstance(term, dfx.ODETerm) and isinstance(vf, ProbabilityFlow)):
+    vf = term.vector_field if isinstance(term, dfx.ODETerm) else None
+    if not isinstance(vf, ProbabilityFlow):
         raise TypeError(
             f"{type(solver).__name__} integrates the probability-flow ODE only: pass "
             "terms=scoresde.probability_flow_term(sde, score) (use scoresde.sample_ode, not "
@@ -80,12 +81,11 @@ def _unwrap(solver, terms):
             + "."
         )
     sde = vf.sde
-    for method in ("marginal", "log_snr", "log_snr_inverse"):
-        if not callable(getattr(sde, method, None)):
-            raise TypeError(
-                f"{type(solver).__name__} needs an SDE with `{method}`; "
-                f"{type(sde).__name__} has none."
-            )
+    if not isinstance(sde, AbstractSDE):  # its marginal, log_snr and log_snr_inverse
+        raise TypeError(
+            f"{type(solver).__name__} needs a scoresde SDE (AbstractSDE: marginal, log_snr, "
+            f"log_snr_inverse); got {type(sde).__name__}."
+        )
     return sde, vf.score, direction, vf.time
 
 
@@ -119,7 +119,7 @@ def _times(time, direction, t0, t1):
 
 
 def _check_y(solver, y0):
-    if not (isinstance(y0, jax.Array) or hasattr(y0, "shape")):
+    if not isinstance(y0, (jax.Array, np.ndarray)):
         raise TypeError(
             f"{type(solver).__name__} needs the state y0 to be one array; got {type(y0).__name__}."
         )

@@ -1,0 +1,221 @@
+r"""The solve shared by [`scoresde.sample_ode`][] and [`scoresde.sample_sde`][]: checks, then one
+`diffeqsolve` per batch (fixed steps) or per sample (adaptive steps), then denoising and the
+report of failures.
+
+It runs in the reversed time $s = -t$ (terms with origin 0) from $s = -T$ to $-t_\varepsilon$, so
+every solver steps forward. Sample `i` draws its prior latent and its noise from
+`jax.random.fold_in(key, i)`.
+"""
+
+import warnings
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .. import _nfe as _nfe
+from .._checks import (
+    check_bool,
+    check_key,
+    check_latents,
+    check_shape,
+    check_solver,
+    is_concrete,
+    raise_if_failed,
+    raise_if_not_finite,
+)
+from .._keys import latents_and_noise_keys
+from .._progress import progress_meter
+from .._score_calls import bind, check_cond, tweedie_batch
+from .._sde import check_sde_and_score
+from .._sharding import map_batch
+from .._solver.base import AbstractPFSolver
+from .._terms import BatchedScore, probability_flow_term, reverse_terms
+from .brownian import BatchBrownianPath
+from .result import SampleResult
+from .step_modes import Adaptive, FixedGrid, brownian_tolerance, decide_step_mode
+
+# diffrax's solvers that declare the Lévy area they need from the Brownian path.
+_LEVY_AREA_SOLVERS = (dfx.AbstractSRK, dfx.AbstractFosterLangevinSRK)
+
+
+def _levy_area(solver):
+    """The Lévy area the solver needs from the Brownian path (space-time if it can use it)."""
+    if not isinstance(solver, _LEVY_AREA_SOLVERS):
+        return dfx.BrownianIncrement
+    levy = solver.minimal_levy_area
+    return dfx.SpaceTimeLevyArea if issubclass(dfx.SpaceTimeLevyArea, levy) else levy
+
+
+@eqx.filter_jit
+def _sample(
+    *,
+    sde,
+    score,
+    key,
+    t_eps,
+    x_T,
+    mode,
+    shape,
+    solver,
+    denoise,
+    stochastic,
+    brownian_tol,
+    progress,
+    cond,
+    rows=None,
+):
+    if rows is not None:  # this device's (or chunk's) rows of the batch
+        shape = (rows.num, *shape[1:])
+    num, data_shape = shape[0], shape[1:]
+    dtype = jnp.result_type(float)
+    x_T, noise_keys = latents_and_noise_keys(sde, key, shape, x_T, dtype, rows)
+    # Reversed time s = -t (terms with origin 0): every solver steps forward, and s keeps
+    # full floating-point resolution near t_eps even when T is large (EDM: T = 80).
+    s0, s_end = -jnp.asarray(sde.T, dtype), -t_eps
+    levy = _levy_area(solver)
+
+    if isinstance(mode, FixedGrid):  # the whole batch in one solve
+        s_grid = -mode.times(sde, t_eps, dtype)
+        batched = BatchedScore(score, cond)
+        if stochastic:
+            path = BatchBrownianPath(noise_keys, shape, dtype, levy)
+            terms = reverse_terms(sde, batched, path, origin=0.0)
+        else:
+            terms = probability_flow_term(sde, batched, origin=0.0)
+        sol, nfe = _nfe.counted_diffeqsolve(
+            terms,
+            solver,
+            s_grid[0],
+            s_grid[-1],
+            None,
+            x_T,
+            stepsize_controller=dfx.StepTo(ts=s_grid),
+            max_steps=mode.steps,
+            progress_meter=progress_meter(progress),
+        )
+        x = sol.ys[0]
+        nfe = jnp.broadcast_to(nfe, (num,))
+        num_steps = jnp.broadcast_to(sol.stats["num_steps"], (num,))
+        ok = jnp.broadcast_to(sol.result == dfx.RESULTS.successful, (num,))
+    else:
+
+        def make_terms(noise_key, score_i):
+            if not stochastic:
+                return probability_flow_term(sde, score_i, origin=0.0)
+            path = dfx.VirtualBrownianTree(
+                s0, s_end, brownian_tol, data_shape, noise_key, levy_area=levy
+            )
+            return reverse_terms(sde, score_i, path, origin=0.0)
+
+        def one(x0, noise_key, cond_i):
+            sol, nfe = _nfe.counted_diffeqsolve(
+                make_terms(noise_key, bind(score, cond_i)),
+                solver,
+                s0,
+                s_end,
+                mode.dt0,
+                x0,
+                stepsize_controller=mode.controller,
+                max_steps=mode.max_steps,
+                progress_meter=progress_meter(progress),
+            )
+            ok = sol.result == dfx.RESULTS.successful
+            return sol.ys[0], nfe, sol.stats["num_steps"], ok
+
+        x, nfe, num_steps, ok = jax.vmap(one)(x_T, noise_keys, cond)
+
+    if denoise:
+        x = tweedie_batch(sde, score, t_eps, x, cond)
+        nfe = jnp.where(nfe >= 0, nfe + 1, nfe)
+    return x, nfe, num_steps, ok
+
+
+def run_sampler(
+    name,
+    *,
+    sde,
+    score,
+    key,
+    shape,
+    solver,
+    steps,
+    controller,
+    t_eps,
+    denoise,
+    grid,
+    x_T,
+    stochastic,
+    dt0,
+    max_steps,
+    brownian_tol=None,
+    throw,
+    progress,
+    cond=None,
+    sharding=None,
+    chunk_size=None,
+) -> SampleResult:
+    """`sample_ode` (`stochastic=False`) or `sample_sde` (`stochastic=True`): check the
+    arguments, decide the step mode, solve the batch (split over `sharding` / `chunk_size`)
+    and report failures (`throw`) or mark them NaN."""
+    check_sde_and_score(sde, score)
+    check_solver(solver, controller)
+    if stochastic and isinstance(solver, AbstractPFSolver):
+        raise TypeError(
+            f"{type(solver).__name__} integrates the probability-flow ODE only: use "
+            "scoresde.sample_ode with it, not sample_sde."
+        )
+    key = check_key(key)
+    shape = check_shape(shape)
+    denoise, throw = check_bool("denoise", denoise), check_bool("throw", throw)
+    dtype = jnp.result_type(float)
+    mode, t_eps = decide_step_mode(
+        name,
+        sde=sde,
+        steps=steps,
+        controller=controller,
+        t_eps=t_eps,
+        grid=grid,
+        dt0=dt0,
+        max_steps=max_steps,
+        dtype=dtype,
+    )
+    if stochastic and isinstance(mode, Adaptive):
+        mode, brownian_tol = brownian_tolerance(mode, sde, brownian_tol)
+    x, nfe, num_steps, ok = map_batch(
+        _sample,
+        shape[0],
+        {"x_T": check_latents(x_T, shape, dtype), "cond": check_cond(cond, shape[0])},
+        sharding=sharding,
+        chunk_size=chunk_size,
+        sde=sde,
+        score=score,
+        key=key,
+        t_eps=jnp.asarray(t_eps, dtype),
+        mode=mode,
+        shape=shape,
+        solver=solver,
+        denoise=denoise,
+        stochastic=stochastic,
+        brownian_tol=brownian_tol,
+        progress=check_bool("progress", progress),
+    )
+    if throw:
+        x = raise_if_failed(name, ok, x, detail=f"{type(solver).__name__}; max_steps={max_steps}")
+        raise_if_not_finite(
+            name,
+            x,
+            hint="the score or the step size is unstable. Use more steps or an adaptive "
+            "controller.",
+        )
+    else:
+        ok = ok & jnp.all(jnp.isfinite(x.reshape(shape[0], -1)), axis=1)
+        x = jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan)
+    if is_concrete(nfe) and int(jnp.min(nfe)) < 0:
+        warnings.warn(
+            f"{name}: the number of score evaluations of {type(solver).__name__} is not "
+            "known; nfe is -1.",
+            stacklevel=3,
+        )
+    return SampleResult(x=x, nfe=nfe, num_steps=num_steps.astype(jnp.int32), successful=ok)
