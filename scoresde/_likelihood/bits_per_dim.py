@@ -134,12 +134,13 @@ DEQUANTIZATIONS: dict[str, Callable[[], AbstractDequantization]] = {
 
 def as_dequantization(dequantization) -> AbstractDequantization:
     """`dequantization=` as a value: an [`scoresde.AbstractDequantization`][] or one of the
-    aliases `"uniform"`, `"antithetic"`, `"none"`. Raises `ValueError` naming the argument."""
+    aliases `"uniform"`, `"antithetic"`, `"none"`; `ValueError` for another string, `TypeError`
+    for anything else, naming `dequantization`."""
     if isinstance(dequantization, AbstractDequantization):
         return dequantization
     if isinstance(dequantization, str) and dequantization in DEQUANTIZATIONS:
         return DEQUANTIZATIONS[dequantization]()
-    raise ValueError(
+    raise (ValueError if isinstance(dequantization, str) else TypeError)(
         "dequantization must be ss.UniformDequantization(), ss.AntitheticDequantization(), "
         "ss.NoDequantization() or one of the aliases 'uniform', 'antithetic', 'none'; got "
         f"dequantization={dequantization!r}."

@@ -56,12 +56,13 @@ PROBES: dict[str, Callable[[], AbstractProbeDistribution]] = {
 
 def as_probe_distribution(noise) -> AbstractProbeDistribution:
     """`Hutchinson(noise=)` as a value: an [`scoresde.AbstractProbeDistribution`][] or one of
-    the aliases `"rademacher"`, `"gaussian"`. Raises `ValueError` naming `noise` otherwise."""
+    the aliases `"rademacher"`, `"gaussian"`; `ValueError` for another string, `TypeError` for
+    anything else, naming `noise`."""
     if isinstance(noise, AbstractProbeDistribution):
         return noise
     if isinstance(noise, str) and noise in PROBES:
         return PROBES[noise]()
-    raise ValueError(
+    raise (ValueError if isinstance(noise, str) else TypeError)(
         "noise must be ss.RademacherProbes(), ss.GaussianProbes() or one of the aliases "
         f"{tuple(PROBES)}; got noise={noise!r}."
     )

@@ -76,12 +76,13 @@ VARIABLES: dict[str, Callable[[], AbstractIntegrationVariable]] = {
 
 def as_integration_variable(variable) -> AbstractIntegrationVariable:
     """`variable=` as a value: an [`scoresde.AbstractIntegrationVariable`][] or one of the
-    aliases `"t"`, `"log_snr"`, `"log_sigma"`. Raises `ValueError` naming `variable` otherwise."""
+    aliases `"t"`, `"log_snr"`, `"log_sigma"`; `ValueError` for another string, `TypeError` for
+    anything else, naming `variable`."""
     if isinstance(variable, AbstractIntegrationVariable):
         return variable
     if isinstance(variable, str) and variable in VARIABLES:
         return VARIABLES[variable]()
-    raise ValueError(
+    raise (ValueError if isinstance(variable, str) else TypeError)(
         "variable must be ss.TimeVariable(), ss.LogSNRVariable(), ss.LogSigmaVariable() or one "
         f"of the aliases {tuple(VARIABLES)}; got variable={variable!r}."
     )
