@@ -96,6 +96,12 @@ from ._likelihood.batching import (
     PerSample as PerSample,
     SharedSteps as SharedSteps,
 )
+from ._likelihood.bits_per_dim import (
+    AbstractDequantization as AbstractDequantization,
+    AntitheticDequantization as AntitheticDequantization,
+    NoDequantization as NoDequantization,
+    UniformDequantization as UniformDequantization,
+)
 from ._likelihood.certified import (
     BitsPerDimEstimate as BitsPerDimEstimate,
     MeanLogLikelihood as MeanLogLikelihood,
@@ -104,9 +110,12 @@ from ._likelihood.certified import (
 )
 from ._likelihood.divergence import (
     AbstractDivergence as AbstractDivergence,
+    AbstractProbeDistribution as AbstractProbeDistribution,
     EigenHutchinson as EigenHutchinson,
     ExactDivergence as ExactDivergence,
+    GaussianProbes as GaussianProbes,
     Hutchinson as Hutchinson,
+    RademacherProbes as RademacherProbes,
 )
 from ._likelihood.flow import (
     BitsPerDimResult as BitsPerDimResult,
@@ -117,6 +126,13 @@ from ._likelihood.flow import (
     encode as encode,
     log_likelihood as log_likelihood,
 )
+from ._likelihood.integration_variable import (
+    AbstractIntegrationVariable as AbstractIntegrationVariable,
+    LogSigmaVariable as LogSigmaVariable,
+    LogSNRVariable as LogSNRVariable,
+    TimeVariable as TimeVariable,
+)
+from ._likelihood.solver_level import SolverLevel as SolverLevel
 from ._metrics.digits import (
     DigitClassifier as DigitClassifier,
     DigitMetrics as DigitMetrics,

@@ -99,7 +99,7 @@ def test_orthogonal_hutchinson_unbiased_exact_when_full_and_lower_variance():
 
 
 def test_step_control_norm_bounds_the_mean_over_probes():
-    from scoresde._likelihood.flow import _augmented_rms
+    from scoresde._likelihood.step_size_control import augmented_rms as _augmented_rms
 
     x_err = jnp.array([3.0, -4.0, 0.0])
     # One probe: the plain RMS over all entries.

@@ -10,7 +10,7 @@ from helpers import SDE_IDS, SDES, random_mixture
 
 import scoresde as ss
 from scoresde import _score_calls as _fields, _terms
-from scoresde._likelihood import flow as _likelihood
+from scoresde._likelihood import vector_fields as _likelihood
 from scoresde._sampling import predictor_corrector as _pc, sample as _sample
 from scoresde._solver.base import PFModel
 
@@ -35,9 +35,9 @@ def test_sampling_and_likelihood_vector_fields_agree_bitwise(sde):
         drift = _fields.pf_drift(sde, score, t, x)
         # sample_ode's term runs in s = -t (origin 0): dx/ds = -F(t, x).
         sampling = ss.probability_flow_term(sde, score, origin=0.0).vf(-t, x, None)
-        flow = _likelihood._Flow(sde, score, _likelihood._Clock(sde, "t"), 1)(t, x, None)
-        augmented = _likelihood._AugmentedFlow(
-            sde, score, ss.ExactDivergence(), _likelihood._Clock(sde, "t"), None
+        flow = _likelihood.Flow(sde, score, ss.TimeVariable(), 1)(t, x, None)
+        augmented = _likelihood.AugmentedFlow(
+            sde, score, ss.ExactDivergence(), ss.TimeVariable(), None
         )(t, (x, jnp.zeros((1,), x.dtype)), None)[0]
         np.testing.assert_array_equal(np.asarray(-sampling), np.asarray(drift))
         np.testing.assert_array_equal(np.asarray(flow), np.asarray(drift))

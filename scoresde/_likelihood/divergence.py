@@ -15,6 +15,7 @@ one such call as ONE score evaluation (NFE), whatever the number of products.
 
 import abc
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import equinox as eqx
@@ -22,13 +23,49 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-NOISES = ("rademacher", "gaussian")
+
+class AbstractProbeDistribution(eqx.Module):
+    r"""The distribution of Hutchinson's probes $v$, with $E[v] = 0$ and $E[vv^\top] = I$."""
+
+    @abc.abstractmethod
+    def sample(self, key, shape, dtype):
+        """Independent probe entries of `shape`."""
 
 
-def _noise(kind, key, shape, dtype):
-    if kind == "rademacher":
+class RademacherProbes(AbstractProbeDistribution):
+    r"""Entries $\pm 1$ with equal probability (alias `"rademacher"`): variance
+    $2(\|J\|_F^2 - \sum_i J_{ii}^2)$, the least of any probe distribution."""
+
+    def sample(self, key, shape, dtype):
         return jr.rademacher(key, shape, dtype)
-    return jr.normal(key, shape, dtype)
+
+
+class GaussianProbes(AbstractProbeDistribution):
+    r"""Standard normal entries (alias `"gaussian"`): variance $2\|J\|_F^2$ for symmetric
+    $J$."""
+
+    def sample(self, key, shape, dtype):
+        return jr.normal(key, shape, dtype)
+
+
+PROBES: dict[str, Callable[[], AbstractProbeDistribution]] = {
+    "rademacher": RademacherProbes,
+    "gaussian": GaussianProbes,
+}
+
+
+def as_probe_distribution(noise) -> AbstractProbeDistribution:
+    """`Hutchinson(noise=)` as a value: an [`scoresde.AbstractProbeDistribution`][] or one of
+    the aliases `"rademacher"`, `"gaussian"`; `ValueError` for another string, `TypeError` for
+    anything else, naming `noise`."""
+    if isinstance(noise, AbstractProbeDistribution):
+        return noise
+    if isinstance(noise, str) and noise in PROBES:
+        return PROBES[noise]()
+    raise (ValueError if isinstance(noise, str) else TypeError)(
+        "noise must be ss.RademacherProbes(), ss.GaussianProbes() or one of the aliases "
+        f"{tuple(PROBES)}; got noise={noise!r}."
+    )
 
 
 def _orthogonal_rademacher(key, num, size, dtype):
@@ -135,9 +172,11 @@ class Hutchinson(AbstractDivergence):
     r"""Hutchinson's estimator $\nabla\cdot F \approx \tfrac1n \sum_j v_j^\top J v_j$, $E[vv^\top] = I$.
 
     - `num_probes`: $n$ probes, drawn once per sample from `fold_in(key, i)`.
-    - `noise`: `"rademacher"` (variance $2(\|J\|_F^2 - \sum_i J_{ii}^2)$, the default) or
-      `"gaussian"` (variance $2\|J\|_F^2$) for symmetric $J$.
-    - `orthogonal`: with `"rademacher"` noise, draw the probes as random-signed columns of a
+    - `noise`: the probes' distribution, [`scoresde.RademacherProbes`][]`()` (alias
+      `"rademacher"`, the default; variance $2(\|J\|_F^2 - \sum_i J_{ii}^2)$) or
+      [`scoresde.GaussianProbes`][]`()` (`"gaussian"`; variance $2\|J\|_F^2$) for
+      symmetric $J$.
+    - `orthogonal`: with Rademacher probes, draw the probes as random-signed columns of a
       Hadamard matrix, orthogonal to each other (default `False`: independent probes). Still
       unbiased; the variance of $n$ probes shrinks by $(P - n)/(P - 1)$ on average, $P$ the data
       size rounded up to a power of two, and $n = P$ probes give the exact trace.
@@ -159,7 +198,9 @@ class Hutchinson(AbstractDivergence):
     """
 
     num_probes: int = eqx.field(default=1, static=True)
-    noise: str = eqx.field(default="rademacher", static=True)
+    noise: AbstractProbeDistribution = eqx.field(
+        default=RademacherProbes(), static=True, converter=as_probe_distribution
+    )
     orthogonal: bool = eqx.field(default=False, static=True)
     stochastic: ClassVar[bool] = True
     evals_at_init: ClassVar[int] = 0
@@ -169,11 +210,10 @@ class Hutchinson(AbstractDivergence):
             raise TypeError(f"num_probes must be a positive int; got {self.num_probes!r}.")
         if self.num_probes < 1:
             raise ValueError(f"num_probes must be >= 1; got num_probes={self.num_probes}.")
-        if self.noise not in NOISES:
-            raise ValueError(f"noise must be one of {NOISES}; got noise={self.noise!r}.")
-        if self.orthogonal and self.noise != "rademacher":
+        if self.orthogonal and not isinstance(self.noise, RademacherProbes):
             raise ValueError(
-                "orthogonal=True builds Rademacher (Hadamard) probes; it needs noise='rademacher'."
+                "orthogonal=True builds Rademacher (Hadamard) probes; it needs "
+                f"noise=ss.RademacherProbes() (or 'rademacher'); got noise={self.noise!r}."
             )
 
     @property
@@ -184,7 +224,7 @@ class Hutchinson(AbstractDivergence):
         if self.orthogonal:
             probes = _orthogonal_rademacher(key, self.num_probes, x.size, x.dtype)
             return probes.reshape(self.num_probes, *x.shape)
-        return _noise(self.noise, key, (self.num_probes, *x.shape), x.dtype)
+        return self.noise.sample(key, (self.num_probes, *x.shape), x.dtype)
 
     def __call__(self, fn, x, probes):
         fx, jv = _probe_products(fn, x, probes)
