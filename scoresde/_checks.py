@@ -177,13 +177,3 @@ def raise_if_not_finite(who: str, x, *, hint: str) -> None:
     bad = int(jnp.sum(~jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)))
     if bad:
         raise FloatingPointError(f"{who}: {bad} of {x.shape[0]} samples are not finite; {hint}")
-
-
-def __getattr__(name: str):
-    """`check_sde_and_score`'s former home, kept while importers outside the sampling family move
-    to `scoresde._sde` (a lazy lookup: `_sde` imports this module, so no import at load time)."""
-    if name == "check_sde_and_score":
-        from ._sde import check_sde_and_score  # transitional: delete with the importers' move
-
-        return check_sde_and_score
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 r"""Score networks: an MLP for vector data and a small U-Net for images.
 
 A network is called as `net(c, x)` on ONE unbatched sample `x` and a scalar noise conditioning
-`c` (the parametrisation wrappers of `scoresde._parametrisation` pass
+`c` (the parametrisation wrappers, e.g. [`scoresde.EpsPrediction`][], pass
 $c = \ln(\sigma(t)/\alpha(t))/4$ and a rescaled `x`). It returns an array of `x`'s shape and dtype
 (or a scalar, for energy networks built with `out_size="scalar"`). Parameters are float32 unless
 `dtype=` says otherwise; outputs are cast to `x`'s dtype.

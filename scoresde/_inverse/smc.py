@@ -42,7 +42,6 @@ from .._checks import (
     check_key,
     check_latents,
     check_positive,
-    check_sde_and_score,
     check_shape,
     check_steps,
     check_t_eps,
@@ -53,7 +52,7 @@ from .._grid import time_grid
 from .._keys import latents_and_noise_keys
 from .._progress import tick
 from .._score_calls import check_like, checked_score, tweedie
-from .._sde import AbstractSDE
+from .._sde import AbstractSDE, check_sde_and_score
 from .._sharding import auto_axes, check_sharding, result_sharding
 from .guidance import moment_projection
 from .measurement import AbstractMeasurement, LinearMeasurement

@@ -5,7 +5,7 @@ r"""How a batch of likelihood solves is scheduled: values passed as `log_likelih
   of the batch. The vmapped loop runs until the slowest sample is done:
   time $\approx \max_i \mathrm{NFE}_i$ batched evaluations.
 - [`scoresde.Lanes`][]`(L)`: the same per-sample solves on `L` lanes refilled as samples finish
-  (`_lanes.py`): time $\approx \sum_i \mathrm{NFE}_i / L$ evaluations on `L` lanes. No
+  (`lanes.py`): time $\approx \sum_i \mathrm{NFE}_i / L$ evaluations on `L` lanes. No
   reverse-mode gradients.
 - [`scoresde.SharedSteps`][]: ONE adaptive step sequence for the whole batch, scipy's semantics
   (the original score-SDE code): one `diffeqsolve` over the batch pytree, one error norm, the RMS

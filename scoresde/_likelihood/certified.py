@@ -139,8 +139,8 @@ def estimate_mean_log_likelihood(
     estimator). Two targets:
 
     - the population, $E_{x \sim \text{data}}[\ln p_{t_\varepsilon}(x)]$:
-      $\operatorname{Var}\hat\mu \approx \operatorname{Var}(L)/n + \operatorname{Var}(d)/m
-      + 2\operatorname{Cov}(L, d)/n$;
+      $\operatorname{Var}\hat\mu \approx \operatorname{Var}(L)/n + \operatorname{Var}(d)/m +
+      2\operatorname{Cov}(L, d)/n$;
     - the data set's own mean $\frac1n\sum_i \ln p_{t_\varepsilon}(x_i)$ (a test set's figure):
       $\operatorname{Var}\hat\mu \approx v/n + (1 - m/n)\operatorname{Var}(d)/m$, with $v$ the
       per-sample noise variance of the probes (and dequantisation), estimated from two independent

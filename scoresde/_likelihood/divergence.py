@@ -249,8 +249,8 @@ class EigenHutchinson(AbstractDivergence):
     each other (see [`scoresde.Hutchinson`][]): still unbiased, and $n$ of them have
     $(P - n)/(P - 1)$ of the variance of independent ones on average.
 
-    About 6x the cost of one plain probe buys 0.5 nats per-sample RMSE on a 64-D mixture
-    ([measurements](../how-to/likelihood.md#why-these-defaults)). The one-off batched `eigh`
+    Its cost and accuracy against plain probes are measured in
+    [the likelihood how-to](../how-to/likelihood.md#why-these-defaults). The one-off batched `eigh`
     goes through LAPACK: on a small CPU set `OPENBLAS_NUM_THREADS=1` before importing NumPy or
     JAX, or its threads contend with XLA's.
 

@@ -32,7 +32,6 @@ from .._checks import (
     check_int,
     check_key,
     check_positive,
-    check_sde_and_score,
     check_solver,
     check_t_eps,
     is_concrete,
@@ -43,7 +42,7 @@ from .._diffrax_private import SUCCESS_CODE, result_code
 from .._keys import sample_keys
 from .._progress import progress_meter
 from .._score_calls import pf_drift
-from .._sde import AbstractSDE
+from .._sde import AbstractSDE, check_sde_and_score
 from .._sharding import map_batch
 from .batching import AbstractSchedule, Lanes, SharedSteps, resolve_schedule
 from .divergence import AbstractDivergence, Hutchinson
@@ -295,7 +294,8 @@ def log_likelihood(
     - `adjoint`: the diffrax adjoint for gradients (e.g. w.r.t. a score network's parameters).
     - `throw`: raise `RuntimeError` on a failed solve; with `False` failed samples get NaN and
       their diffrax status in `status`.
-    - `schedule`: how the batch's solves run (values from `scoresde._likelihood.batching`):
+    - `schedule`: how the batch's solves run (a [`scoresde.PerSample`][], [`scoresde.Lanes`][] or
+      [`scoresde.SharedSteps`][]):
         - [`scoresde.PerSample`][]`()` (the default, also for `None`) solves every sample under
           `jax.vmap` with its own steps and error norm, which runs the whole batch until its
           slowest sample is done (time $\approx \max_i \mathrm{NFE}_i$ batched evaluations)
@@ -324,9 +324,8 @@ def log_likelihood(
     - `nats_tol`: control the error of the reported quantity instead: each step's embedded error
       estimate of the probe-mean $\delta$ must be below `nats_tol` nats (absolute, per sample);
       $x$ is not controlled separately and `rtol`, `atol` are then unused. This is a LOCAL
-      (per-step) tolerance: the realised RMS solver error was 3 to 10 times `nats_tol`
-      (`benchmarks/likelihood_nats.py`), and at equal solver error it cost as many NFE as the
-      default norm (see [the measurements](../how-to/likelihood.md#error-control-in-nats)).
+      (per-step) tolerance: the realised solver error is a multiple of `nats_tol` (see
+      [the measurements](../how-to/likelihood.md#error-control-in-nats)).
     - `sharding`, `chunk_size`: split the batch over devices (each runs its own solves; the
       result comes back with that sharding) and stream it in chunks, with results equal to the
       one-device call, as in [`scoresde.sample_ode`][].
