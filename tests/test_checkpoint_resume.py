@@ -196,3 +196,21 @@ def test_fit_on_empty_data_names_data_and_its_shape():
         with pytest.raises(ValueError, match=rf"data .*shape \({shape[0]}, {shape[1]}\)"):
             ss.fit(model, loss, np.zeros(shape, np.float32), key=jr.key(0), steps=2,
                    progress=False)  # fmt: skip
+
+
+def test_fit_checkpoints_on_multiples_of_the_step_and_stops_when_asked():
+    model = ss.EpsPrediction(ss.MLPScoreNet(2, width=8, depth=1, key=jr.key(0)), ss.VPSDE())
+    loss, data = ss.DenoisingScoreMatching(ss.VPSDE()), ss.gaussian_mixture(jr.key(0), 64)
+    kw = dict(key=jr.key(1), batch_size=16, steps_per_call=4, progress=False,
+              optimizer=ss.adam_with_warmup(1e-3, warmup_steps=2))  # fmt: skip
+    first = ss.fit(model, loss, data, steps=4, **kw)
+    seen = []
+    record = lambda state, losses: seen.append((int(state.step), len(losses)))
+    ss.fit(None, loss, data, steps=9, state=first.state, checkpoint_fn=record,
+           checkpoint_every=5, **kw)  # fmt: skip
+    assert seen == [(5, 1), (10, 6), (13, 9)]  # calls cut short at 5 and 10, then the end
+    seen.clear()
+    stopped = ss.fit(model, loss, data, steps=12, checkpoint_fn=record, stop=_StopAfter(2), **kw)
+    assert int(stopped.state.step) == 4 and stopped.losses.shape == (4,) and seen == [(4, 4)]
+    with pytest.raises(ValueError, match="checkpoint_fn is None"):
+        ss.fit(model, loss, data, steps=2, checkpoint_every=5, **kw)

@@ -303,8 +303,8 @@ def fit(
     - `progress`: print a progress line with the running loss to stderr.
     - `state`: resume from a [`scoresde.TrainState`][] (then `model` is ignored).
     - `checkpoint_fn`, `checkpoint_every`: `checkpoint_fn(state, losses)` (the losses of this
-      call so far) after every `checkpoint_every` steps, exactly (calls are cut short to land
-      on multiples), at the end, and when `stop` ends training early.
+      call so far) whenever `state.step` reaches a multiple of `checkpoint_every` (compiled
+      calls are cut short to land on them), at the end, and when `stop` ends training early.
     - `stop`: checked before every compiled call; when it returns True, training ends there
       (after the pending losses are read and `checkpoint_fn` is called) and the result's
       `state.step` says how far it got. E.g. a flag set by a SIGINT handler.
@@ -390,7 +390,9 @@ def fit(
         return np.concatenate(losses) if losses else np.zeros(0, np.float32)
 
     done, next_eval, last_flush = 0, eval_every, time.perf_counter()
-    next_checkpoint = checkpoint_every
+    next_checkpoint = None  # steps into this call; checkpoints land on multiples of the step
+    if checkpoint_every is not None:
+        next_checkpoint = checkpoint_every - int(state.step) % checkpoint_every
     while done < steps:
         if stop is not None and stop():
             break
