@@ -35,7 +35,7 @@ from .._sampling.sample import sample_ode, sample_sde
 from .._score_calls import Conditioned
 from .._solver import DPMSolverPP2M
 from . import conditional as _conditional, losses as _losses
-from .checkpoint import load, read_sidecar, save
+from .checkpoint import CheckpointError, check_checkpoint_path, load, read_sidecar, save
 from .fit import TrainState, adam_with_warmup, fit, num_params
 from .runs import (
     CHECKPOINT_FILE,
@@ -397,9 +397,29 @@ def train(
     }
 
 
+def rebuild(path) -> tuple[Any, TrainConfig]:
+    """`(model, config)` from a checkpoint `train` wrote, the network rebuilt from the sidecar's
+    config: the final `checkpoint.eqx` or a run's `state.eqx` (its EMA weights).
+
+    **Raises:** `FileNotFoundError` naming `path` if nothing is there (`IsADirectoryError` for
+    a folder); `CheckpointError` if its hyper-parameters are not a `TrainConfig`'s."""
+    path = check_checkpoint_path(path)
+    meta = read_sidecar(path)
+    try:
+        config = TrainConfig(**meta["hyperparameters"])
+    except TypeError as e:
+        raise CheckpointError(
+            f"checkpoint {path} was not written by scoresde train (its hyper-parameters are "
+            f"not a TrainConfig's: {e}); load it with scoresde.load(path, skeleton)."
+        ) from None
+    if meta.get("train_state"):
+        return load(path, state_skeleton_from_config(config)).ema_model, config
+    return load(path, skeleton_from_config(config)), config
+
+
 def load_model(path) -> tuple[Any, TrainConfig]:
     """`(model, config)`: the trained model of a checkpoint written by `train` (or `scoresde
-    train`), rebuilt from its sidecar's config.
+    train`), rebuilt from its sidecar's config (see `rebuild`).
 
     **Raises:** `ValueError` if `path` is a folder; `FileNotFoundError` if nothing is there."""
     path = pathlib.Path(path)
@@ -409,10 +429,7 @@ def load_model(path) -> tuple[Any, TrainConfig]:
             f"checkpoint {path} is a folder; pass the checkpoint file"
             + (f", e.g. {hint}" if hint.exists() else " (checkpoint.eqx, written by train)")
         )
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    config = TrainConfig(**read_sidecar(path)["hyperparameters"])
-    return load(path, skeleton_from_config(config)), config
+    return rebuild(path)
 
 
 def recipe_score(model, config: TrainConfig, label: int | None = None, guidance: float = 1.0):

@@ -3,20 +3,12 @@ checkpoint's sidecar with no skeleton, as a `Trained`: the model, its score, SDE
 convention."""
 
 import os
-from pathlib import Path
 
 import equinox as eqx
 from jaxtyping import PyTree
 
 from .._sde import AbstractSDE
-from .checkpoint import CheckpointError, check_checkpoint_path, load, read_sidecar
-from .recipes import (
-    TrainConfig,
-    data_shape,
-    recipe_score,
-    skeleton_from_config,
-    state_skeleton_from_config,
-)
+from .recipes import TrainConfig, data_shape, rebuild, recipe_score
 
 
 class Trained(eqx.Module):
@@ -71,17 +63,4 @@ def load_checkpoint(path: str | os.PathLike) -> Trained:
     **Raises:** `FileNotFoundError` naming `path` if nothing is there (`IsADirectoryError` for a
     folder); `CheckpointError` if the checkpoint was not written by a training recipe (then
     use `scoresde.load` with a skeleton)."""
-    path = check_checkpoint_path(Path(path))
-    meta = read_sidecar(path)
-    try:
-        config = TrainConfig(**meta["hyperparameters"])
-    except TypeError as e:
-        raise CheckpointError(
-            f"checkpoint {path} was not written by scoresde train (its hyper-parameters are "
-            f"not a TrainConfig's: {e}); load it with scoresde.load(path, skeleton)."
-        ) from None
-    if meta.get("train_state"):
-        model = load(path, state_skeleton_from_config(config)).ema_model
-    else:
-        model = load(path, skeleton_from_config(config))
-    return Trained(model, config)
+    return Trained(*rebuild(path))
