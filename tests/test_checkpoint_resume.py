@@ -232,3 +232,16 @@ def test_fit_checkpoints_on_multiples_of_the_step_and_stops_when_asked():
     assert int(stopped.state.step) == 4 and stopped.losses.shape == (4,) and seen == [(4, 4)]
     with pytest.raises(ValueError, match="checkpoint_fn is None"):
         ss.fit(model, loss, data, steps=2, checkpoint_every=5, **kw)
+
+
+def test_stop_on_signal_asks_once_then_quits_and_restores_the_handlers():
+    from scoresde._training.runs import StopOnSignal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), StopOnSignal() as stop:
+        assert not stop()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop() and stop.signum == signal.SIGTERM
+        os.kill(os.getpid(), signal.SIGINT)  # a second signal, SIGINT: quit at once
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

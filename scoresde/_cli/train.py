@@ -216,14 +216,22 @@ def run(args: argparse.Namespace) -> int:
         note("train", f"--batch-size {config.batch_size} does not split over "
              f"{sharding.mesh.size} devices: training on one")  # fmt: skip
         sharding = None
-    with StopOnSignal() as stop:
-        paths = train(config, out, progress=not args.quiet, sharding=sharding,
-                      checkpoint_every=every or None, resume=args.resume, stop=stop)  # fmt: skip
+    resume_hint = f"scoresde train --resume --out {shlex.quote(str(out))}"
+    try:
+        with StopOnSignal() as stop:
+            paths = train(config, out, progress=not args.quiet, sharding=sharding,
+                          checkpoint_every=every or None, resume=args.resume, stop=stop)  # fmt: skip
+    except KeyboardInterrupt:  # a second Ctrl-C: quit at once, keep the last saved state
+        last = out / STATE_FILE
+        kept = f"the last periodic checkpoint {last} is kept" if last.exists() else "nothing saved"
+        note("train", f"interrupted twice: stopped without saving; {kept}"
+             + (f"; resume with: {resume_hint}" if last.exists() else ""))  # fmt: skip
+        return 128 + int(signal.SIGINT)
     if paths["interrupted"]:
         signum = stop.signum if stop.signum is not None else signal.SIGINT
         saved = f"saved to {paths['state']}" if paths["state"] else "nothing saved"
         note("train", f"interrupted at step {paths['step']} of {config.steps}; {saved}; resume "
-             f"with: scoresde train --resume --out {shlex.quote(str(out))}")  # fmt: skip
+             f"with: {resume_hint}")  # fmt: skip
         return 128 + int(signum)
     print(f"checkpoint: {paths['checkpoint']} (sidecar {paths['sidecar']})")
     if paths["loss_curve"] is not None:
