@@ -248,4 +248,8 @@ from ._training.losses import (
     ncsn_loss as ncsn_loss,
     sliced_score_matching_loss as sliced_score_matching_loss,
 )
+from ._training.trained import (
+    Trained as Trained,
+    load_checkpoint as load_checkpoint,
+)
 from ._version import __version__ as __version__

@@ -269,8 +269,10 @@ def test_cli_train_levels_17_trains_on_grey_levels_and_records_them(tmp_path, mo
         return types.SimpleNamespace(ema_model=model, losses=np.ones(2))
 
     monkeypatch.setattr(_recipes, "fit", fake_fit)
+    # each run below replaces the previous one's outputs in tmp_path (--overwrite)
     argv = ["train", "--dataset", "digits", "--levels", "17", "--model-size", "tiny", "--steps",
-            "2", "--samples", "0", "--quiet", "--out", str(tmp_path)]  # fmt: skip
+            "2", "--samples", "0", "--quiet", "--out", str(tmp_path),
+            "--overwrite"]  # fmt: skip
     assert _cli_train.run(_parse(argv)) == 0
     v = seen["data"].astype(np.float64)
     np.testing.assert_array_equal(seen["data"], ss.digit_levels(ss.load_digits().train))
@@ -284,7 +286,8 @@ def test_cli_train_levels_17_trains_on_grey_levels_and_records_them(tmp_path, mo
     assert seen["data"].max() == 255 and seen["y"].max() > 0.99
     assert ss.read_sidecar(tmp_path / "checkpoint.eqx")["hyperparameters"]["levels"] == 256
     assert _cli_train.run(_parse(["train", "--steps", "2", "--samples", "0", "--quiet",
-                                  "--model-size", "tiny", "--out", str(tmp_path)])) == 0  # fmt: skip
+                                  "--model-size", "tiny", "--out", str(tmp_path),
+                                  "--overwrite"])) == 0  # fmt: skip
     assert ss.read_sidecar(tmp_path / "checkpoint.eqx")["hyperparameters"]["levels"] == 256
 
 

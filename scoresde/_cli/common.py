@@ -13,7 +13,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 # Re-exported for the scripts under benchmarks/ and examples/ (the definitions are the recipe
 # library's: `scoresde._training.recipes`).
-from .._training.recipes import data_shape as data_shape, load_model as load_model
+from .._training.checkpoint import read_sidecar
+from .._training.recipes import (
+    TrainConfig,
+    data_shape as data_shape,
+    load_model as load_model,
+)
 
 OUT_ROOT = pathlib.Path("scoresde-out")
 
@@ -62,6 +67,14 @@ def prepare_out(path) -> pathlib.Path:
     except OSError as e:
         raise UsageError(f"--out {path}: cannot create this folder ({e.strerror or e})") from None
     return path
+
+
+def read_run_config(path) -> TrainConfig:
+    """The `TrainConfig` a checkpoint of `scoresde train` was written with (its sidecar)."""
+    try:
+        return TrainConfig(**read_sidecar(path)["hyperparameters"])
+    except TypeError as e:  # hyper-parameters that are not a TrainConfig's
+        raise UsageError(f"{path} was not written by scoresde train ({e})") from None
 
 
 def add_no_progress(parser):

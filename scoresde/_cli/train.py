@@ -6,6 +6,9 @@ built from it, the training run), then draws the end-of-training samples.
 """
 
 import argparse
+import dataclasses
+import shlex
+import signal
 import sys
 
 import jax
@@ -29,7 +32,23 @@ from .._training.recipes import (
     skeleton_from_config as skeleton_from_config,
     train,
 )
-from .common import HelpFormatter, add_no_shard, add_out, local_sharding, note, prepare_out
+from .._training.runs import (
+    DEFAULT_CHECKPOINT_EVERY,
+    STATE_FILE,
+    StopOnSignal,
+    clear_run,
+    existing_run,
+)
+from .common import (
+    HelpFormatter,
+    UsageError,
+    add_no_shard,
+    add_out,
+    local_sharding,
+    note,
+    prepare_out,
+    read_run_config,
+)
 from .sample import plot_samples, report_digit_metrics
 
 FINAL_SAMPLER, FINAL_STEPS = "dpm++2m", 50  # the end-of-training samples: DPM-Solver++(2M)
@@ -91,6 +110,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "nll`), y = 2(k + u)/L - 1: 17 the grey levels 0..16 (the data's own "
                    "resolution; the digits default), 256 the 8-bit values (2-D sets: 256 only)")  # fmt: skip
     add_out(p, "train")
+    p.add_argument("--checkpoint-every", type=int, default=DEFAULT_CHECKPOINT_EVERY,
+                   metavar="N", help=f"save the whole training state to --out/{STATE_FILE} "
+                   "every N steps (and at the end, and on Ctrl-C or SIGTERM); 0: only then")  # fmt: skip
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help=f"continue the run in --out from its {STATE_FILE}, with its "
+                       "settings (flags given must agree with them)")  # fmt: skip
+    again.add_argument("--overwrite", action="store_true",
+                       help="delete an earlier run's outputs in --out first (without it, or "
+                       "--resume, a folder holding a run is refused)")  # fmt: skip
     add_no_shard(p)
     p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
                    help="no progress bar or compile notice")  # fmt: skip
@@ -99,6 +128,55 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "the sample-quality metrics); 0 for none")  # fmt: skip
     p.set_defaults(func=run)
     return p
+
+
+def _explicit_flags(args, config: TrainConfig) -> dict:
+    """The config fields whose flags `args` sets to something other than their defaults."""
+    defaults = TrainConfig()
+    given = {}
+    for field in dataclasses.fields(TrainConfig):
+        name = field.name
+        if name in ("weighting", "steps", "levels"):  # None unless the flag is given
+            if getattr(args, name) is not None:
+                given[name] = getattr(config, name)
+        elif getattr(config, name) != getattr(defaults, name):
+            given[name] = getattr(config, name)
+    return given
+
+
+def _resumed_config(args, config: TrainConfig, out) -> TrainConfig:
+    """The config of the run to resume in `out`; flags given must agree with it."""
+    stored = read_run_config(out / STATE_FILE)
+    for name, value in _explicit_flags(args, config).items():
+        if getattr(stored, name) != value:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"--resume continues the run in {out} with its own settings; {flag} {value} "
+                f"differs from its {name}={getattr(stored, name)!r} (drop the flag, or start a "
+                "new run with --overwrite or another --out)"
+            )
+    return stored
+
+
+def _prepare_run(args, config: TrainConfig, out) -> TrainConfig:
+    """Check `--out` against `--resume` / `--overwrite`; the config to train."""
+    if args.resume:
+        if not (out / STATE_FILE).exists():
+            raise UsageError(
+                f"--resume: {out} holds no {STATE_FILE} to continue from; start a new run "
+                "without --resume"
+            )
+        return _resumed_config(args, config, out)
+    earlier = existing_run(out)
+    if earlier and not args.overwrite:
+        raise UsageError(
+            f"--out {out} already holds a training run ({', '.join(p.name for p in earlier)}); "
+            "pass --resume to continue it or --overwrite to replace it"
+        )
+    if earlier:
+        clear_run(out)
+        note("train", f"--overwrite: removed the earlier run's {len(earlier)} file(s) in {out}")
+    return config
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,13 +205,34 @@ def run(args: argparse.Namespace) -> int:
     if args.samples < 0:
         print(f"scoresde train: --samples must be >= 0; got {args.samples}", file=sys.stderr)
         return 2
+    every = getattr(args, "checkpoint_every", DEFAULT_CHECKPOINT_EVERY)
+    if every < 0:
+        print(f"scoresde train: --checkpoint-every must be >= 0; got {every}", file=sys.stderr)
+        return 2
     out = prepare_out(args.out)
+    config = _prepare_run(args, config, out)
     sharding = local_sharding("train", getattr(args, "no_shard", False))
     if sharding is not None and config.batch_size % sharding.mesh.size:
         note("train", f"--batch-size {config.batch_size} does not split over "
              f"{sharding.mesh.size} devices: training on one")  # fmt: skip
         sharding = None
-    paths = train(config, out, progress=not args.quiet, sharding=sharding)
+    resume_hint = f"scoresde train --resume --out {shlex.quote(str(out))}"
+    try:
+        with StopOnSignal() as stop:
+            paths = train(config, out, progress=not args.quiet, sharding=sharding,
+                          checkpoint_every=every or None, resume=args.resume, stop=stop)  # fmt: skip
+    except KeyboardInterrupt:  # a second Ctrl-C: quit at once, keep the last saved state
+        last = out / STATE_FILE
+        kept = f"the last periodic checkpoint {last} is kept" if last.exists() else "nothing saved"
+        note("train", f"interrupted twice: stopped without saving; {kept}"
+             + (f"; resume with: {resume_hint}" if last.exists() else ""))  # fmt: skip
+        return 128 + int(signal.SIGINT)
+    if paths["interrupted"]:
+        signum = stop.signum if stop.signum is not None else signal.SIGINT
+        saved = f"saved to {paths['state']}" if paths["state"] else "nothing saved"
+        note("train", f"interrupted at step {paths['step']} of {config.steps}; {saved}; resume "
+             f"with: {resume_hint}")  # fmt: skip
+        return 128 + int(signum)
     print(f"checkpoint: {paths['checkpoint']} (sidecar {paths['sidecar']})")
     if paths["loss_curve"] is not None:
         print(f"loss curve: {paths['loss_curve']}")
@@ -141,5 +240,10 @@ def run(args: argparse.Namespace) -> int:
     if args.samples and jax.process_index() == 0:  # one process draws and writes them
         if not args.quiet:
             note("train", f"drawing {args.samples} samples from the trained model ...")
-        final_samples(paths["model"], config, out, args.samples, jr.key(config.seed + 1))
+        try:
+            final_samples(paths["model"], config, out, args.samples, jr.key(config.seed + 1))
+        except KeyboardInterrupt:
+            note("train", f"interrupted while drawing the samples; the trained checkpoint "
+                 f"{paths['checkpoint']} is complete")  # fmt: skip
+            return 128 + int(signal.SIGINT)
     return 0

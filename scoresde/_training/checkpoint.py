@@ -134,6 +134,21 @@ def save(
     return side
 
 
+def check_checkpoint_path(path: str | os.PathLike) -> Path:
+    """`path` as a `Path` if a checkpoint file is there.
+
+    **Raises:** `FileNotFoundError` naming `path` when nothing is there; `IsADirectoryError`
+    when `path` is a folder (naming the checkpoint inside, for a `scoresde train` folder)."""
+    path = Path(path)
+    if path.is_dir():
+        inside = path / "checkpoint.eqx"
+        hint = f"; pass the checkpoint file, e.g. {inside}" if inside.exists() else ""
+        raise IsADirectoryError(f"checkpoint {path} is a folder, not a checkpoint file{hint}.")
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: the file does not exist.")
+    return path
+
+
 def read_sidecar(path: str | os.PathLike) -> dict:
     """The sidecar of the checkpoint at `path`, checked for format (no leaf is read)."""
     side = sidecar_path(path)
@@ -173,12 +188,11 @@ def load(
     network and SDE against the sidecar; and, when given, `hyperparameters` (each key must
     match the stored value) and `ema`.
 
-    **Raises:** `CheckpointError` (a `ValueError`) naming the first mismatch.
+    **Raises:** `FileNotFoundError` naming `path` if nothing is there (`IsADirectoryError`
+    for a folder); `CheckpointError` (a `ValueError`) naming the first mismatch.
     """
-    path = Path(path)
+    path = check_checkpoint_path(path)
     meta = read_sidecar(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint file {path} is missing (its sidecar exists).")
     size = path.stat().st_size
     if size != meta["num_bytes"]:
         raise CheckpointError(

@@ -268,6 +268,9 @@ def fit(
     progress: bool = True,
     state: TrainState | None = None,
     sharding=None,
+    checkpoint_fn: Callable[[TrainState, np.ndarray], object] | None = None,
+    checkpoint_every: int | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> FitResult:
     r"""Train `model` by minimising `loss(model, batch, key)` with optax.
 
@@ -299,6 +302,12 @@ def fit(
       (rounded up to a whole call) and at the end; results go to `FitResult.evals`.
     - `progress`: print a progress line with the running loss to stderr.
     - `state`: resume from a [`scoresde.TrainState`][] (then `model` is ignored).
+    - `checkpoint_fn`, `checkpoint_every`: `checkpoint_fn(state, losses)` (the losses of this
+      call so far) whenever `state.step` reaches a multiple of `checkpoint_every` (compiled
+      calls are cut short to land on them), at the end, and when `stop` ends training early.
+    - `stop`: checked before every compiled call; when it returns True, training ends there
+      (after the pending losses are read and `checkpoint_fn` is called) and the result's
+      `state.step` says how far it got. E.g. a flag set by a SIGINT handler.
 
     **Returns:** a [`scoresde.FitResult`][] (`.state`, `.model`, `.ema_model`, `.losses`,
     `.evals`).
@@ -317,6 +326,10 @@ def fit(
         eval_every = _check_int("eval_every", eval_every, 1)
         if eval_fn is None:
             raise ValueError("eval_every is set but eval_fn is None.")
+    if checkpoint_every is not None:
+        checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
+        if checkpoint_fn is None:
+            raise ValueError("checkpoint_every is set but checkpoint_fn is None.")
     if not callable(loss):
         raise TypeError(f"loss must be callable as loss(model, batch, key); got {loss!r}.")
     optimizer = adam_with_warmup() if optimizer is None else optimizer
@@ -342,6 +355,10 @@ def fit(
         data = jnp.asarray(data)
         if data.ndim < 2:
             raise ValueError(f"data must have shape (num, *data_shape); got {data.shape}.")
+        if data.shape[0] == 0 or math.prod(data.shape[1:]) == 0:
+            raise ValueError(
+                f"data must hold at least one non-empty sample; got data with shape {data.shape}."
+            )
         _check_finite_array(data)
         if sharding is not None:
             data = jax.device_put(data, NamedSharding(sharding.mesh, PartitionSpec()))
@@ -369,9 +386,19 @@ def fit(
                 )
         pending.clear()
 
+    def all_losses():
+        return np.concatenate(losses) if losses else np.zeros(0, np.float32)
+
     done, next_eval, last_flush = 0, eval_every, time.perf_counter()
+    next_checkpoint = None  # steps into this call; checkpoints land on multiples of the step
+    if checkpoint_every is not None:
+        next_checkpoint = checkpoint_every - int(state.step) % checkpoint_every
     while done < steps:
+        if stop is not None and stop():
+            break
         active = min(steps_per_call, steps - done)
+        if next_checkpoint is not None:
+            active = min(active, next_checkpoint - done)
         if batches is None:
             state, chunk_losses = _train_chunk(
                 state=state, data=data, key=key, active=jnp.asarray(active), loss=loss,
@@ -405,11 +432,18 @@ def fit(
         if eval_due and eval_fn is not None and eval_every is not None:
             evals.append((done, eval_fn(state)))
             next_eval = (done // eval_every + 1) * eval_every
+        if next_checkpoint is not None and done >= next_checkpoint and done < steps:
+            flush()
+            if checkpoint_fn is not None:
+                checkpoint_fn(state, all_losses())
+            next_checkpoint = done + checkpoint_every  # type: ignore[operator]
     flush()
     progress_bar.close()
+    if checkpoint_fn is not None:
+        checkpoint_fn(state, all_losses())
     if eval_fn is not None and (not evals or evals[-1][0] != done):
         evals.append((done, eval_fn(state)))
-    return FitResult(state, np.concatenate(losses), evals)
+    return FitResult(state, all_losses(), evals)
 
 
 def num_params(model: PyTree) -> int:

@@ -8,15 +8,15 @@ hyper-parameters, so its choices are the names of the tables below (`SDES`, `PAR
 
 - `model_from_config(config, key=...)`: a fresh model; `skeleton_from_config(config)`: its
   abstract skeleton, what `scoresde.load` fills;
-- `train(config, out_dir)`: fit, then write the checkpoint (EMA weights), its sidecar and the loss
-  curve; `load_model(path)`: `(model, config)` from such a checkpoint;
+- `train(config, out_dir)`: fit with periodic and on-signal checkpoints of the whole state
+  (`resume=True` continues one), then write the checkpoint (EMA weights), its sidecar and the
+  loss curve; `load_model(path)`: `(model, config)` from such a checkpoint;
 - `draw(model, config, sampler, num, steps, key)`: samples by a named sampler;
   `recipe_score(model, config, label, guidance)`: the (class-guided) score to draw from;
 - `digit_data`, `held_out`, `data_shape`: the data a config trains and is evaluated on.
 """
 
 import dataclasses
-import json
 import pathlib
 import sys
 from collections.abc import Callable
@@ -35,8 +35,16 @@ from .._sampling.sample import sample_ode, sample_sde
 from .._score_calls import Conditioned
 from .._solver import DPMSolverPP2M
 from . import conditional as _conditional, losses as _losses
-from .checkpoint import load, read_sidecar, save
-from .fit import adam_with_warmup, fit, num_params
+from .checkpoint import CheckpointError, check_checkpoint_path, load, read_sidecar, save
+from .fit import TrainState, adam_with_warmup, fit, num_params
+from .runs import (
+    CHECKPOINT_FILE,
+    DEFAULT_CHECKPOINT_EVERY,
+    LOSSES_FILE,
+    STATE_FILE,
+    read_losses,
+    write_losses,
+)
 
 SDES: dict[str, Callable[[], _sde.AbstractSDE]] = {
     "vp": _sde.VPSDE,
@@ -188,6 +196,23 @@ def recipe_loss(config: TrainConfig, sde: _sde.AbstractSDE) -> _losses.Denoising
     return _losses.DenoisingScoreMatching(sde, time_sampler=_losses.UniformTime(stratified=True))
 
 
+def recipe_optimizer(config: TrainConfig):
+    """Adam at `config.learning_rate` with a warm-up over a tenth of the steps (at most 100) and
+    a cosine decay over `config.steps` ([`scoresde.adam_with_warmup`][])."""
+    return adam_with_warmup(
+        config.learning_rate,
+        warmup_steps=min(100, config.steps // 10),
+        decay_steps=config.steps if config.steps > 1 else None,
+    )
+
+
+def state_skeleton_from_config(config: TrainConfig):
+    """The abstract skeleton of the `TrainState` that `train` saves to `state.eqx`."""
+    return eqx.filter_eval_shape(
+        lambda c: TrainState.init(model_from_config(c, key=jr.key(0)), recipe_optimizer(c)), config
+    )
+
+
 class _Dequantize(eqx.Module):
     """`scoresde.dequantize(key, k, levels=levels)` as a `preprocess(key, batch)`."""
 
@@ -250,13 +275,34 @@ def _plot_losses(losses, path):
     return path
 
 
-def train(config: TrainConfig, out_dir, *, progress: bool = True, sharding=None) -> dict:
-    """Run the training `config` describes; write `checkpoint.eqx` (EMA weights), its sidecar,
-    `losses.png` and `losses.json` to `out_dir`. `sharding`: data-parallel training (see
-    `scoresde.fit`).
+def train(
+    config: TrainConfig,
+    out_dir,
+    *,
+    progress: bool = True,
+    sharding=None,
+    checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
+    resume: bool = False,
+    stop: Callable[[], bool] | None = None,
+) -> dict:
+    """Run the training `config` describes in `out_dir`.
 
-    **Returns:** a dict with the trained EMA `model`, the paths `checkpoint`, `sidecar` and
-    `loss_curve` (`None` without matplotlib), and the `final_loss`."""
+    Every `checkpoint_every` steps (None: only at the end) and when `stop()` turns True (see
+    `runs.StopOnSignal`), the whole [`scoresde.TrainState`][] (model, EMA, optimiser state,
+    step) goes to `state.eqx` and the losses so far to `losses.json`, each written to a
+    temporary file and renamed. At the end: `checkpoint.eqx` (EMA weights) and its sidecar,
+    `losses.json`, `losses.png`. Step `k` draws its batch and randomness from
+    `fold_in(key, k)` with a key and data fixed by `config.seed`, so `resume=True` (continue
+    from `out_dir/state.eqx`, which must hold this `config`) equals an uninterrupted run to
+    rounding. `sharding`: data-parallel training (see `scoresde.fit`).
+
+    **Returns:** a dict with `step` (the steps taken in all), `interrupted` (True if `stop`
+    ended the run before `config.steps`), `state` (the path of `state.eqx`, or None), and, for
+    a finished run, the trained EMA `model`, the paths `checkpoint`, `sidecar` and
+    `loss_curve` (`None` without matplotlib), and the `final_loss`.
+
+    **Raises:** `FileNotFoundError` if `resume` finds no `state.eqx`; `CheckpointError` if it
+    holds another config."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     key = jr.key(config.seed)
@@ -284,37 +330,66 @@ def train(config: TrainConfig, out_dir, *, progress: bool = True, sharding=None)
         preprocess = dequantize
     else:
         data = TOY_DATASETS[config.dataset](key_data, config.num_train)
-    optimizer = adam_with_warmup(
-        config.learning_rate,
-        warmup_steps=min(100, config.steps // 10),
-        decay_steps=config.steps if config.steps > 1 else None,
-    )
+    optimizer = recipe_optimizer(config)
+    hyper = dataclasses.asdict(config)
+    state_path, losses_path = out_dir / STATE_FILE, out_dir / LOSSES_FILE
+    state, start, before = None, 0, np.zeros(0)
+    if resume:
+        if not state_path.exists():
+            raise FileNotFoundError(f"nothing to resume: no {STATE_FILE} in {out_dir}.")
+        state = load(state_path, TrainState.init(model, optimizer), hyperparameters=hyper)
+        start = int(state.step)
+        before = read_losses(losses_path, start)
+
+    def checkpoint(current, losses):
+        # the losses first: a kill between the two leaves them longer than the state, never
+        # shorter (a resume keeps the first `step` of them)
+        write_losses(losses_path, np.concatenate([before, losses]))
+        save(state_path, current, hyperparameters=hyper)
+
     if progress:
         print(
-            f"training {num_params(model)} parameters on {config.dataset}; compiling the "
-            "training step (first call) ...",
+            f"training {num_params(model)} parameters on {config.dataset}"
+            + (f" from step {start}" if start else "")
+            + "; compiling the training step (first call) ...",
             file=sys.stderr,
             flush=True,
         )
-    result = fit(
-        model,
-        loss,
-        data,
-        key=key_fit,
-        steps=config.steps,
-        batch_size=config.batch_size,
-        optimizer=optimizer,
-        preprocess=preprocess,
-        progress=progress,
-        sharding=sharding,
-    )
-    ckpt = out_dir / "checkpoint.eqx"
-    sidecar = save(ckpt, result.ema_model, hyperparameters=dataclasses.asdict(config), ema=True)
-    losses = result.losses
-    (out_dir / "losses.json").write_text(json.dumps([float(v) for v in losses]))
+    if start < config.steps:
+        result = fit(
+            model,
+            loss,
+            data,
+            key=key_fit,
+            steps=config.steps - start,
+            batch_size=config.batch_size,
+            optimizer=optimizer,
+            preprocess=preprocess,
+            progress=progress,
+            sharding=sharding,
+            state=state,
+            checkpoint_fn=checkpoint,
+            checkpoint_every=checkpoint_every,
+            stop=stop,
+        )
+        ema_model = result.ema_model
+        losses = np.concatenate([before, np.asarray(result.losses)])
+    else:
+        assert state is not None  # a finished run resumed: only the outputs are written again
+        ema_model, losses = state.ema_model, before
+    step = len(losses)
+    saved_state = state_path if state_path.exists() else None
+    if step < config.steps:
+        return {"step": step, "interrupted": True, "state": saved_state}
+    ckpt = out_dir / CHECKPOINT_FILE
+    sidecar = save(ckpt, ema_model, hyperparameters=hyper, ema=True)
+    write_losses(losses_path, losses)
     png = _plot_losses(losses, out_dir / "losses.png")
     return {
-        "model": result.ema_model,
+        "step": step,
+        "interrupted": False,
+        "state": saved_state,
+        "model": ema_model,
         "checkpoint": ckpt,
         "sidecar": sidecar,
         "loss_curve": png,
@@ -322,9 +397,29 @@ def train(config: TrainConfig, out_dir, *, progress: bool = True, sharding=None)
     }
 
 
+def rebuild(path) -> tuple[Any, TrainConfig]:
+    """`(model, config)` from a checkpoint `train` wrote, the network rebuilt from the sidecar's
+    config: the final `checkpoint.eqx` or a run's `state.eqx` (its EMA weights).
+
+    **Raises:** `FileNotFoundError` naming `path` if nothing is there (`IsADirectoryError` for
+    a folder); `CheckpointError` if its hyper-parameters are not a `TrainConfig`'s."""
+    path = check_checkpoint_path(path)
+    meta = read_sidecar(path)
+    try:
+        config = TrainConfig(**meta["hyperparameters"])
+    except TypeError as e:
+        raise CheckpointError(
+            f"checkpoint {path} was not written by scoresde train (its hyper-parameters are "
+            f"not a TrainConfig's: {e}); load it with scoresde.load(path, skeleton)."
+        ) from None
+    if meta.get("train_state"):
+        return load(path, state_skeleton_from_config(config)).ema_model, config
+    return load(path, skeleton_from_config(config)), config
+
+
 def load_model(path) -> tuple[Any, TrainConfig]:
     """`(model, config)`: the trained model of a checkpoint written by `train` (or `scoresde
-    train`), rebuilt from its sidecar's config.
+    train`), rebuilt from its sidecar's config (see `rebuild`).
 
     **Raises:** `ValueError` if `path` is a folder; `FileNotFoundError` if nothing is there."""
     path = pathlib.Path(path)
@@ -334,10 +429,7 @@ def load_model(path) -> tuple[Any, TrainConfig]:
             f"checkpoint {path} is a folder; pass the checkpoint file"
             + (f", e.g. {hint}" if hint.exists() else " (checkpoint.eqx, written by train)")
         )
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    config = TrainConfig(**read_sidecar(path)["hyperparameters"])
-    return load(path, skeleton_from_config(config)), config
+    return rebuild(path)
 
 
 def recipe_score(model, config: TrainConfig, label: int | None = None, guidance: float = 1.0):

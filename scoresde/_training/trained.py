@@ -1,0 +1,66 @@
+"""`load_checkpoint(path)`: a model trained by a recipe (`scoresde train`), rebuilt from its
+checkpoint's sidecar with no skeleton, as a `Trained`: the model, its score, SDE, config and data
+convention."""
+
+import os
+
+import equinox as eqx
+from jaxtyping import PyTree
+
+from .._sde import AbstractSDE
+from .recipes import TrainConfig, data_shape, rebuild, recipe_score
+
+
+class Trained(eqx.Module):
+    r"""A trained score model and the recipe it was trained by (from
+    [`scoresde.load_checkpoint`][]).
+
+    - `model`: the network in its parametrisation wrapper (EMA weights), a `model(t, x)` score
+      on one sample, or `model(t, x, label)` for a class-conditional one.
+    - `config`: the `TrainConfig` it was trained with (data set, SDE, network, loss, steps).
+    - `score`: the score $\nabla_x \log p_t(x)$ to sample from, `score(t, x)` on one sample; for
+      a class-conditional model, the unconditional (null-label) score; `guided(label, w)` gives
+      classifier-free guidance towards `label`.
+    - `sde`: the forward SDE it was trained on.
+    - `levels`: the digits' data convention $y = 2(k + u)/L - 1$ (17 or 256), None for
+      continuous data.
+    - `data_shape`: the shape of one sample.
+    """
+
+    model: PyTree
+    config: TrainConfig = eqx.field(static=True)
+
+    @property
+    def sde(self) -> AbstractSDE:
+        return self.model.sde
+
+    @property
+    def levels(self) -> int | None:
+        return self.config.levels if self.config.dataset == "digits" else None
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return data_shape(self.config)
+
+    @property
+    def score(self):
+        return recipe_score(self.model, self.config)
+
+    def guided(self, label: int, guidance: float = 1.0):
+        """Classifier-free guidance of scale `guidance` towards class `label` (a conditional
+        model only), a `score(t, x)`."""
+        return recipe_score(self.model, self.config, label, guidance)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Trained:
+    """The model of a checkpoint written by `scoresde train`, rebuilt with no skeleton: the
+    sidecar's config says which network, parametrisation and SDE (toy MLPs, digits U-Nets,
+    class-conditional U-Nets). `path` may be the final `checkpoint.eqx` or a run's `state.eqx`
+    (an interrupted run: its EMA weights).
+
+    All of [`scoresde.load`][]'s checks apply (size, SHA-256, leaf shapes and dtypes).
+
+    **Raises:** `FileNotFoundError` naming `path` if nothing is there (`IsADirectoryError` for a
+    folder); `CheckpointError` if the checkpoint was not written by a training recipe (then
+    use `scoresde.load` with a skeleton)."""
+    return Trained(*rebuild(path))
