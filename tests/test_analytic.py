@@ -97,7 +97,7 @@ def test_gaussian_flow_map_composes_and_pushes_forward(x64, sde):
 def test_ring_mixture_matches_benchmark_problem():
     import pathlib
 
-    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "ring2d.npz"
+    path = pathlib.Path(__file__).parents[1] / "scoresde" / "_bench" / "data" / "ring2d.npz"
     ref = ss.analytic.GaussianMixture.from_npz(path)
     ring = ss.analytic.ring_mixture()
     for a, b in [(ring.weights, ref.weights), (ring.means, ref.means), (ring.eigvals, ref.eigvals)]:
