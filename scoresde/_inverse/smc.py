@@ -383,7 +383,7 @@ def _diagnose(sde, n, x, log_evidence, min_ess) -> str | None:
     if not (is_concrete(x) and is_concrete(min_ess)):
         return None
     problems = []
-    if float(min_ess) < ESS_WARN_FRACTION * n:
+    if not float(min_ess) >= ESS_WARN_FRACTION * n:  # NaN included
         problems.append(
             f"the effective sample size fell to {float(min_ess):.3g} of {n} particles (below "
             f"{ESS_WARN_FRACTION:g} * num_particles): the estimates rest on a few particles"
