@@ -2,6 +2,7 @@
 evidence estimate, mode weights that converge with the number of particles, determinism, errors."""
 
 import math
+import warnings
 
 import equinox as eqx
 import jax
@@ -264,3 +265,142 @@ def test_the_measurement_is_checked_by_type():
     assert isinstance(m, ss.inverse.AbstractMeasurement)
     with pytest.raises(TypeError):
         ss.AbstractMeasurement()
+
+
+# --- Right by default: the default twist, the resampler, the bootstrap filter, diagnostics ---
+
+
+def _two_modes():
+    """Posterior mode weights 0.888 / 0.112, ln p(y) = -1.085."""
+    prior = ss.analytic.GaussianMixture(
+        jnp.array([0.5, 0.5]),
+        jnp.array([[-1.5, 1.0], [1.5, 1.0]]),
+        jnp.tile(0.2 * jnp.eye(2), (2, 1, 1)),
+    )
+    return prior, ss.LinearMeasurement(jnp.array([[0.5, 1.0]]), jnp.array([0.6]), 0.2)
+
+
+def test_default_twist_gets_mode_weights_and_evidence(x64):
+    prior, m = _two_modes()
+    post, exact = prior.condition(m), float(prior.log_evidence(m))
+    score = ss.analytic.marginal_score(prior, SDE)
+    n = 1024
+    x_T = prior.marginal(SDE, SDE.T).sample(jr.key(100), n)
+    kw = dict(key=jr.key(0), shape=(n, 2), steps=40, x_T=x_T)
+    r = ss.sample_smc(SDE, score, m, **kw)  # default: MomentTwist() for a LinearMeasurement
+    # Tolerances from the sample size, allowing an ESS of n / 2: a mode weight's standard error
+    # sqrt(w (1 - w) / ESS) and ln p-hat's sqrt((N / ESS - 1) / N) = sqrt(1 / N); 4 of each.
+    w_min = float(jnp.min(post.weights))
+    tol_w = 4 * math.sqrt(w_min * (1 - w_min) / (n / 2))  # 0.056
+    tol_z = 4 * math.sqrt(1 / n)  # 0.125
+    assert float(r.min_ess) > n / 2 and int(r.num_resampled) == int(jnp.sum(r.resampled))
+    assert _weighted_mode_error(post, r) < tol_w
+    assert abs(float(r.log_evidence) - exact) < tol_z
+    # Negative control: the plain Tweedie twist (no variance inflation) loses the small mode.
+    old = ss.sample_smc(SDE, score, m, twist=ss.TweedieTwist(), **kw)
+    assert _weighted_mode_error(post, old) > tol_w
+    assert abs(float(old.log_evidence) - exact) > tol_z
+
+
+def test_general_likelihood_inflation_is_the_closed_form_on_a_linear_one(x64):
+    """`TweedieTwist(data_var=v)` on a likelihood without A (CG on Hessian-vector products) equals
+    the closed form N(y; A x0_hat, r^2 A A^T + R) up to a constant in x, with its gradient."""
+    prior, m = _gaussian_problem(jnp.float64)
+    m2 = ss.LinearMeasurement(jnp.array([[1.0, 0.5], [0.2, -1.0]]), jnp.array([1.2, 0.3]), 0.3)
+
+    class Opaque(ss.AbstractMeasurement):  # the same likelihood, seen only through its value
+        inner: ss.LinearMeasurement
+
+        def log_likelihood(self, x):
+            return self.inner.log_likelihood(x)
+
+    score = ss.analytic.marginal_score(prior, SDE)
+    closed, general = ss.TweedieTwist(data_var=0.7), ss.TweedieTwist(data_var=0.7)
+    for meas in (m, m2):
+        vals = []
+        for i, t in enumerate([0.05, 0.5, 1.0]):
+            x = jr.normal(jr.key(i), (2,))
+            a, ga, sa = closed(SDE, score, meas, jnp.asarray(t), x)
+            b, gb, sb = general(SDE, score, Opaque(meas), jnp.asarray(t), x)
+            vals.append(float(a - b))
+            np.testing.assert_allclose(gb, ga, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(sb, sa, rtol=1e-12)
+            # x-free difference: the same at a second point of the same t
+            x2 = x + 0.3
+            a2, _, _ = closed(SDE, score, meas, jnp.asarray(t), x2)
+            b2, _, _ = general(SDE, score, Opaque(meas), jnp.asarray(t), x2)
+            np.testing.assert_allclose(float(a2 - b2), vals[-1], rtol=1e-9, atol=1e-10)
+        # Negative control: without inflation the twist differs by an x-dependent amount.
+        plain = ss.TweedieTwist()
+        p1, _, _ = plain(SDE, score, meas, jnp.asarray(0.5), jnp.zeros(2))
+        p2, _, _ = plain(SDE, score, meas, jnp.asarray(0.5), jnp.full((2,), 0.3))
+        c1, _, _ = closed(SDE, score, meas, jnp.asarray(0.5), jnp.zeros(2))
+        c2, _, _ = closed(SDE, score, meas, jnp.asarray(0.5), jnp.full((2,), 0.3))
+        assert abs(float((p1 - c1) - (p2 - c2))) > 1e-2
+
+
+def _copies(ancestors, n):
+    return np.bincount(np.asarray(ancestors), minlength=n)
+
+
+def test_systematic_resampling_gives_floor_or_ceil_copies(x64):
+    n = 50
+    for k in range(5):
+        w = np.asarray(jr.dirichlet(jr.key(k), jnp.full((n,), 0.3)))  # very uneven weights
+        log_w = jnp.log(jnp.asarray(w))
+        copies = _copies(ss._inverse.smc._systematic(jr.key(10 + k), log_w), n)
+        lo, hi = np.floor(n * w - 1e-9), np.ceil(n * w + 1e-9)
+        assert copies.sum() == n
+        assert np.all((copies >= lo) & (copies <= hi)), (copies, n * w)
+        # Negative control: a resampler ignoring the weights (one copy each) fails the check.
+        ignored = _copies(np.arange(n), n)
+        assert not np.all((ignored >= lo) & (ignored <= hi))
+
+
+def test_bootstrap_filter_evidence_matches_exact(x64):
+    """No twist: the weights are the final likelihood alone, ln p-hat = ln mean p(y | x_i), with
+    standard error sqrt((N / ESS - 1) / N). Catches a dropped final likelihood correction."""
+    prior, m = _gaussian_problem(jnp.float64)
+    score = ss.analytic.marginal_score(prior, SDE)
+    exact = float(prior.log_evidence(m))
+    n = 2048
+    r = ss.sample_smc(
+        SDE, score, m, key=jr.key(0), shape=(n, 2), steps=100, twist=ss.LogTwist(_zero_twist),
+        x_T=prior.marginal(SDE, SDE.T).sample(jr.key(1), n),
+    )  # fmt: skip
+    assert int(r.num_resampled) == 0  # equal weights until the last step
+    se = math.sqrt((n / float(r.ess[-1]) - 1) / n)
+    assert abs(float(r.log_evidence) - exact) < 4 * se, (float(r.log_evidence), exact, se)
+    # Negative control: without the final likelihood the estimate would be ln 1 = 0.
+    assert abs(0.0 - exact) > 4 * se
+
+
+def test_collapse_and_runaway_warn_or_raise():
+    prior = ss.analytic.Gaussian(jnp.zeros(5), jnp.eye(5))
+    score = ss.analytic.marginal_score(prior, SDE)
+    sharp = ss.LinearMeasurement(jnp.ones((1, 5)), jnp.array([4.0]), 0.01)
+    # No twist and a sharp likelihood: the final weights rest on one particle.
+    kw = dict(key=jr.key(0), shape=(256, 5), steps=10, twist=ss.LogTwist(_zero_twist))
+    with pytest.warns(RuntimeWarning, match="sample_smc: .*effective sample size") as rec:
+        r = ss.sample_smc(SDE, score, sharp, **kw)
+    assert not rec[0].filename.endswith("smc.py")  # stacklevel: attributed to the caller
+    assert float(r.min_ess) < ss._inverse.smc.ESS_WARN_FRACTION * 256
+    with pytest.raises(RuntimeError, match="effective sample size"):
+        ss.sample_smc(SDE, score, sharp, throw=True, **kw)
+    # Runaway particles: a step of g^2 dt / noise_var >> 1 along the twist's gradient.
+    with pytest.warns(RuntimeWarning, match="prior's std"):
+        ss.sample_smc(SDE, score, sharp, key=jr.key(0), shape=(16, 5), steps=3,
+                      twist=ss.TweedieTwist(), resample_threshold=0.0)  # fmt: skip
+    # Negative control: a healthy run (the default twist, a gentle measurement) is silent.
+    gentle = ss.LinearMeasurement(jnp.ones((1, 5)), jnp.array([1.0]), 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ok = ss.sample_smc(SDE, score, gentle, key=jr.key(0), shape=(16, 5), steps=10, throw=True)
+    assert float(ok.min_ess) > 0.5 * 16
+
+
+def test_one_particle_is_refused():
+    prior, m = _gaussian_problem(jnp.float32)
+    score = ss.analytic.marginal_score(prior, SDE)
+    with pytest.raises(ValueError, match=r"shape.*num_particles >= 2.*\(1, 2\)"):
+        ss.sample_smc(SDE, score, m, key=jr.key(0), shape=(1, 2), steps=5)

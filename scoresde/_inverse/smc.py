@@ -29,6 +29,7 @@ returning $\ell_t(x)$, $\nabla\ell_t(x)$ and the score at $x$ in one pass.
 
 import abc
 import math
+import warnings
 from typing import ClassVar
 
 import equinox as eqx
@@ -45,6 +46,7 @@ from .._checks import (
     check_shape,
     check_steps,
     check_t_eps,
+    is_concrete,
     raise_if_not_finite,
 )
 from .._custom_types import Sample, Scalar, ScoreFn
@@ -78,19 +80,31 @@ class AbstractTwist(eqx.Module):
 
 
 class TweedieTwist(AbstractTwist):
-    r"""The TDS twist (Wu et al. 2023): the clean likelihood at Tweedie's denoiser; approximate,
-    exact for no prior.
+    r"""The TDS twist (Wu et al. 2023): the likelihood at Tweedie's denoiser $\hat x_0(x)$,
+    optionally inflated by the denoiser's spread.
 
     - `data_var=None`: $\tilde p_t(y \mid x) = p(y \mid \hat x_0(x))$ (`m.log_likelihood` at
-      $\hat x_0$: any differentiable likelihood).
-    - `data_var=v` (a [`scoresde.LinearMeasurement`][] only): $N(y; A\hat x_0, r_t^2 AA^\top + R)$,
-      $r_t^2 = v\sigma^2/(\alpha^2 v + \sigma^2)$, the PiGDM variance (exact for $N(\mu, vI)$
-      priors); the extra variance keeps the twist from over-weighting $y$ at large $t$.
+      $\hat x_0$: any differentiable likelihood). Exact for no prior, and over-confident at large
+      $t$, where $\hat x_0$ is uncertain: it can lose a posterior mode for good (on the
+      inverse-problems how-to's 2-D problem its $\ln\hat p(y)$ is off by 46 nats).
+    - `data_var=v`: the PiGDM inflation $x_0 \mid x_t \approx N(\hat x_0, r_t^2 I)$,
+      $r_t^2 = v\sigma^2/(\alpha^2 v + \sigma^2)$ (exact for $N(\mu, vI)$ priors), giving
+      $\tilde p_t(y \mid x) = E_{\varepsilon \sim N(0, I)}\,p(y \mid \hat x_0 + r_t\varepsilon)$.
+      For a [`scoresde.LinearMeasurement`][] in closed form, $N(y; A\hat x_0, r_t^2 AA^\top + R)$.
+      For any other likelihood $\ell(x_0) = \ln p(y \mid x_0)$ by its second-order expansion at
+      $\hat x_0$ (gradient $g$, Hessian $-H$): up to terms free of $x$ (which cancel in the
+      weights), $\tilde\ell_t = \ell(\hat x_0) + \tfrac{r_t^2}{2} g^\top u$ with
+      $(I + r_t^2 H)u = g$, solved by `cg_steps` conjugate-gradient steps of Hessian-vector
+      products of the likelihood (exact for linear-Gaussian likelihoods once `cg_steps`
+      exceeds $d_y$; fewer steps interpolate towards the plain twist). The proposal's gradient
+      is $J^\top u$, $J = \partial\hat x_0/\partial x$ (any drift keeps the weights exact).
 
-    Cost: 1 score evaluation and 1 VJP through it.
+    Cost: 1 score evaluation and 1 VJP through it (plus `cg_steps` Hessian-vector products of
+    the likelihood, not of the score).
     """
 
     data_var: float | None = None
+    cg_steps: int = eqx.field(default=8, static=True)
 
     evals_per_call: ClassVar[int] = 1
     vjps_per_call: ClassVar[int] = 1
@@ -98,12 +112,17 @@ class TweedieTwist(AbstractTwist):
     def __check_init__(self):
         if self.data_var is not None:
             check_positive("data_var", self.data_var)
+        if not isinstance(self.cg_steps, int) or self.cg_steps < 1:
+            raise ValueError(f"cg_steps must be a positive integer; got {self.cg_steps!r}.")
 
     def cost(self, m):
         return self.evals_per_call, self.vjps_per_call
 
     def __call__(self, sde, score, m, t, x):
         alpha, sigma = sde.marginal(t)
+        if self.data_var is not None and not isinstance(m, LinearMeasurement):
+            r2 = self.data_var * sigma**2 / (alpha**2 * self.data_var + sigma**2)
+            return _inflated(sde, score, m, t, x, r2.astype(x.dtype), self.cg_steps)
 
         def ell(x_):
             s = checked_score(score, t, x_)
@@ -121,6 +140,42 @@ class TweedieTwist(AbstractTwist):
 
         (value, s), grad = jax.value_and_grad(ell, has_aux=True)(x)
         return value, grad, s
+
+
+def _inflated(sde, score, m, t, x, r2, cg_steps):
+    r"""The inflated Tweedie twist for a general likelihood (see `TweedieTwist`): value
+    $\ell(\hat x_0) + \tfrac{r^2}{2} g^\top u$, $(I + r^2 H)u = g$ by CG, gradient $J^\top u$."""
+    alpha, sigma = sde.marginal(t)
+
+    def denoise(x_):
+        s = checked_score(score, t, x_)
+        return ((x_ + sigma**2 * s) / alpha).astype(x_.dtype), s
+
+    x0, vjp, s = jax.vjp(denoise, x, has_aux=True)
+    loglik = lambda z: m.log_likelihood(z)  # noqa: E731
+    ell0, g = jax.value_and_grad(loglik)(x0)
+
+    def op(v):  # (I + r^2 H) v with H = -Hessian of the log-likelihood
+        return v - r2 * jax.jvp(jax.grad(loglik), (x0,), (v,))[1]
+
+    def dot(a, b):
+        return jnp.sum(a * b)
+
+    def cg(_, carry):  # from u = 0; a step with non-positive curvature is skipped
+        u, res, p, rr = carry
+        ap = op(p)
+        pap = dot(p, ap)
+        ok = (pap > 0) & (rr > 0)
+        a = jnp.where(ok, rr / jnp.where(ok, pap, 1), 0)
+        u, res = u + a * p, res - a * ap
+        rr_new = dot(res, res)
+        beta = jnp.where(ok, rr_new / jnp.where(rr > 0, rr, 1), 0)
+        return u, res, res + beta * p, jnp.where(ok, rr_new, 0)
+
+    u, _, _, _ = jax.lax.fori_loop(0, cg_steps, cg, (jnp.zeros_like(g), g, g, dot(g, g)))
+    value = ell0 + 0.5 * r2 * dot(g, u)
+    (grad,) = vjp(u.astype(x.dtype))
+    return value, grad.astype(x.dtype), s
 
 
 class LogTwist(AbstractTwist):
@@ -180,6 +235,9 @@ class SMCResult(eqx.Module):
     - `ess`: the effective sample size after weighting at each grid time, `(steps + 1,)`.
     - `resampled`: whether the particles were resampled before each step, `(steps,)`.
     - `nfe`: score evaluations per particle, a VJP through the score counting as 2.
+    - `min_ess`: `min(ess)`, the diagnostic to read first: near 1 the estimate rests on one
+      particle (the sampler warns below `ESS_WARN_FRACTION * num_particles`).
+    - `num_resampled`: how many times the particles were resampled, `sum(resampled)`.
     """
 
     x: Float[Array, "num *data"]
@@ -188,6 +246,14 @@ class SMCResult(eqx.Module):
     ess: Float[Array, " steps_plus_one"]
     resampled: Bool[Array, " steps"]
     nfe: Int[Array, " num"]
+    min_ess: Float[Array, ""]
+    num_resampled: Int[Array, ""]
+
+
+# The diagnostics' thresholds: a warning (an error with throw=True) when the smallest ESS falls
+# below this fraction of the particles, or a particle lies beyond RANGE_WARN_FACTOR prior stds.
+ESS_WARN_FRACTION = 0.02
+RANGE_WARN_FACTOR = 100.0
 
 
 def _normalise(log_w):
@@ -282,23 +348,61 @@ def _sample_smc(
 
 
 def _check_measurement(m, twist):
-    """What `twist` needs of `m`: a linear-Gaussian measurement for the covariance-aware twists,
-    a likelihood (an `AbstractMeasurement`) for the others."""
-    linear = isinstance(twist, MomentTwist) or (
-        isinstance(twist, TweedieTwist) and twist.data_var is not None
-    )
-    if linear and not isinstance(m, LinearMeasurement):
-        name = "MomentTwist()" if isinstance(twist, MomentTwist) else "TweedieTwist(data_var=...)"
+    """What `twist` needs of `m`: a linear-Gaussian measurement for `MomentTwist`, a likelihood
+    (an `AbstractMeasurement`) for the others."""
+    if isinstance(twist, MomentTwist) and not isinstance(m, LinearMeasurement):
         raise TypeError(
-            f"{name} needs m, a scoresde.LinearMeasurement (it uses A and the noise "
+            "MomentTwist() needs m, a scoresde.LinearMeasurement (it uses A and the noise "
             f"covariance); got m of type {type(m).__name__}."
         )
     if not isinstance(m, AbstractMeasurement):
+        who = (
+            "TweedieTwist(data_var=...) needs m to be"
+            if isinstance(twist, TweedieTwist) and twist.data_var is not None
+            else "m must be"
+        )
         raise TypeError(
-            "m must be a scoresde.AbstractMeasurement: a scoresde.LinearMeasurement, or a "
+            f"{who} a scoresde.AbstractMeasurement: a scoresde.LinearMeasurement, or a "
             "subclass of scoresde.AbstractMeasurement defining log_likelihood(x) = ln p(y | x) "
             f"on one sample; got m of type {type(m).__name__}."
         )
+
+
+def default_twist(m) -> AbstractTwist:
+    r"""The twist `sample_smc` uses when none is given: `MomentTwist()` for a
+    [`scoresde.LinearMeasurement`][] (covariance-aware, exact on Gaussian priors; measured best in
+    `benchmarks/smc_default.py`), else `TweedieTwist(data_var=1.0)` (the likelihood convolved with
+    the PiGDM spread of a unit-variance prior: data standardised to unit variance)."""
+    return MomentTwist() if isinstance(m, LinearMeasurement) else TweedieTwist(data_var=1.0)
+
+
+def _diagnose(sde, n, x, log_evidence, min_ess) -> str | None:
+    """What is wrong with a run (a collapsed ESS, particles far beyond the prior's scale), or
+    `None`; not checked under a JAX transformation."""
+    if not (is_concrete(x) and is_concrete(min_ess)):
+        return None
+    problems = []
+    if not float(min_ess) >= ESS_WARN_FRACTION * n:  # NaN included
+        problems.append(
+            f"the effective sample size fell to {float(min_ess):.3g} of {n} particles (below "
+            f"{ESS_WARN_FRACTION:g} * num_particles): the estimates rest on a few particles"
+        )
+    bound = RANGE_WARN_FACTOR * float(sde.prior_std)
+    largest = float(jnp.max(jnp.abs(x)))
+    if largest > bound or not math.isfinite(float(log_evidence)):
+        problems.append(
+            f"a particle reached |x| = {largest:.3g}, beyond {RANGE_WARN_FACTOR:g} times the "
+            f"prior's std ({bound:.3g}), log_evidence = {float(log_evidence):.3g}: the "
+            "twisted Euler-Maruyama step is unstable"
+        )
+    if not problems:
+        return None
+    return (
+        "sample_smc: "
+        + "; ".join(problems)
+        + ". Use more steps, more particles, or a better twist (MomentTwist() for a "
+        "LinearMeasurement, TweedieTwist(data_var=v) otherwise)."
+    )
 
 
 def sample_smc(
@@ -309,13 +413,14 @@ def sample_smc(
     key,
     shape: tuple[int, ...],
     steps: int = 100,
-    twist: AbstractTwist = TweedieTwist(),
+    twist: AbstractTwist | None = None,
     resample_threshold: float = 0.5,
     t_eps: float | None = None,
     denoise: bool = True,
     x_T=None,
     progress: bool = False,
     sharding=None,
+    throw: bool = False,
 ) -> SMCResult:
     r"""Sample the posterior $p(x_0 \mid y)$ with sequential Monte Carlo along the reverse
     diffusion: the twisted diffusion sampler (see the module docstring); estimates $\ln p(y)$.
@@ -331,11 +436,14 @@ def sample_smc(
       $\ln p(y \mid x_0)$, differentiable).
     - `key`: particle `i` draws its latent and its proposal noise from `fold_in(key, i)`; the
       resampling steps (joint by nature) use `fold_in(fold_in(key, 2**32 - 1), step)`.
-    - `shape`: `(num_particles, *data_shape)`.
+    - `shape`: `(num_particles, *data_shape)`, at least 2 particles.
     - `steps`: Euler-Maruyama steps on the uniform grid from `sde.T` to `t_eps`.
-    - `twist`: [`scoresde.TweedieTwist`][] (default, any likelihood),
-      [`scoresde.MomentTwist`][] (linear Gaussian measurements, covariance-aware) or
-      [`scoresde.LogTwist`][] (a given $\ln\tilde p_t(y \mid x)$, e.g. the exact one).
+    - `twist`: default (`None`) [`scoresde.MomentTwist`][] for a [`scoresde.LinearMeasurement`][]
+      (covariance-aware, exact on Gaussian priors) and `TweedieTwist(data_var=1.0)` for any
+      other likelihood (see [`scoresde.TweedieTwist`][]; `data_var` is the data's variance,
+      pass yours); or [`scoresde.LogTwist`][] (a given $\ln\tilde p_t(y \mid x)$, e.g. the
+      exact one). The plain `TweedieTwist()` is over-confident: on a two-mode posterior it
+      loses modes (`benchmarks/smc_default.py`).
     - `resample_threshold`: in $[0, 1]$; systematic resampling before a step when
       ESS < `resample_threshold * num_particles` (0: never, 1: whenever the weights differ).
     - `t_eps`: the last time (default `sde.default_t_eps`).
@@ -349,12 +457,17 @@ def sample_smc(
       collectives the weights' normalisation and the resampling gathers need. The same
       particles as on one device, up to the rounding of those sums. The number of particles
       must be a multiple of the device count.
+    - `throw`: raise `RuntimeError` instead of warning (`RuntimeWarning`) when the run is
+      unreliable: the smallest ESS below `ESS_WARN_FRACTION` (0.02) of the particles, or a
+      particle beyond `RANGE_WARN_FACTOR` (100) times `sde.prior_std` (an unstable step). Not
+      checked under a JAX transformation (`jit`, `vmap`): read `min_ess` there.
 
     **Returns:** an [`scoresde.SMCResult`][]; `nfe = steps * (evals + 2 vjps) (+1)` per
     particle (3 per step with `TweedieTwist`, $1 + 2 d_y$ with `MomentTwist`, 1 with `LogTwist`).
 
     **Raises:** `ValueError` for a measurement whose width is not the sample size, a threshold
-    outside $[0, 1]$, a bad `shape`, `steps` or `t_eps`; `TypeError` for a `twist` that is not
+    outside $[0, 1]$, a bad `shape` (fewer than 2 particles included), `steps` or `t_eps`;
+    `FloatingPointError` for non-finite particles; `RuntimeError` with `throw=True` (above); `TypeError` for a `twist` that is not
     an [`scoresde.AbstractTwist`][], an `m` that is not an [`scoresde.AbstractMeasurement`][],
     or one that is not a [`scoresde.LinearMeasurement`][] where the twist needs it.
 
@@ -371,7 +484,15 @@ def sample_smc(
     check_sde_and_score(sde, score)
     key = check_key(key)
     shape = check_shape(shape)
+    if shape[0] < 2:
+        raise ValueError(
+            f"sample_smc needs at least 2 particles: shape=(num_particles, *data_shape) with "
+            f"num_particles >= 2 (one particle has no weights to compare); got shape={shape}."
+        )
     steps = check_steps(steps)
+    throw = check_bool("throw", throw)
+    if twist is None:
+        twist = default_twist(m) if isinstance(m, AbstractMeasurement) else TweedieTwist()
     if not isinstance(twist, AbstractTwist):
         raise TypeError(
             f"twist must be TweedieTwist(...), MomentTwist() or LogTwist(log_twist); got {twist!r}."
@@ -419,11 +540,24 @@ def sample_smc(
         split=_Split(None if sharding is None else auto_axes(sharding)),
     )
     raise_if_not_finite("sample_smc", x, hint="use more steps or a twist with data_var.")
+    min_ess = jnp.min(ess)
+    problem = _diagnose(sde, shape[0], x, log_z, min_ess)
+    if problem is not None and throw:
+        raise RuntimeError(problem)
+    if problem is not None:
+        warnings.warn(problem, RuntimeWarning, stacklevel=2)
     evals, vjps = twist.cost(m)
     per_step = evals + 2 * vjps
     nfe = jnp.full((shape[0],), steps * per_step + (1 if denoise else 0), jnp.int32)
     if sharding is not None:
         x, log_w, nfe = jax.device_put((x, log_w, nfe), result_sharding(sharding, shape[0]))
     return SMCResult(
-        x=x, log_weights=log_w, log_evidence=log_z, ess=ess, resampled=resampled, nfe=nfe
+        x=x,
+        log_weights=log_w,
+        log_evidence=log_z,
+        ess=ess,
+        resampled=resampled,
+        nfe=nfe,
+        min_ess=min_ess,
+        num_resampled=jnp.sum(resampled.astype(jnp.int32)),
     )
