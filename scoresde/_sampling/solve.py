@@ -21,7 +21,9 @@ from .._checks import (
     check_latents,
     check_shape,
     check_solver,
+    finite_rows,
     is_concrete,
+    on_host,
     raise_if_failed,
     raise_if_not_finite,
 )
@@ -64,8 +66,12 @@ def _sample(
     brownian_tol,
     progress,
     cond,
+    throw,
     rows=None,
 ):
+    """The solve of the batch's (or this device's or chunk's) rows: `x`, `nfe`, `num_steps`,
+    `ok` (the solve succeeded; with `throw=False` also: `x` is finite, else NaN) and `finite`
+    (per sample, so the checks after the call compile nothing)."""
     if rows is not None:  # this device's (or chunk's) rows of the batch
         shape = (rows.num, *shape[1:])
     num, data_shape = shape[0], shape[1:]
@@ -129,7 +135,17 @@ def _sample(
     if denoise:
         x = tweedie_batch(sde, score, t_eps, x, cond)
         nfe = jnp.where(nfe >= 0, nfe + 1, nfe)
-    return x, nfe, num_steps, ok
+    finite = finite_rows(x)
+    if not throw:  # failed or non-finite samples are NaN; `ok` says which
+        ok = ok & finite
+        x = jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan)
+    return x, nfe, num_steps.astype(jnp.int32), ok, finite
+
+
+def _min_on_host(a) -> int:
+    """The least entry of a concrete integer array, on the host (no compile)."""
+    v = on_host(a)
+    return int(jnp.min(a)) if v is None else int(v.min())
 
 
 def run_sampler(
@@ -183,7 +199,7 @@ def run_sampler(
     )
     if stochastic and isinstance(mode, Adaptive):
         mode, brownian_tol = brownian_tolerance(mode, sde, brownian_tol)
-    x, nfe, num_steps, ok = map_batch(
+    x, nfe, num_steps, ok, finite = map_batch(
         _sample,
         shape[0],
         {"x_T": check_latents(x_T, shape, dtype), "cond": check_cond(cond, shape[0])},
@@ -200,6 +216,7 @@ def run_sampler(
         stochastic=stochastic,
         brownian_tol=brownian_tol,
         progress=check_bool("progress", progress),
+        throw=throw,
     )
     if throw:
         x = raise_if_failed(name, ok, x, detail=f"{type(solver).__name__}; max_steps={max_steps}")
@@ -208,14 +225,12 @@ def run_sampler(
             x,
             hint="the score or the step size is unstable. Use more steps or an adaptive "
             "controller.",
+            finite=finite,
         )
-    else:
-        ok = ok & jnp.all(jnp.isfinite(x.reshape(shape[0], -1)), axis=1)
-        x = jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan)
-    if is_concrete(nfe) and int(jnp.min(nfe)) < 0:
+    if is_concrete(nfe) and _min_on_host(nfe) < 0:
         warnings.warn(
             f"{name}: the number of score evaluations of {type(solver).__name__} is not "
             "known; nfe is -1.",
             stacklevel=3,
         )
-    return SampleResult(x=x, nfe=nfe, num_steps=num_steps.astype(jnp.int32), successful=ok)
+    return SampleResult(x=x, nfe=nfe, num_steps=num_steps, successful=ok)
