@@ -50,22 +50,29 @@ def _levy_area(solver):
     return dfx.SpaceTimeLevyArea if issubclass(dfx.SpaceTimeLevyArea, levy) else levy
 
 
-_DIFFRAX_LOOP = False  # True: fixed-step Euler through diffeqsolve too (to compare the two)
+def _SCAN_FIXED(solver) -> bool:
+    """Whether fixed steps of `solver` run as a `lax.scan` of its steps (explicit solvers)."""
+    return not isinstance(solver, dfx.AbstractImplicitSolver)
 
 
-def _euler_scan(solver, terms, s_grid, x):
-    r"""Fixed-step Euler (Euler-Maruyama) on the grid `s_grid` as a `lax.scan` of diffrax's own
-    `Euler.step`, $x_{k+1} = x_k + F(s_k, x_k)\,\Delta s_k + G(s_k)\,\Delta W_k$: the same
-    arithmetic as `diffeqsolve` under `StepTo(s_grid)` (one evaluation per step, always
-    successful), without its while-loop machinery, which XLA takes several times longer to
-    compile."""
+def _fixed_step_scan(solver, terms, s_grid, x):
+    r"""The fixed steps $s_0 < \dots < s_n$ of `s_grid` as a `lax.scan` of the solver's own
+    `init` and `step` (e.g. Euler-Maruyama: $x_{k+1} = x_k + F(s_k, x_k)\,\Delta s_k +
+    G(s_k)\,\Delta W_k$): the arithmetic of `diffeqsolve` under `StepTo(s_grid)`, without its
+    while-loop machinery, which XLA takes several times longer to compile. Returns `x`, the
+    score evaluations and whether every step succeeded."""
+    cost = _nfe.evaluation_cost(solver, terms, s_grid[0], x)
+    state = _nfe.initial_solver_state(cost, terms, s_grid[0], x)
+    if state is None:
+        state = solver.init(terms, s_grid[0], s_grid[1], x, None)
 
-    def body(x, interval):
-        x, _, _, _, _ = solver.step(terms, interval[0], interval[1], x, None, None, False)
-        return x, None
+    def body(carry, interval):
+        x, state, ok = carry
+        x, _, _, state, result = solver.step(terms, interval[0], interval[1], x, None, state, False)
+        return (x, state, ok & (result == dfx.RESULTS.successful)), None
 
-    x, _ = jax.lax.scan(body, x, (s_grid[:-1], s_grid[1:]))
-    return x
+    (x, _, ok), _ = jax.lax.scan(body, (x, state, jnp.array(True)), (s_grid[:-1], s_grid[1:]))
+    return x, _nfe.count(cost, jnp.asarray(s_grid.shape[0] - 1)), ok
 
 
 @eqx.filter_jit
@@ -108,10 +115,10 @@ def _sample(
             terms = reverse_terms(sde, batched, path, origin=0.0)
         else:
             terms = probability_flow_term(sde, batched, origin=0.0)
-        if type(solver) is dfx.Euler and not progress and not _DIFFRAX_LOOP:
-            x = _euler_scan(solver, terms, s_grid, x_T)
-            nfe = num_steps = jnp.full((num,), mode.steps, jnp.int32)
-            ok = jnp.ones((num,), bool)
+        if _SCAN_FIXED(solver) and not progress:
+            x, nfe, ok = _fixed_step_scan(solver, terms, s_grid, x_T)
+            nfe, ok = jnp.broadcast_to(nfe, (num,)), jnp.broadcast_to(ok, (num,))
+            num_steps = jnp.full((num,), mode.steps, jnp.int32)
         else:
             sol, nfe = _nfe.counted_diffeqsolve(
                 terms,
