@@ -1,6 +1,9 @@
 r"""The solve shared by [`scoresde.sample_ode`][] and [`scoresde.sample_sde`][]: checks, then one
-`diffeqsolve` per batch (fixed steps) or per sample (adaptive steps), then denoising and the
-report of failures.
+solve per batch (fixed steps: a `lax.scan` of an explicit solver's own steps, else `diffeqsolve`)
+or one `diffeqsolve` per sample (adaptive steps), then denoising and the report of failures.
+
+One program compiles per first call: the jitted solve also returns the per-sample flags (solved,
+finite) that the checks after it read, on the host.
 
 It runs in the reversed time $s = -t$ (terms with origin 0) from $s = -T$ to $-t_\varepsilon$, so
 every solver steps forward. Sample `i` draws its prior latent and its noise from
