@@ -70,12 +70,19 @@ def _fixed_step_scan(solver, terms, s_grid, x):
         state = solver.init(terms, s_grid[0], s_grid[1], x, None)
 
     def body(carry, interval):
-        x, state, ok = carry
-        x, _, _, state, result = solver.step(terms, interval[0], interval[1], x, None, state, False)
-        return (x, state, ok & (result == dfx.RESULTS.successful)), None
+        x, state, result = carry  # `result`: the first failure, if any
+        x, _, _, state, step_result = solver.step(
+            terms, interval[0], interval[1], x, None, state, False
+        )
+        ok = result == dfx.RESULTS.successful  # traced: no eager op on a constant result
+        return (x, state, dfx.RESULTS.where(ok, step_result, result)), None
 
-    (x, _, ok), _ = jax.lax.scan(body, (x, state, jnp.array(True)), (s_grid[:-1], s_grid[1:]))
-    return x, _nfe.count(cost, jnp.asarray(s_grid.shape[0] - 1)), ok
+    start = (x, state, dfx.RESULTS.successful)
+    (x, _, result), _ = jax.lax.scan(body, start, (s_grid[:-1], s_grid[1:]))
+    ok = result == dfx.RESULTS.successful
+    steps = s_grid.shape[0] - 1  # counted in Python: no array op outside the traced program
+    nfe = -1 if cost is None else cost.init + cost.per_step * steps
+    return x, jnp.asarray(nfe, jnp.int32), ok
 
 
 @eqx.filter_jit
