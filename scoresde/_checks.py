@@ -25,6 +25,20 @@ def is_concrete(value) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
+def on_host(value):
+    """A concrete array as a NumPy array, fetched without compiling an XLA program (a sharded array
+    is gathered); `None` for an array that spans processes (not fully addressable here)."""
+    if not getattr(value, "is_fully_addressable", True):
+        return None
+    return np.asarray(value)
+
+
+def all_finite(value) -> bool:
+    """Whether every entry of a concrete array is finite, computed on the host (no compile)."""
+    v = on_host(value)
+    return bool(jnp.all(jnp.isfinite(value))) if v is None else bool(np.isfinite(v).all())
+
+
 def check_positive(name: str, value, *, strict: bool = True) -> None:
     if not is_concrete(value):
         return
@@ -116,7 +130,7 @@ def check_latents(x_T, shape, dtype):
     x_T = as_float_array("x_T", x_T).astype(dtype)
     if x_T.shape != shape:
         raise ValueError(f"x_T has shape {x_T.shape}; expected shape={shape}.")
-    if is_concrete(x_T) and not bool(jnp.all(jnp.isfinite(x_T))):
+    if is_concrete(x_T) and not all_finite(x_T):
         raise ValueError("x_T contains non-finite values (NaN or inf).")
     return x_T
 
@@ -149,18 +163,24 @@ def check_batch(name: str, value):
             f"{name} has shape {x.shape}; expected a batch (batch, *data_shape) with batch >= 1 "
             f"(for one sample use {name}[None])."
         )
-    if is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
+    if is_concrete(x) and not all_finite(x):
         raise ValueError(f"{name} contains non-finite values (NaN or inf).")
     if not is_concrete(x):
         x = eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), f"{name} contains non-finite values.")
     return x
 
 
+def _count_false(flags) -> int:
+    """How many entries of a concrete boolean array are False (on the host: no compile)."""
+    v = on_host(flags)
+    return int(jnp.sum(~flags)) if v is None else int(np.size(v) - np.count_nonzero(v))
+
+
 def raise_if_failed(who: str, ok, out, *, detail: str = ""):
     """Raise `RuntimeError` naming how many solves failed (`ok` False), with advice; under a
     trace, attach the same check to `out` with `eqx.error_if`. Returns `out`."""
     if is_concrete(ok):
-        failed = int(jnp.sum(~ok))
+        failed = _count_false(ok)
         if failed:
             raise RuntimeError(
                 f"{who}: the solver failed for {failed} of {ok.shape[0]} samples"
@@ -170,10 +190,25 @@ def raise_if_failed(who: str, ok, out, *, detail: str = ""):
     return eqx.error_if(out, ~jnp.all(ok), f"{who}: the solver failed. {ADVICE}")
 
 
-def raise_if_not_finite(who: str, x, *, hint: str) -> None:
-    """Raise `FloatingPointError` if any sample of the batch `x` has a non-finite entry."""
+def finite_rows(x):
+    """Per sample of the batch `x`: whether all its entries are finite (for use inside `jit`, so
+    that the check after the call compiles nothing of its own)."""
+    return jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
+
+
+def raise_if_not_finite(who: str, x, *, hint: str, finite=None) -> None:
+    """Raise `FloatingPointError` if any sample of the batch `x` has a non-finite entry.
+
+    `finite`: the per-sample flags `finite_rows(x)` if the jitted solve already returned them;
+    otherwise they are computed here, on the host."""
     if not is_concrete(x):
         return
-    bad = int(jnp.sum(~jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)))
+    if finite is None:
+        v = on_host(x)
+        if v is None:
+            finite = finite_rows(x)
+        else:
+            finite = np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1)
+    bad = _count_false(finite)
     if bad:
         raise FloatingPointError(f"{who}: {bad} of {x.shape[0]} samples are not finite; {hint}")

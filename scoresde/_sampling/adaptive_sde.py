@@ -24,6 +24,7 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from .._checks import (
@@ -35,7 +36,9 @@ from .._checks import (
     check_positive,
     check_shape,
     check_t_eps,
+    finite_rows,
     is_concrete,
+    on_host,
     raise_if_not_finite,
 )
 from .._custom_types import ScoreFn
@@ -149,8 +152,11 @@ def _sample_adaptive(
     denoise,
     cond,
     log_snr_steps,
+    throw,
     rows=None,
 ):
+    """`x`, `nfe`, the stats, `ok` (reached `t_eps`; with `throw=False` also: `x` is finite, else
+    NaN) and per-sample finiteness: the checks after the call compile nothing of their own."""
     dtype = jnp.result_type(float)
     if rows is not None:  # this device's (or chunk's) rows of the batch
         shape = (rows.num, *shape[1:])
@@ -178,7 +184,11 @@ def _sample_adaptive(
     if denoise:
         x = tweedie_batch(sde, score, t_eps, x, cond)
         nfe = nfe + 1
-    return x, nfe, AdaptiveStats(attempted, accepted, status)
+    ok, finite = status == DONE, finite_rows(x)
+    if not throw:  # failed or non-finite samples are NaN; `ok` says which
+        ok = ok & finite
+        x = jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan)
+    return x, nfe.astype(jnp.int32), AdaptiveStats(attempted, accepted, status), ok, finite
 
 
 def _check_tolerances(rtol, atol):
@@ -230,7 +240,7 @@ def sample_sde_adaptive_with_stats(
     denoise, throw = check_bool("denoise", denoise), check_bool("throw", throw)
     dtype = jnp.result_type(float)
     f = lambda v: jnp.asarray(v, dtype)
-    x, nfe, stats = map_batch(
+    x, nfe, stats, ok, finite = map_batch(
         _sample_adaptive,
         shape[0],
         {"x_T": check_latents(x_T, shape, dtype), "cond": check_cond(cond, shape[0])},
@@ -248,34 +258,34 @@ def sample_sde_adaptive_with_stats(
         max_steps=jnp.asarray(max_steps, jnp.int32),  # a value: no recompile
         denoise=denoise,
         log_snr_steps=log_snr_steps,
+        throw=throw,
     )
-    ok = stats.status == DONE
     if throw:
         _raise_if_failed(stats.status, max_steps, rtol, atol)
         raise_if_not_finite(
             "sample_sde_adaptive",
             x,
             hint="the score is unstable; try tighter rtol/atol or a larger t_eps.",
+            finite=finite,
         )
-    else:
-        ok = ok & jnp.all(jnp.isfinite(x.reshape(shape[0], -1)), axis=1)
-        x = jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan)
-    result = SampleResult(x=x, nfe=nfe.astype(jnp.int32), num_steps=stats.attempted, successful=ok)
+    result = SampleResult(x=x, nfe=nfe, num_steps=stats.attempted, successful=ok)
     return result, stats
 
 
 def _raise_if_failed(status, max_steps, rtol, atol):
     if not is_concrete(status):
         return
+    host = on_host(status)  # counted on the host: no program compiles for the check
+    xp, status = (jnp, status) if host is None else (np, host)
     reasons = {
         MAX_STEPS: f"used all max_steps={max_steps} attempted steps",
         NOT_FINITE: "met a non-finite error estimate (the score returned NaN or inf)",
         UNDERFLOW: "shrank its step below 10 * brownian_tol",
     }
     found = [
-        f"{int(jnp.sum(status == code))} of {status.shape[0]} samples {why}"
+        f"{int(xp.sum(status == code))} of {status.shape[0]} samples {why}"
         for code, why in reasons.items()
-        if bool(jnp.any(status == code))
+        if bool(xp.any(status == code))
     ]
     if found:
         raise RuntimeError(

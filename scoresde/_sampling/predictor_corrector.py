@@ -52,6 +52,7 @@ from .._checks import (
     check_shape,
     check_steps,
     check_t_eps,
+    finite_rows,
     raise_if_not_finite,
 )
 from .._grid import AbstractExplicitGrid, as_time_grid
@@ -60,7 +61,7 @@ from .._langevin.preconditioners import AbstractPreconditioner, IdentityPrecondi
 from .._progress import scan_steps
 from .._score_calls import bind, check_cond, checked_score, tweedie_batch
 from .._sde import AbstractSDE, check_sde_and_score
-from .._sharding import map_batch, result_sharding
+from .._sharding import map_batch
 from .result import SampleResult
 
 __all__ = [
@@ -254,7 +255,8 @@ def _sample_pc(
         x = tweedie_batch(sde, score, ts[-1], x, cond)
     per_step = 1 + (corrector.n_steps if corrector is not None else 0)
     nfe = jnp.full((shape[0],), steps * per_step + (1 if denoise else 0), jnp.int32)
-    return x, nfe
+    # num_steps and the per-sample finiteness come out of this program: nothing after it compiles.
+    return x, nfe, jnp.full((shape[0],), steps, jnp.int32), finite_rows(x)
 
 
 def sample_pc(
@@ -333,7 +335,7 @@ def sample_pc(
     t_eps = sde.default_t_eps if t_eps is None else t_eps
     check_t_eps(t_eps, sde.T)
     dtype = jnp.result_type(float)
-    x, nfe = map_batch(
+    x, nfe, num_steps, finite = map_batch(
         _sample_pc,
         shape[0],
         {"x_T": check_latents(x_T, shape, dtype), "cond": check_cond(cond, shape[0])},
@@ -352,8 +354,5 @@ def sample_pc(
         progress=check_bool("progress", progress),
         step_hook=step_hook,
     )
-    raise_if_not_finite("sample_pc", x, hint="lower the snr or use more steps.")
-    num_steps = jnp.full((shape[0],), steps, jnp.int32)
-    if sharding is not None:
-        num_steps = jax.device_put(num_steps, result_sharding(sharding, shape[0]))
+    raise_if_not_finite("sample_pc", x, hint="lower the snr or use more steps.", finite=finite)
     return SampleResult(x=x, nfe=nfe, num_steps=num_steps)

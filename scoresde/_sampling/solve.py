@@ -1,6 +1,9 @@
 r"""The solve shared by [`scoresde.sample_ode`][] and [`scoresde.sample_sde`][]: checks, then one
-`diffeqsolve` per batch (fixed steps) or per sample (adaptive steps), then denoising and the
-report of failures.
+solve per batch (fixed steps: a `lax.scan` of an explicit solver's own steps, else `diffeqsolve`)
+or one `diffeqsolve` per sample (adaptive steps), then denoising and the report of failures.
+
+One program compiles per first call: the jitted solve also returns the per-sample flags (solved,
+finite) that the checks after it read, on the host.
 
 It runs in the reversed time $s = -t$ (terms with origin 0) from $s = -T$ to $-t_\varepsilon$, so
 every solver steps forward. Sample `i` draws its prior latent and its noise from
@@ -21,7 +24,9 @@ from .._checks import (
     check_latents,
     check_shape,
     check_solver,
+    finite_rows,
     is_concrete,
+    on_host,
     raise_if_failed,
     raise_if_not_finite,
 )
@@ -48,6 +53,38 @@ def _levy_area(solver):
     return dfx.SpaceTimeLevyArea if issubclass(dfx.SpaceTimeLevyArea, levy) else levy
 
 
+def _SCAN_FIXED(solver) -> bool:
+    """Whether fixed steps of `solver` run as a `lax.scan` of its steps (explicit solvers)."""
+    return not isinstance(solver, dfx.AbstractImplicitSolver)
+
+
+def _fixed_step_scan(solver, terms, s_grid, x):
+    r"""The fixed steps $s_0 < \dots < s_n$ of `s_grid` as a `lax.scan` of the solver's own
+    `init` and `step` (e.g. Euler-Maruyama: $x_{k+1} = x_k + F(s_k, x_k)\,\Delta s_k +
+    G(s_k)\,\Delta W_k$): the arithmetic of `diffeqsolve` under `StepTo(s_grid)`, without its
+    while-loop machinery, which XLA takes several times longer to compile. Returns `x`, the
+    score evaluations and whether every step succeeded."""
+    cost = _nfe.evaluation_cost(solver, terms, s_grid[0], x)
+    state = _nfe.initial_solver_state(cost, terms, s_grid[0], x)
+    if state is None:
+        state = solver.init(terms, s_grid[0], s_grid[1], x, None)
+
+    def body(carry, interval):
+        x, state, result = carry  # `result`: the first failure, if any
+        x, _, _, state, step_result = solver.step(
+            terms, interval[0], interval[1], x, None, state, False
+        )
+        ok = result == dfx.RESULTS.successful  # traced: no eager op on a constant result
+        return (x, state, dfx.RESULTS.where(ok, step_result, result)), None
+
+    start = (x, state, dfx.RESULTS.successful)
+    (x, _, result), _ = jax.lax.scan(body, start, (s_grid[:-1], s_grid[1:]))
+    ok = result == dfx.RESULTS.successful
+    steps = s_grid.shape[0] - 1  # counted in Python: no array op outside the traced program
+    nfe = -1 if cost is None else cost.init + cost.per_step * steps
+    return x, jnp.asarray(nfe, jnp.int32), ok
+
+
 @eqx.filter_jit
 def _sample(
     *,
@@ -64,8 +101,12 @@ def _sample(
     brownian_tol,
     progress,
     cond,
+    throw,
     rows=None,
 ):
+    """The solve of the batch's (or this device's or chunk's) rows: `x`, `nfe`, `num_steps`,
+    `ok` (the solve succeeded; with `throw=False` also: `x` is finite, else NaN) and `finite`
+    (per sample, so the checks after the call compile nothing)."""
     if rows is not None:  # this device's (or chunk's) rows of the batch
         shape = (rows.num, *shape[1:])
     num, data_shape = shape[0], shape[1:]
@@ -84,21 +125,26 @@ def _sample(
             terms = reverse_terms(sde, batched, path, origin=0.0)
         else:
             terms = probability_flow_term(sde, batched, origin=0.0)
-        sol, nfe = _nfe.counted_diffeqsolve(
-            terms,
-            solver,
-            s_grid[0],
-            s_grid[-1],
-            None,
-            x_T,
-            stepsize_controller=dfx.StepTo(ts=s_grid),
-            max_steps=mode.steps,
-            progress_meter=progress_meter(progress),
-        )
-        x = sol.ys[0]
-        nfe = jnp.broadcast_to(nfe, (num,))
-        num_steps = jnp.broadcast_to(sol.stats["num_steps"], (num,))
-        ok = jnp.broadcast_to(sol.result == dfx.RESULTS.successful, (num,))
+        if _SCAN_FIXED(solver) and not progress:
+            x, nfe, ok = _fixed_step_scan(solver, terms, s_grid, x_T)
+            nfe, ok = jnp.broadcast_to(nfe, (num,)), jnp.broadcast_to(ok, (num,))
+            num_steps = jnp.full((num,), mode.steps, jnp.int32)
+        else:
+            sol, nfe = _nfe.counted_diffeqsolve(
+                terms,
+                solver,
+                s_grid[0],
+                s_grid[-1],
+                None,
+                x_T,
+                stepsize_controller=dfx.StepTo(ts=s_grid),
+                max_steps=mode.steps,
+                progress_meter=progress_meter(progress),
+            )
+            x = sol.ys[0]
+            nfe = jnp.broadcast_to(nfe, (num,))
+            num_steps = jnp.broadcast_to(sol.stats["num_steps"], (num,))
+            ok = jnp.broadcast_to(sol.result == dfx.RESULTS.successful, (num,))
     else:
 
         def make_terms(noise_key, score_i):
@@ -129,7 +175,17 @@ def _sample(
     if denoise:
         x = tweedie_batch(sde, score, t_eps, x, cond)
         nfe = jnp.where(nfe >= 0, nfe + 1, nfe)
-    return x, nfe, num_steps, ok
+    finite = finite_rows(x)
+    if not throw:  # failed or non-finite samples are NaN; `ok` says which
+        ok = ok & finite
+        x = jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan)
+    return x, nfe, num_steps.astype(jnp.int32), ok, finite
+
+
+def _min_on_host(a) -> int:
+    """The least entry of a concrete integer array, on the host (no compile)."""
+    v = on_host(a)
+    return int(jnp.min(a)) if v is None else int(v.min())
 
 
 def run_sampler(
@@ -183,7 +239,7 @@ def run_sampler(
     )
     if stochastic and isinstance(mode, Adaptive):
         mode, brownian_tol = brownian_tolerance(mode, sde, brownian_tol)
-    x, nfe, num_steps, ok = map_batch(
+    x, nfe, num_steps, ok, finite = map_batch(
         _sample,
         shape[0],
         {"x_T": check_latents(x_T, shape, dtype), "cond": check_cond(cond, shape[0])},
@@ -200,6 +256,7 @@ def run_sampler(
         stochastic=stochastic,
         brownian_tol=brownian_tol,
         progress=check_bool("progress", progress),
+        throw=throw,
     )
     if throw:
         x = raise_if_failed(name, ok, x, detail=f"{type(solver).__name__}; max_steps={max_steps}")
@@ -208,14 +265,12 @@ def run_sampler(
             x,
             hint="the score or the step size is unstable. Use more steps or an adaptive "
             "controller.",
+            finite=finite,
         )
-    else:
-        ok = ok & jnp.all(jnp.isfinite(x.reshape(shape[0], -1)), axis=1)
-        x = jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan)
-    if is_concrete(nfe) and int(jnp.min(nfe)) < 0:
+    if is_concrete(nfe) and _min_on_host(nfe) < 0:
         warnings.warn(
             f"{name}: the number of score evaluations of {type(solver).__name__} is not "
             "known; nfe is -1.",
             stacklevel=3,
         )
-    return SampleResult(x=x, nfe=nfe, num_steps=num_steps.astype(jnp.int32), successful=ok)
+    return SampleResult(x=x, nfe=nfe, num_steps=num_steps, successful=ok)
