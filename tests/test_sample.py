@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+import stats
 from helpers import (
     EXTRA_SDE_IDS,
     EXTRA_SDES,
@@ -76,18 +77,6 @@ def test_pf_ode_fixed_grids_converge(x64):
 # ----------------------------------------------------------------------------- reverse SDE statistics
 
 
-def _moments_within(x, mean, cov, n_se=5.0):
-    """Sample mean and covariance within n_se standard errors of the exact ones."""
-    n = x.shape[0]
-    var = jnp.diag(cov)
-    mean_ok = jnp.all(jnp.abs(x.mean(0) - mean) < n_se * jnp.sqrt(var / n))
-    emp = jnp.cov(x.T)
-    # Var of a sample covariance entry: (S_ii S_jj + S_ij^2) / n for Gaussian data.
-    se = jnp.sqrt((jnp.outer(var, var) + cov**2) / n)
-    cov_ok = jnp.all(jnp.abs(emp - cov) < n_se * se)
-    return bool(mean_ok), bool(cov_ok)
-
-
 SDE_STEPS = {"euler": 500, "heun": 200, "reversible_heun": 200, "sra1": 200, "shark": 200}
 
 
@@ -110,7 +99,7 @@ def test_reverse_sde_reproduces_gaussian_moments(solver, request):
         denoise=False,
     )
     target = dist.marginal(sde, t_eps)
-    assert _moments_within(r.x, target.mean, target.cov) == (True, True)
+    assert stats.moments(r.x, target.mean, target.cov).within(5)
 
 
 def test_negative_control_pf_drift_without_half_fails():
@@ -134,7 +123,7 @@ def test_negative_control_pf_drift_without_half_fails():
         max_steps=200,
     )
     target = dist.marginal(sde, t_eps)
-    assert _moments_within(sol.ys[0], target.mean, target.cov) != (True, True)
+    assert not stats.moments(sol.ys[0], target.mean, target.cov).within(5)
     # ...while the correct PF-ODE on the same grid passes it.
     r = ss.sample_ode(
         sde,
@@ -146,7 +135,7 @@ def test_negative_control_pf_drift_without_half_fails():
         steps=200,
         t_eps=t_eps,
     )
-    assert _moments_within(r.x, target.mean, target.cov) == (True, True)
+    assert stats.moments(r.x, target.mean, target.cov).within(5)
 
 
 @pytest.mark.parametrize("sde", [ss.VPSDE(), ss.VESDE()], ids=["vp", "ve"])
@@ -188,7 +177,7 @@ def test_reverse_sde_moments_every_sde_and_solver(sde, solver):
         denoise=False,
     )
     target = dist.marginal(sde, t_eps)
-    assert _moments_within(r.x, target.mean, target.cov) == (True, True)
+    assert stats.moments(r.x, target.mean, target.cov).within(5)
 
 
 @pytest.mark.slow
@@ -209,7 +198,7 @@ def test_adaptive_sde_sampling_with_shark(x64):
         stepsize_controller=dfx.PIDController(rtol=1e-2, atol=1e-2),
     )
     target = dist.marginal(sde, 1e-3)
-    assert _moments_within(r.x, target.mean, target.cov) == (True, True)
+    assert stats.moments(r.x, target.mean, target.cov).within(5)
     assert len(set(np.asarray(r.num_steps).tolist())) > 1  # each sample took its own steps
 
 
