@@ -16,6 +16,7 @@ from helpers import (
     CountingScore,
     assert_no_recompile,
     random_gaussian,
+    slow_except,
 )
 
 import scoresde as ss
@@ -23,7 +24,10 @@ import scoresde as ss
 # ----------------------------------------------------------------------------- PF-ODE accuracy
 
 
-@pytest.mark.parametrize("sde", SDES + EXTRA_SDES, ids=SDE_IDS + EXTRA_SDE_IDS)
+# VP and DDPM (its jump_ts) by default; the other SDEs in the slow run.
+@pytest.mark.parametrize(
+    "sde", slow_except(SDES + EXTRA_SDES, SDE_IDS + EXTRA_SDE_IDS, fast=("vp", "ddpm"))
+)
 def test_pf_ode_matches_exact_gaussian_flow(x64, sde):
     """Tsit5 at rtol 1e-7 in float64 reproduces the exact flow map to 1e-5.
 
@@ -80,7 +84,8 @@ def test_pf_ode_fixed_grids_converge(x64):
 SDE_STEPS = {"euler": 500, "heun": 200, "reversible_heun": 200, "sra1": 200, "shark": 200}
 
 
-@pytest.mark.parametrize("solver", SDE_SOLVERS, ids=SDE_SOLVER_IDS)
+# Euler by default; every solver (and every SDE) in the slow run.
+@pytest.mark.parametrize("solver", slow_except(SDE_SOLVERS, SDE_SOLVER_IDS, fast=("euler",)))
 def test_reverse_sde_reproduces_gaussian_moments(solver, request):
     sde = ss.VPSDE()
     dist = random_gaussian(2, 2)
@@ -275,25 +280,29 @@ def _check_batch_independence(dtype, tol):
     "sampler, kw",
     [
         (ss.sample_ode, dict(solver=dfx.Tsit5())),
-        (
+        pytest.param(
             ss.sample_ode,
             dict(solver=dfx.Dopri5(), stepsize_controller=dfx.PIDController(rtol=1e-6, atol=1e-6)),
+            marks=pytest.mark.slow,
         ),
-        (ss.sample_ode, dict(solver=dfx.Heun(), steps=7)),
+        pytest.param(ss.sample_ode, dict(solver=dfx.Heun(), steps=7), marks=pytest.mark.slow),
         (ss.sample_ode, dict(solver=dfx.Bosh3(), steps=5, denoise=True)),
-        (ss.sample_ode, dict(solver=dfx.ReversibleHeun(), steps=6)),
+        pytest.param(
+            ss.sample_ode, dict(solver=dfx.ReversibleHeun(), steps=6), marks=pytest.mark.slow
+        ),
         (ss.sample_sde, dict(solver=dfx.Euler(), steps=9)),
-        (ss.sample_sde, dict(solver=dfx.ShARK(), steps=4)),
-        (
+        pytest.param(ss.sample_sde, dict(solver=dfx.ShARK(), steps=4), marks=pytest.mark.slow),
+        pytest.param(
             ss.sample_sde,
             dict(
                 solver=dfx.SRA1(),
                 steps=50,
                 stepsize_controller=dfx.PIDController(rtol=1e-2, atol=1e-2),
             ),
+            marks=pytest.mark.slow,
         ),
     ],
-)
+)  # by default: adaptive and fixed-step (FSAL, denoised) ODE, fixed-step SDE
 def test_nfe_counts_every_score_evaluation(sampler, kw):
     """`nfe` equals the number of score calls actually executed (rejected steps included)."""
     sde = ss.VPSDE()
