@@ -74,7 +74,7 @@ def _exact_ll(dist, sde, x, *, t_eps, **kwargs):
 # ---------------------------------------------------------------- the analytic oracle
 
 
-@settings(deadline=None, max_examples=3)  # more examples in test_exact_property_long (slow)
+@settings(deadline=None, max_examples=2)  # more examples in test_exact_property_long (slow)
 @given(
     dim=st.integers(1, 8),
     sde_index=st.integers(0, 3),
