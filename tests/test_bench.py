@@ -21,6 +21,28 @@ pytestmark = pytest.mark.xdist_group("bench")
 
 
 @pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """The smallest bench through the command line, in process: ring2d, Euler at 10 NFE, 64
+    samples (seconds, not minutes). Its payload is the valid template the schema and report
+    tests modify; the full quick run below is `slow` (`.ci/run` runs it)."""
+    out = tmp_path_factory.mktemp("bench-small")
+    argv = ["bench", "--quick", "--problems", "ring2d", "--samplers", "Euler", "--nfes", "10",
+            "--num-samples", "64", "--out", str(out), "--cache", str(out / "cache")]  # fmt: skip
+    assert cli.main(argv) == 0
+    return out, json.loads((out / "bench.json").read_text())
+
+
+def test_small_bench_writes_valid_json_table_and_plot(small_run):
+    """The default run's check of what the quick run writes (schema, table, plot)."""
+    out, payload = small_run
+    jsonschema.validate(payload, report.schema())
+    [prob] = payload["problems"]
+    assert prob["name"] == "ring2d" and [r["status"] for r in prob["rows"]] == ["ok"]
+    assert "| Euler |" in (out / "bench.md").read_text()
+    assert (out / "work_precision_ring2d.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """`scoresde bench --quick` as a user runs it (a subprocess). Compilation dominates a quick
     run, so it sets JAX's own `JAX_DISABLE_MOST_OPTIMIZATIONS=1` (faster compiles, same results
@@ -49,6 +71,7 @@ def quick_run(tmp_path_factory):
     return out, json.loads((out / "bench.json").read_text())
 
 
+@pytest.mark.slow  # the quick run: minutes of compilation
 def test_quick_bench_writes_valid_json_table_and_plots(quick_run):
     out, payload = quick_run
     jsonschema.validate(payload, report.schema())
@@ -73,6 +96,7 @@ def test_quick_bench_writes_valid_json_table_and_plots(quick_run):
     assert "reference sets, independent draws)" in table
 
 
+@pytest.mark.slow  # the quick run: minutes of compilation
 def test_quick_bench_figures_are_consistent(quick_run):
     _, payload = quick_run
     ring = payload["problems"][0]
@@ -95,8 +119,8 @@ def test_quick_bench_figures_are_consistent(quick_run):
     assert by[("UniPC-3", 20)]["sliced_w2"] < 3 * ring["floors"]["sliced_w2"]
 
 
-def test_schema_rejects_a_failed_solve_printed_as_a_number(quick_run):
-    _, payload = quick_run
+def test_schema_rejects_a_failed_solve_printed_as_a_number(small_run):
+    _, payload = small_run
     bad = copy.deepcopy(payload)
     row = bad["problems"][0]["rows"][0]
     row["status"] = "failed: max_steps reached"
@@ -145,7 +169,11 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys, argv, message):
     assert not (tmp_path / "bench.json").exists()
 
 
-@pytest.mark.parametrize("name", ["Bosh3", "Reversible Heun (SDE)", "DPM-Solver-3", "ShARK"])
+@pytest.mark.parametrize(
+    "name",  # Bosh3 (first-same-as-last) by default, the other costs in the slow run
+    [pytest.param(n, marks=() if n == "Bosh3" else pytest.mark.slow)
+     for n in ("Bosh3", "Reversible Heun (SDE)", "DPM-Solver-3", "ShARK")],
+)  # fmt: skip
 def test_budget_to_steps_uses_the_samplers_own_nfe_count(name):
     """The bench turns an NFE budget into steps with the library's evaluation cost, so the NFE
     a sampler reports is the predicted one and never exceeds the budget (Bosh3 is
@@ -175,7 +203,7 @@ def test_python_api_returns_the_rows_and_writes_nothing_without_out(tmp_path, mo
     assert "ring2d" in ss.bench.PROBLEMS and "UniPC-3" in ss.bench.SAMPLERS
 
 
-def test_digit_rows_carry_the_digit_metrics_in_the_schema_and_the_table(quick_run):
+def test_digit_rows_carry_the_digit_metrics_in_the_schema_and_the_table(small_run):
     """A digits problem (here with a stand-in score: a Gaussian fitted to the training digits)
     gets `scoresde.digit_metrics` in each row: Frechet beside its floor, class TV, confidence;
     the row validates against the schema and the Markdown report shows them."""
@@ -207,13 +235,13 @@ def test_digit_rows_carry_the_digit_metrics_in_the_schema_and_the_table(quick_ru
     plain = {**row}
     del plain["digits"]
     jsonschema.validate(plain, row_schema)  # other problems' rows have no digits entry
-    payload = copy.deepcopy(quick_run[1])
+    payload = copy.deepcopy(small_run[1])
     payload["problems"][0]["rows"][0]["digits"] = q
     jsonschema.validate(payload, report.schema())
     table = report.markdown(payload)
     assert "Sample quality against the test digits" in table
     assert f"| {q['frechet']:.2f} ({q['frechet_floor']:.2f}) | {q['class_tv']:.3f} |" in table
-    assert "Sample quality" not in report.markdown(quick_run[1])
+    assert "Sample quality" not in report.markdown(small_run[1])
 
 
 def test_the_harness_imports_nothing_from_the_application():

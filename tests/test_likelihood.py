@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+import stats
 from helpers import SCORE_CALLS, CountingScore, assert_no_recompile, slow_except
 from hypothesis import given, settings, strategies as st
 
@@ -73,7 +74,7 @@ def _exact_ll(dist, sde, x, *, t_eps, **kwargs):
 # ---------------------------------------------------------------- the analytic oracle
 
 
-@settings(deadline=None, max_examples=3)  # more examples in test_exact_property_long (slow)
+@settings(deadline=None, max_examples=2)  # more examples in test_exact_property_long (slow)
 @given(
     dim=st.integers(1, 8),
     sde_index=st.integers(0, 3),
@@ -176,8 +177,7 @@ def test_default_prior_differs_by_kl_for_vp():
     m = pT.eigvecs.T @ pT.mean
     kl = 0.5 * jnp.sum(v + m**2 - 1 - jnp.log(v))
     assert kl > 0.3  # the test is not vacuous
-    se = float(jnp.std(diff)) / math.sqrt(n)
-    assert abs(float(jnp.mean(diff)) + float(kl)) < 5 * se
+    assert stats.mean(diff, -kl).within(5)
 
 
 # ---------------------------------------------------------------- errors, retracing, gradients

@@ -7,6 +7,7 @@ import jax.random as jr
 import lineax as lx
 import numpy as np
 import pytest
+import stats
 from helpers import SDE_IDS, SDES, random_gaussian, random_mixture
 from hypothesis import given, settings, strategies as st
 
@@ -162,9 +163,7 @@ def test_mixture_condition_2d_importance_weights(x64):
     cov = (xs - mean).T @ ((xs - mean) * w[:, None])
     assert np.all(np.abs(cov - np.asarray(post.cov)) < 5 * np.outer(sd, sd) * np.sqrt(2 / ess))
     # log_evidence against plain Monte Carlo: ln mean exp(log-lik), 5 SE of the mean.
-    lik = np.exp(np.asarray(logw))
-    se = lik.std() / np.sqrt(n)
-    assert abs(np.exp(float(mix.log_evidence(m))) - lik.mean()) < 5 * se
+    assert stats.mean(np.exp(np.asarray(logw)), np.exp(float(mix.log_evidence(m)))).within(5)
     # Negative control: the prior's own mean is far outside the same bound.
     assert np.any(np.abs(np.asarray(mix.mean) - np.asarray(post.mean)) > 5 * sd / np.sqrt(ess))
 
@@ -181,7 +180,7 @@ _IDENTITY_CASES = dict(
 )
 
 
-@settings(max_examples=5)
+@settings(max_examples=2)  # 15 per SDE in test_posterior_score_identity_long (slow)
 @given(**_IDENTITY_CASES)
 def test_posterior_score_identity(x64, seed, dim, d_y, k, u):
     _check_identity(ss.VPSDE(), seed, dim, d_y, k, u)

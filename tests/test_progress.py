@@ -12,21 +12,38 @@ SCORE = ss.analytic.marginal_score(ss.analytic.Gaussian(jnp.zeros(2), jnp.eye(2)
 KW = dict(key=jr.key(0), shape=(4, 2))
 
 
+_SLOW = pytest.mark.slow
+
+
+# By default one entry point per kind of bar: diffrax's meter (ode) and the loop's own (pc).
 @pytest.mark.parametrize(
     "call, marker",
     [
-        (lambda p: ss.sample_ode(SDE, SCORE, progress=p, **KW), "%"),
-        (lambda p: ss.sample_sde(SDE, SCORE, steps=5, solver=dfx.Euler(), progress=p, **KW), "%"),
-        (lambda p: ss.sample_pc(SDE, SCORE, steps=5, progress=p, **KW), "sample_pc"),
-        (lambda p: ss.sample_edm(ss.EDMSDE(), SCORE, steps=5, progress=p, **KW), "sample_edm"),
-        (
+        pytest.param(lambda p: ss.sample_ode(SDE, SCORE, progress=p, **KW), "%", id="ode"),
+        pytest.param(
+            lambda p: ss.sample_sde(SDE, SCORE, steps=5, solver=dfx.Euler(), progress=p, **KW),
+            "%",
+            id="sde",
+            marks=_SLOW,
+        ),
+        pytest.param(
+            lambda p: ss.sample_pc(SDE, SCORE, steps=5, progress=p, **KW), "sample_pc", id="pc"
+        ),
+        pytest.param(
+            lambda p: ss.sample_edm(ss.EDMSDE(), SCORE, steps=5, progress=p, **KW),
+            "sample_edm",
+            id="edm",
+            marks=_SLOW,
+        ),
+        pytest.param(
             lambda p: ss.log_likelihood(
                 SDE, SCORE, jnp.zeros((3, 2)), divergence=ss.ExactDivergence(), progress=p
             ),
             "%",
+            id="likelihood",
+            marks=_SLOW,
         ),
     ],
-    ids=["ode", "sde", "pc", "edm", "likelihood"],
 )
 def test_progress_bar(call, marker, capfd):
     call(False)

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+import stats
 from helpers import (
     EXTRA_SDE_IDS,
     EXTRA_SDES,
@@ -15,6 +16,7 @@ from helpers import (
     CountingScore,
     assert_no_recompile,
     random_gaussian,
+    slow_except,
 )
 
 import scoresde as ss
@@ -22,7 +24,10 @@ import scoresde as ss
 # ----------------------------------------------------------------------------- PF-ODE accuracy
 
 
-@pytest.mark.parametrize("sde", SDES + EXTRA_SDES, ids=SDE_IDS + EXTRA_SDE_IDS)
+# VP and DDPM (its jump_ts) by default; the other SDEs in the slow run.
+@pytest.mark.parametrize(
+    "sde", slow_except(SDES + EXTRA_SDES, SDE_IDS + EXTRA_SDE_IDS, fast=("vp", "ddpm"))
+)
 def test_pf_ode_matches_exact_gaussian_flow(x64, sde):
     """Tsit5 at rtol 1e-7 in float64 reproduces the exact flow map to 1e-5.
 
@@ -76,22 +81,11 @@ def test_pf_ode_fixed_grids_converge(x64):
 # ----------------------------------------------------------------------------- reverse SDE statistics
 
 
-def _moments_within(x, mean, cov, n_se=5.0):
-    """Sample mean and covariance within n_se standard errors of the exact ones."""
-    n = x.shape[0]
-    var = jnp.diag(cov)
-    mean_ok = jnp.all(jnp.abs(x.mean(0) - mean) < n_se * jnp.sqrt(var / n))
-    emp = jnp.cov(x.T)
-    # Var of a sample covariance entry: (S_ii S_jj + S_ij^2) / n for Gaussian data.
-    se = jnp.sqrt((jnp.outer(var, var) + cov**2) / n)
-    cov_ok = jnp.all(jnp.abs(emp - cov) < n_se * se)
-    return bool(mean_ok), bool(cov_ok)
-
-
 SDE_STEPS = {"euler": 500, "heun": 200, "reversible_heun": 200, "sra1": 200, "shark": 200}
 
 
-@pytest.mark.parametrize("solver", SDE_SOLVERS, ids=SDE_SOLVER_IDS)
+# Euler by default; every solver (and every SDE) in the slow run.
+@pytest.mark.parametrize("solver", slow_except(SDE_SOLVERS, SDE_SOLVER_IDS, fast=("euler",)))
 def test_reverse_sde_reproduces_gaussian_moments(solver, request):
     sde = ss.VPSDE()
     dist = random_gaussian(2, 2)
@@ -110,7 +104,7 @@ def test_reverse_sde_reproduces_gaussian_moments(solver, request):
         denoise=False,
     )
     target = dist.marginal(sde, t_eps)
-    assert _moments_within(r.x, target.mean, target.cov) == (True, True)
+    assert stats.moments(r.x, target.mean, target.cov).within(5)
 
 
 def test_negative_control_pf_drift_without_half_fails():
@@ -134,7 +128,7 @@ def test_negative_control_pf_drift_without_half_fails():
         max_steps=200,
     )
     target = dist.marginal(sde, t_eps)
-    assert _moments_within(sol.ys[0], target.mean, target.cov) != (True, True)
+    assert not stats.moments(sol.ys[0], target.mean, target.cov).within(5)
     # ...while the correct PF-ODE on the same grid passes it.
     r = ss.sample_ode(
         sde,
@@ -146,7 +140,7 @@ def test_negative_control_pf_drift_without_half_fails():
         steps=200,
         t_eps=t_eps,
     )
-    assert _moments_within(r.x, target.mean, target.cov) == (True, True)
+    assert stats.moments(r.x, target.mean, target.cov).within(5)
 
 
 @pytest.mark.parametrize("sde", [ss.VPSDE(), ss.VESDE()], ids=["vp", "ve"])
@@ -188,7 +182,7 @@ def test_reverse_sde_moments_every_sde_and_solver(sde, solver):
         denoise=False,
     )
     target = dist.marginal(sde, t_eps)
-    assert _moments_within(r.x, target.mean, target.cov) == (True, True)
+    assert stats.moments(r.x, target.mean, target.cov).within(5)
 
 
 @pytest.mark.slow
@@ -209,7 +203,7 @@ def test_adaptive_sde_sampling_with_shark(x64):
         stepsize_controller=dfx.PIDController(rtol=1e-2, atol=1e-2),
     )
     target = dist.marginal(sde, 1e-3)
-    assert _moments_within(r.x, target.mean, target.cov) == (True, True)
+    assert stats.moments(r.x, target.mean, target.cov).within(5)
     assert len(set(np.asarray(r.num_steps).tolist())) > 1  # each sample took its own steps
 
 
@@ -286,25 +280,29 @@ def _check_batch_independence(dtype, tol):
     "sampler, kw",
     [
         (ss.sample_ode, dict(solver=dfx.Tsit5())),
-        (
+        pytest.param(
             ss.sample_ode,
             dict(solver=dfx.Dopri5(), stepsize_controller=dfx.PIDController(rtol=1e-6, atol=1e-6)),
+            marks=pytest.mark.slow,
         ),
-        (ss.sample_ode, dict(solver=dfx.Heun(), steps=7)),
+        pytest.param(ss.sample_ode, dict(solver=dfx.Heun(), steps=7), marks=pytest.mark.slow),
         (ss.sample_ode, dict(solver=dfx.Bosh3(), steps=5, denoise=True)),
-        (ss.sample_ode, dict(solver=dfx.ReversibleHeun(), steps=6)),
+        pytest.param(
+            ss.sample_ode, dict(solver=dfx.ReversibleHeun(), steps=6), marks=pytest.mark.slow
+        ),
         (ss.sample_sde, dict(solver=dfx.Euler(), steps=9)),
-        (ss.sample_sde, dict(solver=dfx.ShARK(), steps=4)),
-        (
+        pytest.param(ss.sample_sde, dict(solver=dfx.ShARK(), steps=4), marks=pytest.mark.slow),
+        pytest.param(
             ss.sample_sde,
             dict(
                 solver=dfx.SRA1(),
                 steps=50,
                 stepsize_controller=dfx.PIDController(rtol=1e-2, atol=1e-2),
             ),
+            marks=pytest.mark.slow,
         ),
     ],
-)
+)  # by default: adaptive and fixed-step (FSAL, denoised) ODE, fixed-step SDE
 def test_nfe_counts_every_score_evaluation(sampler, kw):
     """`nfe` equals the number of score calls actually executed (rejected steps included)."""
     sde = ss.VPSDE()
