@@ -295,7 +295,7 @@ def test_losses_reject_bad_input():
      ("sphere", ss.SphereProjection())],
 )  # fmt: skip
 def test_projection_values_equal_their_string_aliases(name, value):
-    x = jr.normal(jr.key(0), (5, 3))
+    x = jr.normal(jr.key(0), (5, 2))  # _nonlinear_score acts on 2-D samples
     loss = lambda p: ss.sliced_score_matching_loss(
         _nonlinear_score, x, key=jr.key(1), projection=p, num_projections=2
     )
