@@ -41,8 +41,8 @@ def test_sample_with_label_and_guidance(cond_ckpt, tmp_path, capsys):
     assert "label 3, guidance 2" in out
     data = np.load(tmp_path / "samples.npz")
     assert data["samples"].shape == (3, 1, 8, 8) and np.isfinite(data["samples"]).all()
-    # the samplers count calls of the (guided) score: 2 steps + the final denoising step
-    assert (data["nfe"] == 3).all()
+    # network evaluations: 2 steps + the final denoising step, 2 per classifier-free call
+    assert (data["nfe"] == 3 * 2).all()
 
 
 @pytest.mark.parametrize(
