@@ -1,4 +1,5 @@
-"""Exact counts of score evaluations for diffrax solvers.
+"""Exact counts of score evaluations for diffrax solvers, and their conversion to network
+evaluations.
 
 JAX has no side effects to count calls at run time, so the count comes from each solver's
 structure: `init_evals + num_steps * evals_per_step`, where `num_steps` is diffrax's count of
@@ -8,14 +9,22 @@ the first and every rejected one included, costs exactly `stages - 1`.
 
 Any other solver states its cost by subclassing [`scoresde.AbstractCountedSolver`][] (this
 package's exponential integrators do).
+
+A sampler counts its calls of the score; [`network_nfe`][scoresde._nfe.network_nfe] turns them
+into network evaluations, the `nfe` every entry point reports: a plain network or callable costs
+1 per call, an [`AbstractCostedScore`][scoresde._nfe.AbstractCostedScore] (every guided score)
+its declared `nfe_per_call`, a VJP through a network counting as 2.
 """
 
+import abc
 import dataclasses
 from typing import Any, ClassVar
 
 import diffrax as dfx
 import equinox as eqx
 import jax.numpy as jnp
+
+from ._score_calls import Conditioned
 
 
 class AbstractCountedSolver(dfx.AbstractSolver):
@@ -88,3 +97,38 @@ def counted_diffeqsolve(terms, solver, t0, t1, dt0, y0, **kwargs):
         **kwargs,
     )
     return sol, count(cost, sol.stats["num_steps"])
+
+
+class AbstractCostedScore(eqx.Module):
+    """A score, `score(t, x)` or `score(t, x, cond)`, that declares what one call costs in
+    network evaluations, `nfe_per_call` (a VJP through a network counting as 2: its forward
+    pass is the evaluation that gives the value, its backward pass costs about two more).
+    Every guided score is one; any other callable costs 1 per call."""
+
+    @property
+    @abc.abstractmethod
+    def nfe_per_call(self) -> int:
+        """Network evaluations per call."""
+
+
+def network_evals(score) -> int:
+    """Network evaluations of one call of `score`: its declared `nfe_per_call` (an
+    [`AbstractCostedScore`][scoresde._nfe.AbstractCostedScore]), that of the score a
+    [`Conditioned`][scoresde._score_calls.Conditioned] binds, else 1 (a network or any
+    other callable)."""
+    if isinstance(score, Conditioned):
+        return network_evals(score.score)
+    if isinstance(score, AbstractCostedScore):
+        return int(score.nfe_per_call)
+    return 1
+
+
+def network_nfe(score, calls):
+    """`calls` calls of `score` (an int or an integer array; `-1` where unknown) as network
+    evaluations, the `nfe` that every sampler reports: `calls * network_evals(score)`, `-1`
+    kept. Calls that are VJPs through the score count 2 each in `calls`."""
+    cost = network_evals(score)
+    if isinstance(calls, int):
+        return calls * cost if calls >= 0 else -1
+    calls = jnp.asarray(calls)
+    return jnp.where(calls >= 0, calls * cost, calls).astype(calls.dtype)

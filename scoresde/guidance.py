@@ -20,7 +20,8 @@ $J = \partial\hat x_0/\partial x$; measurement $y = A x_0 + n$, $n \sim N(0, R)$
 Every guided score is an [`AbstractGuidedScore`][scoresde.guidance.AbstractGuidedScore] and
 declares its cost: `evals_per_call` (score evaluations, a class attribute), `vjps_per_call`
 (VJPs through the score; [`TMPD`][scoresde.guidance.TMPD]'s depends on $d_y$ and is a property)
-and `nfe_per_call` (the two in network evaluations, a VJP counting as 2).
+and `nfe_per_call` (the two in network evaluations, a VJP counting as 2), the units of every
+sampler's `nfe`.
 
 [`Replacement`][scoresde.guidance.Replacement] is the other, biased, route to inpainting: a step
 hook that overwrites the observed coordinates, passed as `step_hook=` to

@@ -41,8 +41,8 @@ def test_sample_with_label_and_guidance(cond_ckpt, tmp_path, capsys):
     assert "label 3, guidance 2" in out
     data = np.load(tmp_path / "samples.npz")
     assert data["samples"].shape == (3, 1, 8, 8) and np.isfinite(data["samples"]).all()
-    # the samplers count calls of the (guided) score: 2 steps + the final denoising step
-    assert (data["nfe"] == 3).all()
+    # network evaluations: 2 steps + the final denoising step, 2 per classifier-free call
+    assert (data["nfe"] == 3 * 2).all()
 
 
 @pytest.mark.parametrize(
@@ -82,7 +82,8 @@ def test_inpaint_writes_grid_json_and_reports_hidden_error(cond_ckpt, tmp_path, 
     hidden = np.broadcast_to(~mask, data["truth"].shape)
     rmse = np.sqrt(np.mean((data["completed"][hidden] - data["truth"][hidden]) ** 2))
     np.testing.assert_allclose(report["hidden_rmse"], rmse, rtol=1e-6)
-    assert report["nfe_per_image"] == 3  # 2 steps + the final denoising step
+    # network evaluations: (2 steps + the final denoising step) x PiGDM's 1 evaluation + 1 VJP
+    assert report["nfe_per_image"] == 3 * 3
     png = (tmp_path / "inpaint.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     # 2 rows x 3 columns of 8x8 images at 4x with 1-pixel gaps

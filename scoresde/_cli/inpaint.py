@@ -11,6 +11,7 @@ the RMSE on the hidden pixels beside the RMSE of filling them with the mean trai
 import json
 import pathlib
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from .. import _data
 from .._inverse.guidance import DPS, PiGDM
 from .._inverse.measurement import LinearMeasurement
+from .._nfe import AbstractCostedScore
 from .._sampling.sample import sample_sde
 from .._training.recipes import digit_data, load_model, recipe_score
 from .common import (
@@ -84,10 +86,28 @@ def add_parser(subparsers):
     return p
 
 
+class _PerImage(AbstractCostedScore):
+    r"""`score(t, x, x_observed)`: `guided` (PiGDM or DPS) observing one image's pixels on the
+    mask, $y = A\,x_{observed}$ (the samplers' per-sample `cond=`); it costs what `guided`
+    costs, so the sampler's `nfe` counts network evaluations."""
+
+    guided: PiGDM | DPS
+
+    @property
+    def nfe_per_call(self) -> int:
+        return self.guided.nfe_per_call
+
+    def __call__(self, t, x, x_observed):
+        m = self.guided.measurement
+        y = m.apply(x_observed).astype(m.y.dtype)
+        return eqx.tree_at(lambda g: g.measurement.y, self.guided, y)(t, x)
+
+
 def inpaint(model, config, images, mask, *, key, method="pigdm", noise_std=0.05, steps=100,
             progress=False):  # fmt: skip
     """Complete `images` `(n, 1, 8, 8)` (values in [-1, 1]) observed on `mask`: returns the
-    sampler's result (`.x`, `.nfe`). Only `images * mask` reaches the sampler."""
+    sampler's result (`.x`, `.nfe` in network evaluations). Only `images * mask` reaches the
+    sampler."""
     base = recipe_score(model, config)  # the unconditional score (null label if needed)
     sde = model.sde
     observed = jnp.asarray(images) * jnp.asarray(mask, jnp.asarray(images).dtype)[None]
@@ -95,12 +115,10 @@ def inpaint(model, config, images, mask, *, key, method="pigdm", noise_std=0.05,
     # Digits lie in [-1, 1]^d: the guidance is bounded as the exact term is (see PiGDM's
     # `support_diameter`), which keeps the network's Jacobian error in check at high noise.
     diameter = 2 * float(np.sqrt(np.prod(observed.shape[1:])))
-
-    def guided(t, x, x_observed):
-        m = LinearMeasurement.from_mask(mask, x_observed, noise_std)
-        if method == "pigdm":
-            return PiGDM(sde, base, m, support_diameter=diameter)(t, x)
-        return DPS(sde, base, m, support_diameter=diameter)(t, x)
+    # A measurement on the mask; each image's own y replaces its y per sample.
+    m = LinearMeasurement.from_mask(mask, jnp.zeros_like(observed[0]), noise_std)
+    cls = PiGDM if method == "pigdm" else DPS
+    guided = _PerImage(cls(sde, base, m, support_diameter=diameter))
 
     return sample_sde(sde, guided, key=key, shape=observed.shape, steps=steps, grid="log_snr",
                       cond=observed, progress=progress)  # fmt: skip

@@ -13,6 +13,7 @@ from jaxtyping import Array, Float
 
 from .._checks import check_int, check_positive
 from .._custom_types import Key, Sample, Scalar, ScoreFn
+from .._nfe import AbstractCostedScore, network_evals
 from .._score_calls import check_like, checked_score
 from .._sde import AbstractSDE, check_sde_and_score
 from .measurement import LinearMeasurement
@@ -79,7 +80,7 @@ def _within_support(sde, t, g, diameter):
     return g * jnp.minimum(1, bound / jnp.maximum(norm, jnp.finfo(g.dtype).tiny))
 
 
-class AbstractGuidedScore(eqx.Module):
+class AbstractGuidedScore(AbstractCostedScore):
     r"""A guided score: a `score(t, x)` on ONE sample that declares what one call costs.
 
     - `evals_per_call`: evaluations of the wrapped score per call (a class attribute).
@@ -87,7 +88,9 @@ class AbstractGuidedScore(eqx.Module):
       attribute where it is fixed, a property where it depends on the instance
       ([`scoresde.guidance.TMPD`][]: $d_y$).
     - `nfe_per_call`: the two in network evaluations, a VJP counting as 2:
-      `evals_per_call + 2 * vjps_per_call`.
+      `evals_per_call + 2 * vjps_per_call` (times the wrapped score's own `nfe_per_call` when
+      it is itself a guided score; [`scoresde.guidance.Classifier`][] adds its classifier's 3).
+      Every sampler reports `nfe` in these units.
 
     A subclass that does not declare both cannot be instantiated.
     """
@@ -108,7 +111,18 @@ class AbstractGuidedScore(eqx.Module):
     def __call__(self, t: Scalar, x: Sample) -> Sample: ...
 
 
-class Posterior(AbstractGuidedScore):
+class _AbstractWrapsScore(AbstractGuidedScore):
+    """A guided score around one `score(t, x)`, which may itself declare a cost: each
+    evaluation of it and each VJP through it costs that many times more."""
+
+    score: eqx.AbstractVar[ScoreFn]
+
+    @property
+    def nfe_per_call(self) -> int:
+        return (self.evals_per_call + 2 * self.vjps_per_call) * network_evals(self.score)
+
+
+class Posterior(_AbstractWrapsScore):
     r"""$\nabla\ln p_t(x \mid y) = \nabla\ln p_t(x) + \nabla\ln p_t(y \mid x)$: exact if both are.
 
     With [`scoresde.analytic.marginal_score`][] and
@@ -142,7 +156,7 @@ class Posterior(AbstractGuidedScore):
         return s + ls
 
 
-class DPS(AbstractGuidedScore):
+class DPS(_AbstractWrapsScore):
     r"""Diffusion posterior sampling (Chung et al. 2023): approximate, exact for no prior.
 
     Replaces $p(x_0 \mid x_t)$ by a point mass at Tweedie's $\hat x_0(x)$:
@@ -201,7 +215,7 @@ class DPS(AbstractGuidedScore):
         return s + (self.scale * g).astype(x.dtype)
 
 
-class PiGDM(AbstractGuidedScore):
+class PiGDM(_AbstractWrapsScore):
     r"""Pseudo-inverse guided diffusion (Song et al. 2023): approximate; exact for $N(\mu, vI)$
     priors with `data_var` $= v$.
 
@@ -260,7 +274,7 @@ class PiGDM(AbstractGuidedScore):
         return s + _within_support(self.sde, t, g, self.support_diameter)
 
 
-class TMPD(AbstractGuidedScore):
+class TMPD(_AbstractWrapsScore):
     r"""Tweedie moment projected diffusion (Boys et al. 2023): approximate; exact for Gaussian
     priors (with `diagonal=False`).
 
@@ -350,7 +364,7 @@ def moment_projection(sde, score, m, t, x):
     return s, ell, g.astype(x.dtype)
 
 
-class Classifier(AbstractGuidedScore):
+class Classifier(_AbstractWrapsScore):
     r"""Classifier guidance (Dhariwal & Nichol 2021): $s(t, x) + \gamma\,\nabla_x \ln p_t(c \mid x)$.
 
     Exact ($\gamma = 1$) when `log_prob_fn` is the true noisy classifier $\ln p_t(c \mid x)$;
@@ -364,8 +378,9 @@ class Classifier(AbstractGuidedScore):
       `(num_classes,)`, noise-conditional (trained on $x_t$).
     - `label`: the class index $c$; `scale`: $\gamma \ge 0$.
 
-    Cost: 1 score evaluation plus one classifier gradient (not counted in `vjps_per_call`,
-    which counts VJPs through the score).
+    Cost: 1 score evaluation plus one classifier gradient, the classifier's forward pass and a
+    VJP through it (not counted in `vjps_per_call`, which counts VJPs through the score):
+    `nfe_per_call` is $1 + 3 = 4$ network evaluations.
     """
 
     score: ScoreFn
@@ -375,6 +390,11 @@ class Classifier(AbstractGuidedScore):
 
     evals_per_call: ClassVar[int] = 1
     vjps_per_call: ClassVar[int] = 0
+
+    @property
+    def nfe_per_call(self) -> int:
+        """The score's evaluation plus the classifier's gradient (1 forward + 1 VJP = 3)."""
+        return network_evals(self.score) + 3 * network_evals(self.log_prob_fn)
 
     def __init__(self, score, log_prob_fn, label, scale=1.0):
         if not callable(score):
@@ -428,6 +448,10 @@ class ClassifierFree(AbstractGuidedScore):
 
     evals_per_call: ClassVar[int] = 2
     vjps_per_call: ClassVar[int] = 0
+
+    @property
+    def nfe_per_call(self) -> int:
+        return 2 * network_evals(self.score_fn)
 
     def __init__(self, score_fn, label, null_label, scale=1.0, *, num_classes=None):
         if not callable(score_fn):

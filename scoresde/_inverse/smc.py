@@ -52,6 +52,7 @@ from .._checks import (
 from .._custom_types import Sample, Scalar, ScoreFn
 from .._grid import time_grid
 from .._keys import latents_and_noise_keys
+from .._nfe import network_nfe
 from .._progress import tick
 from .._score_calls import check_like, checked_score, tweedie
 from .._sde import AbstractSDE, check_sde_and_score
@@ -234,7 +235,8 @@ class SMCResult(eqx.Module):
     - `log_evidence`: the estimate of $\\ln p(y)$ (its exponential is unbiased for $p(y)$).
     - `ess`: the effective sample size after weighting at each grid time, `(steps + 1,)`.
     - `resampled`: whether the particles were resampled before each step, `(steps,)`.
-    - `nfe`: score evaluations per particle, a VJP through the score counting as 2.
+    - `nfe`: network evaluations per particle, a VJP through the score counting as 2 (the
+      convention of [`scoresde.SampleResult`][]).
     - `min_ess`: `min(ess)`, the diagnostic to read first: near 1 the estimate rests on one
       particle (the sampler warns below `ESS_WARN_FRACTION * num_particles`).
     - `num_resampled`: how many times the particles were resampled, `sum(resampled)`.
@@ -463,7 +465,8 @@ def sample_smc(
       checked under a JAX transformation (`jit`, `vmap`): read `min_ess` there.
 
     **Returns:** an [`scoresde.SMCResult`][]; `nfe = steps * (evals + 2 vjps) (+1)` per
-    particle (3 per step with `TweedieTwist`, $1 + 2 d_y$ with `MomentTwist`, 1 with `LogTwist`).
+    particle (3 per step with `TweedieTwist`, $1 + 2 d_y$ with `MomentTwist`, 1 with `LogTwist`),
+    times the score's own cost per call when it declares one (a guided score).
 
     **Raises:** `ValueError` for a measurement whose width is not the sample size, a threshold
     outside $[0, 1]$, a bad `shape` (fewer than 2 particles included), `steps` or `t_eps`;
@@ -547,8 +550,8 @@ def sample_smc(
     if problem is not None:
         warnings.warn(problem, RuntimeWarning, stacklevel=2)
     evals, vjps = twist.cost(m)
-    per_step = evals + 2 * vjps
-    nfe = jnp.full((shape[0],), steps * per_step + (1 if denoise else 0), jnp.int32)
+    calls = steps * (evals + 2 * vjps) + (1 if denoise else 0)  # a VJP counting 2 calls
+    nfe = jnp.full((shape[0],), network_nfe(score, calls), jnp.int32)
     if sharding is not None:
         x, log_w, nfe = jax.device_put((x, log_w, nfe), result_sharding(sharding, shape[0]))
     return SMCResult(

@@ -43,6 +43,7 @@ from .._checks import (
 )
 from .._custom_types import ScoreFn
 from .._keys import latents_and_noise_keys
+from .._nfe import network_nfe
 from .._score_calls import bind, check_cond, tweedie_batch
 from .._sde import AbstractSDE, check_sde_and_score
 from .._sharding import map_batch
@@ -184,6 +185,7 @@ def _sample_adaptive(
     if denoise:
         x = tweedie_batch(sde, score, t_eps, x, cond)
         nfe = nfe + 1
+    nfe = network_nfe(score, nfe)  # score calls -> network evaluations
     ok, finite = status == DONE, finite_rows(x)
     if not throw:  # failed or non-finite samples are NaN; `ok` says which
         ok = ok & finite
@@ -356,7 +358,8 @@ def sample_sde_adaptive(
       evaluations for the same sliced W2 (`benchmarks/adaptive_sde_variants.py`).
 
     **Returns:** a [`scoresde.SampleResult`][]; `nfe` is $2\times$ the attempted steps (rejected
-    ones included) $+1$ with `denoise`, per sample; `num_steps` the attempted steps.
+    ones included) $+1$ with `denoise`, per sample (score calls; times the score's
+    `nfe_per_call` for a guided score); `num_steps` the attempted steps.
 
     **Raises:** `RuntimeError` naming the samples that used all `max_steps`, met a non-finite
     error estimate or shrank their step below $10\times$`brownian_tol`; `ValueError` on bad

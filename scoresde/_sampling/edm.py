@@ -19,6 +19,7 @@ from .._checks import (
 from .._custom_types import ScoreFn
 from .._grid import KarrasGrid
 from .._keys import latents_and_noise_keys
+from .._nfe import network_nfe
 from .._progress import scan_steps
 from .._score_calls import bind, check_cond, tweedie_batch
 from .._sde import AbstractSDE, check_sde_and_score
@@ -74,7 +75,8 @@ def _sample_edm(
     x = scan_steps(step, x_T, noise_keys, cond, steps, progress=progress, desc="sample_edm")
     if denoise:
         x = tweedie_batch(sde, score, ts[-1], x, cond)
-    nfe = jnp.full((shape[0],), 2 * steps + (1 if denoise else 0), jnp.int32)
+    calls = 2 * steps + (1 if denoise else 0)
+    nfe = jnp.full((shape[0],), network_nfe(score, calls), jnp.int32)
     return x, nfe, jnp.full((shape[0],), steps, jnp.int32)  # num_steps: nothing compiles after
 
 
@@ -113,8 +115,8 @@ def sample_edm(
     `sde.default_t_eps`), `x_T` (given latents), `progress` (a progress bar), `cond` (per-sample conditioning, as in
     [`scoresde.sample_ode`][]), `sharding` and `chunk_size` (as in [`scoresde.sample_ode`][]).
 
-    **Returns:** a [`scoresde.SampleResult`][] with `x`, `nfe` ($2N$, +1 with `denoise`) and
-    `num_steps` ($N$).
+    **Returns:** a [`scoresde.SampleResult`][] with `x`, `nfe` ($2N$ score calls, +1 with
+    `denoise`, each costing the score's `nfe_per_call` for a guided score) and `num_steps` ($N$).
     """
     check_sde_and_score(sde, score)
     key = check_key(key)

@@ -58,6 +58,7 @@ from .._checks import (
 from .._grid import AbstractExplicitGrid, as_time_grid
 from .._keys import latents_and_noise_keys
 from .._langevin.preconditioners import AbstractPreconditioner, IdentityPreconditioner
+from .._nfe import network_nfe
 from .._progress import scan_steps
 from .._score_calls import bind, check_cond, checked_score, tweedie_batch
 from .._sde import AbstractSDE, check_sde_and_score
@@ -254,7 +255,8 @@ def _sample_pc(
     if denoise:
         x = tweedie_batch(sde, score, ts[-1], x, cond)
     per_step = 1 + (corrector.n_steps if corrector is not None else 0)
-    nfe = jnp.full((shape[0],), steps * per_step + (1 if denoise else 0), jnp.int32)
+    calls = steps * per_step + (1 if denoise else 0)
+    nfe = jnp.full((shape[0],), network_nfe(score, calls), jnp.int32)
     # num_steps and the per-sample finiteness come out of this program: nothing after it compiles.
     return x, nfe, jnp.full((shape[0],), steps, jnp.int32), finite_rows(x)
 
@@ -301,7 +303,8 @@ def sample_pc(
       sharding) and stream it in chunks, with results equal to the one-device call, as in
       [`scoresde.sample_ode`][].
 
-    **Returns:** a [`scoresde.SampleResult`][]; `nfe = steps * (1 + n_steps) (+1)` per sample.
+    **Returns:** a [`scoresde.SampleResult`][]; `nfe = steps * (1 + n_steps) (+1)` per sample
+    (score calls; times the score's `nfe_per_call` for a guided score).
 
     ??? cite "Reference"
         ```bibtex

@@ -175,6 +175,7 @@ def _sample(
     if denoise:
         x = tweedie_batch(sde, score, t_eps, x, cond)
         nfe = jnp.where(nfe >= 0, nfe + 1, nfe)
+    nfe = _nfe.network_nfe(score, nfe)  # score calls -> network evaluations
     finite = finite_rows(x)
     if not throw:  # failed or non-finite samples are NaN; `ok` says which
         ok = ok & finite
