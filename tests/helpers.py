@@ -122,3 +122,42 @@ def assert_no_recompile() -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
     assert not handler.messages, "recompiled inside the block:\n" + "\n".join(handler.messages)
+
+
+def _tick_texts(axis) -> list[str]:
+    """The non-empty labels of `axis`'s major ticks inside its view (as drawn)."""
+    low, high = sorted(axis.get_view_interval())
+    slack = 1e-9 * (high - low)
+    locs, labels = axis.get_majorticklocs(), axis.get_majorticklabels()
+    return [t.get_text() for v, t in zip(locs, labels, strict=False)
+            if low - slack <= v <= high + slack and t.get_visible() and t.get_text()]  # fmt: skip
+
+
+@contextlib.contextmanager
+def record_figures() -> Iterator[list[dict]]:
+    """What every matplotlib figure saved inside the block shows, read after it is drawn: a
+    list of dicts with `path`, `size` (pixels), `suptitle` and `axes`, one dict per visible
+    axes with `title`, `xlabel`, `ylabel`, `xticks` and `yticks` (the non-empty tick labels)."""
+    from matplotlib.figure import Figure
+
+    records: list[dict] = []
+    original = Figure.savefig
+
+    def savefig(fig, fname, *args, **kwargs):
+        original(fig, fname, *args, **kwargs)
+        dpi = kwargs.get("dpi", fig.dpi)
+        axes = []
+        for ax in fig.get_axes():
+            if not ax.get_visible() or not ax.axison:
+                continue
+            axes.append(dict(title=ax.get_title(), xlabel=ax.get_xlabel(), ylabel=ax.get_ylabel(),
+                             xticks=_tick_texts(ax.xaxis), yticks=_tick_texts(ax.yaxis)))  # fmt: skip
+        suptitle = fig._suptitle.get_text() if fig._suptitle is not None else ""
+        size = tuple(int(round(v * dpi)) for v in fig.get_size_inches())
+        records.append(dict(path=str(fname), size=size, suptitle=suptitle, axes=axes))
+
+    Figure.savefig = savefig  # type: ignore[method-assign]
+    try:
+        yield records
+    finally:
+        Figure.savefig = original  # type: ignore[method-assign]

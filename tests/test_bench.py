@@ -11,6 +11,7 @@ import jax.random as jr
 import jsonschema
 import numpy as np
 import pytest
+from helpers import record_figures, slow_except
 
 from scoresde import cli
 from scoresde._bench import measure, problems, report, solvers
@@ -40,6 +41,30 @@ def test_small_bench_writes_valid_json_table_and_plot(small_run):
     assert prob["name"] == "ring2d" and [r["status"] for r in prob["rows"]] == ["ok"]
     assert "| Euler |" in (out / "bench.md").read_text()
     assert (out / "work_precision_ring2d.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "spread", slow_except([1.0, 1.5, 100.0], ["one-point", "within-2x", "decades"], ["within-2x"])
+)
+def test_every_work_precision_panel_has_titles_labels_and_ticks(small_run, tmp_path, spread):
+    """Each of the three panels is titled, its axes labelled, and both axes carry at least two
+    tick labels whatever the range of the values: one point, values within a factor 1.5 (no
+    power of ten inside: the range that once left a panel without y labels), several decades."""
+    _, payload = small_run
+    prob = copy.deepcopy(payload["problems"][0])
+    (row,) = prob["rows"]
+    if spread != 1.0:
+        prob["rows"].append({**row, "nfe_mean": 2 * row["nfe_mean"],
+                             "wall_s": spread * row["wall_s"],
+                             "err_ref": row["err_ref"] / spread,
+                             "sliced_w2": row["sliced_w2"] * spread})  # fmt: skip
+    with record_figures() as figures:
+        assert report.plot(prob, tmp_path / "wp.png")
+    (fig,) = figures
+    assert fig["suptitle"].startswith("ring2d") and len(fig["axes"]) == 3
+    for ax in fig["axes"]:
+        assert ax["title"] and ax["xlabel"] and ax["ylabel"]
+        assert len(ax["xticks"]) >= 2 and len(ax["yticks"]) >= 2, ax
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,7 @@ def test_nll_num_beyond_the_digits_test_split_is_refused(
     assert not calls and not (tmp_path / "nll.json").exists()
 
 
-def test_nll_on_images_defaults_to_hutchinson_at_a_float32_safe_t_eps(
+def test_nll_on_images_defaults_to_hutchinson_at_t_eps_1e_4(
     digits_ckpt, tmp_path, capsys, monkeypatch
 ):
     calls = []
@@ -134,13 +134,16 @@ def test_nll_on_images_defaults_to_hutchinson_at_a_float32_safe_t_eps(
     assert cli.main(["nll", str(digits_ckpt), "--num", "5", "--out", str(tmp_path)]) == 0
     (call,) = calls
     assert isinstance(call["divergence"], Hutchinson) and call["num"] == 5
-    assert call["t_eps"] >= 1e-4
+    assert call["t_eps"] == 1e-4
     err = capsys.readouterr().err
     assert "divergence: hutchinson" in err and "1 Jacobian-vector product" in err
     assert "compiling" in err
     report = json.loads((tmp_path / "nll.json").read_text())
     assert report["num"] == 5 and report["divergence"] == "hutchinson"
     assert report["value"] == 3.0 and report["t_eps"] == call["t_eps"]
+    # down to the library's default start, validated in float32 against float64
+    argv = ["nll", str(digits_ckpt), "--num", "5", "--t-eps", "1e-5", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0 and calls[-1]["t_eps"] == 1e-5
 
 
 def test_nll_evaluates_a_digits_checkpoint_in_its_own_convention(
@@ -223,6 +226,7 @@ def test_nll_half_width_on_digits_passes_probes_draws_and_levels(
         (["--half-width", "0.1", "--num", "1"], "--num 2 or more"),
         (["--probes", "0"], "--probes must be >= 1"),
         (["--draws", "0"], "--draws must be >= 1"),
+        (["--t-eps", "1e-6"], "--t-eps must lie in [1e-05, 1)"),
     ],
 )
 def test_nll_bad_half_width_or_probes_fail_before_computing(

@@ -3,13 +3,16 @@
 
 import dataclasses
 import json
+import types
 
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import record_figures
 
 from scoresde import cli
-from scoresde._cli import inpaint as inpaint_cmd
+from scoresde._cli import figures as figures_mod, inpaint as inpaint_cmd, sample as sample_cmd
+from scoresde._metrics import digits as _digits
 from scoresde._training import recipes
 from scoresde._training.checkpoint import save
 
@@ -61,16 +64,45 @@ def test_sample_refuses_bad_labels_before_computing(cond_ckpt, tmp_path, capsys,
     assert not out.exists()
 
 
+def test_sample_with_label_titles_its_plot_and_prints_the_label_fraction_first(
+    cond_ckpt, tmp_path, capsys, monkeypatch
+):
+    """samples.png is titled with the sampler, steps, label and guidance; the digit metrics
+    line starts with the fraction classified as the requested label (`label_fraction` in the
+    JSON), before the class TV against all classes. Sampler and classifier are stand-ins."""
+    x = np.linspace(-1, 1, 4 * 64, dtype=np.float32).reshape(4, 1, 8, 8)
+    monkeypatch.setattr(sample_cmd, "draw", lambda *a, **k: types.SimpleNamespace(
+        x=x, nfe=np.full(4, 6)))  # fmt: skip
+    hist = np.zeros(10)
+    hist[[3, 5]] = 0.75, 0.25
+    fake = _digits.DigitMetrics(hist, np.full(10, 0.1), 0.65, 0.9, 0.95, 12.0, 3.0, 4)
+    monkeypatch.setattr(_digits, "digit_metrics", lambda samples: fake)
+    argv = ["sample", str(cond_ckpt), "--label", "3", "--guidance", "2", "--num", "4",
+            "--steps", "5", "--sampler", "sde", "--no-progress", "--out", str(tmp_path)]  # fmt: skip
+    with record_figures() as figures:
+        assert cli.main(argv) == 0
+    (fig,) = figures
+    for part in ("sde", "5 steps", "label 3", "guidance 2", "mean NFE 6"):
+        assert part in fig["suptitle"], fig["suptitle"]
+    assert fig["size"][0] >= 4 * 64 and fig["size"][1] >= 64
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("digit metrics"))
+    assert line.startswith("digit metrics: 0.750 classified as label 3; ")
+    assert line.index("classified as label 3") < line.index("class TV 0.650")
+    report = json.loads((tmp_path / "digit_metrics.json").read_text())
+    assert report["label"] == 3 and report["label_fraction"] == 0.75
+
+
 def test_sample_refuses_a_label_on_an_unconditional_checkpoint(plain_ckpt, tmp_path, capsys):
     assert cli.main(["sample", str(plain_ckpt), "--label", "3", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "class-conditional checkpoint" in err and "unconditional" in err
 
 
-def test_inpaint_writes_grid_json_and_reports_hidden_error(cond_ckpt, tmp_path, capsys):
+def test_inpaint_writes_figure_json_and_reports_hidden_error(cond_ckpt, tmp_path, capsys):
     argv = ["inpaint", str(cond_ckpt), "--mask", "lower-half", "--images", "2", "--steps", "2",
             "--no-progress", "--out", str(tmp_path)]  # fmt: skip
-    assert cli.main(argv) == 0
+    with record_figures() as figures:
+        assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "RMSE on the hidden pixels" in out and "pigdm" in out
     report = json.loads((tmp_path / "inpaint.json").read_text())
@@ -84,11 +116,22 @@ def test_inpaint_writes_grid_json_and_reports_hidden_error(cond_ckpt, tmp_path, 
     np.testing.assert_allclose(report["hidden_rmse"], rmse, rtol=1e-6)
     # network evaluations: (2 steps + the final denoising step) x PiGDM's 1 evaluation + 1 VJP
     assert report["nfe_per_image"] == 3 * 3
-    png = (tmp_path / "inpaint.png").read_bytes()
-    assert png.startswith(b"\x89PNG")
-    # 2 rows x 3 columns of 8x8 images at 4x with 1-pixel gaps
-    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-    assert (width, height) == (3 * 33 + 1, 2 * 33 + 1)
+    # inpaint.png: titled columns (observed, the method, truth), digits named, a title with the
+    # mask and the hidden-pixel RMSE, each 8x8 digit drawn over at least 64x64 pixels
+    (fig,) = figures
+    assert fig["path"].endswith("inpaint.png")
+    assert figures_mod.png_size(tmp_path / "inpaint.png") == fig["size"]
+    assert fig["size"][0] >= 3 * 64 and fig["size"][1] >= 2 * 64
+    assert "lower-half hidden" in fig["suptitle"] and f"{rmse:.3f}" in fig["suptitle"]
+    assert [ax["title"] for ax in fig["axes"][:3]] == ["observed", "PiGDM", "truth"]
+    assert fig["axes"][0]["ylabel"] == f"digit {data['labels'][0]}"
+
+
+def test_inpaint_grid_without_matplotlib_is_upscaled():
+    x = np.zeros((2, 1, 8, 8))
+    image = inpaint_cmd.grid(x, x, x, inpaint_cmd.make_mask("lower-half"))
+    # 2 rows x 3 columns of 8x8 images at 12x with 1-pixel gaps
+    assert image.shape == (1, 2 * 97 + 1, 3 * 97 + 1)
 
 
 def test_inpaint_refuses_point_data_and_too_many_images(tmp_path, plain_ckpt, capsys):

@@ -174,6 +174,18 @@ def test_every_page_is_in_the_nav():
     assert pages == nav, f"not in nav: {sorted(pages - nav)}; missing files: {sorted(nav - pages)}"
 
 
+def test_command_tables_name_every_command():
+    """Getting started and the command-line page each have a row for every `scoresde` command
+    (a module of `scoresde/_cli/` with an `add_parser`)."""
+    commands = sorted(p.stem for p in (PACKAGE / "_cli").glob("*.py")
+                      if "\ndef add_parser(" in p.read_text())  # fmt: skip
+    assert {"train", "sample", "inpaint", "nll", "bench"} <= set(commands)
+    for page in ("getting-started.md", "command-line.md"):
+        text = (DOCS / page).read_text()
+        missing = [c for c in commands if f"| `scoresde {c}" not in text]
+        assert not missing, f"docs/{page}'s command table lacks: {', '.join(missing)}"
+
+
 def test_math_renderer_ships_with_the_site():
     """No script from the network: MathJax is copied in by hooks/mathjax.py (offline readers)."""
     config = (ROOT / "mkdocs.yml").read_text()

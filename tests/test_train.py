@@ -13,7 +13,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 import stats
-from helpers import assert_no_recompile
+from helpers import assert_no_recompile, record_figures
 
 import scoresde as ss
 from scoresde._cli import train as _cli_train
@@ -228,13 +228,24 @@ def _parse(argv):
     return parser.parse_args(argv)
 
 
-def test_cli_train_writes_a_loadable_checkpoint_and_a_loss_curve(tmp_path):
+def test_cli_train_writes_a_loadable_checkpoint_and_a_loss_curve(tmp_path, capsys):
     out = tmp_path / "run"
     args = _parse(["train", "--dataset", "moons", "--steps", "10", "--batch-size", "64",
                    "--model-size", "tiny", "--num-train", "500", "--out", str(out), "--quiet",
                    "--samples", "5"])  # fmt: skip
     assert args.func is _cli_train.run
-    assert _cli_train.run(args) == 0
+    with record_figures() as figures:
+        assert _cli_train.run(args) == 0
+    # the final loss is the progress bar's: the mean of the last steps (all 10 here)
+    printed = capsys.readouterr().out
+    final = json.loads((out / "losses.json").read_text())
+    assert f"final loss: {np.mean(final):.4g} (mean of the last 10 steps" in printed
+    # the sample scatter: titled with what drew it, labelled axes with tick labels
+    (scatter,) = [f for f in figures if f["path"].endswith("samples.png")]
+    assert "moons after 10 training steps, dpm++2m, 50 steps" in scatter["suptitle"]
+    (ax,) = scatter["axes"]
+    assert ax["xlabel"] == "x[0]" and ax["ylabel"] == "x[1]"
+    assert len(ax["xticks"]) >= 2 and len(ax["yticks"]) >= 2
     assert (out / "losses.png").stat().st_size > 1000
     # The end-of-training samples: an array and a scatter plot.
     samples = np.load(out / "samples.npy")
@@ -251,12 +262,32 @@ def test_cli_train_writes_a_loadable_checkpoint_and_a_loss_curve(tmp_path):
     assert model(0.5, jnp.zeros(2)).shape == (2,)
 
 
-def test_cli_train_rejects_bad_flags(capsys):
-    args = _parse(["train", "--steps", "0", "--quiet"])
-    assert _cli_train.run(args) == 2
-    assert "steps" in capsys.readouterr().err
-    assert _cli_train.run(_parse(["train", "--samples", "-1", "--quiet"])) == 2
-    assert "--samples" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "0"], "--steps must be >= 1; got 0"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--num-train", "0"], "--num-train must be >= 1"),
+        (["--learning-rate", "0"], "--learning-rate must be a finite number > 0"),
+        (["--learning-rate", "inf"], "--learning-rate must be a finite number > 0"),
+        (["--p-uncond", "1.5"], "--p-uncond must lie in [0, 1]"),
+        (["--conditional"], "--conditional needs a labelled data set (--dataset digits)"),
+        (["--samples", "-1"], "--samples must be >= 0"),
+        (["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
+    ],
+)
+def test_cli_train_refuses_bad_values_by_their_flags(argv, message, tmp_path, capsys):
+    """A refused value is named by its flag, never by the library's keyword (learning_rate,
+    batch_size, ...), on one line, before any output folder is made."""
+    out = tmp_path / "never"
+    assert _cli_train.run(_parse(["train", *argv, "--quiet", "--out", str(out)])) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert "_" not in err.split(": error: ", 1)[1].split(";")[0]  # no library keyword
+    assert not out.exists()
+
+
+def test_cli_train_refuses_bad_choices():
     with pytest.raises(SystemExit):
         _parse(["train", "--sde", "nonsense"])
 
@@ -295,9 +326,9 @@ def test_cli_train_levels_17_trains_on_grey_levels_and_records_them(tmp_path, mo
 def test_cli_train_refuses_bad_levels(capsys):
     assert _cli_train.run(_parse(["train", "--dataset", "digits", "--levels", "16"])) == 2
     err = capsys.readouterr().err
-    assert "levels must be 256" in err and "or 17" in err and "got 16" in err
+    assert "--levels must be 256" in err and "or 17" in err and "got 16" in err
     assert _cli_train.run(_parse(["train", "--dataset", "moons", "--levels", "17"])) == 2
-    assert "digits convention" in capsys.readouterr().err
+    assert "--levels 17 is a digits convention" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _parse(["train", "--levels", "seventeen"])
     # checkpoints written before --levels existed read as 8-bit models
@@ -428,15 +459,21 @@ def test_a_nan_loss_stops_training_naming_the_step():
                steps_per_call=8, progress=False)  # fmt: skip
 
 
-def test_progress_bar_shows_steps_speed_and_running_loss(capsys):
-    from scoresde._training.fit import _Progress
+def test_progress_bar_shows_steps_speed_and_the_recent_loss(capsys):
+    """The bar's loss is the mean of the last 50 steps, so it shows the loss as it is now:
+    after 100 steps at 1000 and 60 at 350 it reads 350, where an average since the start would
+    still lag above it (the lag once read 424 against a final 354)."""
+    from scoresde._training.fit import LOSS_WINDOW, _Progress, recent_loss
 
-    bar = _Progress(10, enabled=True)
-    bar.update(4, np.array([2.0, 1.0, 1.0, 1.0]))
-    bar.update(10, np.array([1.0] * 6))
+    bar = _Progress(160, enabled=True)
+    bar.update(100, np.full(100, 1000.0))
+    bar.update(160, np.r_[np.full(59, 350.0), np.nan])
     bar.close()
     err = capsys.readouterr().err
-    assert "10/10" in err and "step/s" in err and "loss=" in err
+    assert "160/160" in err and "step/s" in err
+    assert f"loss 350 (mean of last {LOSS_WINDOW})" in err
+    assert recent_loss(np.r_[np.full(100, 1000.0), np.full(LOSS_WINDOW, 350.0)]) == 350.0
+    assert recent_loss(np.array([2.0, np.nan, 4.0])) == 3.0  # fewer steps than the window
     # Disabled: nothing on stderr.
     quiet = _Progress(10, enabled=False)
     quiet.update(10, np.ones(10))

@@ -8,6 +8,7 @@ import subprocess
 from importlib import metadata
 
 import jax
+import numpy as np
 
 SCHEMA_PATH = pathlib.Path(__file__).parent / "schema.json"
 SCHEMA_VERSION = 1
@@ -144,6 +145,29 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _log_ticks(axis):
+    """Labelled ticks on a log `axis` whatever its range: decades when the view spans two or
+    more of them (minor labels would overlap), else 1-2-5 or 1..9 times a power of ten, else
+    evenly spaced values, so a panel whose values lie within one decade still has at least two
+    labelled ticks."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    low, high = sorted(axis.get_view_interval())
+    decades = np.floor(np.log10(high)) - np.ceil(np.log10(low)) + 1
+    axis.set_minor_formatter(NullFormatter())
+    if decades >= 2:
+        axis.set_major_locator(LogLocator(base=10, numticks=6))
+        return
+    locator = MaxNLocator(4)
+    for subs in ((1.0, 2.0, 5.0), np.arange(1.0, 10.0)):
+        candidate = LogLocator(base=10, subs=subs, numticks=12)
+        if sum(low <= t <= high for t in candidate.tick_values(low, high)) >= 2:
+            locator = candidate
+            break
+    axis.set_major_locator(locator)
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+
+
 def plot(prob: dict, path) -> bool:
     """Work-precision figure of one problem: error vs NFE, error vs wall time, SW2 vs NFE (with
     the floor's band); one legend for the figure, below the panels."""
@@ -152,7 +176,6 @@ def plot(prob: dict, path) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import LogLocator, NullFormatter
     except ImportError:
         return False
     fig, axes = plt.subplots(1, 3, figsize=(15, 5.5))
@@ -177,15 +200,17 @@ def plot(prob: dict, path) -> bool:
         ("wall time (s)", "error vs reference ODE solution"),
         ("NFE", "sliced W2 to reference samples"),
     ]
-    for ax, (xl, yl) in zip(axes, labels, strict=True):
+    titles = ("accuracy vs cost", "accuracy vs time", "sample quality vs cost")
+    for ax, (xl, yl), title in zip(axes, labels, titles, strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        for axis in (ax.xaxis, ax.yaxis):  # decades only: minor labels overlap on short ranges
-            axis.set_major_locator(LogLocator(base=10, numticks=6))
-            axis.set_minor_formatter(NullFormatter())
+        ax.autoscale_view()
+        for axis in (ax.xaxis, ax.yaxis):
+            _log_ticks(axis)
         ax.tick_params(axis="x", labelrotation=30)
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
+        ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
     handles: dict = {}
     for ax in axes:

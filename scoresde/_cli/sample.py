@@ -2,8 +2,6 @@
 
 import json
 import pathlib
-import struct
-import zlib
 
 import jax.random as jr
 import numpy as np
@@ -29,6 +27,7 @@ from .common import (
     note,
     prepare_out,
 )
+from .figures import plot_samples as plot_samples, sample_title, write_png as write_png
 
 FORMATS = ("npy", "npz", "png")
 
@@ -136,7 +135,9 @@ def run(args) -> int:
     if args.format == "npy":
         np.save(out / "samples.npy", x)
         written = [out / "samples.npy"]
-        if plot_samples(x, out / "samples.png"):
+        title = sample_title(args.sampler, args.steps, float(np.mean(nfe)), args.label,
+                             args.guidance)  # fmt: skip
+        if plot_samples(x, out / "samples.png", f"{config.dataset}, {title}"):
             written.append(out / "samples.png")
     elif args.format == "npz":
         np.savez(out / "samples.npz", samples=x, nfe=nfe)
@@ -152,14 +153,17 @@ def run(args) -> int:
         + ", ".join(str(w) for w in written)
     )
     if config.dataset == "digits" and x.shape[0] >= 2:
-        report_digit_metrics(x, out, config.levels)
+        report_digit_metrics(x, out, config.levels, label=args.label)
     return 0
 
 
-def report_digit_metrics(x, out, levels: int = 256):
+def report_digit_metrics(x, out, levels: int = 256, label=None):
     """Digit samples against the real digits (`scoresde.digit_metrics`): one line on stdout and
     digit_metrics.json in `out`; a note instead when scikit-learn is missing. Samples of a
-    17-level model (`levels=17`) are quantised to grey levels and compared as 8-bit images."""
+    17-level model (`levels=17`) are quantised to grey levels and compared as 8-bit images.
+    With a `label` (samples of one class), the headline is the fraction the classifier assigns
+    to that class (`label_fraction` in the JSON), printed before the other metrics, whose class
+    TV compares against the data's near-uniform class histogram."""
     if levels != 256:
         x = _data.digit_images(_data.quantize(x, levels=levels))
 
@@ -169,57 +173,10 @@ def report_digit_metrics(x, out, levels: int = 256):
         note("sample", "digit metrics need scikit-learn (pip install 'scoresde[data]'); skipped")
         return
     report = {k: v.tolist() if hasattr(v, "tolist") else v for k, v in m._asdict().items()}
+    headline = ""
+    if label is not None:
+        fraction = float(m.class_histogram[label])
+        report = {"label": label, "label_fraction": fraction, **report}
+        headline = f"{fraction:.3f} classified as label {label}; "
     (out / "digit_metrics.json").write_text(json.dumps(report, indent=2))
-    print(f"digit metrics: {_digit_metrics._format(m)} -> {out / 'digit_metrics.json'}")
-
-
-def write_png(path, image, low: float = -1.0, high: float = 1.0):
-    """One image `(channels, height, width)` with values in `[low, high]` as an 8-bit PNG
-    (grey for one channel, RGB for three), written with the standard library only."""
-    image = np.asarray(image, np.float64)
-    if image.ndim != 3 or image.shape[0] not in (1, 3):
-        raise ValueError(f"an image must be (1 or 3, height, width); got shape {image.shape}")
-    pixels = np.clip(np.rint((image - low) / (high - low) * 255), 0, 255).astype(np.uint8)
-    channels, height, width = pixels.shape
-    rows = np.moveaxis(pixels, 0, -1).reshape(height, width * channels)
-    raw = b"".join(b"\x00" + row.tobytes() for row in rows)  # filter type 0 on every row
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    colour = 0 if channels == 1 else 2
-    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
-    pathlib.Path(path).write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
-
-
-def plot_samples(x, path) -> bool:
-    """A scatter plot (2-D data) or a grid of the first 64 images; `False` without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    if x.ndim == 2:
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5)
-        ax.set_aspect("equal")
-    else:
-        n = min(64, x.shape[0])
-        cols = 8
-        rows = -(-n // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(cols, rows), squeeze=False)
-        for i, ax in enumerate(axes.flat):
-            ax.axis("off")
-            if i < n:
-                ax.imshow(np.clip(x[i, 0], -1, 1), cmap="gray", vmin=-1, vmax=1)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    print(f"digit metrics: {headline}{_digit_metrics._format(m)} -> {out / 'digit_metrics.json'}")

@@ -7,6 +7,7 @@ built from it, the training run), then draws the end-of-training samples.
 
 import argparse
 import dataclasses
+import math
 import shlex
 import signal
 import sys
@@ -15,9 +16,11 @@ import jax
 import jax.random as jr
 import numpy as np
 
+from .._training.fit import LOSS_WINDOW
 from .._training.recipes import (
     DATASET_DEFAULTS,
     DATASETS,
+    LEVELS,
     MLP_SIZES,
     NUM_CLASSES as NUM_CLASSES,
     PARAMETRISATIONS,
@@ -49,7 +52,8 @@ from .common import (
     prepare_out,
     read_run_config,
 )
-from .sample import plot_samples, report_digit_metrics
+from .figures import plot_samples, sample_title
+from .sample import report_digit_metrics
 
 FINAL_SAMPLER, FINAL_STEPS = "dpm++2m", 50  # the end-of-training samples: DPM-Solver++(2M)
 
@@ -58,10 +62,13 @@ def final_samples(model, config, out_dir, num, key):
     """`num` samples of the trained `model` (DPM-Solver++(2M), 50 steps): `samples.npy`, a
     `samples.png` grid (images) or scatter (2-D points), and for digits the sample-quality
     metrics (`scoresde.digit_metrics`) printed and written to `digit_metrics.json`."""
-    x = np.asarray(draw(model, config, FINAL_SAMPLER, num, FINAL_STEPS, key).x)
+    result = draw(model, config, FINAL_SAMPLER, num, FINAL_STEPS, key)
+    x = np.asarray(result.x)
     np.save(out_dir / "samples.npy", x)
     written = [out_dir / "samples.npy"]
-    if plot_samples(x, out_dir / "samples.png"):
+    title = sample_title(FINAL_SAMPLER, FINAL_STEPS, float(np.mean(np.asarray(result.nfe))))
+    title = f"{config.dataset} after {config.steps} training steps, {title}"
+    if plot_samples(x, out_dir / "samples.png", title):
         written.append(out_dir / "samples.png")
     print(f"{num} samples (DPM-Solver++(2M), {FINAL_STEPS} steps) -> "
           + ", ".join(str(w) for w in written))  # fmt: skip
@@ -179,10 +186,49 @@ def _prepare_run(args, config: TrainConfig, out) -> TrainConfig:
     return config
 
 
+def _check_flags(args, given: dict):
+    """Refuse bad values by their flags (`--learning-rate`, not the `TrainConfig` field
+    `learning_rate`), before the config checks them again; `given`: the data-set defaults
+    filled in."""
+    for flag, value in (("--steps", given["steps"]), ("--batch-size", args.batch_size),
+                        ("--num-train", args.num_train)):  # fmt: skip
+        if value < 1:
+            raise UsageError(f"{flag} must be >= 1; got {value}")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise UsageError(f"--learning-rate must be a finite number > 0; got {args.learning_rate}")
+    if not 0 <= args.p_uncond <= 1:
+        raise UsageError(f"--p-uncond must lie in [0, 1]; got {args.p_uncond}")
+    if args.conditional and args.dataset != "digits":
+        raise UsageError(
+            f"--conditional needs a labelled data set (--dataset digits); got --dataset "
+            f"{args.dataset}"
+        )
+    if given["levels"] not in LEVELS:
+        raise UsageError(
+            "--levels must be 256 (8-bit dequantisation) or 17 (the digits' grey levels); got "
+            f"{given['levels']}"
+        )
+    if given["levels"] != 256 and args.dataset != "digits":
+        raise UsageError(
+            f"--levels {given['levels']} is a digits convention; --dataset {args.dataset} is "
+            "continuous 2-D data (leave --levels out)"
+        )
+    if args.samples < 0:
+        raise UsageError(f"--samples must be >= 0; got {args.samples}")
+    every = getattr(args, "checkpoint_every", DEFAULT_CHECKPOINT_EVERY)
+    if every < 0:
+        raise UsageError(f"--checkpoint-every must be >= 0; got {every}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute `scoresde train` from parsed arguments; returns the exit status."""
     fallback = dataset_defaults(args.dataset)
     given = {n: fallback[n] if getattr(args, n) is None else getattr(args, n) for n in fallback}
+    try:
+        _check_flags(args, given)
+    except UsageError as e:
+        print(f"scoresde train: error: {e}", file=sys.stderr)
+        return 2
     try:
         config = TrainConfig(
             dataset=args.dataset,
@@ -199,16 +245,10 @@ def run(args: argparse.Namespace) -> int:
             p_uncond=args.p_uncond,
             levels=given["levels"],
         )
-    except ValueError as e:
-        print(f"scoresde train: {e}", file=sys.stderr)
-        return 2
-    if args.samples < 0:
-        print(f"scoresde train: --samples must be >= 0; got {args.samples}", file=sys.stderr)
+    except ValueError as e:  # a check `_check_flags` lacks: the library's own words
+        print(f"scoresde train: error: {e}", file=sys.stderr)
         return 2
     every = getattr(args, "checkpoint_every", DEFAULT_CHECKPOINT_EVERY)
-    if every < 0:
-        print(f"scoresde train: --checkpoint-every must be >= 0; got {every}", file=sys.stderr)
-        return 2
     out = prepare_out(args.out)
     config = _prepare_run(args, config, out)
     sharding = local_sharding("train", getattr(args, "no_shard", False))
@@ -236,7 +276,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"checkpoint: {paths['checkpoint']} (sidecar {paths['sidecar']})")
     if paths["loss_curve"] is not None:
         print(f"loss curve: {paths['loss_curve']}")
-    print(f"final loss: {paths['final_loss']:.4g}")
+    window = min(LOSS_WINDOW, config.steps)
+    print(f"final loss: {paths['final_loss']:.4g} (mean of the last {window} steps, as on the "
+          "progress bar)")  # fmt: skip
     if args.samples and jax.process_index() == 0:  # one process draws and writes them
         if not args.quiet:
             note("train", f"drawing {args.samples} samples from the trained model ...")

@@ -2,9 +2,9 @@ r"""Training: a functional `fit` around ONE module-level `eqx.filter_jit` step.
 
 `fit(model, loss, data, key=...)` runs `steps` optimiser steps of `loss(model, batch, key)`,
 `steps_per_call` of them fused into one compiled call (`jax.lax.scan`), keeps an exponential
-moving average (EMA) of the weights, prints a progress line with the running loss, calls an
-evaluation hook every `eval_every` steps, and is reproducible from its one `key`: step `k` draws
-its batch and its loss randomness from `jax.random.fold_in(key, k)`.
+moving average (EMA) of the weights, prints a progress line with the loss (the mean of the last
+50 steps), calls an evaluation hook every `eval_every` steps, and is reproducible from its one
+`key`: step `k` draws its batch and its loss randomness from `jax.random.fold_in(key, k)`.
 """
 
 import functools
@@ -220,23 +220,36 @@ def _check_finite_batch(batch, index):
         raise ValueError(f"training batch {index} contains NaN or inf values.")
 
 
+LOSS_WINDOW = 50  # the progress bar's and the final loss: the mean of the last 50 steps
+
+
+def recent_loss(losses, window: int = LOSS_WINDOW) -> float:
+    """The mean of the last `window` finite `losses` (NaN if none): the training loss as it is
+    now, steadier than one batch's and, unlike an average from the start, not held up by the
+    large losses of the first steps."""
+    losses = np.asarray(losses, np.float64)
+    finite = losses[np.isfinite(losses)][-window:]
+    return float(np.mean(finite)) if finite.size else float("nan")
+
+
 class _Progress:
-    """A `tqdm` bar on stderr: steps done, steps/s, ETA and the running loss (an EMA of the
-    loss, so the number does not jump with every batch)."""
+    """A `tqdm` bar on stderr: steps done, steps/s, ETA and the loss as the mean of the last
+    `LOSS_WINDOW` steps (`recent_loss`), labelled so on the bar."""
 
     def __init__(self, total, enabled, stream=None):
         from tqdm.auto import tqdm
 
-        self.running = None
+        self.recent = np.zeros(0)
         self.bar = tqdm(total=total, unit="step", file=sys.stderr if stream is None else stream,
                         disable=not enabled, dynamic_ncols=True, mininterval=0.5)  # fmt: skip
 
     def update(self, step, losses):
-        finite = losses[np.isfinite(losses)]
-        for value in finite:
-            self.running = value if self.running is None else 0.98 * self.running + 0.02 * value
-        if self.running is not None:
-            self.bar.set_postfix(loss=f"{self.running:.4g}", refresh=False)
+        finite = np.asarray(losses, np.float64)
+        self.recent = np.concatenate([self.recent, finite[np.isfinite(finite)]])[-LOSS_WINDOW:]
+        if self.recent.size:
+            self.bar.set_postfix_str(
+                f"loss {np.mean(self.recent):.4g} (mean of last {self.recent.size})", refresh=False
+            )
         self.bar.update(step - self.bar.n)
 
     def close(self):
@@ -300,7 +313,7 @@ def fit(
       [`scoresde.dequantize`][] for 8-bit images.
     - `eval_fn`, `eval_every`: `eval_fn(state)` is called after every `eval_every` steps
       (rounded up to a whole call) and at the end; results go to `FitResult.evals`.
-    - `progress`: print a progress line with the running loss to stderr.
+    - `progress`: print a progress bar to stderr with the loss as the mean of the last 50 steps.
     - `state`: resume from a [`scoresde.TrainState`][] (then `model` is ignored).
     - `checkpoint_fn`, `checkpoint_every`: `checkpoint_fn(state, losses)` (the losses of this
       call so far) whenever `state.step` reaches a multiple of `checkpoint_every` (compiled

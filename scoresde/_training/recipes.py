@@ -36,7 +36,7 @@ from .._score_calls import Conditioned
 from .._solver import DPMSolverPP2M
 from . import conditional as _conditional, losses as _losses
 from .checkpoint import CheckpointError, check_checkpoint_path, load, read_sidecar, save
-from .fit import TrainState, adam_with_warmup, fit, num_params
+from .fit import LOSS_WINDOW, TrainState, adam_with_warmup, fit, num_params, recent_loss
 from .runs import (
     CHECKPOINT_FILE,
     DEFAULT_CHECKPOINT_EVERY,
@@ -248,7 +248,7 @@ def held_out(config: TrainConfig, num: int, key):
     return TOY_DATASETS[config.dataset](jr.fold_in(key, 7), num)
 
 
-def _plot_losses(losses, path):
+def _plot_losses(losses, path, title=""):
     try:
         import matplotlib
 
@@ -268,6 +268,7 @@ def _plot_losses(losses, path):
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_yscale("log" if np.all(losses > 0) else "linear")
+    ax.set_title(title, fontsize=10)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -299,7 +300,8 @@ def train(
     **Returns:** a dict with `step` (the steps taken in all), `interrupted` (True if `stop`
     ended the run before `config.steps`), `state` (the path of `state.eqx`, or None), and, for
     a finished run, the trained EMA `model`, the paths `checkpoint`, `sidecar` and
-    `loss_curve` (`None` without matplotlib), and the `final_loss`.
+    `loss_curve` (`None` without matplotlib), and the `final_loss` (the mean of the last 50
+    steps' losses, as the progress bar shows it: `fit.recent_loss`).
 
     **Raises:** `FileNotFoundError` if `resume` finds no `state.eqx`; `CheckpointError` if it
     holds another config."""
@@ -384,7 +386,9 @@ def train(
     ckpt = out_dir / CHECKPOINT_FILE
     sidecar = save(ckpt, ema_model, hyperparameters=hyper, ema=True)
     write_losses(losses_path, losses)
-    png = _plot_losses(losses, out_dir / "losses.png")
+    final = recent_loss(losses)
+    png = _plot_losses(losses, out_dir / "losses.png", f"{config.dataset}, {config.sde} SDE: "
+                       f"final loss {final:.4g} (mean of the last {min(LOSS_WINDOW, step)} steps)")  # fmt: skip
     return {
         "step": step,
         "interrupted": False,
@@ -393,7 +397,7 @@ def train(
         "checkpoint": ckpt,
         "sidecar": sidecar,
         "loss_curve": png,
-        "final_loss": float(losses[-1]),
+        "final_loss": final,
     }
 
 
