@@ -15,7 +15,9 @@ not counted), `jax.monitoring`'s duration events split the first call into
 - `compile`: XLA (`.../backend_compile_duration`);
 - `other`: the rest of the first call's wall time (Python outside jit, dispatch, the run itself);
 
-`first` is the first call's wall time and `run` a second call's (the run alone). Each figure is
+`first` is the first call's wall time, `first_cpu` the CPU time this process spent in it (all
+its threads: on a loaded machine a steadier figure than wall time, and the wall time of a quiet
+one when XLA compiles on one thread), and `run` a second call's wall time (the run alone). Each figure is
 the median over processes with [min, max]; with `--tree`, each tree's `first` is also given as
 a ratio to the first tree's, round by round (median [min, max]). `--tree LABEL=DIR` runs the
 workers with `PYTHONPATH=DIR` so that they import that checkout's `scoresde` (default: this
@@ -112,9 +114,10 @@ def worker(entry: str) -> dict:
     jax.monitoring.register_event_duration_secs_listener(listen)
     call = _call(entry)
     events.clear()
-    start = time.perf_counter()
+    cpu_start, start = time.process_time(), time.perf_counter()
     _block(call())
     first = time.perf_counter() - start
+    first_cpu = time.process_time() - cpu_start  # all of this process's threads
     first_events = list(events)
     start = time.perf_counter()
     _block(call())
@@ -130,6 +133,7 @@ def worker(entry: str) -> dict:
     return dict(
         entry=entry,
         first=first,
+        first_cpu=first_cpu,
         run=run,
         other=first - sum(parts.values()),
         **parts,
@@ -209,13 +213,15 @@ def main(argv=None) -> dict:
                 runs[entry, label].append(r)
                 print(
                     f"round {round_} {entry:16s} {label:6s} first {r['first']:.2f}s "
+                    f"(cpu {r['first_cpu']:.2f}s) "
                     f"(trace {r['trace']:.2f} lower {r['lower']:.2f} compile {r['compile']:.2f})",
                     flush=True,
                 )
     first_label = next(iter(trees))
     table = []
     print(
-        f"\n{'entry point':16s} {'tree':6s} {'first call s':>20s} {'trace s':>20s} "
+        f"\n{'entry point':16s} {'tree':6s} {'first call s':>20s} {'first call cpu s':>20s} "
+        f"{'trace s':>20s} "
         f"{'lower s':>20s} {'XLA compile s':>20s} {'other s':>20s} {'run s':>6s} "
         f"{'jits':>4s} {'first / ' + first_label:>20s}"
     )
@@ -223,7 +229,7 @@ def main(argv=None) -> dict:
         for label in trees:
             rs = runs[entry, label]
             row = dict(entry=entry, setting=SETTINGS[entry], tree=label)
-            for part in ("first", "trace", "lower", "compile", "other", "run"):
+            for part in ("first", "first_cpu", "trace", "lower", "compile", "other", "run"):
                 row[part] = _stats([r[part] for r in rs])
             row["compiles"] = statistics.median(r["counts"].get("compile", 0) for r in rs)
             ratios = [
@@ -232,7 +238,8 @@ def main(argv=None) -> dict:
             row["first_ratio"] = _stats(ratios)
             table.append(row)
             print(
-                f"{entry:16s} {label:6s} {_fmt(row['first']):>20s} {_fmt(row['trace']):>20s} "
+                f"{entry:16s} {label:6s} {_fmt(row['first']):>20s} {_fmt(row['first_cpu']):>20s} "
+                f"{_fmt(row['trace']):>20s} "
                 f"{_fmt(row['lower']):>20s} {_fmt(row['compile']):>20s} "
                 f"{_fmt(row['other']):>20s} {row['run']['median']:6.3f} {row['compiles']:4.0f} "
                 f"{_fmt(row['first_ratio']):>20s}"

@@ -24,6 +24,7 @@ import diffrax as dfx
 import equinox as eqx
 import jax.numpy as jnp
 
+from . import _diffrax_private
 from ._score_calls import Conditioned
 
 
@@ -85,7 +86,7 @@ def counted_diffeqsolve(terms, solver, t0, t1, dt0, y0, **kwargs):
     """`diffrax.diffeqsolve(..., throw=False)` and the exact score evaluations it made (`-1` if
     unknown). FSAL methods start from `initial_solver_state`, so the count holds for every step."""
     cost = evaluation_cost(solver, terms, t0, y0)
-    sol = dfx.diffeqsolve(
+    sol = _diffrax_private.diffeqsolve(
         terms,
         solver,
         t0,

@@ -16,6 +16,7 @@ from jaxtyping import Array, Float, Int
 from .. import _nfe as _nfe
 from .._checks import check_batch, check_steps, raise_if_failed
 from .._custom_types import ScoreFn
+from .._diffrax_private import diffeqsolve
 from .._sampling.sample import SampleResult
 from .._sde import AbstractSDE
 from .._sharding import map_batch
@@ -88,7 +89,7 @@ def _flow(
         else:  # ReversibleHeun's (yhat, vf): the vector field flips sign with the direction
             state = (state[0], -state[1])
             init = cost.init
-        sol = dfx.diffeqsolve(
+        sol = diffeqsolve(
             term,
             solver,
             v0,
