@@ -41,51 +41,33 @@ class _History(eqx.Module):
 
 def _taylor_weights(thetas, num_active, gs):
     r"""Weights $b_j$ with $\sum_j b_j D_j = \sum_{k<n} c_k g_k$ for the polynomial through the
-    first `num_active` nodes $(\theta_j, D_j)$ written as $\sum_k c_k \theta^k / k!$.
+    first $n$ = `num_active` nodes $(\theta_j, D_j)$ written as $\sum_k c_k \theta^k / k!$.
 
+    In Lagrange form: with $L_j(\theta) = \prod_{i \ne j} (\theta - \theta_i) / (\theta_j -
+    \theta_i) = \sum_k \ell_{jk} \theta^k$ over the active nodes, $c_k = k! \sum_j \ell_{jk}
+    D_j$, so $b_j = \sum_k \ell_{jk}\, k!\, g_k$ (the Vandermonde system solved in closed form).
     Inactive nodes get weight 0. `thetas`: nodes in units of the step; `gs[k]` the integral of
-    $e^{(\theta - 1)h}\theta^k/k!$ times $h$. The system is at most 4x4: it is solved by
-    unrolled Gaussian elimination (scalar arithmetic XLA fuses, no LAPACK call per step).
+    $e^{(\theta - 1)h}\theta^k/k!$ times $h$. At most 4 nodes: scalar arithmetic written out,
+    which XLA fuses (no LAPACK call per step, and no pivoting: a few hundred instructions where
+    Gaussian elimination took over a thousand).
     """
     m = thetas.shape[0]
-    j = jnp.arange(m)
-    k = jnp.arange(m)
-    fact = jnp.asarray([math.factorial(i) for i in range(m)], thetas.dtype)
-    vander = jnp.stack([thetas**i for i in range(m)], axis=1) / fact[None, :]
-    active_row = j[:, None] < num_active
-    active_col = k[None, :] < num_active
-    eye = jnp.eye(m, dtype=thetas.dtype)
-    mat = jnp.where(active_row & active_col, vander, jnp.where(active_row | active_col, 0.0, eye))
-    g = jnp.where(k < num_active, gs, 0.0)
-    return _small_solve(mat.T, g)
-
-
-def _small_solve(a, b):
-    """`solve(a, b)` for a tiny well-conditioned system, unrolled (partial pivoting)."""
-    m = a.shape[0]
-    a = [[a[i, j] for j in range(m)] for i in range(m)]
-    b = [b[i] for i in range(m)]
-    for col in range(m):
-        # pivot: swap in the row (at or below col) with the largest entry in this column
-        for row in range(col + 1, m):
-            swap = jnp.abs(a[row][col]) > jnp.abs(a[col][col])
-            for j in range(m):
-                a[col][j], a[row][j] = (
-                    jnp.where(swap, a[row][j], a[col][j]),
-                    jnp.where(swap, a[col][j], a[row][j]),
-                )
-            b[col], b[row] = jnp.where(swap, b[row], b[col]), jnp.where(swap, b[col], b[row])
-        for row in range(col + 1, m):
-            f = a[row][col] / a[col][col]
-            a[row] = [a[row][j] - f * a[col][j] for j in range(m)]
-            b[row] = b[row] - f * b[col]
-    x = [None] * m
-    for i in reversed(range(m)):
-        acc = b[i]
-        for j in range(i + 1, m):
-            acc = acc - a[i][j] * x[j]
-        x[i] = acc / a[i][i]
-    return jnp.stack(x)
+    active = jnp.arange(m) < num_active
+    one, zero = jnp.ones((), thetas.dtype), jnp.zeros((), thetas.dtype)
+    weights = []
+    for j in range(m):
+        coef = [one] + [zero] * (m - 1)  # L_j's monomial coefficients, lowest degree first
+        for i in range(m):
+            if i == j:
+                continue
+            # times (theta - theta_i) / (theta_j - theta_i) where node i is active, else 1
+            scale = 1 / jnp.where(active[i], thetas[j] - thetas[i], one)
+            shift = jnp.where(active[i], -thetas[i] * scale, one)
+            scale = jnp.where(active[i], scale, zero)
+            coef = [shift * coef[0]] + [shift * coef[k] + scale * coef[k - 1] for k in range(1, m)]
+        w = sum(coef[k] * math.factorial(k) * gs[k] for k in range(m))
+        weights.append(jnp.where(active[j], w, zero))
+    return jnp.stack(weights)
 
 
 def _weighted_sum(weights, preds):
