@@ -14,9 +14,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from .. import _nfe as _nfe
-from .._checks import check_batch, check_steps, raise_if_failed
+from .._checks import check_batch, check_steps, raise_if_failed, raise_if_not_finite
 from .._custom_types import ScoreFn
 from .._sampling.sample import SampleResult
+from .._score_calls import diagnose_score
 from .._sde import AbstractSDE
 from .._sharding import map_batch
 from .integration_variable import AbstractIntegrationVariable
@@ -131,6 +132,7 @@ def _run_flow(
     chunk_size=None,
 ):
     variable, max_steps = check_common(
+        name,
         sde=sde,
         score=score,
         solver=solver,
@@ -166,7 +168,9 @@ def _run_flow(
         max_steps=max_steps,
         direction=direction,
     )
-    out = raise_if_failed(name, ok, out)
+    diagnose = diagnose_score(score, t_eps if direction == 1 else sde.T, x)
+    out = raise_if_failed(name, ok, out, diagnose=diagnose)
+    raise_if_not_finite(name, out, hint="use more steps or an adaptive solve.", diagnose=diagnose)
     return out, nfe, num_steps.astype(jnp.int32), state
 
 
