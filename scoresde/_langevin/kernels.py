@@ -481,6 +481,9 @@ def run_langevin(
 
     **Returns:** a [`scoresde.LangevinResult`][]: the final states, each chain's mean acceptance
     probability (1 for unadjusted kernels) and the score evaluations per chain.
+
+    **Raises:** `FloatingPointError` naming the step size if a chain ends non-finite (it
+    diverged: e.g. ULA on $N(0, I)$ with `step_size > 2`).
     """
     if not isinstance(kernel, AbstractLangevinKernel):
         raise TypeError(

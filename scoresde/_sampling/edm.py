@@ -118,6 +118,9 @@ def sample_edm(
 
     **Returns:** a [`scoresde.SampleResult`][] with `x`, `nfe` ($2N$, +1 with `denoise`) and
     `num_steps` ($N$).
+
+    **Raises:** `FloatingPointError` if a sample ends non-finite (naming a score that returns
+    NaN or inf, where it does).
     """
     check_sde_and_score(sde, score)
     key = check_key(key)
