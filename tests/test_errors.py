@@ -37,16 +37,35 @@ NAN_SCORE_CALLS = {
         schedule=ss.SharedSteps(),  # the cheapest adaptive solve to compile
         max_steps=8,
     ),
+    # The other entry points share the helper: checked in the slow run.
     "sample_ode_adaptive": lambda: ss.sample_ode(
         SDE, nan_score, key=jr.key(0), shape=(2, 2), max_steps=8
     ),
+    "sample_sde": lambda: ss.sample_sde(SDE, nan_score, key=jr.key(0), shape=(2, 2), steps=2),
+    "sample_pc": lambda: ss.sample_pc(SDE, nan_score, key=jr.key(0), shape=(2, 2), steps=2),
+    "sample_edm": lambda: ss.sample_edm(
+        ss.EDMSDE(), nan_score, key=jr.key(0), shape=(2, 2), steps=2
+    ),
+    "sample_sde_adaptive": lambda: ss.sample_sde_adaptive(
+        SDE, nan_score, key=jr.key(0), shape=(2, 2)
+    ),
+    "encode": lambda: ss.encode(SDE, nan_score, X, max_steps=8),
+    "sample_smc": lambda: ss.sample_smc(
+        SDE,
+        nan_score,
+        ss.LinearMeasurement(jnp.eye(2), jnp.zeros(2), 0.1),
+        key=jr.key(0),
+        shape=(2, 2),
+        steps=2,
+    ),
 }
+DEFAULT_RUN = ("sample_ode_steps", "log_likelihood")
 
 
 @pytest.mark.parametrize(
     "call",
     [
-        pytest.param(call, id=name, marks=pytest.mark.slow if "adaptive" in name else ())
+        pytest.param(call, id=name, marks=() if name in DEFAULT_RUN else pytest.mark.slow)
         for name, call in NAN_SCORE_CALLS.items()
     ],
 )
@@ -65,9 +84,12 @@ def test_a_nan_score_is_named_before_any_tolerance_advice(call):
     ],
     ids=["nan", "bfloat16"],
 )
-def test_a_bad_likelihood_input_is_named_before_the_solve(x, error, match):
+def test_a_bad_input_is_named_before_the_solve(x, error, match):
     with pytest.raises(error, match=match):
         ss.log_likelihood(SDE, SCORE, x, divergence=ss.ExactDivergence())
+    if error is ValueError:  # the samplers' given latents likewise
+        with pytest.raises(ValueError, match="x_T contains non-finite"):
+            ss.sample_ode(SDE, SCORE, key=jr.key(0), shape=(2, 2), x_T=x, steps=2)
 
 
 @pytest.mark.parametrize("solver", [dfx.ShARK(), dfx.SRA1(), dfx.SEA(), dfx.EulerHeun()])
