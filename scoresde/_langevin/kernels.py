@@ -31,6 +31,7 @@ from .._checks import (
     check_int,
     check_key,
     check_positive,
+    finite_rows,
     is_concrete,
     raise_if_not_finite,
 )
@@ -467,7 +468,8 @@ def _run(*, kernel, x, key, num_steps, denoise, rows=None):
 
     x_out, rate = jax.vmap(one)(x, sample_keys(key, x.shape[0], rows=rows))
     nfe = kernel.nfe(x[0], num_steps) + (1 if denoise else 0)
-    return x_out, rate, jnp.full((x.shape[0],), nfe, jnp.int32)
+    # Per-chain finiteness, read after the call: no host copy of the samples for the check.
+    return x_out, rate, jnp.full((x.shape[0],), nfe, jnp.int32), finite_rows(x_out)
 
 
 def run_langevin(
@@ -498,7 +500,7 @@ def run_langevin(
 def _run_batch(who, kernel, x, key, num_steps, denoise, sharding, chunk_size) -> LangevinResult:
     """`_run` over the batch `x`, split over `sharding`'s devices and in chunks; a chain that
     ends non-finite raises `FloatingPointError` naming the step size."""
-    x_out, rate, nfe = map_batch(
+    x_out, rate, nfe, finite = map_batch(
         _run,
         x.shape[0],
         {"x": x},
@@ -520,6 +522,7 @@ def _run_batch(who, kernel, x, key, num_steps, denoise, sharding, chunk_size) ->
         x_out,
         hint=f"the chains diverged: {step}. Use a smaller step_size, MALA (its "
         "Metropolis test rejects diverging proposals) or adapt_step_size.",
+        finite=finite,
     )
     return LangevinResult(x=x_out, acceptance_rate=rate, nfe=nfe)
 
