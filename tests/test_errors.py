@@ -201,6 +201,7 @@ def test_bits_per_dim_half_width_is_quoted_as_given():
         ss.estimate_bits_per_dim(SDE, SCORE, k, key=jr.key(0), bits=8, half_width=-0.1)
 
 
+@pytest.mark.slow  # the default run checks it on 64 samples: tests/test_mean_likelihood.py
 def test_the_probe_noise_of_a_one_probe_mean_likelihood_is_measured():
     """One Hutchinson probe, population target, no plan, 2 samples: the per-sample probe noise
     is measured (a second solve of the pilot with independent probes), not NaN. Both levels are
