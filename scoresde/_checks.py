@@ -102,6 +102,19 @@ def check_solver(solver, controller=None) -> None:
         )
 
 
+def check_ode_solver(who: str, solver) -> None:
+    """`solver` must step one ODE term (its `term_structure` admits a `diffrax.ODETerm`): an SDE
+    solver (SRA1, ShARK, SEA, EulerHeun, Milstein, ...) expects a drift and a diffusion term."""
+    structure = solver.term_structure
+    if not (isinstance(structure, type) and issubclass(dfx.ODETerm, structure)):
+        raise TypeError(
+            f"{who} integrates the probability-flow ODE, but {type(solver).__name__} is a "
+            "solver for SDEs (it steps a drift and a diffusion term): use an ODE solver "
+            "(diffrax.Tsit5(), diffrax.Heun(), scoresde.DPMSolver2(), ...), or "
+            f"scoresde.sample_sde to sample with {type(solver).__name__}."
+        )
+
+
 def check_tolerances(rtol, atol) -> None:
     """`rtol >= 0`, `atol >= 0`, not both zero (a controller could then accept no step)."""
     check_positive("rtol", rtol, strict=False)
@@ -156,8 +169,14 @@ def as_float_array(name: str, value):
 
 
 def check_batch(name: str, value):
-    """A finite floating batch `(batch, *data_shape)` with `batch >= 1`."""
+    """A finite float32 or float64 batch `(batch, *data_shape)` with `batch >= 1`."""
     x = as_float_array(name, value)
+    if jnp.finfo(x.dtype).bits < 32:
+        raise TypeError(
+            f"{name} has dtype {x.dtype}; scoresde computes in float32 (or float64 with "
+            "jax_enable_x64): half precision cannot meet the solvers' tolerances. Pass "
+            f"{name}.astype(jnp.float32)."
+        )
     if x.ndim < 2 or x.shape[0] < 1:
         raise ValueError(
             f"{name} has shape {x.shape}; expected a batch (batch, *data_shape) with batch >= 1 "
@@ -176,18 +195,29 @@ def _count_false(flags) -> int:
     return int(jnp.sum(~flags)) if v is None else int(np.size(v) - np.count_nonzero(v))
 
 
-def raise_if_failed(who: str, ok, out, *, detail: str = ""):
-    """Raise `RuntimeError` naming how many solves failed (`ok` False), with advice; under a
-    trace, attach the same check to `out` with `eqx.error_if`. Returns `out`."""
+# Said under a trace, where the cause cannot be looked for: the score comes before the tolerances.
+_TRACED_CAUSE = (
+    "If the score returns NaN or inf (check it on a few inputs), fix that first; otherwise: "
+)
+
+
+def raise_if_failed(who: str, ok, out, *, detail: str = "", diagnose=None):
+    """Raise `RuntimeError` naming how many solves failed (`ok` False); under a trace, attach
+    the same check to `out` with `eqx.error_if`. Returns `out`.
+
+    `diagnose`: a function called only after a failure (on the host), returning the sentence
+    that names a non-finite score (`_score_calls.diagnose_score`) or `None`; when it names one,
+    the error says that and gives no tolerance advice."""
     if is_concrete(ok):
         failed = _count_false(ok)
         if failed:
+            cause = diagnose() if diagnose is not None else None
             raise RuntimeError(
                 f"{who}: the solver failed for {failed} of {ok.shape[0]} samples"
-                f"{f' ({detail})' if detail else ''}. {ADVICE}"
+                f"{f' ({detail})' if detail else ''}. {cause or ADVICE}"
             )
         return out
-    return eqx.error_if(out, ~jnp.all(ok), f"{who}: the solver failed. {ADVICE}")
+    return eqx.error_if(out, ~jnp.all(ok), f"{who}: the solver failed. {_TRACED_CAUSE}{ADVICE}")
 
 
 def finite_rows(x):
@@ -196,8 +226,9 @@ def finite_rows(x):
     return jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
 
 
-def raise_if_not_finite(who: str, x, *, hint: str, finite=None) -> None:
-    """Raise `FloatingPointError` if any sample of the batch `x` has a non-finite entry.
+def raise_if_not_finite(who: str, x, *, hint: str, finite=None, diagnose=None) -> None:
+    """Raise `FloatingPointError` if any sample of the batch `x` has a non-finite entry: naming
+    a non-finite score if `diagnose` (as in `raise_if_failed`) finds one, else with `hint`.
 
     `finite`: the per-sample flags `finite_rows(x)` if the jitted solve already returned them;
     otherwise they are computed here, on the host."""
@@ -211,4 +242,6 @@ def raise_if_not_finite(who: str, x, *, hint: str, finite=None) -> None:
             finite = np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1)
     bad = _count_false(finite)
     if bad:
-        raise FloatingPointError(f"{who}: {bad} of {x.shape[0]} samples are not finite; {hint}")
+        cause = diagnose() if diagnose is not None else None
+        why = f". {cause}" if cause else f"; {hint}"
+        raise FloatingPointError(f"{who}: {bad} of {x.shape[0]} samples are not finite{why}")

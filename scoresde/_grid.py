@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._checks import check_positive, check_steps, is_concrete
+from ._checks import check_positive, check_steps, check_t_eps, is_concrete
 from ._sde import AbstractSDE
 
 
@@ -206,6 +206,7 @@ def time_grid(
     - `rho`: the exponent of `kind="karras"` (default 7); for a value, `KarrasGrid(rho=...)`.
     """
     steps = check_steps(steps)
+    check_t_eps(t_eps, sde.T)
     grid = as_time_grid(kind, name="kind")
     if rho is not None:  # the exponent of the alias "karras" (other names ignore it, as before)
         check_positive("rho", rho)
@@ -243,6 +244,7 @@ def clipped_log_snr_grid(
     \tilde\sigma(t_\varepsilon)$. Use it as `sample_ode(..., grid="clipped_log_snr")`.
     """
     steps = check_steps(steps)
+    check_t_eps(t_eps, sde.T)
     check_positive("sigma_hi", sigma_hi)
     dtype = dtype or jnp.result_type(float)
     T = jnp.asarray(sde.T, dtype)

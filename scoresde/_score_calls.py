@@ -7,7 +7,9 @@ r"""What every sampler and the likelihood compute from a score, written once.
   (`probability_flow_term`), of the likelihood and of encoding/decoding;
 - [`tweedie`][scoresde._score_calls.tweedie]: Tweedie's denoiser
   $E[x_0 \mid x_t] = (x_t + \sigma(t)^2\,\nabla\ln p_t(x_t)) / \alpha(t)$, the final denoising
-  step of the samplers and the data prediction of the exponential integrators.
+  step of the samplers and the data prediction of the exponential integrators;
+- [`diagnose_score`][scoresde._score_calls.diagnose_score]: after a failed solve, whether the
+  score itself returned NaN or inf (said before any tolerance advice).
 """
 
 from collections.abc import Callable
@@ -17,6 +19,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from ._checks import finite_rows, on_host
 from ._custom_types import Sample, Scalar, ScoreFn
 
 
@@ -88,3 +91,37 @@ def tweedie_batch(sde, score: Callable, t: Scalar, x, cond=None):
     """[`tweedie`][scoresde._score_calls.tweedie] on every sample of the batch `x` (sample `i` with its
     conditioning `cond_i`, if any)."""
     return jax.vmap(lambda xi, ci: tweedie(sde, bind(score, ci), t, xi))(x, cond)
+
+
+@eqx.filter_jit
+def _score_rows_finite(score: Callable, t, x, cond):
+    """Per sample of the batch `x`: whether `score(t, x_i)` (with `cond_i`) is finite."""
+    return finite_rows(jax.vmap(lambda xi, ci: bind(score, ci)(t, xi))(x, cond))
+
+
+def diagnose_score(score: Callable, t, x, cond=None) -> Callable[[], str | None]:
+    """The `diagnose` of `_checks.raise_if_failed` / `raise_if_not_finite` for a solve that
+    starts at time `t` from the batch `x` (an array, or a function returning it: the latents
+    are drawn only if needed).
+
+    Called only after a failure, on the host: one score evaluation per sample at the start
+    point (a program of its own, compiled on that path only, so a solve that succeeds pays
+    nothing). The inputs were checked finite before the solve, so a non-finite score there is
+    the score's own fault (NaN parameters, a division by zero, a dtype it cannot hold), which
+    no tolerance fixes. A score that is non-finite only away from the start point is not seen
+    here; the caller's advice then stands."""
+
+    def diagnose() -> str | None:
+        xs = x() if callable(x) else x
+        flags = _score_rows_finite(score, jnp.asarray(t, xs.dtype), xs, cond)
+        host = on_host(flags)
+        bad = int(jnp.sum(~flags)) if host is None else int(host.size - host.sum())
+        if not bad:
+            return None
+        return (
+            f"The score returned NaN or inf at the start of the solve (t={float(t):g}) for "
+            f"{bad} of {xs.shape[0]} samples, whose inputs are finite: fix the score (NaN "
+            "parameters, a division by zero, a dtype it cannot hold) before tuning the solver."
+        )
+
+    return diagnose

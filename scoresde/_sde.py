@@ -38,6 +38,14 @@ class AbstractSDE(eqx.Module):
     else:
         T: eqx.AbstractVar[float]
 
+    def __check_init__(self):
+        T = self.T
+        if is_concrete(T) and not (math.isfinite(float(T)) and float(T) > 0):
+            raise ValueError(
+                f"{type(self).__name__}: the SDE's end time T must be finite and > 0 (time runs "
+                f"from 0 up to T); got T={T!r}."
+            )
+
     @abc.abstractmethod
     def drift_coeff(self, t: Scalar) -> Array:
         """The scalar $f(t)$ of the linear drift $f(t)\\,x$."""

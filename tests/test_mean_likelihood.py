@@ -108,8 +108,9 @@ def test_mean_log_likelihood_exact_divergence_and_bpd(x64):
     bpd, err = res.bits_per_dim(3)
     np.testing.assert_allclose(bpd, -res.mean / (3 * np.log(2)))
     np.testing.assert_allclose(err, res.stderr / (3 * np.log(2)))
+    # One probe: the per-sample noise is measured by a second solve of the pilot block.
     one, _ = _estimate(jr.key(3), divergence=Hutchinson(), rtol=1e-4)
-    assert bool(jnp.isnan(one.stderr_probes))
+    assert float(one.stderr_probes) > 0
 
 
 def test_mean_log_likelihood_bad_arguments():

@@ -435,7 +435,7 @@ class ClassifierFree(AbstractGuidedScore):
 
     - `score_fn`: `score_fn(t, x, label)` on one sample.
     - `label`, `null_label`: the class and the "no class" index (distinct ints >= 0).
-    - `scale`: $\gamma$.
+    - `scale`: $\gamma \ge 0$ (a negative scale, guidance away from the class, is refused).
     - `num_classes`: if given, both labels must be `< num_classes`.
 
     Cost: 2 score evaluations.
@@ -462,6 +462,7 @@ class ClassifierFree(AbstractGuidedScore):
         self.null_label = _check_label("null_label", null_label, num_classes)
         if self.label == self.null_label:
             raise ValueError(f"label and null_label must differ; both are {label}.")
+        check_positive("scale", scale, strict=False)  # as DPS, PiGDM and Classifier
         self.score_fn = score_fn
         self.scale = jnp.asarray(scale)
 

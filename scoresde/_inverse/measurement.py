@@ -13,7 +13,7 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from .._checks import check_int, check_positive, is_concrete
+from .._checks import all_finite, check_int, check_positive, is_concrete
 from .._custom_types import Key, Sample
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -30,7 +30,15 @@ def _as_operator(A) -> lx.AbstractLinearOperator:
             f"A must be a (d_y, d) matrix acting on the flattened sample, or a lineax operator; "
             f"got an array of shape {A.shape}."
         )
+    _check_finite("A", A)
     return lx.MatrixLinearOperator(A)
+
+
+def _check_finite(name: str, value) -> None:
+    """A concrete `value` must be finite (a NaN in `y` or `A` would make every posterior and
+    every guided score NaN); a traced one is not checked."""
+    if is_concrete(value) and not all_finite(value):
+        raise ValueError(f"{name} contains non-finite values (NaN or inf).")
 
 
 class AbstractMeasurement(eqx.Module):
@@ -61,8 +69,8 @@ class LinearMeasurement(AbstractMeasurement):
 
     Use [`scoresde.LinearMeasurement.from_mask`][] for inpainting.
 
-    **Raises:** `ValueError` for `A` that is not a matrix, `y` of the wrong length, `noise_std`
-    of the wrong shape or not `> 0`. A sample of the wrong size for `A` is refused when the
+    **Raises:** `ValueError` for `A` that is not a matrix, `y` of the wrong length, `y` or an
+    array `A` with a NaN or inf (when concrete), `noise_std` of the wrong shape or not `> 0`. A sample of the wrong size for `A` is refused when the
     measurement is applied to it.
     """
 
@@ -82,6 +90,7 @@ class LinearMeasurement(AbstractMeasurement):
                 f"y must have shape (d_y,) = ({d_y},), one entry per row of A; got y with shape "
                 f"{y.shape}."
             )
+        _check_finite("y", y)
         noise_std = jnp.asarray(noise_std, y.dtype)
         if noise_std.shape not in ((), (d_y,)):
             raise ValueError(

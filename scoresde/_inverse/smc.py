@@ -54,7 +54,7 @@ from .._grid import time_grid
 from .._keys import latents_and_noise_keys
 from .._nfe import network_nfe
 from .._progress import tick
-from .._score_calls import check_like, checked_score, tweedie
+from .._score_calls import check_like, checked_score, diagnose_score, tweedie
 from .._sde import AbstractSDE, check_sde_and_score
 from .._sharding import auto_axes, check_sharding, result_sharding
 from .guidance import moment_projection
@@ -527,6 +527,7 @@ def sample_smc(
             "particle system); use a multiple of the device count."
         )
     dtype = jnp.result_type(float)
+    x_T = check_latents(x_T, shape, dtype)
     x, log_w, log_z, ess, resampled = _sample_smc(
         sde=sde,
         score=score,
@@ -538,11 +539,18 @@ def sample_smc(
         t_eps=jnp.asarray(t_eps, dtype),
         threshold=jnp.asarray(threshold, dtype),
         denoise=denoise,
-        x_T=check_latents(x_T, shape, dtype),
+        x_T=x_T,
         progress=check_bool("progress", progress),
         split=_Split(None if sharding is None else auto_axes(sharding)),
     )
-    raise_if_not_finite("sample_smc", x, hint="use more steps or a twist with data_var.")
+    raise_if_not_finite(
+        "sample_smc",
+        x,
+        hint="use more steps or a twist with data_var.",
+        diagnose=diagnose_score(
+            score, sde.T, lambda: latents_and_noise_keys(sde, key, shape, x_T, dtype)[0]
+        ),
+    )
     min_ess = jnp.min(ess)
     problem = _diagnose(sde, shape[0], x, log_z, min_ess)
     if problem is not None and throw:

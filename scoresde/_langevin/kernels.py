@@ -31,7 +31,9 @@ from .._checks import (
     check_int,
     check_key,
     check_positive,
+    finite_rows,
     is_concrete,
+    raise_if_not_finite,
 )
 from .._keys import sample_keys
 from .._score_calls import checked_score, tweedie
@@ -90,6 +92,31 @@ def _check_step_size(step_size):
     return step_size
 
 
+def _check_step_shape(step_size, x) -> None:
+    """A step size is a scalar or one per entry of the sample (broadcastable to its shape)."""
+    shape, data = jnp.shape(step_size), jnp.shape(x)
+    try:
+        ok = np.broadcast_shapes(shape, data) == data
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"step_size must be a scalar or one step per entry of the sample, of shape {data}; "
+            f"got step_size of shape {shape}."
+        )
+
+
+def _langevin_move(eps, m, x, g, z):
+    r"""$x + P g$ and the noise $\sqrt2\,D^{1/2} M^{1/2} z$ of a Langevin step with
+    $P = D^{1/2} M D^{1/2}$, $D = \operatorname{diag}(\epsilon)$ (for a scalar $\epsilon$:
+    $P = \epsilon M$): a per-entry step size is the diagonal preconditioner $D$ around $M$."""
+    noise = jnp.sqrt(2 * eps) * m.sqrt_apply(z)
+    if jnp.ndim(eps) == 0:
+        return x + eps * m.apply(g), noise
+    h = jnp.sqrt(eps)
+    return x + h * m.apply(h * g), noise
+
+
 def _noise(key, x):
     return jr.normal(key, jnp.shape(x), jnp.result_type(x))
 
@@ -139,7 +166,7 @@ class AbstractFixedCostKernel(AbstractLangevinKernel):
 
 
 class AbstractStepSizeKernel(AbstractLangevinKernel):
-    r"""A kernel with a step size $\epsilon$ (`step_size`, a positive scalar array) that
+    r"""A kernel with a step size $\epsilon$ (`step_size`, a positive array) that
     [`scoresde.adapt_step_size`][] can tune and [`scoresde.StepSizeAdaptation.apply_to`][] can
     set; `is_adjusted()` says whether its proposals pass a Metropolis-Hastings test (only then
     does its acceptance carry a signal to adapt on)."""
@@ -157,7 +184,9 @@ class UnadjustedLangevin(AbstractFixedCostKernel, AbstractStepSizeKernel):
     **Arguments:**
 
     - `score`: $\nabla\ln p$ on one sample, `score(x)` (e.g. `ss.analytic.Gaussian(...).score`).
-    - `step_size`: $\epsilon > 0$.
+    - `step_size`: $\epsilon > 0$: a scalar, or one step per entry of the sample (an array of
+      its shape, $D = \operatorname{diag}(\epsilon)$: the preconditioner
+      $P = D^{1/2} M D^{1/2}$ in place of $\epsilon M$ below).
     - `preconditioner`: a fixed metric $M$ (default the identity): the step becomes
       $x + \epsilon M\,\mathrm{score}(x) + \sqrt{2\epsilon}\,M^{1/2}z$.
 
@@ -179,13 +208,14 @@ class UnadjustedLangevin(AbstractFixedCostKernel, AbstractStepSizeKernel):
 
     def init(self, x) -> LangevinState:
         x = jnp.asarray(x)
+        _check_step_shape(self.step_size, x)
         return LangevinState(x, _call_score(self.score, x))
 
     def step(self, key, state: LangevinState) -> tuple[LangevinState, LangevinInfo]:
-        eps, m = self.step_size, self.preconditioner
-        drift = eps * m.apply(state.score)
-        x = state.x + drift + jnp.sqrt(2 * eps) * m.sqrt_apply(_noise(key, state.x))
-        x = x.astype(state.x.dtype)
+        mean, noise = _langevin_move(
+            self.step_size, self.preconditioner, state.x, state.score, _noise(key, state.x)
+        )
+        x = (mean + noise).astype(state.x.dtype)
         one = jnp.ones((), state.x.dtype)
         return LangevinState(x, _call_score(self.score, x)), LangevinInfo(one, jnp.array(True))
 
@@ -197,7 +227,9 @@ class MALA(AbstractFixedCostKernel, AbstractStepSizeKernel):
 
     - `log_prob`: $\ln p$ up to a constant, on one sample (an analytic distribution's
       `log_prob`, or minus an energy).
-    - `step_size`: $\epsilon > 0$.
+    - `step_size`: $\epsilon > 0$: a scalar, or one step per entry of the sample (an array of
+      its shape, $D = \operatorname{diag}(\epsilon)$): the proposal below with
+      $P = D^{1/2} M D^{1/2}$ in place of $\epsilon M$, and that density in the ratio.
     - `score`: $\nabla\ln p$; defaults to `jax.grad(log_prob)`.
     - `preconditioner`: a fixed metric $M$ (default the identity): proposal
       $N(x + \epsilon M\nabla\ln p(x), 2\epsilon M)$, with that density in the ratio.
@@ -238,6 +270,7 @@ class MALA(AbstractFixedCostKernel, AbstractStepSizeKernel):
 
     def init(self, x) -> MALAState:
         x = jnp.asarray(x)
+        _check_step_shape(self.step_size, x)
         lp, g = self._evaluate(x)
         return MALAState(x, g, lp)
 
@@ -245,13 +278,17 @@ class MALA(AbstractFixedCostKernel, AbstractStepSizeKernel):
         eps, m = self.step_size, self.preconditioner
         key_z, key_u = jr.split(key)
         x = state.x
-        noise = jnp.sqrt(2 * eps) * m.sqrt_apply(_noise(key_z, x))
-        prop = (x + eps * m.apply(state.score) + noise).astype(x.dtype)
+        mean, noise = _langevin_move(eps, m, x, state.score, _noise(key_z, x))
+        prop = (mean + noise).astype(x.dtype)
         lp_prop, g_prop = self._evaluate(prop)
 
-        def log_q(a, b, g_b):  # ln N(a; b + eps M g_b, 2 eps M) up to a constant
-            r = a - b - eps * m.apply(g_b)
-            return -jnp.sum(r * m.inverse_apply(r)) / (4 * eps)
+        def log_q(a, b, g_b):  # ln N(a; b + P g_b, 2P) up to a constant, P = D^1/2 M D^1/2
+            if jnp.ndim(eps) == 0:
+                r = a - b - eps * m.apply(g_b)
+                return -jnp.sum(r * m.inverse_apply(r)) / (4 * eps)
+            h = jnp.sqrt(eps)
+            u = (a - b - h * m.apply(h * g_b)) / h  # (2P)^-1 = D^-1/2 (2M)^-1 D^-1/2
+            return -jnp.sum(u * m.inverse_apply(u)) / 4
 
         log_ratio = lp_prop - state.log_prob + log_q(x, prop, g_prop) - log_q(prop, x, state.score)
         log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
@@ -431,7 +468,8 @@ def _run(*, kernel, x, key, num_steps, denoise, rows=None):
 
     x_out, rate = jax.vmap(one)(x, sample_keys(key, x.shape[0], rows=rows))
     nfe = kernel.nfe(x[0], num_steps) + (1 if denoise else 0)
-    return x_out, rate, jnp.full((x.shape[0],), nfe, jnp.int32)
+    # Per-chain finiteness, read after the call: no host copy of the samples for the check.
+    return x_out, rate, jnp.full((x.shape[0],), nfe, jnp.int32), finite_rows(x_out)
 
 
 def run_langevin(
@@ -445,6 +483,9 @@ def run_langevin(
 
     **Returns:** a [`scoresde.LangevinResult`][]: the final states, each chain's mean acceptance
     probability (1 for unadjusted kernels) and the score evaluations per chain.
+
+    **Raises:** `FloatingPointError` naming the step size if a chain ends non-finite (it
+    diverged: e.g. ULA on $N(0, I)$ with `step_size > 2`).
     """
     if not isinstance(kernel, AbstractLangevinKernel):
         raise TypeError(
@@ -453,12 +494,13 @@ def run_langevin(
         )
     x = check_batch("x", x)
     num_steps = check_int("num_steps", num_steps, minimum=0)
-    return _run_batch(kernel, x, key, num_steps, False, sharding, chunk_size)
+    return _run_batch("run_langevin", kernel, x, key, num_steps, False, sharding, chunk_size)
 
 
-def _run_batch(kernel, x, key, num_steps, denoise, sharding, chunk_size) -> LangevinResult:
-    """`_run` over the batch `x`, split over `sharding`'s devices and in chunks."""
-    x_out, rate, nfe = map_batch(
+def _run_batch(who, kernel, x, key, num_steps, denoise, sharding, chunk_size) -> LangevinResult:
+    """`_run` over the batch `x`, split over `sharding`'s devices and in chunks; a chain that
+    ends non-finite raises `FloatingPointError` naming the step size."""
+    x_out, rate, nfe, finite = map_batch(
         _run,
         x.shape[0],
         {"x": x},
@@ -469,7 +511,28 @@ def _run_batch(kernel, x, key, num_steps, denoise, sharding, chunk_size) -> Lang
         num_steps=num_steps,
         denoise=denoise,
     )
+    step = (
+        f"step_size={_describe(kernel.step_size)} is too large for this target, or the score "
+        "is not finite there"
+        if isinstance(kernel, AbstractStepSizeKernel)
+        else "the kernel's step is too large, or the score is not finite there"
+    )
+    raise_if_not_finite(
+        who,
+        x_out,
+        hint=f"the chains diverged: {step}. Use a smaller step_size, MALA (its "
+        "Metropolis test rejects diverging proposals) or adapt_step_size.",
+        finite=finite,
+    )
     return LangevinResult(x=x_out, acceptance_rate=rate, nfe=nfe)
+
+
+def _describe(value) -> str:
+    """A step size as the user wrote it (a concrete scalar or array), `<traced>` under a trace."""
+    if not is_concrete(value):
+        return "<traced>"
+    v = np.asarray(value)
+    return f"{v.item():g}" if v.ndim == 0 else np.array2string(v, precision=3)
 
 
 def annealed_langevin(
@@ -499,4 +562,6 @@ def annealed_langevin(
     """
     kernel = AnnealedLangevin(sde, score, sigmas, step_size, steps_per_level, preconditioner)
     x = check_batch("x", x)
-    return _run_batch(kernel, x, key, kernel.num_steps, bool(denoise), sharding, chunk_size)
+    return _run_batch(
+        "annealed_langevin", kernel, x, key, kernel.num_steps, bool(denoise), sharding, chunk_size
+    )

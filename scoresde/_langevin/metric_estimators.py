@@ -12,6 +12,7 @@ still depend only on their keys.
 """
 
 import abc
+import warnings
 from collections.abc import Callable
 
 import equinox as eqx
@@ -56,11 +57,34 @@ def _scores(name, score, x):
     return jax.vmap(score)(x).reshape(x.shape[0], -1)
 
 
+def _warn_rank_deficient(what: str, n: int, rank: int, dim: int, jitter, effect: str) -> None:
+    """Say that a dense metric fitted on `n` pilot points has rank at most `rank < dim`, and what
+    the `jitter` then does along the directions the pilot does not span."""
+    warnings.warn(
+        f"{what} of n={n} pilot points in d={dim} dimensions has rank at most {rank} < d; "
+        f"jitter * tr/d (jitter={float(jitter):g}) is added to its diagonal, so along the "
+        f"{dim - rank} directions the pilot does not span {effect}. Use at least "
+        f"{n + dim - rank} pilot points, a larger jitter (shrinkage towards tr/d * I), or "
+        "FisherDivergenceEstimator() (diagonal).",
+        stacklevel=3,
+    )
+
+
 def covariance_metric(x_pilot, *, jitter: float = _JITTER) -> DensePreconditioner:
     r"""$M$ = the pilot's sample covariance $+$ `jitter` $\cdot\,\mathrm{tr}(M)/d$ on the
-    diagonal; no score evaluations."""
+    diagonal; no score evaluations. From $n \le d$ points the sample covariance has rank at
+    most $n - 1 < d$, and only the jitter is left along the other directions: a warning says so."""
     _, flat = _pilot(x_pilot)
-    dim = flat.shape[1]
+    n, dim = flat.shape
+    if n - 1 < dim:
+        _warn_rank_deficient(
+            "The sample covariance",
+            n,
+            n - 1,
+            dim,
+            jitter,
+            "the metric's variance is only jitter * tr/d (Langevin barely moves there)",
+        )
     mat = jnp.cov(flat, rowvar=False).reshape(dim, dim)
     mat = mat + jitter * jnp.trace(mat) / dim * jnp.eye(dim, dtype=mat.dtype)
     return DensePreconditioner(mat)
@@ -71,9 +95,19 @@ def fisher_metric(
 ) -> DensePreconditioner:
     r"""$M = F^{-1}$ with $F = E[s s^\top]$ the Fisher matrix of the scores at the pilot points
     (for a Gaussian target $F = \Sigma^{-1}$), `jitter` $\cdot\,\mathrm{tr}(F)/d$ added to $F$'s
-    diagonal; `n` score evaluations."""
+    diagonal; `n` score evaluations. From $n < d$ points $F$ has rank at most $n$, and its
+    inverse is then the inverse jitter along the other directions: a warning says so."""
     x, flat = _pilot(x_pilot)
-    dim = flat.shape[1]
+    n, dim = flat.shape
+    if n < dim:
+        _warn_rank_deficient(
+            "The Fisher matrix",
+            n,
+            n,
+            dim,
+            jitter,
+            "the metric's variance is 1 / (jitter * tr(F)/d) (huge: Langevin steps blow up there)",
+        )
     s = _scores("the Fisher estimator", score, x)
     fisher = s.T @ s / x.shape[0]
     fisher = fisher + jitter * jnp.trace(fisher) / dim * jnp.eye(dim, dtype=fisher.dtype)

@@ -9,7 +9,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._checks import check_batch
+from .._checks import check_batch, check_positive
 from .._data import num_levels
 from .._sde import AbstractSDE
 from .batching import AbstractSchedule
@@ -292,6 +292,8 @@ def estimate_bits_per_dim(
     [`scoresde.estimate_mean_log_likelihood`][]. For a test set's own figure pass
     `population=False`.
     """
+    if half_width is not None:
+        check_positive("half_width", half_width)  # in bits/dim, as given (not in nats)
     k = jnp.asarray(k)
     if k.ndim < 2:
         raise ValueError(f"k has shape {k.shape}; expected (batch, *data_shape).")

@@ -14,10 +14,17 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from .. import _nfe as _nfe
-from .._checks import check_batch, check_steps, raise_if_failed
+from .._checks import (
+    check_batch,
+    check_steps,
+    finite_rows,
+    raise_if_failed,
+    raise_if_not_finite,
+)
 from .._custom_types import ScoreFn
 from .._diffrax_private import diffeqsolve
 from .._sampling.sample import SampleResult
+from .._score_calls import diagnose_score
 from .._sde import AbstractSDE
 from .._sharding import map_batch
 from .integration_variable import AbstractIntegrationVariable
@@ -108,8 +115,11 @@ def _flow(
         return sol.ys[0], nfe, steps_taken, sol.result == dfx.RESULTS.successful, out_state
 
     if solver_state is None:
-        return jax.vmap(lambda xi: one(xi, None))(x)
-    return jax.vmap(one)(x, solver_state)
+        out, nfe, steps_taken, ok, state = jax.vmap(lambda xi: one(xi, None))(x)
+    else:
+        out, nfe, steps_taken, ok, state = jax.vmap(one)(x, solver_state)
+    # Per-sample finiteness, read after the call: no host copy of the output for the check.
+    return out, nfe, steps_taken, ok, state, finite_rows(out)
 
 
 def _run_flow(
@@ -132,6 +142,7 @@ def _run_flow(
     chunk_size=None,
 ):
     variable, max_steps = check_common(
+        name,
         sde=sde,
         score=score,
         solver=solver,
@@ -149,7 +160,7 @@ def _run_flow(
         raise ValueError(f"{name}: solver_state is only used with diffrax.ReversibleHeun().")
     warn_precision(x.dtype, t_eps, name)
     dtype = x.dtype
-    out, nfe, num_steps, ok, state = map_batch(
+    out, nfe, num_steps, ok, state, finite = map_batch(
         _flow,
         x.shape[0],
         {"x": x, "solver_state": solver_state},
@@ -167,7 +178,11 @@ def _run_flow(
         max_steps=max_steps,
         direction=direction,
     )
-    out = raise_if_failed(name, ok, out)
+    diagnose = diagnose_score(score, t_eps if direction == 1 else sde.T, x)
+    out = raise_if_failed(name, ok, out, diagnose=diagnose)
+    raise_if_not_finite(
+        name, out, hint="use more steps or an adaptive solve.", finite=finite, diagnose=diagnose
+    )
     return out, nfe, num_steps.astype(jnp.int32), state
 
 

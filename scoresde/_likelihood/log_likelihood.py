@@ -31,6 +31,7 @@ from .._checks import (
     check_bool,
     check_int,
     check_key,
+    check_ode_solver,
     check_positive,
     check_solver,
     check_t_eps,
@@ -41,7 +42,7 @@ from .._custom_types import ScoreFn
 from .._diffrax_private import SUCCESS_CODE, result_code
 from .._keys import sample_keys
 from .._progress import progress_meter
-from .._score_calls import pf_drift
+from .._score_calls import diagnose_score, pf_drift
 from .._sde import AbstractSDE, check_sde_and_score
 from .._sharding import map_batch
 from .batching import AbstractSchedule, Lanes, SharedSteps, resolve_schedule
@@ -216,12 +217,13 @@ def _log_likelihood(
 
 
 def check_common(
-    *, sde, score, solver, stepsize_controller, variable, rtol, atol, t_eps, max_steps
+    who, *, sde, score, solver, stepsize_controller, variable, rtol, atol, t_eps, max_steps
 ) -> tuple[AbstractIntegrationVariable, int]:
     """Checks shared by `log_likelihood`, `encode` and `decode`: `(variable, max_steps)` as
     values (`variable` converted from its string alias)."""
     check_sde_and_score(sde, score)
     check_solver(solver, stepsize_controller)
+    check_ode_solver(who, solver)
     variable = as_integration_variable(variable)
     check_positive("rtol", rtol)
     check_positive("atol", atol, strict=False)
@@ -343,6 +345,7 @@ def log_likelihood(
     not `(batch, *data_shape)`, `rtol <= 0` or `t_eps` is outside $(0, T)$.
     """
     variable, max_steps = check_common(
+        "log_likelihood",
         sde=sde,
         score=score,
         solver=solver,
@@ -417,6 +420,7 @@ def log_likelihood(
             result.successful,
             result.log_prob,
             detail=f"{type(solver).__name__}, max_steps={max_steps}",
+            diagnose=diagnose_score(score, t_eps, x),
         )
         result = eqx.tree_at(lambda r: r.log_prob, result, log_prob)
     return result

@@ -44,8 +44,9 @@ class MeanLogLikelihood(eqx.Module):
     - `stderr`: its total standard error, and its parts (in quadrature, up to the covariance
       term): `stderr_data` (the spread of $\ln p$ over the data; 0 for a data set's own mean),
       `stderr_probes` (the per-sample noise of the divergence estimator and dequantisation: 0
-      without either, NaN where it was not measured: one stochastic probe, population target,
-      no plan; the data part then includes it) and `stderr_bias` (the standard error of the
+      without either; from the spread over several probes, or with one probe measured by
+      solving the pilot block again with independent probes, counted in `total_nfe`; for the
+      population target the data part excludes it) and `stderr_bias` (the standard error of the
       bias correction, with the finite-population factor $1 - m/n$ for a data set's own mean).
     - `bias_correction`: $\frac1m\sum_{j\in S}(L^\star_j - L_j)$; `cheap_mean`: $\frac1n\sum L_i$.
     - `log_prob`: the cheap per-sample $L_i$ (in the order of `x`); `tight_indices`: $S$;
@@ -154,15 +155,16 @@ class _Pilot(NamedTuple):
     evaluations: int
 
 
-def _pilot(solve, block, key, key_noise, *, tight, levels, measure_noise) -> _Pilot:
-    """Tight and cheap solves of block A, and with `measure_noise` a second solve at the last
+def _pilot(solve, block, key, key_noise, *, tight, levels, measure_noise, noisy) -> _Pilot:
+    """Tight and cheap solves of block A, and with `measure_noise` (or for `noisy` solves that
+    report no per-sample error over their probes: one probe) a second solve at the last
     (tightest) candidate level with independent probes: $v \\approx \\overline{(L_a -
     L_b)^2}/2$."""
     tight_solves = solve(block, key, tight)
     cheap = tuple(solve(block, key, lv) for lv in levels)
     evaluations = tight_solves.evaluations + sum(c.evaluations for c in cheap)
     var_noise = None
-    if measure_noise:
+    if measure_noise or (noisy and cheap[-1].probe_error is None):
         again = solve(block, key_noise, levels[-1])
         var_noise = jnp.mean((cheap[-1].log_prob - again.log_prob) ** 2) / 2
         evaluations += again.evaluations
@@ -256,24 +258,22 @@ def _combine(
     d = tight - L[:m]
     var_l = jnp.var(L, ddof=1)
     var_d = jnp.var(d, ddof=1)
-    errors = [pilot.cheap[plan.choice].probe_error]
+    errors: list = [pilot.cheap[plan.choice].probe_error]
     errors += [] if cheap_b is None else [cheap_b.probe_error]
     if not noisy:
         var_probes = jnp.zeros((), dtype)
     elif pilot.var_noise is not None:
         var_probes = pilot.var_noise.astype(dtype) / n
-    elif all(e is not None for e in errors):  # several probes: their spread, per sample
+    else:  # several probes: their spread, per sample (one probe: measured by the pilot)
         var_probes = jnp.mean(jnp.concatenate(errors) ** 2) / n
-    else:
-        var_probes = jnp.full((), jnp.nan, dtype)
     if population:
         cov = jnp.sum((L[:m] - jnp.mean(L[:m])) * (d - jnp.mean(d))) / (m - 1)
         var_bias = var_d / m
         variance = var_l / n + var_bias + 2 * cov / n
-        var_data = var_l / n - jnp.nan_to_num(var_probes)
+        var_data = var_l / n - var_probes
     else:
         var_bias = (1 - m / n) * var_d / m
-        variance = jnp.nan_to_num(var_probes) + var_bias
+        variance = var_probes + var_bias
         var_data = jnp.zeros((), dtype)
     mean = jnp.mean(L) + jnp.mean(d)
     stderr = jnp.sqrt(jnp.maximum(variance, 0.0))
@@ -353,6 +353,7 @@ def estimate(
         tight=tight,
         levels=design.levels,
         measure_noise=noisy and (planned or not population),
+        noisy=noisy,
     )
     plan = _plan(
         pilot, design, n=n, half_width=half_width, level=level, population=population, unit=unit

@@ -44,7 +44,7 @@ from .._checks import (
 from .._custom_types import ScoreFn
 from .._keys import latents_and_noise_keys
 from .._nfe import network_nfe
-from .._score_calls import bind, check_cond, tweedie_batch
+from .._score_calls import bind, check_cond, diagnose_score, tweedie_batch
 from .._sde import AbstractSDE, check_sde_and_score
 from .._sharding import map_batch
 from .._terms import ReverseDrift
@@ -242,10 +242,11 @@ def sample_sde_adaptive_with_stats(
     denoise, throw = check_bool("denoise", denoise), check_bool("throw", throw)
     dtype = jnp.result_type(float)
     f = lambda v: jnp.asarray(v, dtype)
+    x_T, cond = check_latents(x_T, shape, dtype), check_cond(cond, shape[0])
     x, nfe, stats, ok, finite = map_batch(
         _sample_adaptive,
         shape[0],
-        {"x_T": check_latents(x_T, shape, dtype), "cond": check_cond(cond, shape[0])},
+        {"x_T": x_T, "cond": cond},
         sharding=sharding,
         chunk_size=chunk_size,
         sde=sde,
@@ -263,25 +264,29 @@ def sample_sde_adaptive_with_stats(
         throw=throw,
     )
     if throw:
-        _raise_if_failed(stats.status, max_steps, rtol, atol)
+        diagnose = diagnose_score(
+            score, sde.T, lambda: latents_and_noise_keys(sde, key, shape, x_T, dtype)[0], cond
+        )
+        _raise_if_failed(stats.status, max_steps, rtol, atol, diagnose)
         raise_if_not_finite(
             "sample_sde_adaptive",
             x,
             hint="the score is unstable; try tighter rtol/atol or a larger t_eps.",
             finite=finite,
+            diagnose=diagnose,
         )
     result = SampleResult(x=x, nfe=nfe, num_steps=stats.attempted, successful=ok)
     return result, stats
 
 
-def _raise_if_failed(status, max_steps, rtol, atol):
+def _raise_if_failed(status, max_steps, rtol, atol, diagnose):
     if not is_concrete(status):
         return
     host = on_host(status)  # counted on the host: no program compiles for the check
     xp, status = (jnp, status) if host is None else (np, host)
     reasons = {
         MAX_STEPS: f"used all max_steps={max_steps} attempted steps",
-        NOT_FINITE: "met a non-finite error estimate (the score returned NaN or inf)",
+        NOT_FINITE: "met a non-finite error estimate (NaN or inf)",
         UNDERFLOW: "shrank its step below 10 * brownian_tol",
     }
     found = [
@@ -290,11 +295,12 @@ def _raise_if_failed(status, max_steps, rtol, atol):
         if bool(xp.any(status == code))
     ]
     if found:
+        cause = diagnose() if bool(xp.any(status == NOT_FINITE)) else None
         raise RuntimeError(
             f"sample_sde_adaptive (rtol={rtol}, atol={atol}) failed: "
             + "; ".join(found)
             + ". "
-            + ADVICE
+            + (cause or ADVICE)
         )
 
 

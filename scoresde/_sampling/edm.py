@@ -14,14 +14,16 @@ from .._checks import (
     check_shape,
     check_steps,
     check_t_eps,
+    finite_rows,
     is_concrete,
+    raise_if_not_finite,
 )
 from .._custom_types import ScoreFn
 from .._grid import KarrasGrid
 from .._keys import latents_and_noise_keys
 from .._nfe import network_nfe
 from .._progress import scan_steps
-from .._score_calls import bind, check_cond, tweedie_batch
+from .._score_calls import bind, check_cond, diagnose_score, tweedie_batch
 from .._sde import AbstractSDE, check_sde_and_score
 from .._sharding import map_batch
 from .._solver.base import PFModel
@@ -77,7 +79,8 @@ def _sample_edm(
         x = tweedie_batch(sde, score, ts[-1], x, cond)
     calls = 2 * steps + (1 if denoise else 0)
     nfe = jnp.full((shape[0],), network_nfe(score, calls), jnp.int32)
-    return x, nfe, jnp.full((shape[0],), steps, jnp.int32)  # num_steps: nothing compiles after
+    num_steps = jnp.full((shape[0],), steps, jnp.int32)
+    return x, nfe, num_steps, finite_rows(x)  # the checks after the call compile nothing
 
 
 def sample_edm(
@@ -117,6 +120,9 @@ def sample_edm(
 
     **Returns:** a [`scoresde.SampleResult`][] with `x`, `nfe` ($2N$ score calls, +1 with
     `denoise`, each costing the score's `nfe_per_call` for a guided score) and `num_steps` ($N$).
+
+    **Raises:** `FloatingPointError` if a sample ends non-finite (naming a score that returns
+    NaN or inf, where it does).
     """
     check_sde_and_score(sde, score)
     key = check_key(key)
@@ -132,10 +138,11 @@ def sample_edm(
     grid = KarrasGrid(float(rho))  # checks rho > 0
     dtype = jnp.result_type(float)
     f = lambda v: jnp.asarray(v, dtype)
-    x, nfe, num_steps = map_batch(
+    x_T, cond = check_latents(x_T, shape, dtype), check_cond(cond, shape[0])
+    x, nfe, num_steps, finite = map_batch(
         _sample_edm,
         shape[0],
-        {"x_T": check_latents(x_T, shape, dtype), "cond": check_cond(cond, shape[0])},
+        {"x_T": x_T, "cond": cond},
         sharding=sharding,
         chunk_size=chunk_size,
         sde=sde,
@@ -151,5 +158,11 @@ def sample_edm(
         steps=steps,
         denoise=check_bool("denoise", denoise),
         progress=check_bool("progress", progress),
+    )
+    diagnose = diagnose_score(
+        score, sde.T, lambda: latents_and_noise_keys(sde, key, shape, x_T, dtype)[0], cond
+    )
+    raise_if_not_finite(
+        "sample_edm", x, hint="use more steps or less churn.", finite=finite, diagnose=diagnose
     )
     return SampleResult(x=x, nfe=nfe, num_steps=num_steps)

@@ -60,7 +60,7 @@ from .._keys import latents_and_noise_keys
 from .._langevin.preconditioners import AbstractPreconditioner, IdentityPreconditioner
 from .._nfe import network_nfe
 from .._progress import scan_steps
-from .._score_calls import bind, check_cond, checked_score, tweedie_batch
+from .._score_calls import bind, check_cond, checked_score, diagnose_score, tweedie_batch
 from .._sde import AbstractSDE, check_sde_and_score
 from .._sharding import map_batch
 from .result import SampleResult
@@ -338,10 +338,11 @@ def sample_pc(
     t_eps = sde.default_t_eps if t_eps is None else t_eps
     check_t_eps(t_eps, sde.T)
     dtype = jnp.result_type(float)
+    x_T, cond = check_latents(x_T, shape, dtype), check_cond(cond, shape[0])
     x, nfe, num_steps, finite = map_batch(
         _sample_pc,
         shape[0],
-        {"x_T": check_latents(x_T, shape, dtype), "cond": check_cond(cond, shape[0])},
+        {"x_T": x_T, "cond": cond},
         sharding=sharding,
         chunk_size=chunk_size,
         sde=sde,
@@ -357,5 +358,14 @@ def sample_pc(
         progress=check_bool("progress", progress),
         step_hook=step_hook,
     )
-    raise_if_not_finite("sample_pc", x, hint="lower the snr or use more steps.", finite=finite)
+    diagnose = diagnose_score(
+        score, sde.T, lambda: latents_and_noise_keys(sde, key, shape, x_T, dtype)[0], cond
+    )
+    raise_if_not_finite(
+        "sample_pc",
+        x,
+        hint="lower the snr or use more steps.",
+        finite=finite,
+        diagnose=diagnose,
+    )
     return SampleResult(x=x, nfe=nfe, num_steps=num_steps)

@@ -22,6 +22,7 @@ from .._checks import (
     check_bool,
     check_key,
     check_latents,
+    check_ode_solver,
     check_shape,
     check_solver,
     finite_rows,
@@ -32,7 +33,7 @@ from .._checks import (
 )
 from .._keys import latents_and_noise_keys
 from .._progress import progress_meter
-from .._score_calls import bind, check_cond, tweedie_batch
+from .._score_calls import bind, check_cond, diagnose_score, tweedie_batch
 from .._sde import check_sde_and_score
 from .._sharding import map_batch
 from .._solver.base import AbstractPFSolver
@@ -218,6 +219,8 @@ def run_sampler(
     and report failures (`throw`) or mark them NaN."""
     check_sde_and_score(sde, score)
     check_solver(solver, controller)
+    if not stochastic:
+        check_ode_solver(name, solver)
     if stochastic and isinstance(solver, AbstractPFSolver):
         raise TypeError(
             f"{type(solver).__name__} integrates the probability-flow ODE only: use "
@@ -240,10 +243,11 @@ def run_sampler(
     )
     if stochastic and isinstance(mode, Adaptive):
         mode, brownian_tol = brownian_tolerance(mode, sde, brownian_tol)
+    x_T, cond = check_latents(x_T, shape, dtype), check_cond(cond, shape[0])
     x, nfe, num_steps, ok, finite = map_batch(
         _sample,
         shape[0],
-        {"x_T": check_latents(x_T, shape, dtype), "cond": check_cond(cond, shape[0])},
+        {"x_T": x_T, "cond": cond},
         sharding=sharding,
         chunk_size=chunk_size,
         sde=sde,
@@ -260,13 +264,18 @@ def run_sampler(
         throw=throw,
     )
     if throw:
-        x = raise_if_failed(name, ok, x, detail=f"{type(solver).__name__}; max_steps={max_steps}")
+        diagnose = diagnose_score(
+            score, sde.T, lambda: latents_and_noise_keys(sde, key, shape, x_T, dtype)[0], cond
+        )
+        detail = f"{type(solver).__name__}; max_steps={max_steps}"
+        x = raise_if_failed(name, ok, x, detail=detail, diagnose=diagnose)
         raise_if_not_finite(
             name,
             x,
             hint="the score or the step size is unstable. Use more steps or an adaptive "
             "controller.",
             finite=finite,
+            diagnose=diagnose,
         )
     if is_concrete(nfe) and _min_on_host(nfe) < 0:
         warnings.warn(
