@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import jax
 import pytest
@@ -34,11 +35,22 @@ SMOKE = (
 )
 
 
+def slow_by_time() -> list[str]:
+    """The test ids of tests/slow_by_time.txt: moved from the default run to `slow` for time
+    (their measured seconds and the run they were measured in are in the file)."""
+    lines = Path(__file__).with_name("slow_by_time.txt").read_text().splitlines()
+    return [line.split()[1] for line in lines if line.strip() and not line.startswith("#")]
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(config, items):
-    """Mark the `SMOKE` tests. In a smoke run, a listed test missing from its collected file
-    (renamed, or its id changed) is an error rather than a silently smaller subset."""
+    """Mark the `SMOKE` tests, and the tests of `slow_by_time()` slow. In a smoke run, a listed
+    test missing from its collected file (renamed, or its id changed) is an error rather than a
+    silently smaller subset."""
     collected = {item.nodeid: item for item in items}
+    for nodeid in slow_by_time():
+        if nodeid in collected:
+            collected[nodeid].add_marker(pytest.mark.slow)
     if "smoke" in (config.getoption("markexpr", "") or ""):
         files = {nodeid.split("::")[0] for nodeid in collected}
         missing = [t for t in SMOKE if t.split("::")[0] in files and t not in collected]

@@ -143,3 +143,18 @@ def test_no_module_over_600_lines(limit):
     assert max(sizes.values()) > 50  # the walk found the package
     over = sorted(f"{p.relative_to(PACKAGE)} ({n})" for p, n in sizes.items() if n > limit)
     assert not over, f"modules over {limit} lines (split by concept): " + ", ".join(over)
+
+
+def test_slow_by_time_names_existing_tests():
+    """Every id in tests/slow_by_time.txt names a test function that exists in its file (a
+    renamed test would otherwise silently return to the default run)."""
+    from conftest import slow_by_time
+
+    ids = slow_by_time()
+    assert ids and len(ids) == len(set(ids))
+    tests = Path(__file__).parent
+    for nodeid in ids:
+        path, name = nodeid.split("::")
+        function = name.split("[")[0]
+        source = (tests.parent / path).read_text()
+        assert f"def {function}(" in source, f"tests/slow_by_time.txt: {nodeid} is not a test"
