@@ -4,8 +4,8 @@ JAX fixes its device count at import, so the checks run in ONE subprocess with 4
 devices (`tests/sharding_worker.py`), which compares the sharded calls over meshes of 1, 2 and
 4 of its devices with the unsharded call of the same process and reports what it found. The
 default run makes a handful of compiles (adaptive `sample_ode` on 6 samples over 4 devices, a
-batch 4 does not divide); the slow run covers every entry point on 1, 2 and 4 devices and in
-chunks.
+batch 4 does not divide, their latents drawn from per-sample keys); the slow run covers every
+entry point on 1, 2 and 4 devices and in chunks.
 """
 
 import json
@@ -66,6 +66,14 @@ def test_sharded_sample_ode_equals_unsharded_on_an_uneven_batch(quick):
     entry = quick["entries"]["sample_ode/4"]
     assert set(entry["fields"]) == {"x", "nfe", "num_steps", "successful"}
     assert_equal_results(quick["entries"])
+
+
+def test_sharded_samples_keep_their_global_keys(quick):
+    """Latents from per-sample keys (no fixed latents): the 6 samples drawn over 4 devices are
+    the unsharded ones drawn with the same key (checked with the other fields above), and no
+    two are alike (a device restarting its indices at 0 would repeat samples)."""
+    assert quick["entries"]["sample_ode/4"]["fields"]["x"] <= RTOL
+    assert quick["distinct_rows"] == 6
 
 
 def test_each_device_loops_until_its_own_slowest_sample(quick):
