@@ -61,7 +61,7 @@ def cases():
         "sample_sde": lambda **kw: ss.sample_sde(
             SDE, SCORE, key=KEY, shape=(NUM, 2), steps=8, **kw
         ),
-        "sample_sde_adaptive": lambda **kw: ss.sample_sde(
+        "sample_sde_pid": lambda **kw: ss.sample_sde(
             SDE,
             SCORE,
             key=KEY,
@@ -71,7 +71,7 @@ def cases():
             stepsize_controller=dfx.PIDController(rtol=1e-2, atol=1e-2),
             **kw,
         ),
-        "sample_sde_gotta_go_fast": lambda **kw: ss.sample_sde_adaptive(
+        "sample_sde_adaptive": lambda **kw: ss.sample_sde_adaptive(
             SDE, SCORE, key=KEY, shape=(NUM, 2), rtol=0.05, **kw
         ),
         "sample_pc": lambda **kw: ss.sample_pc(SDE, SCORE, key=KEY, shape=(NUM, 2), steps=8, **kw),

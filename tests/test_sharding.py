@@ -103,13 +103,16 @@ def test_every_entry_point_equals_unsharded_on_1_2_4_devices_and_in_chunks(tmp_p
     names = {name.split("/")[0] for name in entries}
     assert {"sample_ode", "log_likelihood", "sample_pc", "sample_edm", "decode"} <= names
     assert all(f"sample_ode/{n}" in entries for n in (1, 2, 4, "chunk4"))
-    # Adaptive SDE steps over a Brownian tree follow rounding (see scoresde/_sampling/sample.py): the
-    # same in distribution, not to 1e-6; reported by the worker, not asserted here.
+    # `sample_sde` with a PID controller reads diffrax's VirtualBrownianTree between its nodes,
+    # where a one-ulp difference in a step's end moves the increment by ~1e-5 (slopes of order
+    # 1/sqrt(tol)): the same in distribution, not to 1e-6; reported by the worker, not asserted.
+    # `sample_sde_adaptive` reads its own tree at grid nodes only: asserted like the others.
     # A device's vmap has fewer rows than the unsharded one (3 or 2 of 6), and XLA:CPU's
     # vectorised code rounds differently by width: measured up to 6.4e-6 (sample_edm with churn,
     # 2 devices), 1.0e-6 (log_prob), 4.2e-6 (bits_per_dim's stderr, a difference of close
     # numbers); 0 wherever the widths compile alike. Integer fields (nfe, steps) are equal.
-    assert_equal_results(entries, skip=("sample_sde_adaptive", "sample_smc"), rtol=1e-5)
+    assert {f"sample_sde_adaptive/{n}" for n in (1, 2, 4, "chunk4")} <= set(entries)
+    assert_equal_results(entries, skip=("sample_sde_pid", "sample_smc"), rtol=1e-5)
     # SMC (8 particles: a multiple of every device count, as sample_smc requires): XLA splits the
     # particle work and all-gathers for the weights and the resampling;
     # the sums round differently, so the particles agree to float32 rounding of those sums and
