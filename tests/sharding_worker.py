@@ -61,7 +61,7 @@ def cases():
         "sample_sde": lambda **kw: ss.sample_sde(
             SDE, SCORE, key=KEY, shape=(NUM, 2), steps=8, **kw
         ),
-        "sample_sde_adaptive": lambda **kw: ss.sample_sde(
+        "sample_sde_pid": lambda **kw: ss.sample_sde(
             SDE,
             SCORE,
             key=KEY,
@@ -71,7 +71,7 @@ def cases():
             stepsize_controller=dfx.PIDController(rtol=1e-2, atol=1e-2),
             **kw,
         ),
-        "sample_sde_gotta_go_fast": lambda **kw: ss.sample_sde_adaptive(
+        "sample_sde_adaptive": lambda **kw: ss.sample_sde_adaptive(
             SDE, SCORE, key=KEY, shape=(NUM, 2), rtol=0.05, **kw
         ),
         "sample_pc": lambda **kw: ss.sample_pc(SDE, SCORE, key=KEY, shape=(NUM, 2), steps=8, **kw),
@@ -180,26 +180,28 @@ class GuardedScore(eqx.Module):
 
 def quick_checks(report):
     """The default run's checks, from four compiles: the unsharded reference, ONE compiled
-    sharded solve (its HLO read, then run), the same vmapped solve under automatic partitioning
-    (the negative control of the HLO check), and a sharded solve whose score raises."""
+    sharded solve from per-sample keys (its HLO read, then run), the same vmapped solve under
+    automatic partitioning (the negative control of the HLO check), and a sharded solve whose
+    score raises."""
     four = mesh_sharding(4)
-    x_T = jax.random.normal(jax.random.key(1), (NUM, 2))
-    ref = ss.sample_ode(SDE, SCORE, key=KEY, shape=(NUM, 2), x_T=x_T)
+    # No fixed latents: sample i draws its latent from fold_in(key, i), i its GLOBAL index, so
+    # each device must offset its rows (a device restarting at 0 would repeat samples).
+    ref = ss.sample_ode(SDE, SCORE, key=KEY, shape=(NUM, 2))
     score = CountingScore(SCORE)
-    run = jax.jit(
-        lambda x_T: ss.sample_ode(SDE, score, key=KEY, shape=(NUM, 2), x_T=x_T, sharding=four)
-    )
-    compiled = run.lower(x_T).compile()
+    run = jax.jit(lambda key: ss.sample_ode(SDE, score, key=key, shape=(NUM, 2), sharding=four))
+    compiled = run.lower(KEY).compile()
     CALLS.clear()
-    result = compiled(x_T)
+    result = compiled(KEY)
     jax.effects_barrier()
     report["entries"]["sample_ode/4"] = compare(result, ref, four)
+    report["distinct_rows"] = len(np.unique(np.asarray(result.x), axis=0))
     padded = np.concatenate([np.asarray(result.nfe), np.repeat(np.asarray(result.nfe)[-1:], 2)])
     report["steps"] = {
         "calls_per_device": [CALLS[d] for d in range(4)],
         "local_max_nfe": padded.reshape(4, 2).max(axis=1).tolist(),
         "nfe": np.asarray(result.nfe).tolist(),
     }
+    x_T = jax.random.normal(jax.random.key(1), (NUM, 2))
     auto = mesh_sharding(4, AxisType.Auto)
     plain = jax.jit(
         lambda x_T: ss.sample_ode(SDE, SCORE, key=KEY, shape=(8, 2), x_T=x_T, throw=False).x,

@@ -131,6 +131,33 @@ def test_float32_samples_do_not_depend_on_the_batch_width():
         np.testing.assert_array_equal(r.nfe[:2], runs[0].nfe)
 
 
+@pytest.mark.slow  # 2 s of compiling; the default run's moment tests sample through the tree
+def test_grid_tree_has_brownian_increments(x64):
+    """The sampler's path (`grid_brownian`): W(c(0)) = 0 and, over 4000 keys, the increments
+    between grid points are independent N(0, c(b) - c(a)), on the default clock c(n) = n and on
+    a nonlinear one (moments within 5 SE); the default clock's draws against the nonlinear
+    clock's variances fail the same check."""
+    from scoresde._sampling.brownian import grid_brownian
+
+    points = jnp.array([0, 1, 12345, 40000, 65535, 65536], jnp.int32)
+    clock = lambda n: 3.0 * (n.astype(jnp.float64) / 2**16) ** 2  # noqa: E731
+
+    @jax.jit
+    def draws(keys):
+        def read(key):
+            one = lambda n, c: grid_brownian(key, n, 16, (), jnp.float64, c)  # noqa: E731
+            return jax.vmap(lambda n: jnp.stack([one(n, None), one(n, clock)]))(points)
+
+        return jax.vmap(read)(keys)
+
+    w = np.asarray(draws(jr.split(jr.key(0), 4000)))  # (keys, points, clocks)
+    assert np.all(w[:, 0] == 0)
+    inc = np.diff(w, axis=1)
+    for j, c in enumerate((np.asarray(points, np.float64), np.asarray(clock(points)))):
+        assert stats.moments(inc[:, :, j], np.zeros(5), np.diag(np.diff(c))).within(5)
+    assert not stats.moments(inc[:, :, 0], np.zeros(5), np.diag(np.diff(c))).within(5)
+
+
 SMALL = (4, 2)  # one compile shared by the tests below (same shapes, score type, dtype)
 
 
@@ -196,26 +223,50 @@ def test_non_finite_score_raises():
 @pytest.mark.slow
 def test_strong_convergence_on_its_own_brownian_path(x64):
     """As rtol shrinks, each sample converges to the reverse SDE's solution on ITS Brownian path
-    (a fine fixed-step Heun solve on the same VirtualBrownianTree): rejected steps retried on the
-    same path, not on new noise. A run on another path from the same x_T is far from it."""
+    (a fine fixed-step Heun solve on the same grid tree, every 16th grid point): rejected steps
+    retried on the same path, not on new noise. A run on another path from the same x_T is far
+    from it."""
     import diffrax as dfx
 
     from scoresde._keys import latents_and_noise_keys
+    from scoresde._sampling.adaptive_sde import LEVELS, QUANTA
+    from scoresde._sampling.brownian import grid_brownian
 
     sde, shape = ss.VPSDE(), (4, 2)
     score = ss.analytic.marginal_score(random_gaussian(2, 2, jnp.float64), sde)
     x_T, noise_keys = latents_and_noise_keys(sde, jr.key(5), shape, None, jnp.float64)
     s0, s1 = -1.0, -1e-3
-    ts = jnp.linspace(s0, s1, 4001)
+    quantum = (s1 - s0) / QUANTA
+    ts = (s0 + quantum * jnp.arange(0, QUANTA + 1, 16, dtype=jnp.float64)).at[-1].set(s1)
+
+    class GridPath(dfx.AbstractBrownianPath):
+        """The sampler's path: sqrt(quantum) B(n) at grid index n = (s - s0) / quantum."""
+
+        key: jax.Array
+        levy_area: type = dfx.BrownianIncrement
+
+        @property
+        def t0(self):
+            return s0
+
+        @property
+        def t1(self):
+            return s1
+
+        def evaluate(self, t0, t1=None, left=True, use_levy=False):
+            def w(t):
+                n = jnp.round((t - s0) / quantum).astype(jnp.int32)
+                return grid_brownian(self.key, n, LEVELS, shape[1:], jnp.float64)
+
+            return jnp.sqrt(quantum) * (w(t1) - w(t0))
 
     @jax.jit
     @jax.vmap
     def reference(x0, noise_key):
-        path = dfx.VirtualBrownianTree(s0, s1, 1e-6, shape[1:], noise_key)
-        terms = ss.reverse_terms(sde, score, path, origin=0.0)
+        terms = ss.reverse_terms(sde, score, GridPath(noise_key), origin=0.0)
         stepto = dfx.StepTo(ts=ts)
         sol = dfx.diffeqsolve(
-            terms, dfx.Heun(), s0, s1, None, x0, stepsize_controller=stepto, max_steps=4000
+            terms, dfx.Heun(), s0, s1, None, x0, stepsize_controller=stepto, max_steps=ts.size
         )
         return sol.ys[0]
 
@@ -226,7 +277,7 @@ def test_strong_convergence_on_its_own_brownian_path(x64):
             sde, score, key=jr.key(5), shape=shape, rtol=rtol, atol=rtol / 10, denoise=False
         )
         errors.append(float(jnp.max(jnp.abs(r.x - ref))))
-    assert errors[0] > errors[1] > errors[2]
+    assert errors[0] > errors[1] > errors[2], errors
     assert errors[2] < 0.01
     other = ss.sample_sde_adaptive(
         sde, score, key=jr.key(6), shape=shape, x_T=x_T, rtol=0.001, atol=0.0001, denoise=False

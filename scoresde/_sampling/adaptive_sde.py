@@ -14,13 +14,13 @@ $\delta = \max(\varepsilon_{abs}, \varepsilon_{rel}\max(|x'|, |x'_{prev}|))$ ($x
 Euler-Maruyama proposal of the last accepted step) decides: accept $x''$ if $E \le 1$; in any case
 $h \leftarrow \min(s_{end} - s, \theta h E^{-r})$ with $\theta = r = 0.9$.
 
-Each sample runs its own `lax.while_loop` (under `jax.vmap`) along its own
-`diffrax.VirtualBrownianTree` keyed by `fold_in(key, i)`, so a rejected step retries over a
-shorter interval of the SAME Brownian path. (The authors' PyTorch code draws a fresh $z$ at every
-attempt; redrawing after a rejection favours small increments and biases the sampler.)
+Each sample runs its own `lax.while_loop` (under `jax.vmap`) along its own Brownian path keyed
+by `fold_in(key, i)`, so a rejected step retries over a shorter interval of the SAME path. (The
+authors' PyTorch code draws a fresh $z$ at every attempt; redrawing after a rejection favours
+small increments and biases the sampler.) Step ends lie on a grid of $2^{16}$ quanta, and the
+path is a Brownian tree over that grid (`brownian.grid_brownian`), read only at its nodes.
 """
 
-import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -48,13 +48,15 @@ from .._score_calls import bind, check_cond, diagnose_score, tweedie_batch
 from .._sde import AbstractSDE, check_sde_and_score
 from .._sharding import map_batch
 from .._terms import ReverseDrift
+from .brownian import grid_brownian
 from .result import SampleResult
 
 SAFETY = 0.9  # theta: the step-size safety factor
 EXPONENT = 0.9  # r: h <- theta h E^-r
 # Loop status per sample.
 RUNNING, DONE, MAX_STEPS, NOT_FINITE, UNDERFLOW = 0, 1, 2, 3, 4
-QUANTA = 2**16  # step ends lie on this many equal quanta of the span (see `_solve_one`)
+LEVELS = 16
+QUANTA = 2**LEVELS  # step ends lie on this many equal quanta of the span (see `_solve_one`)
 
 
 class AdaptiveStats(eqx.Module):
@@ -74,13 +76,17 @@ def _solve_one(
     `log_snr_steps` (then `h_init` and the steps are in $\lambda$).
 
     Step ends lie on a grid of `QUANTA` equal quanta of the span of `u`: the loop carries the
-    integer quantum index `n` and step `k` (in quanta, the controller's step floored), so two
-    runs whose states differ by rounding evaluate the Brownian tree at the SAME times and take
-    the same steps, instead of drifting apart (a tree resolved to `tol` has slopes of order
-    $1/\sqrt{tol}$, which amplify a one-ulp difference in a step end)."""
+    integer quantum index `n` and step `k` (in quanta, the controller's step floored), and the
+    Brownian path is a tree over that grid read at integer nodes only (`grid_brownian`, the
+    value at `n` carried), so every compile of the loop (another batch width, device count or
+    chunk) draws bitwise the same increments (in `log_snr_steps`, up to the rounding of the
+    clock `s_at`). A tree over the continuous time (diffrax's
+    `VirtualBrownianTree`) interpolates within its leaves with slopes of order
+    $1/\sqrt{tol}$: the one-ulp differences in the rescaled time that two compiles of the
+    loop make moved its increments by ~1e-5, flipping a floored step a few steps later.
+    `tol` is only the smallest step (`10 * tol`)."""
     dtype = x0.dtype
     drift = ReverseDrift(sde, score, origin=0.0)
-    path = dfx.VirtualBrownianTree(s0, s_end, tol, x0.shape, noise_key)
     dt_min = 10 * tol
     if log_snr_steps:
         u0, u_end = sde.log_snr(-s0).astype(dtype), sde.log_snr(-s_end).astype(dtype)
@@ -93,6 +99,14 @@ def _solve_one(
         u = u0 + (u_end - u0) * (n.astype(dtype) / QUANTA)
         return jnp.where(n == 0, s0, jnp.where(n == QUANTA, s_end, s_of_u(u)))
 
+    if log_snr_steps:  # W(s) on the grid's own clock, s_at(n) - s0
+        root, clock = jnp.ones((), dtype), lambda n: (s_at(n) - s0).astype(dtype)
+    else:  # s linear in n: W(s_at(n)) = sqrt(quantum) B(n), B on the clock n (exact bridges)
+        root, clock = jnp.sqrt((s_end - s0) / QUANTA).astype(dtype), None
+
+    def brownian(n):
+        return root * grid_brownian(noise_key, n, LEVELS, x0.shape, dtype, clock)
+
     def whole(k):  # a step of k (real) quanta as whole quanta in [1, QUANTA], floored
         return jnp.maximum(jnp.floor(jnp.minimum(k, QUANTA)), 1).astype(jnp.int32)
 
@@ -100,13 +114,14 @@ def _solve_one(
         return carry[-1] == RUNNING
 
     def body(carry):
-        n, x, x_prev, k, attempted, accepted, _ = carry
+        n, w, x, x_prev, k, attempted, accepted, _ = carry
         n_next = jnp.minimum(n + k, QUANTA)
         last = n_next == QUANTA
         k = n_next - n
         s, s_next = s_at(n), s_at(n_next)
         h = s_next - s
-        dw = path.evaluate(s, s_next)
+        w_next = brownian(n_next)
+        dw = w_next - w
         g0 = sde.diffusion(-s).astype(dtype)
         g1 = sde.diffusion(-s_next).astype(dtype)
         x_em = x + h * drift(s, x, None) + g0 * dw
@@ -118,6 +133,7 @@ def _solve_one(
         attempted = attempted + 1
         accepted = accepted + ok.astype(accepted.dtype)
         n_new = jnp.where(ok, n_next, n)
+        w = jnp.where(ok, w_next, w)
         x_new = jnp.where(ok, x_heun, x)
         x_prev = jnp.where(ok, x_em, x_prev)
         growth = SAFETY * err ** (-EXPONENT)
@@ -128,11 +144,12 @@ def _solve_one(
         status = jnp.where((status == RUNNING) & (h_ctrl_s < dt_min), UNDERFLOW, status)
         status = jnp.where(jnp.isfinite(err), status, NOT_FINITE)
         status = jnp.where((status == RUNNING) & (attempted >= max_steps), MAX_STEPS, status)
-        return n_new, x_new, x_prev, k_new, attempted, accepted, status.astype(jnp.int32)
+        return n_new, w, x_new, x_prev, k_new, attempted, accepted, status.astype(jnp.int32)
 
     zero = jnp.asarray(0, jnp.int32)
-    init = (zero, x0, x0, whole(jnp.asarray(h_init, dtype) / quantum), zero, zero, zero)
-    _, x, _, _, attempted, accepted, status = lax.while_loop(cond, body, init)
+    k0 = whole(jnp.asarray(h_init, dtype) / quantum)
+    init = (zero, jnp.zeros_like(x0), x0, x0, k0, zero, zero, zero)
+    _, _, x, _, _, attempted, accepted, status = lax.while_loop(cond, body, init)
     return x, attempted, accepted, status
 
 
@@ -235,8 +252,8 @@ def sample_sde_adaptive_with_stats(
     check_positive("brownian_tol", brownian_tol)
     if not log_snr_steps and is_concrete(h_init) and float(h_init) <= 10 * float(brownian_tol):
         raise ValueError(
-            f"h_init={h_init} must exceed 10 * brownian_tol = {10 * brownian_tol}: the Brownian "
-            "tree must resolve the steps."
+            f"h_init={h_init} must exceed 10 * brownian_tol = {10 * brownian_tol}, the smallest "
+            "step a sample may take."
         )
     max_steps = check_int("max_steps", max_steps)
     denoise, throw = check_bool("denoise", denoise), check_bool("throw", throw)
@@ -337,9 +354,13 @@ def sample_sde_adaptive(
     **Arguments:**
 
     - `sde`, `score`: the SDE and the score `score(t, x)` on one sample.
-    - `key`: sample `i` uses `fold_in(key, i)` for its prior latent and its Brownian path (a
-      `diffrax.VirtualBrownianTree` of tolerance `brownian_tol`, default $10^{-6} T$): a rejected
-      step retries on the same path. `shape = (num, *data_shape)`.
+    - `key`: sample `i` uses `fold_in(key, i)` for its prior latent and its Brownian path: a
+      rejected step retries on the same path. `shape = (num, *data_shape)`. Step ends lie on a
+      grid of $2^{16}$ equal quanta of the span (the controller's step is floored to whole
+      quanta), and the path is a Brownian tree over that grid, exact at every grid point (no
+      interpolation: each read costs 16 normal draws of the sample's shape).
+    - `brownian_tol`: the smallest step: a sample whose next step would fall below
+      $10\times$`brownian_tol` (default $10^{-6} T$) fails.
     - `rtol`, `atol`: the mixed tolerance; the defaults (0.05, 0.0078) are the paper's for data
       in $[-1, 1]$ (`atol` $\approx 2/256$, one grey level). Scale `atol` with the data.
     - `t_eps`: the end time (default `sde.default_t_eps`); `h_init`: the first step (default
@@ -349,15 +370,15 @@ def sample_sde_adaptive(
     - `x_T`, `throw`, `cond`: as in [`scoresde.sample_sde`][].
     - `sharding`, `chunk_size`: split the batch over devices (each runs its own adaptive loops)
       and stream it in chunks, as in [`scoresde.sample_ode`][]; sample `i` keeps its key and
-      Brownian path. Step ends lie on a grid of $2^{16}$ equal quanta of the span (the
-      controller's step is floored to whole quanta), so a rounding difference in the state
-      (from a `vmap` of another width, another device count) does not move the times at which
-      the Brownian tree is read: a tree resolved to `brownian_tol` has slopes of order
-      $1/\sqrt{\text{brownian\_tol}}$, and a one-ulp shift of a step end used to grow about
-      100-fold per step. Measured: batches of 2, 3 and 8 give the same samples and step counts
-      in float32 and float64; a batch of 1 (XLA compiles it as a scalar program) agrees in
-      float64 (to 1e-9 after a bimodal mixture's separatrix amplified the rounding) but in float32
-      a rounding difference can still flip an accept decision: compare such runs statistically.
+      Brownian path, whose increments are bitwise the same in every layout (with
+      `log_snr_steps`, up to the rounding of the grid's times). What can still
+      differ is the rounding of the score and the step by a `vmap` of another width, which can
+      flip a floored step or an accept decision: measured against a batch of 8 in float32
+      (widths 1 and 3 and 2 devices, 12 keys), no sample of a two-width 2-D mixture moved and
+      33 of 576 of a 2-D Gaussian did (by up to 3e-3); in float64 all agreed to 5e-16. (A tree
+      over continuous time read between its nodes, as diffrax's `VirtualBrownianTree` is,
+      amplifies a one-ulp difference in the time about $1/\sqrt{\text{tol}}$-fold: there 2
+      samples in 3 moved.)
     - `log_snr_steps`: take the steps $h$ (and `h_init`, default 1% of the span) in the half
       log-SNR $\lambda(t) = \ln(\alpha/\sigma)$ instead of $t$; the step pair, the Brownian path
       and the error norm are unchanged. On the 64-D benchmarks it uses about 10% fewer

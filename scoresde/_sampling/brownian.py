@@ -1,11 +1,13 @@
-"""A cheap Brownian path for fixed-step sampling of a whole batch at once.
+"""Brownian paths: a cheap one for fixed-step sampling of a whole batch at once
+(`BatchBrownianPath`), and a tree read exactly on a grid of integer times (`grid_brownian`, for
+`sample_sde_adaptive`, whose step ends lie on such a grid).
 
-Each sample `i` of the batch owns a key; the increment over `[t0, t1]` is drawn from
+`BatchBrownianPath`: each sample `i` of the batch owns a key; the increment over `[t0, t1]` is drawn from
 `fold_in(key_i, hash(bits(t0), bits(t1)))`, so a sample's noise depends only on its own key
 and on the step, never on the batch it sits in. Like `diffrax.UnsafeBrownianPath`, increments
 over different intervals are independent draws: the path is exact for a fixed grid whose
 steps are each evaluated once as a whole, and wrong for adaptive steps (use
-`diffrax.VirtualBrownianTree` there).
+`diffrax.VirtualBrownianTree`, or `grid_brownian` where step ends lie on a grid).
 """
 
 import math
@@ -81,3 +83,45 @@ class BatchBrownianPath(dfx.AbstractBrownianPath):
         if with_h:
             return dfx.SpaceTimeLevyArea(dt=dt, W=w, H=h)
         return dfx.BrownianIncrement(dt=dt, W=w)
+
+
+def grid_brownian(key, n, levels: int, shape, dtype, clock=None):
+    r"""$W(c(n))$, a Brownian motion read at grid index `n` (an integer in $[0, 2^L]$, $L$ =
+    `levels`) of a monotone clock $c$ with $c(0) = 0$: default $c(n) = n$ (in quanta).
+
+    A Brownian tree over the grid: $W(c(2^L)) = \sqrt{c(2^L)}\,z_0$, and the node halving
+    $[a, b]$ at $m$ draws the bridge $W(c(m)) \mid W(c(a)), W(c(b))$, mean
+    $W_a + \tfrac{c_m - c_a}{c_b - c_a}(W_b - W_a)$, variance
+    $\tfrac{(c_m - c_a)(c_b - c_m)}{c_b - c_a}$, from `fold_in(key, m)`. After $L$ halvings `n`
+    is a node: its value is exact, never interpolated within a leaf, so two reads at the same
+    integer agree to the rounding of the $L$ bridges (bitwise, with the default clock, whose
+    fractions and variances are exact powers of two), however the caller rounds its own state.
+    Cost: $L$ normal draws of `shape` per read.
+    """
+    top = 2**levels
+    c = (lambda q: q.astype(dtype)) if clock is None else clock
+    total = c(jnp.asarray(top, jnp.int32))
+    w_top = jnp.sqrt(total) * jr.normal(jr.fold_in(key, 0), shape, dtype)
+
+    def halve(_, carry):
+        lo, hi, w_lo, w_hi = carry
+        mid = (lo + hi) // 2
+        c_lo, c_mid, c_hi = c(lo), c(mid), c(hi)
+        left, span = c_mid - c_lo, c_hi - c_lo
+        safe = jnp.where(span > 0, span, jnp.ones_like(span))
+        frac = jnp.clip(left / safe, 0, 1)
+        var = jnp.maximum(left * (c_hi - c_mid) / safe, 0)
+        z = jr.normal(jr.fold_in(key, mid), shape, dtype)
+        w_mid = (w_lo + frac * (w_hi - w_lo) + jnp.sqrt(var) * z).astype(dtype)
+        right = n >= mid
+        return (
+            jnp.where(right, mid, lo),
+            jnp.where(right, hi, mid),
+            jnp.where(right, w_mid, w_lo),
+            jnp.where(right, w_hi, w_mid),
+        )
+
+    zero = jnp.asarray(0, jnp.int32)
+    init = (zero, jnp.asarray(top, jnp.int32), jnp.zeros(shape, dtype), w_top)
+    lo, _, w_lo, w_hi = jax.lax.fori_loop(0, levels, halve, init)
+    return jnp.where(n == lo, w_lo, w_hi)
