@@ -48,6 +48,10 @@ class _StopAfter:
         return self.calls >= self.n
 
 
+# One worker for the module: its module-scoped fixture is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("checkpoint_resume")
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     out = tmp_path_factory.mktemp("straight")

@@ -59,6 +59,10 @@ def _checkpoint(folder, **config):
     return path
 
 
+# One worker for the module: its module-scoped fixture is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("cli")
+
+
 @pytest.fixture(scope="module")
 def toy_ckpt(tmp_path_factory):
     return _checkpoint(tmp_path_factory.mktemp("toy"), dataset="moons")

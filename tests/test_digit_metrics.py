@@ -1,6 +1,6 @@
 """Digit sample-quality metrics: the classifier, the Frechet distance, class histograms.
 
-The classifier is trained once for the module (about a second); every check has a negative
+The classifier is trained once for the module (a few seconds); every check has a negative
 control (noise, a single class) that the metric must separate from real digits.
 """
 
@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 import scoresde as ss
+
+# One worker for the module: its module-scoped fixture is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("digit_metrics")
 
 
 @pytest.fixture(scope="module")

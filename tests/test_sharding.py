@@ -43,6 +43,10 @@ def run_worker(tmp_path_factory, *flags):
     return json.loads(out.read_text())
 
 
+# One worker for the module: its module-scoped fixture is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("sharding")
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     return run_worker(tmp_path_factory)
