@@ -107,9 +107,16 @@ def test_inpaint_writes_figure_json_and_reports_hidden_error(cond_ckpt, tmp_path
             "--no-progress", "--out", str(tmp_path)]  # fmt: skip
     with record_figures() as figures:
         assert cli.main(argv) == 0
-    out = capsys.readouterr().out
-    assert "RMSE on the hidden pixels" in out and "pigdm" in out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "RMSE on the hidden pixels" in out and "dps" in out  # the default method
     report = json.loads((tmp_path / "inpaint.json").read_text())
+    # the baselines are printed and saved; a method that loses to the mean image is flagged
+    assert report["method"] == "dps" and "empirical posterior" in out
+    assert 0 < report["empirical_posterior_hidden_rmse"] and 0 < report["mean_image_hidden_rmse"]
+    assert report["beats_mean_image"] == (report["hidden_rmse"] < report["mean_image_hidden_rmse"])
+    flagged = "does not beat the mean image" in captured.err
+    assert flagged == (not report["beats_mean_image"])
     data = np.load(tmp_path / "inpaint.npz")
     mask = data["mask"]
     assert mask.shape == (1, 8, 8) and mask[:, :4].all() and not mask[:, 4:].any()
@@ -118,7 +125,7 @@ def test_inpaint_writes_figure_json_and_reports_hidden_error(cond_ckpt, tmp_path
     hidden = np.broadcast_to(~mask, data["truth"].shape)
     rmse = np.sqrt(np.mean((data["completed"][hidden] - data["truth"][hidden]) ** 2))
     np.testing.assert_allclose(report["hidden_rmse"], rmse, rtol=1e-6)
-    # network evaluations: (2 steps + the final denoising step) x PiGDM's 1 evaluation + 1 VJP
+    # network evaluations: (2 steps + the final denoising step) x DPS's 1 evaluation + 1 VJP
     assert report["nfe_per_image"] == 3 * 3
     # inpaint.png: titled columns (observed, the method, truth), digits named, a title with the
     # mask and the hidden-pixel RMSE, each 8x8 digit drawn over at least 64x64 pixels
@@ -127,8 +134,21 @@ def test_inpaint_writes_figure_json_and_reports_hidden_error(cond_ckpt, tmp_path
     assert figures_mod.png_size(tmp_path / "inpaint.png") == fig["size"]
     assert fig["size"][0] >= 3 * 64 and fig["size"][1] >= 2 * 64
     assert "lower-half hidden" in fig["suptitle"] and f"{rmse:.3f}" in fig["suptitle"]
-    assert [ax["title"] for ax in fig["axes"][:3]] == ["observed", "PiGDM", "truth"]
+    assert [ax["title"] for ax in fig["axes"][:3]] == ["observed", "DPS", "truth"]
     assert fig["axes"][0]["ylabel"] == f"digit {data['labels'][0]}"
+
+
+def test_empirical_posterior_draws_the_training_image_that_explains_the_observation():
+    mask = inpaint_cmd.make_mask("lower-half")
+    train = np.random.default_rng(0).uniform(-1, 1, (50, 1, 8, 8))
+    observed = train[[7, 31]] * mask
+    picked = inpaint_cmd.empirical_posterior(train, observed, mask, 0.05, seed=0)
+    np.testing.assert_array_equal(picked, train[[7, 31]])
+    # negative control: with a vague measurement the draws spread over the training set
+    vague = [
+        inpaint_cmd.empirical_posterior(train, observed, mask, 100.0, seed=s)[0] for s in range(5)
+    ]
+    assert len({v.tobytes() for v in vague}) > 1
 
 
 def test_inpaint_grid_without_matplotlib_is_upscaled():

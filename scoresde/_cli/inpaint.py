@@ -1,12 +1,16 @@
 """`scoresde inpaint`: complete masked test digits with a digits checkpoint (guided sampling).
 
 Each test image is observed on a mask (`y = x[mask] + noise`, noise std `--noise-std`); the
-hidden pixels are drawn from the model's approximate posterior with PiGDM
-(`scoresde.guidance.PiGDM`, the default) or DPS (`scoresde.guidance.DPS`), one measurement per
-image through the samplers' per-sample `cond=`, on the fixed-step reverse SDE. Writes
+hidden pixels are drawn from the model's approximate posterior with DPS
+(`scoresde.guidance.DPS`, the default: the measured best on the digits task, see
+docs/how-to/inverse-problems.md: hidden-pixel RMSE 0.541 and classifier accuracy 0.71 against
+PiGDM's 0.645 and 0.63 on 100 test digits) or PiGDM (`scoresde.guidance.PiGDM`), one measurement
+per image through the samplers' per-sample `cond=`, on the fixed-step reverse SDE. Writes
 `inpaint.png` (a row per digit; titled columns observed | completed | truth), `inpaint.npz` and
-`inpaint.json`, and prints the RMSE on the hidden pixels beside the RMSE of filling them with the
-mean training image.
+`inpaint.json`, and prints the RMSE on the hidden pixels beside two baselines: the mean
+training image pasted in, and the empirical posterior (a training digit drawn with probability
+proportional to its likelihood of the observation: what an exact sampler of a model that
+memorised the training set returns). A method that does not beat the mean image is flagged.
 """
 
 import json
@@ -35,7 +39,7 @@ from .common import (
 from .figures import plot_inpainting, write_png
 
 MASKS = ("lower-half", "upper-half", "left-half", "right-half", "centre")
-METHODS = ("pigdm", "dps")
+METHODS = ("dps", "pigdm")  # the first is the default: the measured best (module docstring)
 
 
 def make_mask(name: str, shape=(1, 8, 8)):
@@ -63,7 +67,7 @@ def add_parser(subparsers):
         "inpaint",
         help="complete masked test digits with a digits checkpoint",
         description="Hide part of each of the first --images test digits and complete it by "
-        "guided sampling (PiGDM or DPS) from a digits checkpoint; writes inpaint.png "
+        "guided sampling (DPS or PiGDM) from a digits checkpoint; writes inpaint.png "
         "(observed | completed | truth), inpaint.npz and inpaint.json to --out and prints the "
         "error on the hidden pixels.",
         formatter_class=HelpFormatter,
@@ -74,8 +78,9 @@ def add_parser(subparsers):
     p.add_argument(
         "--method",
         choices=METHODS,
-        default="pigdm",
-        help="pigdm: pseudo-inverse guidance; dps: diffusion posterior sampling",
+        default=METHODS[0],
+        help="dps: diffusion posterior sampling (the measured best on digits); pigdm: "
+        "pseudo-inverse guidance",
     )
     p.add_argument("--noise-std", type=float, default=0.05,
                    help="std of the observation noise (pixels in [-1, 1])")  # fmt: skip
@@ -104,7 +109,7 @@ class _PerImage(AbstractCostedScore):
         return eqx.tree_at(lambda g: g.measurement.y, self.guided, y)(t, x)
 
 
-def inpaint(model, config, images, mask, *, key, method="pigdm", noise_std=0.05, steps=100,
+def inpaint(model, config, images, mask, *, key, method=METHODS[0], noise_std=0.05, steps=100,
             progress=False):  # fmt: skip
     """Complete `images` `(n, 1, 8, 8)` (values in [-1, 1]) observed on `mask`: returns the
     sampler's result (`.x`, `.nfe` in network evaluations). Only `images * mask` reaches the
@@ -129,6 +134,22 @@ def hidden_rmse(x, truth, mask) -> float:
     """Root-mean-square error of `x` against `truth` over the hidden pixels (`~mask`)."""
     hidden = np.broadcast_to(~np.asarray(mask), np.shape(truth))
     return float(np.sqrt(np.mean((np.asarray(x)[hidden] - np.asarray(truth)[hidden]) ** 2)))
+
+
+def empirical_posterior(train, observed, mask, noise_std, *, seed: int):
+    r"""One training image per observed image, drawn with probability $\propto
+    \exp(-\lVert A x_{train} - y\rVert^2 / 2\sigma^2)$ (the posterior of the empirical
+    distribution of `train` under the mask's Gaussian measurement)."""
+    a = np.asarray(mask).reshape(-1)
+    tr = np.asarray(train).reshape(train.shape[0], -1)[:, a]
+    ob = np.asarray(observed).reshape(observed.shape[0], -1)[:, a]
+    sq = ((ob[:, None, :] - tr[None, :, :]) ** 2).sum(-1)  # (n_observed, n_train)
+    logw = -sq / (2 * noise_std**2)
+    w = np.exp(logw - logw.max(axis=1, keepdims=True))
+    w /= w.sum(axis=1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    picks = np.array([rng.choice(len(tr), p=wi) for wi in w])
+    return np.asarray(train)[picks]
 
 
 def grid(observed, completed, truth, mask, scale: int = 12):
@@ -176,6 +197,10 @@ def run(args) -> int:
     mean_image = np.asarray(dequantize(None, jnp.asarray(train_k))).mean(axis=0)
     rmse = hidden_rmse(completed, truth, mask)
     baseline = hidden_rmse(np.broadcast_to(mean_image, truth.shape), truth, mask)
+    train = np.asarray(dequantize(None, jnp.asarray(train_k)))
+    empirical = hidden_rmse(
+        empirical_posterior(train, truth * mask, mask, args.noise_std, seed=args.seed), truth, mask
+    )
     method = {"pigdm": "PiGDM", "dps": "DPS"}[args.method]
     title = (f"inpaint: {args.mask} hidden (red), noise std {args.noise_std:g}, {args.steps} steps\n"
              f"RMSE on the hidden pixels {rmse:.3f} (mean-image fill {baseline:.3f})")  # fmt: skip
@@ -196,11 +221,16 @@ def run(args) -> int:
         "nfe_per_image": float(np.mean(np.asarray(result.nfe))),
         "hidden_rmse": rmse,
         "mean_image_hidden_rmse": baseline,
+        "empirical_posterior_hidden_rmse": empirical,
+        "beats_mean_image": rmse < baseline,
     }
     (out / "inpaint.json").write_text(json.dumps(report, indent=2))
     print(
         f"{args.images} test digits, {args.mask} hidden, {args.method}: RMSE on the hidden "
-        f"pixels {rmse:.3f} (mean-image fill {baseline:.3f}; pixels in [-1, 1]) -> "
-        f"{out / 'inpaint.png'}, {out / 'inpaint.json'}"
+        f"pixels {rmse:.3f} (baselines: mean-image fill {baseline:.3f}, empirical posterior "
+        f"{empirical:.3f}; pixels in [-1, 1]) -> {out / 'inpaint.png'}, {out / 'inpaint.json'}"
     )
+    if rmse >= baseline:
+        note("inpaint", f"{method} does not beat the mean image on these digits (hidden-pixel "
+                        f"RMSE {rmse:.3f} >= {baseline:.3f}): the model or the guidance is off")  # fmt: skip
     return 0
