@@ -21,7 +21,7 @@ from scoresde._bench import measure, problems, report, solvers
 pytestmark = pytest.mark.xdist_group("bench")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
     """The smallest bench through the command line, in process: ring2d, Euler at 10 NFE, 64
     samples (seconds, not minutes). Its payload is the valid template the schema and report
@@ -67,7 +67,7 @@ def test_every_work_precision_panel_has_titles_labels_and_ticks(small_run, tmp_p
         assert len(ax["xticks"]) >= 2 and len(ax["yticks"]) >= 2, ax
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
     """`scoresde bench --quick` as a user runs it (a subprocess). Compilation dominates a quick
     run, so it sets JAX's own `JAX_DISABLE_MOST_OPTIMIZATIONS=1` (faster compiles, same results

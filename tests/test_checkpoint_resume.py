@@ -48,11 +48,12 @@ class _StopAfter:
         return self.calls >= self.n
 
 
-# One worker for the module: its module-scoped fixture is built once, not once per worker.
+# One worker for the module, and its fixtures session-scoped: pytest tears a module fixture
+# down whenever the worker turns to another module, so only these build it once per run.
 pytestmark = pytest.mark.xdist_group("checkpoint_resume")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def straight(tmp_path_factory):
     out = tmp_path_factory.mktemp("straight")
     result = recipes.train(CONFIG, out, progress=False, checkpoint_every=10)

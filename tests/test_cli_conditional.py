@@ -25,16 +25,17 @@ def _checkpoint(folder, **config):
     return path
 
 
-# One worker for the module: its module-scoped fixture is built once, not once per worker.
+# One worker for the module, and its fixtures session-scoped: pytest tears a module fixture
+# down whenever the worker turns to another module, so only these build it once per run.
 pytestmark = pytest.mark.xdist_group("cli_conditional")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cond_ckpt(tmp_path_factory):
     return _checkpoint(tmp_path_factory.mktemp("cond"), dataset="digits", conditional=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def plain_ckpt(tmp_path_factory):
     return _checkpoint(tmp_path_factory.mktemp("plain"), dataset="digits")
 

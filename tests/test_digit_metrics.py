@@ -9,11 +9,12 @@ import pytest
 
 import scoresde as ss
 
-# One worker for the module: its module-scoped fixture is built once, not once per worker.
+# One worker for the module, and its fixtures session-scoped: pytest tears a module fixture
+# down whenever the worker turns to another module, so only these build it once per run.
 pytestmark = pytest.mark.xdist_group("digit_metrics")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def clf():
     return ss.DigitClassifier(seed=0)
 

@@ -43,11 +43,12 @@ def run_worker(tmp_path_factory, *flags):
     return json.loads(out.read_text())
 
 
-# One worker for the module: its module-scoped fixture is built once, not once per worker.
+# One worker for the module, and its fixtures session-scoped: pytest tears a module fixture
+# down whenever the worker turns to another module, so only these build it once per run.
 pytestmark = pytest.mark.xdist_group("sharding")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def quick(tmp_path_factory):
     return run_worker(tmp_path_factory)
 
