@@ -6,8 +6,9 @@ over the devices of a `jax.sharding.NamedSharding` under `jax.shard_map`: device
 `start + d * local + i` for `i < local`, computed on the device from `jax.lax.axis_index` (its
 GLOBAL indices, clipped to `num - 1` on padding rows). Sample `i` so keeps
 `fold_in(key, i)`, and its result does not depend on $N$ nor on the chunk size, up to the
-rounding of a `vmap` of a different width (XLA's vectorised code can round differently by width,
-which can flip an adaptive step; bitwise equal when the per-device widths match). Padding rows
+rounding of the program XLA compiles for the local rows (it can fuse or rewrite operations
+differently for another width or device count; an adaptive solve can amplify one ulp to its
+tolerance: see docs/how-to/devices.md). Padding rows
 repeat the last real sample exactly (same input, same key, so the same steps: they never lengthen
 a device's loop) and are dropped before returning. Results come back with the given sharding when
 $N$ divides `num`; otherwise replicated over the same mesh (a mesh axis cannot hold an uneven

@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 from jax.sharding import AxisType, NamedSharding, PartitionSpec  # noqa: E402
 
 import scoresde as ss  # noqa: E402
+from scoresde._keys import draw_latents  # noqa: E402
 
 FULL = "--full" in sys.argv
 SDE = ss.VPSDE()
@@ -40,6 +41,14 @@ DIST = ss.analytic.GaussianMixture(
 SCORE = ss.analytic.marginal_score(DIST, SDE)
 KEY = jax.random.key(0)
 NUM = 6  # 4 does not divide it; 1 and 2 do
+# A 3-D mixture of three components of different shapes: adaptive step counts vary per sample.
+MIX3 = ss.analytic.GaussianMixture(
+    jnp.array([0.3, 0.5, 0.2]),
+    jnp.array([[1.5, 0.0, -0.5], [-1.0, 1.0, 0.0], [0.0, -1.5, 1.0]]),
+    jnp.stack([0.05 * jnp.eye(3), 0.3 * jnp.eye(3), jnp.diag(jnp.array([0.02, 0.5, 0.1]))]),
+)
+SCORE3 = ss.analytic.marginal_score(MIX3, SDE)
+QUICK = 50  # the default run's batch of the 3-D mixture: 4 does not divide it
 MEASUREMENT = ss.LinearMeasurement(jnp.array([[1.0, 0.0]]), jnp.array([0.5]), 0.5)
 
 
@@ -224,6 +233,43 @@ def quick_checks(report):
         report["error_if"] = [type(e).__name__, "score input out of range" in str(e)]
 
 
+def ulps(a, b):
+    """The largest difference of two float arrays in ulps of `b`'s largest entry."""
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / np.spacing(np.max(np.abs(b))))
+
+
+def device_count_checks(report):
+    """Adaptive PF-ODE solves of the 3-D mixture on 1 device and on 4 (`QUICK` samples: padded):
+    `sample_ode` (the latents drawn from the key) and `log_likelihood` (exact divergence) of its
+    samples. Per result: the difference in ulps and whether the step counts agree. Negative
+    control: the same one-device solve (the same compiled programs) from latents moved by ONE
+    ulp."""
+    four, shape, dtype = mesh_sharding(4), (QUICK, 3), jnp.result_type(float)
+    ode = lambda **kw: ss.sample_ode(SDE, SCORE3, key=KEY, shape=shape, **kw)  # noqa: E731
+    one, split = ode(), ode(sharding=four)
+    latents = draw_latents(sde=SDE, key=KEY, shape=shape, dtype=dtype, rows=None)
+    moved = ode(x_T=jnp.nextafter(latents, jnp.inf))
+    exact = ss.ExactDivergence()
+    ll = lambda **kw: ss.log_likelihood(SDE, SCORE3, one.x, divergence=exact, **kw)  # noqa: E731
+    ll_one, ll_split = ll(), ll(sharding=four)
+    report["device_count"] = {
+        "sample_ode": {
+            "x_ulps": ulps(split.x, one.x),
+            "steps_equal": bool(np.array_equal(split.num_steps, one.num_steps)),
+        },
+        "log_likelihood": {
+            "log_prob_ulps": ulps(ll_split.log_prob, ll_one.log_prob),
+            "z_ulps": ulps(ll_split.z, ll_one.z),
+            "steps_equal": bool(np.array_equal(ll_split.num_steps, ll_one.num_steps)),
+        },
+        "one_ulp_moved": {
+            "x_max_diff": float(np.max(np.abs(np.asarray(moved.x) - np.asarray(one.x)))),
+            "steps_differing": int(np.sum(np.asarray(moved.num_steps) != one.num_steps)),
+        },
+    }
+
+
 def full_checks(report):
     """Every entry point on 1, 2 and 4 devices and in chunks of 4, against the unsharded call."""
     for name, call in cases().items():
@@ -255,6 +301,7 @@ def main(path):
         fit_check(report)
     else:
         quick_checks(report)
+        device_count_checks(report)
     with open(path, "w") as f:
         json.dump(report, f, indent=1)
 

@@ -4,7 +4,8 @@ JAX fixes its device count at import, so the checks run in ONE subprocess with 4
 devices (`tests/sharding_worker.py`), which compares the sharded calls over meshes of 1, 2 and
 4 of its devices with the unsharded call of the same process and reports what it found. The
 default run makes a handful of compiles (adaptive `sample_ode` on 6 samples over 4 devices, a
-batch 4 does not divide, their latents drawn from per-sample keys); the slow run covers every
+batch 4 does not divide, their latents drawn from per-sample keys; adaptive `sample_ode` and
+`log_likelihood` on 50 samples of a 3-D mixture on 1 and 4 devices); the slow run covers every
 entry point on 1, 2 and 4 devices and in chunks.
 """
 
@@ -79,6 +80,20 @@ def test_sharded_samples_keep_their_global_keys(quick):
     two are alike (a device restarting its indices at 0 would repeat samples)."""
     assert quick["entries"]["sample_ode/4"]["fields"]["x"] <= RTOL
     assert quick["distinct_rows"] == 6
+
+
+def test_adaptive_pf_ode_solves_do_not_depend_on_the_device_count(quick):
+    # 50 samples of a 3-D mixture on 1 and on 4 devices (padded to 52): the same samples and
+    # likelihoods (measured: to the bit; allowed: 4 ulps) and the same steps. Sensitive: one
+    # ulp in the latents changes the adaptive steps of several samples (the error estimate of
+    # the first steps is mostly rounding, see docs/how-to/devices.md), so a rounding
+    # difference between the device layouts would show here as changed steps.
+    found = quick["device_count"]
+    ode, ll = found["sample_ode"], found["log_likelihood"]
+    assert ode["steps_equal"] and ll["steps_equal"]
+    assert max(ode["x_ulps"], ll["log_prob_ulps"], ll["z_ulps"]) <= 4
+    assert found["one_ulp_moved"]["steps_differing"] > 0
+    assert found["one_ulp_moved"]["x_max_diff"] > 1e-6
 
 
 def test_each_device_loops_until_its_own_slowest_sample(quick):

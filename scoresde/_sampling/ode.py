@@ -61,9 +61,12 @@ def sample_ode(
       leading axis of `num`): the score is then called as `score(t, x, cond_i)`.
     - `sharding`: a `jax.sharding.NamedSharding` splitting the batch axis over a mesh axis:
       each device runs its own solves on its rows (its own adaptive loop), and the result comes
-      back with that sharding, equal to the one-device result up to the rounding of a vmap
-      of a different width (sample `i` keeps `fold_in(key, i)`). A batch the device count does not divide is padded with copies of
-      the last sample, dropped afterwards. See [Run on many devices and hosts](../how-to/devices.md).
+      back with that sharding, equal to the one-device result up to the rounding of the program
+      compiled for a device's rows (sample `i` keeps `fold_in(key, i)`; with adaptive steps,
+      which amplify a rounding difference to the tolerance, the latents are drawn in a program
+      of their own: measured bit for bit on 1 and 4 CPU devices). A batch the device count
+      does not divide is padded with copies of the last sample, dropped afterwards. See
+      [Run on many devices and hosts](../how-to/devices.md).
     - `chunk_size`: run the batch through in chunks of this many samples (one compile; the same
       results), so a batch larger than memory streams through.
 

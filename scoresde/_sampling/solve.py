@@ -31,7 +31,7 @@ from .._checks import (
     raise_if_failed,
     raise_if_not_finite,
 )
-from .._keys import latents_and_noise_keys
+from .._keys import draw_latents, latents_and_noise_keys
 from .._progress import progress_meter
 from .._score_calls import bind, check_cond, diagnose_score, tweedie_batch
 from .._sde import check_sde_and_score
@@ -243,11 +243,24 @@ def run_sampler(
     )
     if stochastic and isinstance(mode, Adaptive):
         mode, brownian_tol = brownian_tolerance(mode, sde, brownian_tol)
-    x_T, cond = check_latents(x_T, shape, dtype), check_cond(cond, shape[0])
+    if x_T is None and isinstance(mode, Adaptive):  # see `draw_latents`: no rounding by width
+        x_T = map_batch(
+            draw_latents,
+            shape[0],
+            {},
+            sharding=sharding,
+            chunk_size=chunk_size,
+            sde=sde,
+            key=key,
+            shape=shape,
+            dtype=dtype,
+        )
+    else:
+        x_T = check_latents(x_T, shape, dtype)
     x, nfe, num_steps, ok, finite = map_batch(
         _sample,
         shape[0],
-        {"x_T": x_T, "cond": cond},
+        {"x_T": x_T, "cond": check_cond(cond, shape[0])},
         sharding=sharding,
         chunk_size=chunk_size,
         sde=sde,
