@@ -51,8 +51,9 @@ def sample_ode(
       for it (`solver.default_grid()` for this package's solvers, see
       [`scoresde.AbstractPFSolver`][]; uniform in $t$ for diffrax's). `grid` may also give the
       times themselves (an [`scoresde.AbstractExplicitGrid`][], or an array decreasing from
-      `sde.T` to `t_eps`): then `steps` and `t_eps` are implied. DPM-Solver-2/3 spend their
-      last fixed step on lower orders ([`scoresde.DPMSolver3`][]).
+      `sde.T` to `t_eps`): then `steps` and `t_eps` are implied. On fixed steps DPM-Solver-2/3
+      and EDM's Heun spend their last step and any long one on lower orders (their
+      `fixed_steps`, see [`scoresde.DPMSolver3`][]).
       Without `steps`, adaptive steps under `stepsize_controller`, by default
       `diffrax.PIDController(rtol, atol)`; with both, `steps` sets the first step size.
     - `t_eps`: the end time; defaults to `sde.default_t_eps` ($10^{-3}$; `sigma_min` for EDM).

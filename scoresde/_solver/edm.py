@@ -8,6 +8,7 @@ from typing import ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 
+from .._grid import KarrasGrid
 from .base import LONG_STEP, PFModel, _Budgeted, _check_fixed_steps
 
 
@@ -45,6 +46,12 @@ class EDMHeun(_Budgeted):
 
     def order(self, terms):
         return 2
+
+    def default_grid(self):
+        r"""[`scoresde.KarrasGrid`][] ($\rho = 7$, EDM's own): no grid suits Heun on both VP and
+        EDM in `benchmarks/default_grids.py`; Karras's has the smallest worst-case error there,
+        just ahead of the log-SNR grid."""
+        return KarrasGrid()
 
     def _step(self, model, ts, tt, x, last):
         if last is None:
