@@ -9,10 +9,12 @@ A grid is a small Equinox value ([`scoresde.AbstractTimeGrid`][]) that gives a s
   + \tfrac{i}{N}(\tilde\sigma_{min}^{1/\rho} - \tilde\sigma_{max}^{1/\rho})$, mapped back to $t$ with
   `log_snr_inverse` (for `EDMSDE`, $\tilde\sigma = t$).
 - [`scoresde.ClippedLogSNRGrid`][] (`"clipped_log_snr"`): [`scoresde.clipped_log_snr_grid`][],
-  uniform in $\lambda$ between two capped end steps; the best grid for few-step exponential
-  integrators (see `benchmarks/fast_solvers.py`).
+  uniform in $\lambda$ between two capped end steps; often the best grid for few-step
+  exponential integrators on exact scores (see `benchmarks/fast_solvers.py`), but its long first
+  step carries the network's error at $T$ (`benchmarks/default_grids.py`).
 
-These compute their times for any `steps`. A grid of given times (steps and `t_eps` implied)
+These compute their times for any `steps`. A sampler given no grid takes its solver's
+(`AbstractPFSolver.default_grid`, uniform in $t$ for other solvers). A grid of given times (steps and `t_eps` implied)
 subclasses [`scoresde.AbstractExplicitGrid`][]; a plain array of times passed as `grid=` is one.
 The strings are aliases, turned into values by `as_time_grid` (the one place that does it).
 """

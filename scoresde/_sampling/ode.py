@@ -4,10 +4,11 @@ import diffrax as dfx
 
 from .._checks import check_tolerances
 from .._custom_types import ScoreFn
-from .._grid import AbstractExplicitGrid, as_time_grid
+from .._grid import AbstractExplicitGrid
 from .._sde import AbstractSDE
 from .result import SampleResult
 from .solve import run_sampler
+from .step_modes import solver_grid
 
 
 def sample_ode(
@@ -21,7 +22,7 @@ def sample_ode(
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     t_eps: float | None = None,
     denoise: bool = False,
-    grid="uniform",
+    grid=None,
     x_T=None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
@@ -44,11 +45,15 @@ def sample_ode(
     - `key`: sample `i` uses `fold_in(key, i)`; `shape = (num, *data_shape)`.
     - `solver`: any diffrax ODE solver (or this package's exponential integrators).
     - `steps`: a fixed grid of that many steps, with the times of `grid`: a grid value
-      ([`scoresde.UniformGrid`][] (default), [`scoresde.LogSNRGrid`][],
-      [`scoresde.KarrasGrid`][], [`scoresde.ClippedLogSNRGrid`][]) or its name (`"uniform"`,
-      `"log_snr"`, `"karras"`, `"clipped_log_snr"`). `grid` may also give the times
-      themselves (an [`scoresde.AbstractExplicitGrid`][], or an array decreasing from `sde.T`
-      to `t_eps`): then `steps` and `t_eps` are implied.
+      ([`scoresde.UniformGrid`][], [`scoresde.LogSNRGrid`][], [`scoresde.KarrasGrid`][],
+      [`scoresde.ClippedLogSNRGrid`][]) or its name (`"uniform"`, `"log_snr"`, `"karras"`,
+      `"clipped_log_snr"`); `None` (default): the solver's own, the grid that measures best
+      for it (`solver.default_grid()` for this package's solvers, see
+      [`scoresde.AbstractPFSolver`][]; uniform in $t$ for diffrax's). `grid` may also give the
+      times themselves (an [`scoresde.AbstractExplicitGrid`][], or an array decreasing from
+      `sde.T` to `t_eps`): then `steps` and `t_eps` are implied. On fixed steps DPM-Solver-2/3
+      and EDM's Heun spend their last step and any long one on lower orders (their
+      `fixed_steps`, see [`scoresde.DPMSolver3`][]).
       Without `steps`, adaptive steps under `stepsize_controller`, by default
       `diffrax.PIDController(rtol, atol)`; with both, `steps` sets the first step size.
     - `t_eps`: the end time; defaults to `sde.default_t_eps` ($10^{-3}$; `sigma_min` for EDM).
@@ -75,7 +80,7 @@ def sample_ode(
     **Raises:** `RuntimeError` if the solve fails, `FloatingPointError` on non-finite samples,
     `ValueError`/`TypeError` on bad arguments.
     """
-    grid = as_time_grid(grid)
+    grid = solver_grid(grid, solver)
     if stepsize_controller is None and steps is None and not isinstance(grid, AbstractExplicitGrid):
         check_tolerances(rtol, atol)
         stepsize_controller = dfx.PIDController(rtol=rtol, atol=atol)

@@ -55,7 +55,7 @@ from .._checks import (
     finite_rows,
     raise_if_not_finite,
 )
-from .._grid import AbstractExplicitGrid, as_time_grid
+from .._grid import AbstractExplicitGrid
 from .._keys import latents_and_noise_keys
 from .._langevin.preconditioners import AbstractPreconditioner, IdentityPreconditioner
 from .._nfe import network_nfe
@@ -64,6 +64,7 @@ from .._score_calls import bind, check_cond, checked_score, diagnose_score, twee
 from .._sde import AbstractSDE, check_sde_and_score
 from .._sharding import map_batch
 from .result import SampleResult
+from .step_modes import solver_grid
 
 __all__ = [
     "AbstractPredictor",
@@ -271,7 +272,7 @@ def sample_pc(
     corrector: AbstractCorrector | None = LangevinCorrector(),
     steps: int = 1000,
     t_eps: float | None = None,
-    grid="uniform",
+    grid=None,
     denoise: bool = True,
     x_T=None,
     progress: bool = False,
@@ -290,8 +291,8 @@ def sample_pc(
       [`scoresde.Ancestral`][].
     - `corrector`: [`scoresde.LangevinCorrector`][] (default), [`scoresde.AnnealedLangevinCorrector`][]
       or `None`.
-    - `steps`, `grid`, `t_eps`: the time grid, as in [`scoresde.sample_sde`][] (a grid of given
-      times must agree with `steps`).
+    - `steps`, `grid`, `t_eps`: the time grid, as in [`scoresde.sample_sde`][] (`grid=None`:
+      uniform in $t$; a grid of given times must agree with `steps`).
     - `denoise`: finish with one Tweedie step at `t_eps` (+1 NFE).
     - `x_T`: given latents instead of prior draws.
     - `progress`: show a progress bar (one tick per step of the whole batch).
@@ -332,7 +333,7 @@ def sample_pc(
     steps = check_steps(steps)
     if step_hook is not None and not callable(step_hook):
         raise TypeError(f"step_hook must be callable as hook(t, x, key); got {step_hook!r}.")
-    grid = as_time_grid(grid)
+    grid = solver_grid(grid)  # None: uniform in t, as for the reverse SDE
     if isinstance(grid, AbstractExplicitGrid):
         steps, t_eps = grid.implied(sde, steps, t_eps)
     t_eps = sde.default_t_eps if t_eps is None else t_eps

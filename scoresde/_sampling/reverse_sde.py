@@ -19,7 +19,7 @@ def sample_sde(
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     t_eps: float | None = None,
     denoise: bool = True,
-    grid="uniform",
+    grid=None,
     x_T=None,
     dt0: float | None = None,
     max_steps: int = 16384,
@@ -43,6 +43,8 @@ def sample_sde(
       estimate) steps are adaptive over a `diffrax.VirtualBrownianTree` of tolerance
       `brownian_tol` (default $10^{-6} T$); a `PIDController` without `dtmin` gets
       `dtmin = 10 * brownian_tol`.
+    - `grid`: as in [`scoresde.sample_ode`][]; `None` (default) is uniform in $t$ (diffrax's
+      solvers keep that grid).
     - `denoise`: finish with one Tweedie step (default on; +1 NFE).
 
     **Returns:** a [`scoresde.SampleResult`][].

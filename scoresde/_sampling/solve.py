@@ -240,7 +240,10 @@ def run_sampler(
         dt0=dt0,
         max_steps=max_steps,
         dtype=dtype,
+        solver=solver,
     )
+    if isinstance(mode, FixedGrid) and isinstance(solver, AbstractPFSolver):
+        solver = solver.on_fixed_steps(mode.steps)  # e.g. DPM-Solver-3 lowers its last step
     if stochastic and isinstance(mode, Adaptive):
         mode, brownian_tol = brownian_tolerance(mode, sde, brownian_tol)
     if x_T is None and isinstance(mode, Adaptive):  # see `draw_latents`: no rounding by width

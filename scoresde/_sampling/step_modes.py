@@ -1,6 +1,7 @@
 """Fixed or adaptive steps, decided once per call of `sample_ode` / `sample_sde` as a value the
 solve dispatches on: `FixedGrid` (a grid value and its number of steps) or `Adaptive` (a
-step-size controller, a first step and a step cap)."""
+step-size controller, a first step and a step cap); and `solver_grid`, the one place that
+decides the grid a sampler uses when given none."""
 
 import diffrax as dfx
 import equinox as eqx
@@ -8,7 +9,21 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._checks import check_int, check_positive, check_steps, check_t_eps
-from .._grid import AbstractExplicitGrid, AbstractTimeGrid, as_time_grid
+from .._grid import AbstractExplicitGrid, AbstractTimeGrid, UniformGrid, as_time_grid
+from .._solver.base import AbstractPFSolver
+
+
+def solver_grid(grid, solver=None) -> AbstractTimeGrid:
+    """The grid value of a sampler's `grid` argument: `grid` itself (see `as_time_grid`), or,
+    for `grid=None`, the solver's default: this package's probability-flow solvers each give
+    their own ([`scoresde.AbstractPFSolver`][]`.default_grid`, the grid that measures best for
+    them), any other solver (diffrax's, the predictor-corrector samplers') the grid uniform in
+    $t$."""
+    if grid is not None:
+        return as_time_grid(grid)
+    if isinstance(solver, AbstractPFSolver):
+        return solver.default_grid()
+    return UniformGrid()
 
 
 class FixedGrid(eqx.Module):
@@ -33,10 +48,13 @@ def _is_fixed(controller) -> bool:
     return isinstance(controller, (dfx.StepTo, dfx.ConstantStepSize))
 
 
-def decide_step_mode(name, *, sde, steps, controller, t_eps, grid, dt0, max_steps, dtype):
+def decide_step_mode(
+    name, *, sde, steps, controller, t_eps, grid, dt0, max_steps, dtype, solver=None
+):
     """Decide fixed or adaptive steps once: `(FixedGrid | Adaptive, t_eps)`. A grid of given
-    times ([`scoresde.AbstractExplicitGrid`][]) implies `steps` and `t_eps`."""
-    grid = as_time_grid(grid)
+    times ([`scoresde.AbstractExplicitGrid`][]) implies `steps` and `t_eps`; `grid=None` is
+    the solver's default (`solver_grid`)."""
+    grid = solver_grid(grid, solver)
     if isinstance(grid, AbstractExplicitGrid):
         if controller is not None and not _is_fixed(controller):
             raise ValueError(

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._diffrax_private import WrapTerm as _WrapTerm
+from .._grid import AbstractTimeGrid, LogSNRGrid
 from .._nfe import AbstractCountedSolver
 from .._score_calls import checked_score, tweedie
 from .._sde import AbstractSDE
@@ -129,7 +130,8 @@ class AbstractPFSolver(AbstractCountedSolver):
     """Base of this package's solvers: the term is [`scoresde.probability_flow_term`][].
 
     Subclasses state their exact cost in the class attributes `evals_at_init` and
-    `evals_per_step` (read by [`scoresde.sample_ode`][] to count `nfe`).
+    `evals_per_step` (read by [`scoresde.sample_ode`][] to count `nfe`), and the grid they
+    sample best on in `default_grid`.
     """
 
     term_structure: ClassVar = dfx.ODETerm
@@ -140,25 +142,80 @@ class AbstractPFSolver(AbstractCountedSolver):
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
 
+    def default_grid(self) -> AbstractTimeGrid:
+        """The time grid of fixed steps when the sampler is given none (`grid=None`): the named
+        grid with the smallest worst-case error for this solver in `benchmarks/default_grids.py`
+        (its ratio to the best grid, over ring2d and aniso64 under VP and EDM and two digits
+        U-Nets, at 5, 10 and 20 evaluations). For the exponential integrators
+        [`scoresde.LogSNRGrid`][], uniform in the variable they integrate in."""
+        return LogSNRGrid()
+
+    def on_fixed_steps(self, steps: int) -> "AbstractPFSolver":
+        """This solver as run for exactly `steps` fixed steps ([`scoresde.sample_ode`][] calls
+        it): itself, except for solvers that spend their last step differently."""
+        del steps
+        return self
+
 
 class _SingleStep(AbstractPFSolver):
-    """A solver whose step needs the state alone (no history, so no solver state): subclasses
-    define `_step(model, ts, tt, x) -> (y1, y_error)` between diffusion times `ts > tt`."""
+    """A solver whose step needs the state alone (no history): subclasses define
+    `_step(model, ts, tt, x, last) -> (y1, y_error)` between diffusion times `ts > tt`.
+
+    On a fixed budget (`_budget()` steps; the solver state then counts the steps taken) `last`
+    is a traced bool, True on the last step; without one it is `None` (no solver state)."""
+
+    def _budget(self) -> int | None:
+        """The number of fixed steps whose last one is `last`; `None`: no step is."""
+        return None
 
     def init(self, terms, t0, t1, y0, args):
         _unwrap(self, terms)
         _check_y(self, y0)
-        return None
+        return None if self._budget() is None else jnp.zeros((), jnp.int32)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        del solver_state, made_jump
+        del made_jump
         sde, score, direction, time = _unwrap(self, terms)
         model = PFModel(sde, score)
         ts, tt = _times(time, direction, t0, t1)
-        y1, y_error = self._step(model, ts, tt, y0)
+        budget = self._budget()
+        if budget is None:
+            last, new_state = None, None
+        else:
+            last, new_state = solver_state >= budget - 1, solver_state + 1
+        y1, y_error = self._step(model, ts, tt, y0, last)
         dense_info = dict(y0=y0, y1=y1)
-        return y1, y_error, dense_info, None, dfx.RESULTS.successful
+        return y1, y_error, dense_info, new_state, dfx.RESULTS.successful
 
     @abc.abstractmethod
-    def _step(self, model: PFModel, ts, tt, x):
-        """`(y1, y_error)` of one step from diffusion time `ts` down to `tt`."""
+    def _step(self, model: PFModel, ts, tt, x, last):
+        """`(y1, y_error)` of one step from diffusion time `ts` down to `tt`; `last`: whether it
+        is the last step of a fixed budget (`None` without a budget)."""
+
+
+LONG_STEP = 3.0
+"""On a fixed budget, a step longer than this in the half log-SNR takes first-order steps."""
+
+
+class _Budgeted(_SingleStep):
+    """A single-step solver that lowers the order of some steps of a fixed budget
+    (`fixed_steps`; see [`scoresde._solver.single_step`][])."""
+
+    fixed_steps: eqx.AbstractVar[int | None]
+
+    def _budget(self):
+        return self.fixed_steps
+
+    def on_fixed_steps(self, steps):
+        if self.fixed_steps not in (None, steps):
+            raise ValueError(
+                f"{type(self).__name__}(fixed_steps={self.fixed_steps}) runs on a grid of "
+                f"{steps} steps; pass fixed_steps={steps} or leave it None."
+            )
+        return type(self)(fixed_steps=steps)
+
+
+def _check_fixed_steps(solver):
+    steps = solver.fixed_steps
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"fixed_steps must be None or an int >= 1; got fixed_steps={steps!r}.")
