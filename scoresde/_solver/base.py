@@ -199,7 +199,7 @@ LONG_STEP = 3.0
 
 class _Budgeted(_SingleStep):
     """A single-step solver that lowers the order of some steps of a fixed budget
-    (`fixed_steps`; see [`scoresde._solver.single_step`][])."""
+    (`fixed_steps`; the rules: `single_step`'s docstring)."""
 
     fixed_steps: eqx.AbstractVar[int | None]
 

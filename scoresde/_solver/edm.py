@@ -25,8 +25,8 @@ class EDMHeun(_Budgeted):
     the default, under adaptive steps; [`scoresde.sample_ode`][] sets it from `steps`). A step
     longer than 3 in $\lambda$ is then two Euler steps (in these variables, DDIM steps) over its
     halves in $\lambda$, for the same two evaluations: the trapezoidal correction over a long
-    step divides the denoiser's error by the small $\tilde\sigma_{i+1}$ (see
-    [`scoresde._solver.single_step`][]).
+    step divides the denoiser's error by the small $\tilde\sigma_{i+1}$ (as
+    [`scoresde.DPMSolver3`][]).
 
     ??? cite "Reference"
         ```bibtex

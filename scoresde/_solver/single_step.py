@@ -80,7 +80,7 @@ class DPMSolver2(_Budgeted):
     the default, under adaptive steps; [`scoresde.sample_ode`][] sets it from `steps`). Its
     last step and any step with $h > 3$ are then two first-order steps from the same
     evaluations: $x_{s_1} = u$, then $x_t = \frac{\alpha_t}{\alpha_{s_1}}u - \sigma_t(e^{h/2}-1)
-    \hat\epsilon(u, s_1)$ (see [`scoresde._solver.single_step`][]).
+    \hat\epsilon(u, s_1)$ (as [`scoresde.DPMSolver3`][]).
 
     Reference: as [`scoresde.DPMSolver1`][].
     """
@@ -128,8 +128,12 @@ class DPMSolver3(_Budgeted):
     the default, under adaptive steps; [`scoresde.sample_ode`][] sets it from `steps`). Its
     last step is then a DPM-Solver-2 step to $s_2$ (midpoint $s_1$, from the same evaluations:
     $u_2 = \frac{\alpha_{s_2}}{\alpha_s}x_s - \sigma_{s_2}(e^{r_2h}-1)(\hat\epsilon_s + D_1)$)
-    and a DPM-Solver-1 step from $u_2$ to $t$; a step with $h > 3$ three DPM-Solver-1 steps
-    $s \to s_1 \to s_2 \to t$ (see [`scoresde._solver.single_step`][]).
+    and a DPM-Solver-1 step from $u_2$ to $t$ (the reference's schedule); a step with $h > 3$
+    three DPM-Solver-1 steps $s \to s_1 \to s_2 \to t$. In noise prediction the corrections
+    carry the factor $e^h - 1 \approx \alpha_t\sigma_s/(\alpha_s\sigma_t)$: over a long step an
+    error of the prediction's slope is amplified a hundredfold, and a one-step budget from $T$
+    to $t_\varepsilon$ with the full order overshoots by orders of magnitude. The cost is the
+    same (3 evaluations per step); under adaptive steps every step has the full order.
 
     Reference: as [`scoresde.DPMSolver1`][].
     """
