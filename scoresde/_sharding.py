@@ -74,12 +74,18 @@ def check_sharding(sharding) -> tuple[str, int]:
 
 
 def _pad_rows(tree, size: int):
-    """Pad every leaf's leading axis to `size` with copies of its last row."""
+    """Pad every leaf's leading axis to `size` with copies of its last row (a leaf laid out over
+    a mesh with explicit axes, e.g. an earlier sharded result, is first replicated over it: the
+    padding rows and the leaf must share a layout to be concatenated)."""
+    from jax.sharding import AxisType
 
     def pad(a):
         extra = size - a.shape[0]
         if extra == 0:
             return a
+        layout = getattr(a, "sharding", None)
+        if isinstance(layout, NamedSharding) and AxisType.Explicit in layout.mesh.axis_types:
+            a = jax.device_put(a, NamedSharding(layout.mesh, PartitionSpec()))
         return jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)], axis=0)
 
     return jax.tree.map(pad, tree)
