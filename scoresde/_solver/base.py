@@ -26,6 +26,7 @@ The family: `base` (this module: the term, the model's predictions, $\varphi_k$)
 """
 
 import abc
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import ClassVar
@@ -212,7 +213,7 @@ class _Budgeted(_SingleStep):
                 f"{type(self).__name__}(fixed_steps={self.fixed_steps}) runs on a grid of "
                 f"{steps} steps; pass fixed_steps={steps} or leave it None."
             )
-        return type(self)(fixed_steps=steps)
+        return dataclasses.replace(self, fixed_steps=steps)  # every other field kept
 
 
 def _check_fixed_steps(solver):
