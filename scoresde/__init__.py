@@ -252,4 +252,6 @@ from ._training.trained import (
     Trained as Trained,
     load_checkpoint as load_checkpoint,
 )
+from ._tuning.time_grid import TimeGrid as TimeGrid
+from ._tuning.tune_grid import tune_grid as tune_grid
 from ._version import __version__ as __version__

@@ -19,7 +19,7 @@ from .._checks import (
     raise_if_not_finite,
 )
 from .._custom_types import ScoreFn
-from .._grid import KarrasGrid
+from .._grid import AbstractExplicitGrid, GivenTimes, KarrasGrid, as_time_grid
 from .._keys import latents_and_noise_keys
 from .._nfe import network_nfe
 from .._progress import scan_steps
@@ -89,7 +89,7 @@ def sample_edm(
     *,
     key,
     shape: tuple[int, ...],
-    steps: int = 18,
+    steps: int | None = None,
     churn: float = 0.0,
     s_tmin: float = 0.0,
     s_tmax: float = float("inf"),
@@ -102,6 +102,7 @@ def sample_edm(
     cond=None,
     sharding=None,
     chunk_size: int | None = None,
+    grid=None,
 ) -> SampleResult:
     r"""EDM's Heun sampler (Karras et al. 2022, Algorithm 2) with optional churn.
 
@@ -114,8 +115,10 @@ def sample_edm(
     (`denoise=True`, +1 NFE).
 
     **Arguments:** `key` (sample `i` uses `fold_in(key, i)`), `shape = (num, *data_shape)`,
-    `steps`, the churn parameters, `rho` (the grid's exponent), `t_eps` (end time, default
-    `sde.default_t_eps`), `x_T` (given latents), `progress` (a progress bar), `cond` (per-sample conditioning, as in
+    `steps` (default 18), the churn parameters, `rho` (the grid's exponent), `t_eps` (end time,
+    default `sde.default_t_eps`), `grid` (another time grid instead of Karras's, e.g. a
+    [`scoresde.TimeGrid`][] from [`scoresde.tune_grid`][]: a grid of given times implies `steps`
+    and `t_eps`), `x_T` (given latents), `progress` (a progress bar), `cond` (per-sample conditioning, as in
     [`scoresde.sample_ode`][]), `sharding` and `chunk_size` (as in [`scoresde.sample_ode`][]).
 
     **Returns:** a [`scoresde.SampleResult`][] with `x`, `nfe` ($2N$ score calls, +1 with
@@ -127,7 +130,19 @@ def sample_edm(
     check_sde_and_score(sde, score)
     key = check_key(key)
     shape = check_shape(shape)
-    steps = check_steps(steps)
+    if grid is None:
+        grid = KarrasGrid(float(rho))  # checks rho > 0
+    else:
+        if rho != 7.0:
+            raise ValueError(
+                f"sample_edm: rho={rho} sets the Karras grid's exponent; with grid= pass "
+                "ss.KarrasGrid(rho=...) as the grid instead."
+            )
+        grid = as_time_grid(grid)
+        if isinstance(grid, AbstractExplicitGrid):
+            steps, t_eps = grid.implied(sde, steps, t_eps)
+            grid = GivenTimes(grid.times)  # the times alone: one compile for any provenance
+    steps = check_steps(18 if steps is None else steps)
     t_eps = sde.default_t_eps if t_eps is None else t_eps
     check_t_eps(t_eps, sde.T)
     check_positive("churn", churn, strict=False)
@@ -135,7 +150,6 @@ def sample_edm(
     if is_concrete(s_tmax) and not float(s_tmax) > 0:
         raise ValueError(f"s_tmax must be > 0; got s_tmax={s_tmax!r}.")
     check_positive("s_noise", s_noise, strict=False)
-    grid = KarrasGrid(float(rho))  # checks rho > 0
     dtype = jnp.result_type(float)
     f = lambda v: jnp.asarray(v, dtype)
     x_T, cond = check_latents(x_T, shape, dtype), check_cond(cond, shape[0])

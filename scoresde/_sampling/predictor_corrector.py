@@ -55,7 +55,7 @@ from .._checks import (
     finite_rows,
     raise_if_not_finite,
 )
-from .._grid import AbstractExplicitGrid
+from .._grid import AbstractExplicitGrid, GivenTimes
 from .._keys import latents_and_noise_keys
 from .._langevin.preconditioners import AbstractPreconditioner, IdentityPreconditioner
 from .._nfe import network_nfe
@@ -270,7 +270,7 @@ def sample_pc(
     shape: tuple[int, ...],
     predictor: AbstractPredictor = ReverseDiffusion(),
     corrector: AbstractCorrector | None = LangevinCorrector(),
-    steps: int = 1000,
+    steps: int | None = None,
     t_eps: float | None = None,
     grid=None,
     denoise: bool = True,
@@ -291,8 +291,9 @@ def sample_pc(
       [`scoresde.Ancestral`][].
     - `corrector`: [`scoresde.LangevinCorrector`][] (default), [`scoresde.AnnealedLangevinCorrector`][]
       or `None`.
-    - `steps`, `grid`, `t_eps`: the time grid, as in [`scoresde.sample_sde`][] (`grid=None`:
-      uniform in $t$; a grid of given times must agree with `steps`).
+    - `steps`, `grid`, `t_eps`: the time grid, as in [`scoresde.sample_sde`][] (`steps` default
+      1000; `grid=None`: uniform in $t$; a grid of given times, e.g. a [`scoresde.TimeGrid`][],
+      implies `steps` and `t_eps`).
     - `denoise`: finish with one Tweedie step at `t_eps` (+1 NFE).
     - `x_T`: given latents instead of prior draws.
     - `progress`: show a progress bar (one tick per step of the whole batch).
@@ -330,12 +331,13 @@ def sample_pc(
             f"got {corrector!r}."
         )
     shape = check_shape(shape)
-    steps = check_steps(steps)
     if step_hook is not None and not callable(step_hook):
         raise TypeError(f"step_hook must be callable as hook(t, x, key); got {step_hook!r}.")
     grid = solver_grid(grid)  # None: uniform in t, as for the reverse SDE
     if isinstance(grid, AbstractExplicitGrid):
         steps, t_eps = grid.implied(sde, steps, t_eps)
+        grid = GivenTimes(grid.times)  # the times alone: one compile for any provenance
+    steps = check_steps(1000 if steps is None else steps)
     t_eps = sde.default_t_eps if t_eps is None else t_eps
     check_t_eps(t_eps, sde.T)
     dtype = jnp.result_type(float)

@@ -3,9 +3,11 @@ r"""[`scoresde.sample_sde`][]: samples by integrating the reverse-time SDE."""
 import diffrax as dfx
 
 from .._custom_types import ScoreFn
+from .._grid import AbstractExplicitGrid
 from .._sde import AbstractSDE
 from .result import SampleResult
 from .solve import run_sampler
+from .step_modes import solver_grid
 
 
 def sample_sde(
@@ -15,7 +17,7 @@ def sample_sde(
     key,
     shape: tuple[int, ...],
     solver: dfx.AbstractSolver = dfx.Euler(),
-    steps: int | None = 1000,
+    steps: int | None = None,
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     t_eps: float | None = None,
     denoise: bool = True,
@@ -38,7 +40,7 @@ def sample_sde(
 
     - `solver`: any diffrax SDE solver for additive noise: `Euler` (Euler-Maruyama), `Heun`,
       `ReversibleHeun`, `SRA1`, `ShARK`, `SEA`, ...
-    - `steps`: fixed steps (default 1000) with a cheap per-sample Brownian path. With a
+    - `steps`: fixed steps (default 1000, or as many as a grid of given times has) with a cheap per-sample Brownian path. With a
       `stepsize_controller` (e.g. `diffrax.PIDController`, needing a solver with an error
       estimate) steps are adaptive over a `diffrax.VirtualBrownianTree` of tolerance
       `brownian_tol` (default $10^{-6} T$); a `PIDController` without `dtmin` gets
@@ -49,6 +51,12 @@ def sample_sde(
 
     **Returns:** a [`scoresde.SampleResult`][].
     """
+    if (
+        steps is None
+        and stepsize_controller is None
+        and not isinstance(solver_grid(grid, solver), AbstractExplicitGrid)
+    ):
+        steps = 1000
     return run_sampler(
         "sample_sde",
         sde=sde,

@@ -9,7 +9,13 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._checks import check_int, check_positive, check_steps, check_t_eps
-from .._grid import AbstractExplicitGrid, AbstractTimeGrid, UniformGrid, as_time_grid
+from .._grid import (
+    AbstractExplicitGrid,
+    AbstractTimeGrid,
+    GivenTimes,
+    UniformGrid,
+    as_time_grid,
+)
 from .._solver.base import AbstractPFSolver
 
 
@@ -62,6 +68,7 @@ def decide_step_mode(
                 f"stepsize_controller (got {type(controller).__name__})."
             )
         steps, t_eps = grid.implied(sde, steps, t_eps)
+        grid = GivenTimes(grid.times)  # the times alone: one compile for any provenance
     t_eps = sde.default_t_eps if t_eps is None else t_eps
     check_t_eps(t_eps, sde.T)
     if steps is not None:
