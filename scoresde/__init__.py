@@ -254,4 +254,8 @@ from ._training.trained import (
 )
 from ._tuning.time_grid import TimeGrid as TimeGrid
 from ._tuning.tune_grid import tune_grid as tune_grid
+from ._tuning.tune_sampler import (
+    TunedSampler as TunedSampler,
+    tune_sampler as tune_sampler,
+)
 from ._version import __version__ as __version__

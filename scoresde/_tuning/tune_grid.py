@@ -55,7 +55,7 @@ NAMED_GRIDS: dict[str, AbstractTimeGrid] = {
 def solver_name(solver) -> str:
     """A short, stable name for `solver` (its class and, where it has one, its order)."""
     name = type(solver).__name__
-    order = getattr(solver, "order", None)
+    order = getattr(solver, "order_", None)
     return f"{name}({order})" if isinstance(order, int) else name
 
 
