@@ -27,13 +27,11 @@ error against NFE, named grids dashed, tuned solid); `_quick` with `--quick`.
 """
 
 import argparse
-import math
 import os
 import pathlib
 import sys
 import time
 
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -190,11 +188,11 @@ def plot(rows, path):
         return
     problems = list(dict.fromkeys(r["problem"] for r in rows))
     fig, axes = plt.subplots(1, len(problems), figsize=(5 * len(problems), 4), squeeze=False)
-    for ax, prob in zip(axes[0], problems):
+    for ax, prob in zip(axes[0], problems, strict=True):
         sub = [r for r in rows if r["problem"] == prob]
         nfes = [r["nfe"] for r in sub]
         for sname, colour in zip(SOLVERS, ("C0", "C1")):
-            for gname, style in zip(NAMED_GRIDS, (":", "--", "-.", (0, (1, 3)))):
+            for gname, style in zip(NAMED_GRIDS, (":", "--", "-.", (0, (1, 3))), strict=True):
                 ax.plot(nfes, [r["solvers"][sname]["named"][gname] for r in sub], color=colour,
                         linestyle=style, alpha=0.6, label=f"{sname} {gname}")  # fmt: skip
             ax.plot(nfes, [r["solvers"][sname]["tuned"] for r in sub], color=colour, marker="o",
@@ -246,7 +244,6 @@ def main(argv=None):
     plot(rows, path.with_suffix(".png"))
     print(markdown(rows))
     print(f"wrote {path}, {md}")
-    del jax, math
 
 
 if __name__ == "__main__":
