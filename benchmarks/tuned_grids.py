@@ -191,7 +191,7 @@ def plot(rows, path):
     for ax, prob in zip(axes[0], problems, strict=True):
         sub = [r for r in rows if r["problem"] == prob]
         nfes = [r["nfe"] for r in sub]
-        for sname, colour in zip(SOLVERS, ("C0", "C1")):
+        for sname, colour in zip(SOLVERS, ("C0", "C1"), strict=True):
             for gname, style in zip(NAMED_GRIDS, (":", "--", "-.", (0, (1, 3))), strict=True):
                 ax.plot(nfes, [r["solvers"][sname]["named"][gname] for r in sub], color=colour,
                         linestyle=style, alpha=0.6, label=f"{sname} {gname}")  # fmt: skip
