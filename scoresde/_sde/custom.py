@@ -39,41 +39,39 @@ def _log_target(lam):
 
 
 def _solve_time(sde, lam):
-    """The $t \\in (0, T]$ with $\\lambda(t)$ = `lam` (one scalar), by Newton on
-    $\\varphi(v) = \\ln B(e^v) - \\ln B^*$ kept inside a bracket (bisection when a step leaves
-    it). Below $\\lambda(T)$ it returns $T$; above $\\lambda(T\\varepsilon^4)$ ($\\varepsilon$ the
-    dtype's machine epsilon) it returns about $T\\varepsilon^4$."""
+    r"""The $t \in (0, T]$ with $\lambda(t)$ = `lam` (one scalar), by Newton on
+    $\varphi(v) = \ln B(e^v) - \ln B^*$ in $v = \ln t$, kept inside a bracket (bisection when
+    a step leaves it). Steps multiply $t$ by $e^{\delta}$ rather than exponentiate $v$, so $t$
+    keeps full relative precision however small it is. Below $\lambda(T)$ it returns $T$;
+    above $\lambda(T\varepsilon^4)$ ($\varepsilon$ the dtype's epsilon) about
+    $T\varepsilon^4$."""
     dtype = lam.dtype
     eps = float(jnp.finfo(dtype).eps)
     target = _log_target(lam)
-    log_T = jnp.log(jnp.asarray(sde.T, dtype))
-
-    def phi(v):
-        t = jnp.exp(v)
-        B, t_beta = jax.jvp(sde._integral_scalar, (t,), (t,))  # d ln B / dv = t beta / B
-        return jnp.log(B) - target, t_beta / B
+    T = jnp.asarray(sde.T, dtype)
+    # Rounding of ln B and of the target bounds how small a Newton step can get: stop there.
+    floor = 4 * eps * (1 + jnp.abs(target))
 
     def cond(state):
         _, _, _, step, i = state
-        return (i < _MAX_NEWTON_ITERS) & (jnp.abs(step) > 0)
+        return (i < _MAX_NEWTON_ITERS) & (jnp.abs(step) > floor)
 
     def body(state):
-        v, lo, hi, _, i = state
-        f, df = phi(v)
+        t, lo, hi, _, i = state
+        B, t_beta = jax.jvp(sde._integral_scalar, (t,), (t,))  # d ln B / d ln t = t beta / B
+        f = jnp.log(B) - target
+        v = jnp.log(t)
         lo = jnp.where(f <= 0, v, lo)  # f = -inf where B underflows: still below the root
         hi = jnp.where(f > 0, v, hi)
-        newton = v - f / df
-        inside = jnp.isfinite(newton) & (newton > lo) & (newton < hi)
-        v_new = jnp.where(inside, newton, 0.5 * (lo + hi))
-        step = v_new - v
-        # Converged: the step is below the spacing of floats at v (4 ulp).
-        step = jnp.where(jnp.abs(step) <= 4 * eps * (1 + jnp.abs(v)), 0.0, step)
-        return v_new, lo, hi, step, i + 1
+        delta = -f * B / t_beta
+        inside = jnp.isfinite(delta) & (v + delta > lo) & (v + delta < hi)
+        t_new = jnp.where(inside, t * jnp.exp(delta), jnp.exp(0.5 * (lo + hi)))
+        step = jnp.where(inside, delta, jnp.inf)
+        return t_new, lo, hi, step, i + 1
 
-    lo0 = log_T + 4 * math.log(eps)
-    init = (log_T, lo0, log_T, jnp.asarray(jnp.inf, dtype), 0)
-    v = jax.lax.while_loop(cond, body, init)[0]
-    t = jnp.minimum(jnp.exp(v), jnp.asarray(sde.T, dtype))
+    log_T = jnp.log(T)
+    init = (T, log_T + 4 * math.log(eps), log_T, jnp.asarray(jnp.inf, dtype), 0)
+    t = jnp.minimum(jax.lax.while_loop(cond, body, init)[0], T)
     return jnp.where(jnp.isnan(lam), lam, t)  # NaN in, NaN out
 
 
