@@ -188,6 +188,7 @@ from ._sde import (
     VPSDE as VPSDE,
     AbstractSDE as AbstractSDE,
     CosineVPSDE as CosineVPSDE,
+    CustomVPSDE as CustomVPSDE,
     SubVPSDE as SubVPSDE,
 )
 from ._solver import (

@@ -54,11 +54,25 @@ def _describe_sde(sde):
     out = {"class": type(sde).__name__}
     for field in dataclasses.fields(sde):
         value = getattr(sde, field.name)
+        if callable(value) and not isinstance(value, eqx.Module):
+            # A function (CustomVPSDE's B): its name, the same in every process (its repr
+            # holds a memory address).
+            name = getattr(value, "__qualname__", type(value).__qualname__)
+            out[field.name] = f"{getattr(value, '__module__', '?')}.{name}"
+            continue
         try:
             out[field.name] = float(value)
         except (TypeError, ValueError):
             out[field.name] = repr(value)
     return out
+
+
+def _with_unit_clock(stored):
+    """A sidecar's SDE from before `T=` on VPSDE / SubVPSDE / VESDE: those ran on T = 1."""
+    if isinstance(stored, dict) and "T" not in stored:
+        if stored.get("class") in ("VPSDE", "SubVPSDE", "VESDE"):
+            return {**stored, "T": 1.0}
+    return stored
 
 
 def _describe_model(tree):
@@ -213,7 +227,7 @@ def load(
             raise CheckpointError(
                 f"checkpoint {path} holds {name} {stored!r}; the skeleton has {given!r}."
             )
-    if meta.get("sde") != sde:
+    if _with_unit_clock(meta.get("sde")) != sde:
         raise CheckpointError(
             f"checkpoint {path} was trained with SDE {meta.get('sde')}; the skeleton has {sde}."
         )
