@@ -236,6 +236,13 @@ def _minimise(sde, score, solver, t_eps, logits, fit, max_iterations, progress):
             mean_squared_error(solve_on_times(sde, score, solver, times, x_fit), ref_fit)
         )
 
+    return minimise_logits(loss, logits, max_iterations, progress)
+
+
+def minimise_logits(loss, logits, max_iterations: int, progress: bool):
+    """L-BFGS (optax, zoom line search) on a smooth `loss(theta)` (a log error) from `logits`;
+    stops after 3 iterations that gain < 1e-5 or at `max_iterations`. Returns the best logits
+    seen and the iterations run."""
     optimiser = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(loss)
 
