@@ -135,9 +135,10 @@ def run(args) -> int:
     progress = not args.no_progress
     held_out = max(1, round(args.pilot * 0.25))
     if progress:
-        what = "every candidate solver" if solver is None else f"{solver_name(solver)}"
+        what = "every candidate solver" if solver is None else solver_name(solver)
         note("tune", f"tuning {what} for {args.nfe} evaluations on {args.pilot - held_out} "
-             f"pilot latents ({held_out} held out); the reference solve first ...")  # fmt: skip
+             f"pilot latents ({held_out} held out); compiling the reference solve (first "
+             "call) ...")  # fmt: skip
     with library_warnings_as_notes("tune"):
         if solver is None:
             result = tune_sampler(
