@@ -163,6 +163,20 @@ def test_sample_refuses_a_missing_or_foreign_grid_file(toy_ckpt, tmp_path, monke
     assert status == 2 and "not a saved TimeGrid" in err
 
 
+def test_draw_with_a_grid_refuses_a_sampler_steps_or_other_grids(toy_ckpt):
+    model, config = recipes.load_model(toy_ckpt)
+    grid = ss.TimeGrid(np.array([1.0, 0.3, 1e-3]), "DPMSolverPP2M")
+    with pytest.raises(ValueError, match="a grid sets the sampler"):
+        recipes.draw(model, config, "dpm++2m", 2, None, jr.key(0), grid=grid)
+    with pytest.raises(ValueError, match="a grid sets the sampler"):
+        recipes.draw(model, config, None, 2, 2, jr.key(0), grid=grid)
+    with pytest.raises(TypeError, match="grid"):  # ours, or the test run's type checker
+        recipes.draw(model, config, None, 2, None, jr.key(0), grid=np.array([1.0, 1e-3]))
+    with pytest.raises(ValueError, match="unknown solver name 'Nope'"):
+        recipes.draw(model, config, None, 2, None, jr.key(0),
+                     grid=ss.TimeGrid(np.array([1.0, 1e-3]), "Nope"))  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -165,7 +165,7 @@ def run(args) -> int:
     out = prepare_out(args.out)
     sharding = local_sharding("sample", args.no_shard)
     if not args.no_progress:
-        note("sample", f"compiling the {how} sampler (first call) ...")
+        note("sample", f"compiling the sampler ({how}; first call) ...")
     with library_warnings_as_notes("sample"):
         result = draw(
             model,
