@@ -16,6 +16,7 @@ from ._cli import (
     nll as nll,
     sample as sample,
     train as train,
+    tune as tune,
 )
 from ._cli.common import UsageError
 
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score-based generative modelling with SDEs on JAX.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (demo, train, sample, inpaint, nll, bench):
+    for command in (demo, train, sample, tune, inpaint, nll, bench):
         command.add_parser(subparsers)
     return parser
 

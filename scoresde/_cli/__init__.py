@@ -2,7 +2,8 @@
 
 - `demo.py`: `scoresde demo` (analytic 2-D mixture, several samplers);
 - `train.py`: `scoresde train` (a checkpoint and a loss curve);
-- `sample.py`: `scoresde sample` (samples from a checkpoint);
+- `sample.py`: `scoresde sample` (samples from a checkpoint, or on a tuned grid);
+- `tune.py`: `scoresde tune` (a time grid and solver tuned for a checkpoint and a budget);
 - `inpaint.py`: `scoresde inpaint` (complete masked test digits, guided sampling);
 - `nll.py`: `scoresde nll` (held-out likelihood of a checkpoint);
 - `bench.py`: `scoresde bench` (the solver-comparison benchmark);

@@ -16,6 +16,8 @@ from .._training.recipes import (
     load_model,
     recipe_score,
 )
+from .._tuning.solver_names import solver_from_name
+from .._tuning.time_grid import TimeGrid
 from .common import (
     HelpFormatter,
     UsageError,
@@ -30,6 +32,7 @@ from .common import (
 from .figures import plot_samples as plot_samples, sample_title, write_png as write_png
 
 FORMATS = ("npy", "npz", "png")
+DEFAULT_SAMPLER, DEFAULT_STEPS = "dpm++2m", 50
 
 
 def add_parser(subparsers):
@@ -47,11 +50,24 @@ def add_parser(subparsers):
     p.add_argument(
         "--sampler",
         choices=SAMPLERS,
-        default="dpm++2m",
+        default=None,
         help="ode: adaptive Tsit5; sde: Euler-Maruyama; dpm++2m: DPM-Solver++ 2M; "
-        "pc: reverse diffusion + Langevin corrector",
+        f"pc: reverse diffusion + Langevin corrector (default: {DEFAULT_SAMPLER}; not with "
+        "--grid)",
     )
-    p.add_argument("--steps", type=int, default=50, help="steps of fixed-step samplers")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"steps of fixed-step samplers (default: {DEFAULT_STEPS}; not with --grid)",
+    )
+    p.add_argument(
+        "--grid",
+        type=pathlib.Path,
+        default=None,
+        help="a tuned time grid (the JSON of `scoresde tune`): the probability-flow ODE with "
+        "the solver it was tuned for, on its times (it sets the sampler and the steps)",
+    )
     p.add_argument(
         "--format",
         choices=FORMATS,
@@ -103,12 +119,44 @@ def conditional_score(model, config: TrainConfig, label=None, guidance=1.0):
     return recipe_score(model, config, label, guidance)
 
 
+def read_grid(path, sde) -> TimeGrid:
+    """The tuned grid of `--grid path`, checked before any computation: a saved `TimeGrid`
+    whose solver is known (`scoresde._tuning.solver_names`) and, where its provenance records
+    one, tuned for `sde`."""
+    try:
+        grid = TimeGrid.from_json(path)
+        solver_from_name(grid.solver)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(f"--grid {path}: {e}") from None
+    tuned_for = grid.info.get("sde")
+    if tuned_for is not None and tuned_for != repr(sde):
+        raise UsageError(
+            f"--grid {path} was tuned for {tuned_for}; this checkpoint's SDE is {sde!r}"
+        )
+    return grid
+
+
 def run(args) -> int:
     """Execute `scoresde sample` from parsed arguments; returns the exit status."""
-    if args.num < 1 or args.steps < 1:
+    if args.grid is not None:
+        given = [f for f, v in (("--sampler", args.sampler), ("--steps", args.steps))
+                 if v is not None]  # fmt: skip
+        if given:
+            raise UsageError(
+                f"--grid sets the solver and the steps (those it was tuned for); drop "
+                f"{' and '.join(given)}"
+            )
+        sampler, steps = None, None
+    else:
+        sampler = DEFAULT_SAMPLER if args.sampler is None else args.sampler
+        steps = DEFAULT_STEPS if args.steps is None else args.steps
+    if args.num < 1 or (steps is not None and steps < 1):
         raise UsageError("--num and --steps must be >= 1")
     model, config = load_model(args.checkpoint)
     score = conditional_score(model, config, args.label, args.guidance)
+    grid = None if args.grid is None else read_grid(args.grid, model.sde)
+    # what the messages and the plot title call the sampler
+    how = sampler if grid is None else f"{grid.solver}, {grid.steps} steps on the tuned grid"
     if args.format == "png" and config.dataset != "digits":
         raise UsageError(
             f"--format png writes one image per sample; {config.dataset} is 2-D point data "
@@ -117,15 +165,16 @@ def run(args) -> int:
     out = prepare_out(args.out)
     sharding = local_sharding("sample", args.no_shard)
     if not args.no_progress:
-        note("sample", f"compiling the {args.sampler} sampler (first call) ...")
+        note("sample", f"compiling the sampler ({how}; first call) ...")
     with library_warnings_as_notes("sample"):
         result = draw(
             model,
             config,
-            args.sampler,
+            sampler,
             args.num,
-            args.steps,
+            steps,
             jr.key(args.seed),
+            grid=grid,
             progress=not args.no_progress,
             score=score,
             sharding=sharding,
@@ -135,8 +184,9 @@ def run(args) -> int:
     if args.format == "npy":
         np.save(out / "samples.npy", x)
         written = [out / "samples.npy"]
-        title = sample_title(args.sampler, args.steps, float(np.mean(nfe)), args.label,
-                             args.guidance)  # fmt: skip
+        title = sample_title(how if grid is None else f"tuned {grid.solver}",
+                             steps if grid is None else grid.steps, float(np.mean(nfe)),
+                             args.label, args.guidance)  # fmt: skip
         if plot_samples(x, out / "samples.png", f"{config.dataset}, {title}"):
             written.append(out / "samples.png")
     elif args.format == "npz":
@@ -149,7 +199,7 @@ def run(args) -> int:
         written = [out / "sample_*.png"]
     what = "" if args.label is None else f"label {args.label}, guidance {args.guidance:g}, "
     print(
-        f"{args.num} samples ({what}{args.sampler}, mean NFE {float(np.mean(nfe)):.0f}) -> "
+        f"{args.num} samples ({what}{how}, mean NFE {float(np.mean(nfe)):.0f}) -> "
         + ", ".join(str(w) for w in written)
     )
     if config.dataset == "digits" and x.shape[0] >= 2:

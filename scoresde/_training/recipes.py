@@ -11,7 +11,8 @@ hyper-parameters, so its choices are the names of the tables below (`SDES`, `PAR
 - `train(config, out_dir)`: fit with periodic and on-signal checkpoints of the whole state
   (`resume=True` continues one), then write the checkpoint (EMA weights), its sidecar and the
   loss curve; `load_model(path)`: `(model, config)` from such a checkpoint;
-- `draw(model, config, sampler, num, steps, key)`: samples by a named sampler;
+- `draw(model, config, sampler, num, steps, key)`: samples by a named sampler (or, with
+  `grid=`, on a tuned `TimeGrid` with the solver it was tuned for);
   `recipe_score(model, config, label, guidance)`: the (class-guided) score to draw from;
 - `digit_data`, `held_out`, `data_shape`: the data a config trains and is evaluated on.
 """
@@ -34,6 +35,8 @@ from .._sampling.predictor_corrector import sample_pc
 from .._sampling.sample import sample_ode, sample_sde
 from .._score_calls import Conditioned
 from .._solver import DPMSolverPP2M
+from .._tuning.solver_names import solver_from_name
+from .._tuning.time_grid import TimeGrid
 from . import conditional as _conditional, losses as _losses
 from .checkpoint import CheckpointError, check_checkpoint_path, load, read_sidecar, save
 from .fit import LOSS_WINDOW, TrainState, adam_with_warmup, fit, num_params, recent_loss
@@ -466,11 +469,12 @@ def recipe_score(model, config: TrainConfig, label: int | None = None, guidance:
 def draw(
     model,
     config: TrainConfig,
-    sampler: str,
+    sampler: str | None,
     num: int,
-    steps: int,
+    steps: int | None,
     key,
     *,
+    grid: TimeGrid | None = None,
     progress: bool = False,
     score=None,
     cond=None,
@@ -479,13 +483,29 @@ def draw(
     """`num` samples of `model` (or of `score`, e.g. a guided score, on `model.sde`) by
     `sampler`, one of `SAMPLERS`: `"ode"` adaptive Tsit5, `"sde"` Euler-Maruyama on the log-SNR
     grid, `"dpm++2m"` DPM-Solver++(2M) on the log-SNR grid, `"pc"` reverse diffusion with a
-    Langevin corrector; `steps` for the fixed-step ones. `cond` is per-sample conditioning for
-    `score`. Returns the sampler's result (`.x`, `.nfe`)."""
+    Langevin corrector; `steps` for the fixed-step ones. Or `grid`, a tuned
+    [`scoresde.TimeGrid`][] (`scoresde tune`): the probability-flow ODE with the solver it was
+    tuned for (its `solver` name, `scoresde._tuning.solver_names`) on its times, `sampler` and
+    `steps` then `None`. `cond` is per-sample conditioning for `score`. Returns the sampler's
+    result (`.x`, `.nfe`).
+
+    **Raises:** `ValueError` for an unknown `sampler`, a `grid` with a `sampler` or `steps`,
+    or a grid whose solver name is unknown; `TypeError` for a `grid` that is no `TimeGrid`."""
     shape = (num, *data_shape(config))
     score = model if score is None else score
     common: dict[str, Any] = dict(key=key, shape=shape, progress=progress, sharding=sharding)
     if cond is not None:
         common["cond"] = cond
+    if grid is not None:
+        if not isinstance(grid, TimeGrid):
+            raise TypeError(f"grid must be a scoresde.TimeGrid; got {type(grid).__name__}.")
+        if sampler is not None or steps is not None:
+            raise ValueError(
+                f"a grid sets the sampler ({grid.solver} on the probability-flow ODE) and the "
+                f"steps ({grid.steps}); got sampler={sampler!r}, steps={steps!r} (pass None)."
+            )
+        solver = solver_from_name(grid.solver)
+        return sample_ode(model.sde, score, solver=solver, grid=grid, **common)
     if sampler == "ode":
         return sample_ode(model.sde, score, solver=dfx.Tsit5(), **common)
     if sampler == "sde":
