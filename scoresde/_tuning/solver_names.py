@@ -28,6 +28,9 @@ _KNOWN = (
     UniPC(1),
     UniPC(2),
     UniPC(3),
+    UniPC(1, corrector=False),
+    UniPC(2, corrector=False),
+    UniPC(3, corrector=False),
     EDMHeun(),
     # diffrax's explicit Runge-Kutta solvers (tune_grid takes them on fixed steps too)
     dfx.Euler(),

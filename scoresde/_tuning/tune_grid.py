@@ -17,6 +17,7 @@ both errors.
 """
 
 import math
+import sys
 import time
 import warnings
 
@@ -56,7 +57,10 @@ def solver_name(solver) -> str:
     """A short, stable name for `solver` (its class and, where it has one, its order)."""
     name = type(solver).__name__
     order = getattr(solver, "order_", None)
-    return f"{name}({order})" if isinstance(order, int) else name
+    if not isinstance(order, int):
+        return name
+    bare = getattr(solver, "corrector", True) is False  # UniPC's predictor alone
+    return f"{name}({order}, no corrector)" if bare else f"{name}({order})"
 
 
 def _check_fraction(name, value):
@@ -272,7 +276,7 @@ def minimise_logits(loss, logits, max_iterations: int, progress: bool):
             best, best_value = logits, value
         if progress:
             print(f"  tune_grid {iteration:3d}: rms {math.exp(value / 2):.4g} "
-                  f"|grad| {float(grad_norm):.2e}", flush=True)  # fmt: skip
+                  f"|grad| {float(grad_norm):.2e}", file=sys.stderr, flush=True)  # fmt: skip
         if not math.isfinite(value) or not bool(jnp.all(jnp.isfinite(new))):
             break
         stalled = stalled + 1 if previous - value < 1e-5 else 0

@@ -9,6 +9,7 @@ paired reference is not what they minimise.
 """
 
 import math
+import sys
 import time
 
 import diffrax as dfx
@@ -106,7 +107,7 @@ def tune_sampler(
                          "best_named": math.inf, "best_named_grid": None, "seconds": 0.0})  # fmt: skip
             continue
         if progress:
-            print(f"tune_sampler: {name}, {steps} steps ...", flush=True)
+            print(f"tune_sampler: {name}, {steps} steps ...", file=sys.stderr, flush=True)
         grid = tune_grid(
             sde, score, solver=solver, steps=steps, key=key, shape=shape, t_eps=t_eps,
             held_out=held_out, max_iterations=max_iterations, reference=reference,
