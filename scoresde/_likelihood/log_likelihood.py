@@ -40,6 +40,7 @@ from .._checks import (
 )
 from .._custom_types import ScoreFn
 from .._diffrax_private import SUCCESS_CODE, result_code
+from .._grid import AbstractExplicitGrid, LogSNRGrid, as_time_grid
 from .._keys import sample_keys
 from .._progress import progress_meter
 from .._score_calls import diagnose_score, pf_drift
@@ -125,7 +126,10 @@ def _log_likelihood(
     dtype = x.dtype
     u0 = variable.u_of_t(sde, t_eps).astype(dtype)
     u1 = variable.u_of_t(sde, jnp.asarray(sde.T, dtype)).astype(dtype)
-    dt0 = (u1 - u0) / 64 if dt0 is None else dt0
+    if isinstance(stepsize_controller, dfx.StepTo):
+        dt0 = None  # the grid sets every step
+    else:
+        dt0 = (u1 - u0) / 64 if dt0 is None else dt0
     shared = isinstance(schedule, SharedSteps)
     rms, nats_norm = (shared_rms, shared_delta_norm) if shared else (augmented_rms, delta_norm)
     if nats_tol is None or stepsize_controller is not None:
@@ -246,6 +250,34 @@ def warn_precision(dtype, t_eps, who):
         )
 
 
+def fixed_step_controller(sde, grid, steps, t_eps, controller, schedule, nats_tol, variable):
+    """`(StepTo over the grid's times in the integration variable, t_eps, max_steps)` for
+    `log_likelihood(grid=..., steps=...)`, after checking what a fixed grid excludes."""
+    if controller is not None or nats_tol is not None:
+        raise ValueError(
+            "log_likelihood: grid=/steps= give fixed steps; do not pass stepsize_controller or "
+            "nats_tol with them."
+        )
+    if isinstance(schedule, (Lanes, int)):
+        raise ValueError(
+            "log_likelihood: lanes refill adaptive solves; with a fixed grid every sample takes "
+            "the same steps: use schedule=PerSample() or SharedSteps()."
+        )
+    grid = as_time_grid(LogSNRGrid() if grid is None else grid)
+    if isinstance(grid, AbstractExplicitGrid):
+        grid_t_eps = float(grid.times[-1])
+        if t_eps != T_EPS and abs(t_eps - grid_t_eps) > 1e-6 * abs(t_eps):
+            raise ValueError(f"log_likelihood: the grid ends at {grid_t_eps} but t_eps={t_eps}.")
+        steps, t_eps = grid.implied(sde, steps, grid_t_eps)
+    if steps is None:
+        raise ValueError("log_likelihood: a named grid needs steps=...")
+    steps = check_int("steps", steps)
+    check_t_eps(t_eps, sde.T)
+    times = grid.times_for(sde, steps, t_eps)
+    u_grid = as_integration_variable(variable).u_of_t(sde, times[::-1])
+    return dfx.StepTo(ts=u_grid), t_eps, steps
+
+
 def log_likelihood(
     sde: AbstractSDE,
     score: ScoreFn,
@@ -270,6 +302,8 @@ def log_likelihood(
     schedule: AbstractSchedule | None = None,
     sharding=None,
     chunk_size: int | None = None,
+    grid=None,
+    steps: int | None = None,
 ) -> LikelihoodResult:
     r"""Log-density of each sample of `x` under the probability-flow ODE of `sde`.
 
@@ -341,9 +375,20 @@ def log_likelihood(
     score evaluations exactly (rejected steps included); one evaluation with its
     Jacobian-vector products (or, for `ExactDivergence`, its full Jacobian) counts as one.
 
+    Fixed steps instead of adaptive ones: `grid`, a grid of given times from $T$ down to
+    $t_\varepsilon$ (a [`scoresde.TimeGrid`][], e.g. from [`scoresde.tune_likelihood_grid`][],
+    or an array; `steps` and `t_eps` implied), or a named grid with `steps`; the ODE is then
+    integrated over those times in reverse, in `variable`, by `solver` (exact `nfe`; no error
+    control, so check such a grid against the adaptive solve, as the tuner does).
+
     **Raises:** `ValueError` if `key` is `None` with a stochastic estimator, `x` is not finite or
     not `(batch, *data_shape)`, `rtol <= 0` or `t_eps` is outside $(0, T)$.
     """
+    if grid is not None or steps is not None:
+        stepsize_controller, t_eps, max_steps = fixed_step_controller(
+            sde, grid, steps, t_eps, stepsize_controller, schedule if lanes is None else lanes,
+            nats_tol, variable,
+        )  # fmt: skip
     variable, max_steps = check_common(
         "log_likelihood",
         sde=sde,

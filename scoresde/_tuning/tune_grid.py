@@ -63,7 +63,7 @@ def solver_name(solver) -> str:
     return f"{name}({order}, no corrector)" if bare else f"{name}({order})"
 
 
-def _check_fraction(name, value):
+def check_fraction(name, value):
     if not (isinstance(value, (int, float)) and 0 < value < 1):
         raise ValueError(f"{name} must be a fraction in (0, 1); got {name}={value!r}.")
     return float(value)
@@ -139,7 +139,7 @@ def tune_grid(
     steps = check_steps(steps)
     key = check_key(key)
     shape = check_shape(shape)
-    held_out = _check_fraction("held_out", held_out)
+    held_out = check_fraction("held_out", held_out)
     if (
         isinstance(max_iterations, bool)
         or not isinstance(max_iterations, int)
@@ -173,29 +173,49 @@ def tune_grid(
     fit = (x_T[: num - num_check], ref[: num - num_check])
     check = (x_T[num - num_check :], ref[num - num_check :])
 
-    def rms_on(times, batch):
-        return math.sqrt(_host(_error(sde, score, solver, times, *batch)))
+    def error(times, batch):
+        return _error(sde, score, solver, times, *batch)
 
-    candidates: dict[str, jax.Array] = {}
-    if init is None:
-        for name, grid in NAMED_GRIDS.items():
-            candidates[name] = grid.times_for(sde, steps, t_eps, dtype=dtype)
-    else:
-        candidates["init"] = as_time_grid(init, name="init").times_for(
-            sde, steps, t_eps, dtype=dtype
-        )
+    init_grids = NAMED_GRIDS if init is None else {"init": as_time_grid(init, name="init")}
+    candidates = {n: g.times_for(sde, steps, t_eps, dtype=dtype) for n, g in init_grids.items()}
+    times, search = search_grid(
+        "tune_grid", sde, t_eps, error, fit, check, candidates, max_iterations, progress
+    )
+    provenance = {
+        "objective": "mean squared end-point error against a reference from the same latents",
+        "sde": repr(sde),
+        "steps": steps,
+        "t_eps": float(t_eps),
+        "pilot": num - num_check,
+        "held_out": num_check,
+        "reference": reference_info,
+        **search,
+        "reference_seconds": reference_seconds,
+        "seconds": time.perf_counter() - started,
+    }
+    return TimeGrid(np.asarray(times, np.float64), solver_name(solver), provenance)
+
+
+def search_grid(who, sde, t_eps, error, fit, check, candidates, max_iterations, progress):
+    """The grid search shared by the tuners: `error(times, batch)` (a mean squared error) on
+    the `fit` batch from the best of the `candidates` (name -> times), then the choice on the
+    `check` batch between the tuned grid and the candidates. Returns `(times, report)`."""
+
+    def rms_on(times, batch):
+        return math.sqrt(_host(error(times, batch)))
+
     named = {name: {"pilot": rms_on(ts, fit)} for name, ts in candidates.items()}
     start_name = min(named, key=lambda n: named[n]["pilot"])
-
-    tuning_started = time.perf_counter()
-    logits = logits_from_times(sde, candidates[start_name]).astype(dtype)
+    started = time.perf_counter()
+    start_times = candidates[start_name]
+    logits = logits_from_times(sde, start_times).astype(start_times.dtype)
+    steps = start_times.shape[0] - 1
     iterations = 0
     if steps > 1 and max_iterations > 0 and math.isfinite(named[start_name]["pilot"]):
-        logits, iterations = _minimise(
-            sde, score, solver, t_eps, logits, fit, max_iterations, progress
-        )
+        loss = lambda theta: jnp.log(error(times_from_logits(sde, theta, t_eps), fit))
+        logits, iterations = minimise_logits(loss, logits, max_iterations, progress)
     tuned_times = times_from_logits(sde, logits, t_eps)
-    tuning_seconds = time.perf_counter() - tuning_started
+    tuning_seconds = time.perf_counter() - started
 
     tuned = {"pilot": rms_on(tuned_times, fit), "held_out": rms_on(tuned_times, check)}
     for name, ts in candidates.items():
@@ -205,42 +225,20 @@ def tune_grid(
     if not named[best_named]["held_out"] >= tuned["held_out"]:
         chosen = best_named
         warnings.warn(
-            f"tune_grid: the tuned grid's held-out error ({tuned['held_out']:.3g}) is above "
+            f"{who}: the tuned grid's held-out error ({tuned['held_out']:.3g}) is above "
             f"the {best_named!r} grid's ({named[best_named]['held_out']:.3g}); returning that "
             "grid. A larger pilot or fewer iterations may help.",
-            stacklevel=2,
+            stacklevel=3,
         )
     times = tuned_times if chosen == "tuned" else candidates[chosen]
-    provenance = {
-        "objective": "mean squared end-point error against a reference from the same latents",
-        "sde": repr(sde),
-        "steps": steps,
-        "t_eps": float(t_eps),
-        "pilot": num - num_check,
-        "held_out": num_check,
-        "reference": reference_info,
+    report = {
         "start": start_name,
         "chosen": chosen,
         "rms": {"tuned": tuned, **named},
         "iterations": iterations,
-        "reference_seconds": reference_seconds,
         "tuning_seconds": tuning_seconds,
-        "seconds": time.perf_counter() - started,
     }
-    return TimeGrid(np.asarray(times, np.float64), solver_name(solver), provenance)
-
-
-def _minimise(sde, score, solver, t_eps, logits, fit, max_iterations, progress):
-    """L-BFGS on $\\ln L(\\theta)$ over the fit latents; returns the best logits seen."""
-    x_fit, ref_fit = fit
-
-    def loss(theta):
-        times = times_from_logits(sde, theta, t_eps)
-        return jnp.log(
-            mean_squared_error(solve_on_times(sde, score, solver, times, x_fit), ref_fit)
-        )
-
-    return minimise_logits(loss, logits, max_iterations, progress)
+    return times, report
 
 
 def minimise_logits(loss, logits, max_iterations: int, progress: bool):
