@@ -212,8 +212,8 @@ def search_grid(who, sde, t_eps, error, fit, check, candidates, max_iterations, 
     steps = start_times.shape[0] - 1
     iterations = 0
     if steps > 1 and max_iterations > 0 and math.isfinite(named[start_name]["pilot"]):
-        loss = lambda theta: jnp.log(error(times_from_logits(sde, theta, t_eps), fit))
-        logits, iterations = minimise_logits(loss, logits, max_iterations, progress)
+        loss = lambda theta, batch: jnp.log(error(times_from_logits(sde, theta, t_eps), batch))
+        logits, iterations = minimise_logits(loss, logits, fit, max_iterations, progress)
     tuned_times = times_from_logits(sde, logits, t_eps)
     tuning_seconds = time.perf_counter() - started
 
@@ -241,20 +241,24 @@ def search_grid(who, sde, t_eps, error, fit, check, candidates, max_iterations, 
     return times, report
 
 
-def minimise_logits(loss, logits, max_iterations: int, progress: bool):
-    """L-BFGS (optax, zoom line search) on a smooth `loss(theta)` (a log error) from `logits`;
-    stops after 3 iterations that gain < 1e-5 or at `max_iterations`. Returns the best logits
-    seen and the iterations run."""
+def minimise_logits(loss, logits, batch, max_iterations: int, progress: bool):
+    """L-BFGS (optax, zoom line search) on a smooth `loss(theta, batch)` (a log error) from
+    `logits`; stops after 3 iterations that gain < 1e-5 or at `max_iterations`. Returns the best
+    logits seen and the iterations run. `batch`, and every array `loss` closes over (the
+    model's parameters; `eqx.filter_closure_convert`), go in as arguments of the jitted
+    iteration: constants closed over would be constant-folded by XLA, slow to compile."""
     optimiser = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(loss)
+    converted = eqx.filter_closure_convert(loss, logits, batch)
 
-    @jax.jit
-    def iterate(theta, state):
-        value, grad = value_and_grad(theta, state=state)
+    @eqx.filter_jit
+    def iterate(theta, state, batch, converted):
+        loss = lambda th, batch: converted(th, batch)
+        value_and_grad = optax.value_and_grad_from_state(loss)
+        value, grad = value_and_grad(theta, batch=batch, state=state)
         # optax's L-BFGS adds int32 and int64 counters under x64: allow its promotion
         with jax.numpy_dtype_promotion("standard"):
             updates, state = optimiser.update(
-                grad, state, theta, value=value, grad=grad, value_fn=loss
+                grad, state, theta, value=value, grad=grad, value_fn=loss, batch=batch
             )
         return (
             optax.apply_updates(theta, updates),
@@ -268,7 +272,7 @@ def minimise_logits(loss, logits, max_iterations: int, progress: bool):
     previous = math.inf
     stalled = 0
     for iteration in range(max_iterations):
-        new, state, value, grad_norm = iterate(logits, state)
+        new, state, value, grad_norm = iterate(logits, state, batch, converted)
         value = _host(value)  # the loss at `logits` (before this update)
         if value < best_value:
             best, best_value = logits, value
