@@ -27,3 +27,7 @@ from ._interop.time_input import (
     Time as Time,
 )
 from ._parametrisation import AbstractForeignNetwork as AbstractForeignNetwork
+from ._interop.config import UNet2DConfig as UNet2DConfig
+from ._interop.diffusers import DiffusersConfig as DiffusersConfig, from_diffusers as from_diffusers
+from ._interop.scheduler import DiffusersScheduler as DiffusersScheduler
+from ._interop.unet2d import UNet2D as UNet2D
