@@ -17,7 +17,10 @@ r"""Models from elsewhere: networks in other conventions, and diffusers checkpoi
   [`scoresde.Trained`][].
 """
 
+from ._interop.config import UNet2DConfig as UNet2DConfig
+from ._interop.diffusers import DiffusersConfig as DiffusersConfig, from_diffusers as from_diffusers
 from ._interop.network import Network as Network
+from ._interop.scheduler import DiffusersScheduler as DiffusersScheduler
 from ._interop.time_input import (
     AbstractTimeInput as AbstractTimeInput,
     CNoise as CNoise,
@@ -26,8 +29,5 @@ from ._interop.time_input import (
     Sigma as Sigma,
     Time as Time,
 )
-from ._parametrisation import AbstractForeignNetwork as AbstractForeignNetwork
-from ._interop.config import UNet2DConfig as UNet2DConfig
-from ._interop.diffusers import DiffusersConfig as DiffusersConfig, from_diffusers as from_diffusers
-from ._interop.scheduler import DiffusersScheduler as DiffusersScheduler
 from ._interop.unet2d import UNet2D as UNet2D
+from ._parametrisation import AbstractForeignNetwork as AbstractForeignNetwork

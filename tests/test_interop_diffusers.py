@@ -77,7 +77,9 @@ SCHEDULER = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000}
 @pytest.fixture(scope="module")
 def torch_diffusers():
     torch = pytest.importorskip("torch", reason="the interop tests compare against torch")
-    diffusers = pytest.importorskip("diffusers", reason="the interop tests compare against diffusers")
+    diffusers = pytest.importorskip(
+        "diffusers", reason="the interop tests compare against diffusers"
+    )
     pytest.importorskip("safetensors", reason="from_diffusers reads safetensors")
     return torch, diffusers
 
@@ -330,9 +332,16 @@ def test_missing_files_are_named(tmp_path):
 def test_weights_checked_against_the_config(tmp_path):
     """A missing weight, a wrong shape and an extra weight are each named."""
     safetensors = pytest.importorskip("safetensors.numpy", reason="needs safetensors")
-    path = _write(tmp_path / "m", {**GOOD_UNET, "down_block_types": ["DownBlock2D"] * 2,
-                                   "up_block_types": ["UpBlock2D"] * 2, "add_attention": False},
-                  GOOD_SCHEDULER)
+    path = _write(
+        tmp_path / "m",
+        {
+            **GOOD_UNET,
+            "down_block_types": ["DownBlock2D"] * 2,
+            "up_block_types": ["UpBlock2D"] * 2,
+            "add_attention": False,
+        },
+        GOOD_SCHEDULER,
+    )
     file = path / "diffusion_pytorch_model.safetensors"
     safetensors.save_file({"conv_in.weight": np.zeros((8, 3, 3, 3), np.float32)}, file)
     with pytest.raises(ValueError, match="conv_in.bias"):
@@ -343,14 +352,18 @@ def test_weights_checked_against_the_config(tmp_path):
 
 
 def test_ddim_times_only_for_a_consistent_chain():
-    sched = ss.interop.DiffusersScheduler("DDIMScheduler", (0.01,) * 1000, "epsilon", "trailing", 0, True)
+    sched = ss.interop.DiffusersScheduler(
+        "DDIMScheduler", (0.01,) * 1000, "epsilon", "trailing", 0, True
+    )
     times, denoise = sched.ddim_times(10)
     np.testing.assert_allclose(times, np.arange(1000, 0, -100) / 1000)
     assert denoise
     np.testing.assert_array_equal(sched.timesteps(4), [999, 749, 499, 249])
     with pytest.raises(ValueError, match="apart"):
         sched.ddim_times(30)
-    leading = ss.interop.DiffusersScheduler("DDIMScheduler", (0.01,) * 1000, "epsilon", "leading", 1, False)
+    leading = ss.interop.DiffusersScheduler(
+        "DDIMScheduler", (0.01,) * 1000, "epsilon", "leading", 1, False
+    )
     np.testing.assert_array_equal(leading.timesteps(4), [751, 501, 251, 1])
     with pytest.raises(ValueError, match="starts at timestep 751"):
         leading.ddim_times(4)

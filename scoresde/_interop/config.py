@@ -150,7 +150,9 @@ def parse_unet_config(raw: dict, source: str = "config.json") -> UNet2DConfig:
         raise ValueError(f"{source}: config key 'sample_size' is needed (the image size).")
     size = (size, size) if isinstance(size, int) else tuple(size)
     if len(size) != 2:
-        raise ValueError(f"{source}: config key 'sample_size' must be an int or [h, w]; got {size}.")
+        raise ValueError(
+            f"{source}: config key 'sample_size' must be an int or [h, w]; got {size}."
+        )
     factor = 2 ** (len(channels) - 1)
     for s in size:
         _int("sample_size", s)

@@ -133,7 +133,9 @@ def timestep_embedding(t, dim: int, flip_sin_to_cos: bool, freq_shift: float):
     half = dim // 2
     freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift))
     angle = jnp.asarray(t, jnp.float32) * freqs
-    parts = [jnp.cos(angle), jnp.sin(angle)] if flip_sin_to_cos else [jnp.sin(angle), jnp.cos(angle)]
+    parts = (
+        [jnp.cos(angle), jnp.sin(angle)] if flip_sin_to_cos else [jnp.sin(angle), jnp.cos(angle)]
+    )
     emb = jnp.concatenate(parts)
     return jnp.pad(emb, (0, dim % 2))
 
@@ -197,7 +199,11 @@ class Attention(eqx.Module):
     def load(cls, w, name, channels, head_dim, groups, eps, rescale=1.0):
         heads = channels // head_dim
         inner = heads * head_dim
-        norm = None if groups is None else GroupNorm.load(w, f"{name}.group_norm", channels, groups, eps)
+        norm = (
+            None
+            if groups is None
+            else GroupNorm.load(w, f"{name}.group_norm", channels, groups, eps)
+        )
         return cls(
             norm,
             Linear.load(w, f"{name}.to_q", channels, inner),
@@ -345,17 +351,24 @@ class UNet2D(eqx.Module):
             attns = None
             if kind == "AttnDownBlock2D":
                 attns = tuple(
-                    Attention.load(w, f"{p}.attentions.{j}", cout, _head_dim(cfg, cout), groups, eps)
+                    Attention.load(
+                        w, f"{p}.attentions.{j}", cout, _head_dim(cfg, cout), groups, eps
+                    )
                     for j in range(cfg.layers_per_block)
                 )
             last = i == len(ch) - 1
-            down = None if last else Downsample2D.load(w, f"{p}.downsamplers.0", cout, cfg.downsample_padding)
+            down = (
+                None
+                if last
+                else Downsample2D.load(w, f"{p}.downsamplers.0", cout, cfg.downsample_padding)
+            )
             downs.append(DownBlock(resnets, attns, down))
         mid = None
         if cfg.mid_block_type is not None:
             c, s = ch[-1], cfg.mid_block_scale_factor
             resnets = tuple(
-                ResnetBlock2D.load(w, f"mid_block.resnets.{j}", c, c, temb, cfg, s) for j in range(2)
+                ResnetBlock2D.load(w, f"mid_block.resnets.{j}", c, c, temb, cfg, s)
+                for j in range(2)
             )
             attns = None
             if cfg.add_attention:
@@ -364,7 +377,9 @@ class UNet2D(eqx.Module):
                 else:
                     attn_groups = groups if cfg.resnet_time_scale_shift == "default" else None
                 attns = (
-                    Attention.load(w, "mid_block.attentions.0", c, _head_dim(cfg, c), attn_groups, eps, s),
+                    Attention.load(
+                        w, "mid_block.attentions.0", c, _head_dim(cfg, c), attn_groups, eps, s
+                    ),
                 )
             mid = MidBlock(resnets, attns)
         ups = []
@@ -389,7 +404,9 @@ class UNet2D(eqx.Module):
             attns = None
             if kind == "AttnUpBlock2D":
                 attns = tuple(
-                    Attention.load(w, f"{p}.attentions.{j}", cout, _head_dim(cfg, cout), groups, eps)
+                    Attention.load(
+                        w, f"{p}.attentions.{j}", cout, _head_dim(cfg, cout), groups, eps
+                    )
                     for j in range(n)
                 )
             last = i == len(ch) - 1
@@ -398,7 +415,9 @@ class UNet2D(eqx.Module):
         norm_out = GroupNorm.load(w, "conv_norm_out", ch[0], groups, eps)
         conv_out = Conv2d.load(w, "conv_out", ch[0], cfg.out_channels, 3)
         w.check_all_used()
-        return cls(conv_in, linear_1, linear_2, tuple(downs), mid, tuple(ups), norm_out, conv_out, cfg)
+        return cls(
+            conv_in, linear_1, linear_2, tuple(downs), mid, tuple(ups), norm_out, conv_out, cfg
+        )
 
     def __call__(self, timestep, x):
         cfg = self.config
@@ -411,7 +430,9 @@ class UNet2D(eqx.Module):
         h = x.astype(dtype)
         if cfg.center_input_sample:
             h = 2 * h - 1
-        emb = timestep_embedding(timestep, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift)
+        emb = timestep_embedding(
+            timestep, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift
+        )
         temb = self.linear_2(jax.nn.silu(self.linear_1(emb.astype(dtype))))
         h = self.conv_in(h)
         skips = [h]

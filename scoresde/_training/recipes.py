@@ -36,8 +36,8 @@ from .._score_calls import Conditioned
 from .._solver import DPMSolverPP2M
 from . import conditional as _conditional, losses as _losses
 from .checkpoint import CheckpointError, check_checkpoint_path, load, read_sidecar, save
-from .model_config import AbstractModelConfig
 from .fit import LOSS_WINDOW, TrainState, adam_with_warmup, fit, num_params, recent_loss
+from .model_config import AbstractModelConfig
 from .runs import (
     CHECKPOINT_FILE,
     DEFAULT_CHECKPOINT_EVERY,
@@ -134,7 +134,6 @@ class TrainConfig(AbstractModelConfig):
                 f"levels={self.levels} is a digits convention; {self.dataset!r} is continuous "
                 "2-D data (leave levels at 256)."
             )
-
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
