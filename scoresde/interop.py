@@ -31,3 +31,19 @@ from ._interop.time_input import (
 )
 from ._interop.unet2d import UNet2D as UNet2D
 from ._parametrisation import AbstractForeignNetwork as AbstractForeignNetwork
+
+__all__ = [
+    "AbstractForeignNetwork",
+    "AbstractTimeInput",
+    "CNoise",
+    "DDPMIndex",
+    "DiffusersConfig",
+    "DiffusersScheduler",
+    "LogSigma",
+    "Network",
+    "Sigma",
+    "Time",
+    "UNet2D",
+    "UNet2DConfig",
+    "from_diffusers",
+]
