@@ -232,6 +232,10 @@ def test_pipeline_folder_and_deprecated_attention_names(torch_diffusers, tmp_pat
     trained = ss.interop.from_diffusers(tmp_path / "pipe")
     assert trained.data_shape == (3, 16, 16)
     assert isinstance(trained.model, ss.EpsPrediction)
+    assert trained.levels is None and trained.score is trained.model
+    assert isinstance(trained.config, ss.interop.DiffusersConfig)
+    with pytest.raises(ValueError, match="unconditional"):
+        trained.guided(3, 2.0)
     weights = tmp_path / "m" / "diffusion_pytorch_model.safetensors"
     renames = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
     old = {}

@@ -76,7 +76,7 @@ def from_diffusers(path: str | os.PathLike, *, dtype=jnp.float32) -> Trained:
     `path` is a `UNet2DModel` folder (`config.json` and `diffusion_pytorch_model.safetensors`)
     with `scheduler_config.json` beside it or in `scheduler/` (a `google/ddpm-*` download), or
     a pipeline folder holding `unet/` and `scheduler/` (what `DDPMPipeline.save_pretrained`
-    writes). The weights are read by `safetensors.numpy` (the `interop` extra); no torch.
+    writes). The weights are read by `safetensors.numpy` (`pip install safetensors`); no torch.
 
     The result's `model` is `P(Network(UNet2D, DDPMIndex(), scaled_input=False), sde)`: the
     [`scoresde.DDPMSDE`][] of the scheduler's betas, the parametrisation `P` of its
@@ -110,8 +110,7 @@ def from_diffusers(path: str | os.PathLike, *, dtype=jnp.float32) -> Trained:
         from safetensors.numpy import load_file
     except ImportError as e:
         raise ImportError(
-            "from_diffusers reads weights with safetensors: pip install 'scoresde[interop]' "
-            "(or pip install safetensors)."
+            "from_diffusers reads weights with safetensors: pip install safetensors."
         ) from e
     weights = StateDict(load_file(os.fspath(weights_file)), dtype, os.fspath(weights_file))
     unet = UNet2D.load(cfg, weights)

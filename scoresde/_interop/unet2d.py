@@ -372,9 +372,8 @@ class UNet2D(eqx.Module):
             )
             attns = None
             if cfg.add_attention:
-                if cfg.attn_norm_num_groups is not None:
-                    attn_groups = cfg.attn_norm_num_groups
-                else:
+                attn_groups: int | None = cfg.attn_norm_num_groups
+                if attn_groups is None:
                     attn_groups = groups if cfg.resnet_time_scale_shift == "default" else None
                 attns = (
                     Attention.load(
