@@ -84,7 +84,10 @@ def from_diffusers(path: str | os.PathLike, *, dtype=jnp.float32) -> Trained:
     for `v_prediction`, [`scoresde.X0Prediction`][] for `sample`), and the U-Net called at
     diffusers' timestep $n = N t - 1$ on the sample $x_t$ itself, as diffusers calls it.
     `config` is a [`scoresde.interop.DiffusersConfig`][]; `data_shape` is
-    `(in_channels, *sample_size)`; the data convention is diffusers' ($[-1, 1]$).
+    `(in_channels, *sample_size)`; the data convention is diffusers' ($[-1, 1]$). On CPU the
+    U-Net agrees with diffusers' to about $10^{-6}$ relative; on a GPU whose default float32
+    matmul and convolution precision is reduced (TF32), set
+    `jax.config.update("jax_default_matmul_precision", "highest")` for that agreement.
 
     **Arguments:**
 
