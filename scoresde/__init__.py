@@ -5,6 +5,7 @@ from . import (
     bench as bench,
     data as data,
     guidance as guidance,
+    interop as interop,
     inverse as inverse,
     langevin as langevin,
     metrics as metrics,

@@ -41,6 +41,26 @@ def _check_sde(sde):
         raise TypeError(f"sde must be a scoresde SDE (AbstractSDE); got {type(sde).__name__}.")
 
 
+class AbstractForeignNetwork(eqx.Module):
+    r"""A network in another code's input convention (e.g. [`scoresde.interop.Network`][]).
+
+    A parametrisation calls it as `net.at(sde, t, x, x_in)` (with `label` when given) instead of
+    `net(c, x_in)`: it gets the diffusion time itself, the SDE, the raw sample `x` and the
+    parametrisation's rescaled input `x_in`, and builds its own inputs from them, so no input is
+    recovered from $c$ by inverting the schedule.
+    """
+
+    @abc.abstractmethod
+    def at(self, sde: AbstractSDE, t: Scalar, x: Sample, x_in: Sample, label=None) -> Array:
+        """The network output at diffusion time `t` for the sample `x` (rescaled: `x_in`)."""
+
+    def __call__(self, c, x_in, label=None):
+        raise TypeError(
+            f"{type(self).__name__} takes the diffusion time, not c: call it through a "
+            "parametrisation (e.g. ss.EpsPrediction(net, sde)(t, x)) or as net.at(sde, t, x, x)."
+        )
+
+
 class AbstractParametrisation(eqx.Module):
     r"""`score(t, x)` from a network `net(c, x_in)` and an SDE's `marginal`.
 
@@ -69,12 +89,18 @@ class AbstractParametrisation(eqx.Module):
     def from_score(self, t: Scalar, x: Sample, score: Sample) -> Sample:
         """The network output that `to_score` maps to `score` (its exact inverse)."""
 
+    def net_output(self, t: Scalar, x: Sample, label=None) -> Array:
+        """The network's raw output at `(t, x)`: `net(c, x_in)` (or `net(c, x_in, label)`), or
+        `net.at(sde, t, x, x_in)` for an [`AbstractForeignNetwork`][scoresde.interop.AbstractForeignNetwork]."""
+        c, x_in = self.net_inputs(t, x)
+        if isinstance(self.net, AbstractForeignNetwork):
+            return self.net.at(self.sde, t, x, x_in, label)
+        return self.net(c, x_in) if label is None else self.net(c, x_in, label)
+
     def __call__(self, t: Scalar, x: Sample, label=None) -> Sample:
         """The score at `(t, x)`; `label` (a class index) is passed on to a class-conditional
         network as `net(c, x_in, label)`, so a conditional model is `model(t, x, label)`."""
-        c, x_in = self.net_inputs(t, x)
-        out = self.net(c, x_in) if label is None else self.net(c, x_in, label)
-        out = _check_output(out, x, type(self).__name__)
+        out = _check_output(self.net_output(t, x, label), x, type(self).__name__)
         return self.to_score(t, x, out).astype(jnp.result_type(x))
 
     def denoise(self, t: Scalar, x: Sample, label=None) -> Sample:
@@ -241,8 +267,7 @@ class EnergyScore(AbstractParametrisation):
 
     def energy(self, t: Scalar, x: Sample) -> Array:
         """$E(t, x)$, a scalar of `x`'s dtype."""
-        c, x_in = self.net_inputs(t, x)
-        out = self.net(c, x_in)
+        out = self.net_output(t, x)
         if jnp.shape(out) == ():
             return _check_output(out, x, "EnergyScore", scalar=True)
         out = _check_output(out, x, "EnergyScore")

@@ -40,6 +40,7 @@ from .._tuning.time_grid import TimeGrid
 from . import conditional as _conditional, losses as _losses
 from .checkpoint import CheckpointError, check_checkpoint_path, load, read_sidecar, save
 from .fit import LOSS_WINDOW, TrainState, adam_with_warmup, fit, num_params, recent_loss
+from .model_config import AbstractModelConfig
 from .runs import (
     CHECKPOINT_FILE,
     DEFAULT_CHECKPOINT_EVERY,
@@ -84,7 +85,7 @@ SAMPLERS = ("ode", "sde", "dpm++2m", "pc")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(AbstractModelConfig):
     """Everything a training run needs; stored as the checkpoint's hyper-parameters."""
 
     dataset: str = "mixture"
@@ -136,6 +137,17 @@ class TrainConfig:
                 f"levels={self.levels} is a digits convention; {self.dataset!r} is continuous "
                 "2-D data (leave levels at 256)."
             )
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return data_shape(self)
+
+    @property
+    def data_levels(self) -> int | None:
+        return self.levels if self.dataset == "digits" else None
+
+    def score(self, model, label: int | None = None, guidance: float = 1.0):
+        return recipe_score(model, self, label, guidance)
 
 
 # `scoresde train`'s defaults that depend on the data set (flags left unset): for the digits,

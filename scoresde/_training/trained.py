@@ -8,16 +8,19 @@ import equinox as eqx
 from jaxtyping import PyTree
 
 from .._sde import AbstractSDE
-from .recipes import TrainConfig, data_shape, rebuild, recipe_score
+from .model_config import AbstractModelConfig
+from .recipes import rebuild
 
 
 class Trained(eqx.Module):
     r"""A trained score model and the recipe it was trained by (from
-    [`scoresde.load_checkpoint`][]).
+    [`scoresde.load_checkpoint`][], or imported by [`scoresde.interop.from_diffusers`][]).
 
     - `model`: the network in its parametrisation wrapper (EMA weights), a `model(t, x)` score
       on one sample, or `model(t, x, label)` for a class-conditional one.
-    - `config`: the `TrainConfig` it was trained with (data set, SDE, network, loss, steps).
+    - `config`: the `TrainConfig` it was trained with (data set, SDE, network, loss, steps), or
+      for an imported model the config it was read from (a
+      [`scoresde.interop.DiffusersConfig`][]).
     - `score`: the score $\nabla_x \log p_t(x)$ to sample from, `score(t, x)` on one sample; for
       a class-conditional model, the unconditional (null-label) score; `guided(label, w)` gives
       classifier-free guidance towards `label`.
@@ -28,7 +31,7 @@ class Trained(eqx.Module):
     """
 
     model: PyTree
-    config: TrainConfig = eqx.field(static=True)
+    config: AbstractModelConfig = eqx.field(static=True)
 
     @property
     def sde(self) -> AbstractSDE:
@@ -36,20 +39,20 @@ class Trained(eqx.Module):
 
     @property
     def levels(self) -> int | None:
-        return self.config.levels if self.config.dataset == "digits" else None
+        return self.config.data_levels
 
     @property
     def data_shape(self) -> tuple[int, ...]:
-        return data_shape(self.config)
+        return self.config.sample_shape
 
     @property
     def score(self):
-        return recipe_score(self.model, self.config)
+        return self.config.score(self.model)
 
     def guided(self, label: int, guidance: float = 1.0):
         """Classifier-free guidance of scale `guidance` towards class `label` (a conditional
         model only), a `score(t, x)`."""
-        return recipe_score(self.model, self.config, label, guidance)
+        return self.config.score(self.model, label, guidance)
 
 
 def load_checkpoint(path: str | os.PathLike) -> Trained:

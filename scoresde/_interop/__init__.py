@@ -1,0 +1,1 @@
+"""Models from elsewhere: adapters and the diffusers reader (public face: `scoresde.interop`)."""
