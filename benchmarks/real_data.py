@@ -29,8 +29,9 @@ images carved from train, then refitted on all of train):
 
 Run: `python benchmarks/real_data.py [--dataset mnist] [--checkpoint PATH] [--name NAME]`. Writes
 `benchmarks/results/NAME.json` (default `real_data`, or `real_data_mnist` with a Markdown table
-beside it). Takes about a minute on 2 CPU cores for the digits without a checkpoint, about
-ten for MNIST (the GMM sweep). The 17-level model of docs/concepts/likelihood.md:
+beside it). Takes about a minute on 2 CPU cores for the digits without a checkpoint, about 13
+minutes for MNIST (the GMM sweep; 2 cores shared with other jobs, load average 6). The 17-level
+model of docs/concepts/likelihood.md:
 
     scoresde train --dataset digits --levels 17 --weighting sigma2 --steps 1800 --samples 0 \
         --out runs/digits17
