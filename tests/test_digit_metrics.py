@@ -4,8 +4,11 @@ The classifier is trained once for the module (a few seconds); every check has a
 control (noise, a single class) that the metric must separate from real digits.
 """
 
+import warnings
+
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 import scoresde as ss
 
@@ -123,3 +126,100 @@ def test_sample_command_reports_digit_metrics(tmp_path, capsys):
     sample_cmd.report_digit_metrics(_noise(100), tmp_path)
     report = json.loads((tmp_path / "digit_metrics.json").read_text())
     assert report["frechet"] > 20 * report["frechet_floor"]
+
+
+# --- 28x28 MNIST ------------------------------------------------------------------------------
+
+
+def _small_mnist(num_train=300, num_test=200):
+    m = ss.load_mnist()
+    return ss.ImageData(
+        m.train[:num_train], m.test[:num_test], m.train_labels[:num_train], m.test_labels[:num_test]
+    )
+
+
+def test_classifier_takes_its_image_size_from_the_data():
+    small = _small_mnist()
+    with warnings.catch_warnings():  # 300 images: the loss still falls after 300 epochs
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = ss.DigitClassifier(small, hidden=16)
+    assert clf.image_size == (28, 28)
+    assert clf.train_images.shape == (300, 784) and clf.test_images.shape == (200, 784)
+    assert clf.features(small.test[:5]).shape == (5, 16)
+    # Well above chance even this small (300 images, 16 units; measured 0.80); the shuffled
+    # labels are not.
+    assert clf.test_accuracy > 0.6
+    shuffled = np.random.default_rng(0).permutation(clf.test_labels)
+    assert clf.accuracy(clf.test_images, shuffled) < 0.3
+    m = ss.digit_metrics(small.test, classifier=clf)
+    assert m.num_samples == 200 and m.frechet == pytest.approx(0.0, abs=1e-6)
+    assert m.frechet_floor == clf.frechet_floor(200) > 0
+    with pytest.raises(ValueError, match="samples must hold 28x28 images"):
+        ss.digit_metrics(np.zeros((4, 1, 8, 8)), classifier=clf)
+    with pytest.raises(ValueError, match="images must hold 28x28"):
+        clf.predict(np.zeros((4, 64)))
+
+
+def test_classifier_refuses_bad_data():
+    small = _small_mnist(50, 20)
+    with pytest.raises(TypeError, match="data"):  # a tuple is not an ImageData
+        ss.DigitClassifier((small.train, small.test))
+    rgb = small._replace(train=np.repeat(small.train, 3, axis=1))
+    with pytest.raises(ValueError, match="one-channel images"):
+        ss.DigitClassifier(rgb)
+    with pytest.raises(ValueError, match="train_labels must hold one class"):
+        ss.DigitClassifier(small._replace(train_labels=small.train_labels + 10))
+    with pytest.raises(ValueError, match="shift must be"):
+        ss.DigitClassifier(small, shift=-1)
+    with pytest.raises(ValueError, match="shift must be below the image size"):
+        ss.DigitClassifier(small, shift=28)
+
+
+def test_shifted_copies_move_each_pixel_and_clear_the_wrapped_edge():
+    from scoresde._metrics.digits import _shifted
+
+    x = -np.ones((1, 4, 5))
+    x[0, 0, 0], x[0, 3, 4] = 1.0, 0.5  # top-left and bottom-right corners
+    out = _shifted(x.reshape(1, -1), (4, 5), 1).reshape(-1, 4, 5)
+    assert out.shape == (5, 4, 5)
+    np.testing.assert_array_equal(out[0], x[0])
+    # Down, up, right, left by one pixel: the corner that would wrap around is cleared.
+    for img, (r, c), value in (
+        (out[1], (1, 0), 1.0),
+        (out[2], (2, 4), 0.5),
+        (out[3], (0, 1), 1.0),
+        (out[4], (3, 3), 0.5),
+    ):
+        expected = -np.ones((4, 5))
+        expected[r, c] = value
+        np.testing.assert_array_equal(img, expected)
+
+
+@pytest.fixture(scope="session")
+def mnist_clf():
+    return ss.DigitClassifier.mnist(seed=0)
+
+
+@pytest.mark.slow
+def test_mnist_classifier_is_accurate(mnist_clf):
+    mnist = ss.load_mnist()
+    assert mnist_clf.test_accuracy >= 0.95  # measured 0.965
+    assert mnist_clf.accuracy(mnist.test, mnist.test_labels) == mnist_clf.test_accuracy
+    shuffled = np.random.default_rng(0).permutation(mnist.test_labels)
+    assert mnist_clf.accuracy(mnist.test, shuffled) < 0.3
+
+
+@pytest.mark.slow
+def test_mnist_frechet_separates_real_digits_from_noise(mnist_clf):
+    test = ss.digit_metrics(mnist_clf.test_images, classifier=mnist_clf)
+    assert test.frechet <= 1e-6 * test.frechet_floor  # the reference set itself
+    # 1000 training digits (not the floor's subset): near the train-vs-test floor (measured
+    # 15.3 against 11.8).
+    train = ss.digit_metrics(mnist_clf.train_images[-1000:], classifier=mnist_clf)
+    assert 0.5 * train.frechet_floor < train.frechet < 2 * train.frechet_floor
+    # Negative control: uniform noise images, far above it (measured 1232).
+    noise = ss.digit_metrics(
+        np.random.default_rng(0).uniform(-1, 1, (1000, 1, 28, 28)), classifier=mnist_clf
+    )
+    assert noise.frechet > 20 * noise.frechet_floor
+    assert noise.confidence < noise.reference_confidence - 0.2
