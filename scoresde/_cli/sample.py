@@ -184,8 +184,8 @@ def run(args) -> int:
     if args.format == "npy":
         np.save(out / "samples.npy", x)
         written = [out / "samples.npy"]
-        title = sample_title(how if grid is None else f"tuned {grid.solver}",
-                             steps if grid is None else grid.steps, float(np.mean(nfe)),
+        title = sample_title(str(how) if grid is None else f"tuned {grid.solver}",
+                             int(steps or 0) if grid is None else grid.steps, float(np.mean(nfe)),
                              args.label, args.guidance)  # fmt: skip
         if plot_samples(x, out / "samples.png", f"{config.dataset}, {title}"):
             written.append(out / "samples.png")

@@ -161,4 +161,4 @@ def tune_likelihood_grid(
         "reference_seconds": reference_seconds,
         "seconds": time.perf_counter() - started,
     }
-    return TimeGrid(np.asarray(times, np.float64), solver_name(solver), provenance)
+    return TimeGrid(jnp.asarray(np.asarray(times, np.float64)), solver_name(solver), provenance)

@@ -151,4 +151,4 @@ def tune_sde_grid(
         "reference_seconds": reference_seconds,
         "seconds": time.perf_counter() - started,
     }
-    return TimeGrid(np.asarray(times, np.float64), "Euler", provenance)
+    return TimeGrid(jnp.asarray(np.asarray(times, np.float64)), "Euler", provenance)

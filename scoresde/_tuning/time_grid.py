@@ -128,4 +128,4 @@ class TimeGrid(AbstractExplicitGrid):
             raise ValueError("TimeGrid.from_json: times must be strictly decreasing.")
         if payload.get("steps", times.size - 1) != times.size - 1:
             raise ValueError("TimeGrid.from_json: 'steps' disagrees with the number of times.")
-        return cls(times, payload.get("solver", ""), payload.get("provenance") or {})
+        return cls(jnp.asarray(times), payload.get("solver", ""), payload.get("provenance") or {})

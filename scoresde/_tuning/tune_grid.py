@@ -193,7 +193,7 @@ def tune_grid(
         "reference_seconds": reference_seconds,
         "seconds": time.perf_counter() - started,
     }
-    return TimeGrid(np.asarray(times, np.float64), solver_name(solver), provenance)
+    return TimeGrid(jnp.asarray(np.asarray(times, np.float64)), solver_name(solver), provenance)
 
 
 def search_grid(who, sde, t_eps, error, fit, check, candidates, max_iterations, progress):

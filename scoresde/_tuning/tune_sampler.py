@@ -127,7 +127,7 @@ def tune_sampler(
             "seconds": grid.info["seconds"],
         })  # fmt: skip
         grids[len(rows) - 1] = (solver, grid)
-    order = sorted(range(len(rows)), key=lambda i: rows[i]["tuned"])
+    order = sorted(range(len(rows)), key=lambda i: float(rows[i]["tuned"]))  # type: ignore[arg-type]
     solver, grid = grids[order[0]]
     table = tuple(
         {**rows[i], "reference_seconds": reference_seconds if i == order[0] else None}
