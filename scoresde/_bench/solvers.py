@@ -6,6 +6,9 @@ the sampler returns. The cost of a step (and of the start, for first-same-as-las
 library's own, `scoresde._nfe.evaluation_cost`, the count the samplers report. Adaptive ODE
 solvers get tolerances instead and report the NFE they used.
 
+Tuned rows (`(tuned grid)`) run UniPC-3 and DPM-Solver++ 2M on the grid `scoresde.tune_grid`
+learns for each problem and budget from a pilot drawn with another key.
+
 Grids: diffrax's Runge-Kutta and SDE solvers step uniformly in the half log-SNR
 (`grid="log_snr"`); the exponential integrators use `grid="clipped_log_snr"`, the grid they were
 tuned on (`benchmarks/fast_solvers.py`).
@@ -24,6 +27,7 @@ from .._sampling import predictor_corrector as _pc
 from .._sampling.sample import sample_ode, sample_sde
 from .._sde import VPSDE
 from .._terms import probability_flow_term, reverse_terms
+from .._tuning.tune_grid import tune_grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +77,27 @@ def _ode(solver, grid="log_snr"):
         sample_ode,
         lambda nfe: dict(solver=solver, steps=_steps(solver, nfe, False), grid=grid, denoise=True),
     )
+
+
+TUNING_PILOT = 128
+"""Pilot latents of a tuned row's `tune_grid` (drawn from another key than the test latents)."""
+
+
+def _tuned(solver):
+    """`run` of a tuned row: `tune_grid` for this problem, solver and budget on a pilot of
+    `TUNING_PILOT` latents from `fold_in(key, 1)`, then `sample_ode` on the tuned grid from the
+    test latents (the tuner never sees them)."""
+
+    def run(problem, key, x_T, budget):
+        steps = _steps(solver, budget, False)
+        grid = tune_grid(
+            problem.sde, problem.score, solver=solver, steps=steps, key=jr.fold_in(key, 1),
+            shape=(TUNING_PILOT, *x_T.shape[1:]), max_iterations=50,
+        )  # fmt: skip
+        return sample_ode(problem.sde, problem.score, key=key, shape=x_T.shape, x_T=x_T,
+                          solver=solver, grid=grid, denoise=True)  # fmt: skip
+
+    return run
 
 
 def _adaptive(solver):
@@ -145,6 +170,16 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
     _fixed("DPM-Solver++ 3M", "exponential", _solvers.DPMSolverPP3M(), grid=EXP_GRID),
     _fixed("UniPC-3", "exponential", _solvers.UniPC(3), grid=EXP_GRID),
     _fixed("EDM Heun", "exponential", _solvers.EDMHeun(), grid=EXP_GRID),
+    # the same, on grids tuned for the problem and budget (`scoresde.tune_grid`; tuning not timed
+    # apart: the row's time includes it)
+    SamplerSpec("UniPC-3 (tuned grid)", "exponential-tuned", True, 1, _tuned(_solvers.UniPC(3))),
+    SamplerSpec(
+        "DPM-Solver++ 2M (tuned grid)",
+        "exponential-tuned",
+        True,
+        1,
+        _tuned(_solvers.DPMSolverPP2M()),
+    ),  # fmt: skip
     # reverse-time SDE
     _fixed("Euler-Maruyama", "sde", dfx.Euler(), deterministic=False),
     _fixed("Reversible Heun (SDE)", "sde", dfx.ReversibleHeun(), deterministic=False),
