@@ -216,6 +216,7 @@ def main(argv=None):
     p.add_argument("--pilot", type=int, default=PILOT)
     p.add_argument("--max-iterations", type=int, default=100)
     p.add_argument("--train-steps", type=int, default=400)
+    p.add_argument("--tag", default=None, help="results name (default tuned_grids[_quick])")
     args = p.parse_args(argv)
     problems = args.problems or (["ring2d"] if args.quick else ["ring2d", "aniso64", "digits-v"])
     nfes = args.nfes or ([10] if args.quick else list(NFES))
@@ -229,7 +230,7 @@ def main(argv=None):
     ok = [r["ok"] for r in rows]
     print(f"\n{sum(ok)}/{len(ok)} rows meet the goals; {time.perf_counter() - started:.0f} s; "
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
-    tag = "tuned_grids_quick" if args.quick else "tuned_grids"
+    tag = args.tag or ("tuned_grids_quick" if args.quick else "tuned_grids")
     payload = dict(
         benchmark="tuned_grids",
         **_common.metadata(quick=args.quick, problems=problems, nfes=nfes, pilot=args.pilot,
