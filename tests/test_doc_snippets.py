@@ -159,7 +159,9 @@ def test_blocks_are_found():
     assert "README.md" in {b.page.name for blocks in BLOCKS.values() for b in blocks}
     assert len(ids) >= 20 and len(set(ids)) == len(ids)
     fragments = [b.id for blocks in BLOCKS.values() for b in blocks if b.marker == "fragment"]
-    assert len(fragments) <= 3, f"too many fragments: {fragments}"
+    # A fragment is never run: kept for what cannot run offline (a downloaded diffusers
+    # checkpoint) or is deliberately partial. Each new one must be justified here.
+    assert len(fragments) <= 4, f"too many fragments: {fragments}"
 
 
 @pytest.mark.parametrize("block", list(_params()))
