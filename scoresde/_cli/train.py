@@ -19,7 +19,7 @@ import jax
 import jax.random as jr
 import numpy as np
 
-from .._training.data_file import DataFileError, read_data_file
+from .._training.data_file import DataFileError, file_sha256, read_data_file
 from .._training.fit import LOSS_WINDOW
 from .._training.recipes import (
     DATASET_DEFAULTS,
@@ -194,6 +194,18 @@ def _resumed_config(args, config: TrainConfig, out) -> TrainConfig:
     return stored
 
 
+def _check_unchanged(source):
+    """Refuse to resume on a data file that is gone or whose content changed."""
+    path = pathlib.Path(source.path)
+    if not path.is_file():
+        raise UsageError(f"--resume: the run's data file {path} is gone")
+    if file_sha256(path) != source.sha256:
+        raise UsageError(
+            f"--resume: the run's data file {path} changed since it started (sha256 "
+            f"{source.sha256[:12]}... recorded); restore it, or start a new run with --overwrite"
+        )
+
+
 def _prepare_run(args, config: TrainConfig, out) -> TrainConfig:
     """Check `--out` against `--resume` / `--overwrite`; the config to train."""
     if args.resume:
@@ -202,7 +214,10 @@ def _prepare_run(args, config: TrainConfig, out) -> TrainConfig:
                 f"--resume: {out} holds no {STATE_FILE} to continue from; start a new run "
                 "without --resume"
             )
-        return _resumed_config(args, config, out)
+        resumed = _resumed_config(args, config, out)
+        if resumed.data is not None:
+            _check_unchanged(resumed.data)
+        return resumed
     earlier = existing_run(out)
     if earlier and not args.overwrite:
         raise UsageError(

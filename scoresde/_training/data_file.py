@@ -56,10 +56,15 @@ class DataFile:
     data_range: tuple[float, float] | None = None
     num_classes: int | None = None
 
-    def __post_init__(self):  # from a sidecar's JSON: lists back to tuples (hashable)
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        if self.data_range is not None:
-            object.__setattr__(self, "data_range", tuple(float(v) for v in self.data_range))
+    @classmethod
+    def from_json(cls, fields: dict) -> "DataFile":
+        """The `DataFile` of a sidecar's JSON (`dataclasses.asdict` of one): lists back to
+        tuples (a config is hashable)."""
+        shape, low_high = fields.get("shape", ()), fields.get("data_range")
+        return cls(**{**fields, "shape": tuple(int(s) for s in shape),
+                      "data_range": None if low_high is None else tuple(map(float, low_high))})  # fmt: skip
+
+    def __post_init__(self):
         if self.dtype not in ("uint8", "float"):
             raise ValueError(f"DataFile dtype must be 'uint8' or 'float'; got {self.dtype!r}.")
         if not 1 <= self.num_test < self.num:
@@ -86,7 +91,8 @@ class DataFile:
         return float(np.prod(self.shape)) * float(np.log(2.0 / (hi - lo)))
 
 
-def _sha256(path) -> str:
+def file_sha256(path) -> str:
+    """The SHA-256 of the file at `path` (hex)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -202,7 +208,7 @@ def read_data_file(path, *, data_range=None, test_fraction: float = TEST_FRACTIO
     num_test = min(num - 1, max(1, round(test_fraction * num)))
     return DataFile(
         path=str(path),
-        sha256=_sha256(path),
+        sha256=file_sha256(path),
         shape=tuple(int(s) for s in x.shape[1:]),
         dtype="uint8" if x.dtype == np.uint8 else "float",
         num=num,
@@ -240,7 +246,7 @@ def load_split(source: DataFile, seed: int) -> FileSplit:
     matches the recorded shape or row count."""
     path = pathlib.Path(source.path)
     x, y = _read_arrays(path)
-    now = _sha256(path)
+    now = file_sha256(path)
     if now != source.sha256:
         warnings.warn(
             f"data file {path} changed since training (sha256 {source.sha256[:12]}... recorded, "

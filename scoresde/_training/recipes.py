@@ -112,9 +112,14 @@ class TrainConfig(AbstractModelConfig):
     levels: int = 256
     data: DataFile | None = None  # dataset "file": the file, its hash, shape and split
 
+    @classmethod
+    def from_hyperparameters(cls, hyper: dict) -> "TrainConfig":
+        """The config stored as a checkpoint's hyper-parameters (`dataclasses.asdict`, through
+        JSON): its `data` dict back to a `DataFile`."""
+        data = hyper.get("data")
+        return cls(**{**hyper, "data": None if data is None else DataFile.from_json(data)})
+
     def __post_init__(self):
-        if isinstance(self.data, dict):  # from a sidecar's JSON
-            object.__setattr__(self, "data", DataFile(**self.data))
         if (self.dataset == FILE) != (self.data is not None):
             raise ValueError(
                 f"dataset {FILE!r} and data (a DataFile) go together; got dataset="
@@ -409,7 +414,7 @@ def rebuild(path) -> tuple[Any, TrainConfig]:
     path = check_checkpoint_path(path)
     meta = read_sidecar(path)
     try:
-        config = TrainConfig(**meta["hyperparameters"])
+        config = TrainConfig.from_hyperparameters(meta["hyperparameters"])
     except TypeError as e:
         raise CheckpointError(
             f"checkpoint {path} was not written by scoresde train (its hyper-parameters are "
