@@ -98,7 +98,8 @@ def sample_metrics(model, config, num, seed, classifier):
     row = dict(num_samples=m.num_samples, tv=m.histogram_tv, frechet=m.frechet,
                frechet_floor=m.frechet_floor, confidence=m.confidence,
                reference_confidence=m.reference_confidence,
-               classifier_test_accuracy=classifier.test_accuracy, seconds=seconds)  # fmt: skip
+               classifier_test_accuracy=classifier.test_accuracy, seconds=seconds,
+               value_range=[float(x.min()), float(x.max())])  # fmt: skip
     return row, x
 
 
@@ -111,6 +112,15 @@ def markdown(row, baselines, quick: bool) -> str:
         f"{c['weighting']} weighting, 256 levels: {row['train_s']:.0f} s of training "
         f"({row['compile_s']:.0f} s compiling), final loss {row['final_loss']:.4g}.",
         "",
+        *(
+            [
+                "A smoke run of the script: its figures say the plumbing works, not how good the "
+                "recipe is (`python benchmarks/mnist.py` trains the whole recipe).",
+                "",
+            ]
+            if quick
+            else []
+        ),
         f"Test bits/dim (8 bits) on the first {b['num_test']} test digits: **{b['bpd']:.3f}**, "
         f"95 % interval [{b['low']:.3f}, {b['high']:.3f}] (the mean over these images; "
         f"cheap tol {b['cheap_tol']:g}, {b['num_tight']} tight re-solves, {b['total_nfe']} "
@@ -133,6 +143,9 @@ def markdown(row, baselines, quick: bool) -> str:
         f"| class-histogram TV | {s['tv']:.3f} | 0 |",
         f"| Frechet distance | {s['frechet']:.2f} | {s['frechet_floor']:.2f} (floor) |",
         f"| confidence | {s['confidence']:.3f} | {s['reference_confidence']:.3f} |",
+        "",
+        f"Sample values lie in [{s['value_range'][0]:.2f}, {s['value_range'][1]:.2f}] (the "
+        "data in [-1, 1]; the metrics keep values outside).",
         "",
         f"Reproduce: `{row['command']}`",
     ]

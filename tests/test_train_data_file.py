@@ -237,3 +237,22 @@ def test_mnist_smoke_trains_samples_and_reports_mnist_digit_metrics(tmp_path, ca
     assert np.load(run / "samples.npy").shape == (2, 1, 28, 28)
     metrics = json.loads((run / "digit_metrics.json").read_text())
     assert metrics["num_samples"] == 2 and "frechet" in metrics
+
+
+def test_inpaint_completes_the_recorded_test_split_of_an_image_file(tmp_path, capsys):
+    images = _images(20, (1, 4, 4))
+    path = tmp_path / "tiles.npz"
+    np.savez(path, x=images, y=np.arange(20) % 3)
+    config = recipes.TrainConfig(dataset="file", data=read_data_file(path), model_size="tiny")
+    ckpt = tmp_path / "checkpoint.eqx"
+    save(ckpt, recipes.model_from_config(config, key=jr.key(0)),
+         hyperparameters=dataclasses.asdict(config))  # fmt: skip
+    out = tmp_path / "inpaint"
+    argv = ["inpaint", str(ckpt), "--images", "2", "--steps", "2", "--out", str(out)]
+    assert cli.main([*argv, "--no-progress"]) == 0
+    saved = np.load(out / "inpaint.npz")
+    _, test = split_rows(20, 2, seed=0)
+    np.testing.assert_allclose(saved["truth"], (2 * (images[test] + 0.5) / 256 - 1), atol=1e-6)
+    np.testing.assert_array_equal(saved["labels"], test % 3)
+    assert cli.main([*argv[:3], "3", *argv[4:], "--no-progress"]) == 2  # the split holds 2
+    assert "test split" in capsys.readouterr().err

@@ -214,8 +214,10 @@ def run(args) -> int:
                            method=method, title=title,
                            labels=labels):  # fmt: skip
         write_png(out / "inpaint.png", grid(truth * mask, completed, truth, mask))
-    np.savez(out / "inpaint.npz", observed=truth * mask, mask=mask, completed=completed,
-             truth=truth, **({} if labels is None else {"labels": labels}))  # fmt: skip
+    arrays = dict(observed=truth * mask, mask=mask, completed=completed, truth=truth)
+    if labels is not None:
+        arrays["labels"] = labels
+    np.savez(out / "inpaint.npz", **arrays)
     report = {
         "checkpoint": str(args.checkpoint),
         "mask": args.mask,
