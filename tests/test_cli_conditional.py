@@ -81,7 +81,7 @@ def test_sample_with_label_titles_its_plot_and_prints_the_label_fraction_first(
     hist = np.zeros(10)
     hist[[3, 5]] = 0.75, 0.25
     fake = _digits.DigitMetrics(hist, np.full(10, 0.1), 0.65, 0.9, 0.95, 12.0, 3.0, 4)
-    monkeypatch.setattr(_digits, "digit_metrics", lambda samples: fake)
+    monkeypatch.setattr(_digits, "digit_metrics", lambda samples, classifier=None: fake)
     argv = ["sample", str(cond_ckpt), "--label", "3", "--guidance", "2", "--num", "4",
             "--steps", "5", "--sampler", "sde", "--no-progress", "--out", str(tmp_path)]  # fmt: skip
     with record_figures() as figures:
@@ -162,7 +162,7 @@ def test_inpaint_grid_without_matplotlib_is_upscaled():
 def test_inpaint_refuses_point_data_and_too_many_images(tmp_path, plain_ckpt, capsys):
     toy = _checkpoint(tmp_path / "toy", dataset="moons")
     assert cli.main(["inpaint", str(toy), "--out", str(tmp_path / "a")]) == 2
-    assert "digits checkpoint" in capsys.readouterr().err
+    assert "needs an image checkpoint" in capsys.readouterr().err
     assert cli.main(["inpaint", str(plain_ckpt), "--images", "9999",
                      "--out", str(tmp_path / "b")]) == 2  # fmt: skip
     assert "--images must be <= 297" in capsys.readouterr().err

@@ -271,7 +271,7 @@ def test_cli_train_writes_a_loadable_checkpoint_and_a_loss_curve(tmp_path, capsy
         (["--learning-rate", "0"], "--learning-rate must be a finite number > 0"),
         (["--learning-rate", "inf"], "--learning-rate must be a finite number > 0"),
         (["--p-uncond", "1.5"], "--p-uncond must lie in [0, 1]"),
-        (["--conditional"], "--conditional needs a labelled data set (--dataset digits)"),
+        (["--conditional"], "--conditional needs a labelled data set (--dataset digits or mnist"),
         (["--samples", "-1"], "--samples must be >= 0"),
         (["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
     ],

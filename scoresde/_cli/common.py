@@ -72,7 +72,7 @@ def prepare_out(path) -> pathlib.Path:
 def read_run_config(path) -> TrainConfig:
     """The `TrainConfig` a checkpoint of `scoresde train` was written with (its sidecar)."""
     try:
-        return TrainConfig(**read_sidecar(path)["hyperparameters"])
+        return TrainConfig.from_hyperparameters(read_sidecar(path)["hyperparameters"])
     except TypeError as e:  # hyper-parameters that are not a TrainConfig's
         raise UsageError(f"{path} was not written by scoresde train ({e})") from None
 

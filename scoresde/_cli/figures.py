@@ -70,12 +70,14 @@ def sample_title(sampler: str, steps: int, nfe: float, label=None, guidance=1.0)
 
 
 def plot_samples(x, path, title: str = "") -> bool:
-    """A scatter plot (2-D data, axes x[0] and x[1]) or a grid of the first 64 images, titled
-    "`n` samples: `title`"; `False` without matplotlib."""
+    """A scatter plot (points, axes x[0] and x[1]) or a grid of the first 64 images (their first
+    channel), titled "`n` samples: `title`"; `False` without matplotlib or for 1-D points."""
     plt = _pyplot()
     if plt is None:
         return False
     x = np.asarray(x)
+    if x.ndim == 2 and x.shape[1] < 2:
+        return False  # 1-D points: no scatter plot
     if x.ndim == 2:
         fig, ax = plt.subplots(figsize=(5, 5.3))
         ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5)

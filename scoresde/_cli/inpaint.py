@@ -1,4 +1,5 @@
-"""`scoresde inpaint`: complete masked test digits with a digits checkpoint (guided sampling).
+"""`scoresde inpaint`: complete masked test images with an image checkpoint (guided sampling):
+the digits, mnist, or a `--data` file of images (its recorded test split).
 
 Each test image is observed on a mask (`y = x[mask] + noise`, noise std `--noise-std`); the
 hidden pixels are drawn from the model's approximate posterior with DPS
@@ -21,12 +22,13 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .. import _data
 from .._inverse.guidance import DPS, PiGDM
 from .._inverse.measurement import LinearMeasurement
 from .._nfe import AbstractCostedScore
 from .._sampling.sample import sample_sde
-from .._training.recipes import digit_data, load_model, recipe_score
+from .._training.data_file import DataFileError
+from .._training.recipe_data import image_splits, is_image
+from .._training.recipes import load_model, recipe_score
 from .common import (
     HelpFormatter,
     UsageError,
@@ -65,14 +67,15 @@ def add_parser(subparsers):
     """Register `inpaint` on an argparse `subparsers` object."""
     p = subparsers.add_parser(
         "inpaint",
-        help="complete masked test digits with a digits checkpoint",
-        description="Hide part of each of the first --images test digits and complete it by "
-        "guided sampling (DPS or PiGDM) from a digits checkpoint; writes inpaint.png "
+        help="complete masked test images with an image checkpoint (digits, mnist, a file)",
+        description="Hide part of each of the first --images test images (digits, mnist, or "
+        "the recorded test split of a --data file) and complete it by guided sampling (DPS or "
+        "PiGDM) from the checkpoint; writes inpaint.png "
         "(observed | completed | truth), inpaint.npz and inpaint.json to --out and prints the "
         "error on the hidden pixels.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("checkpoint", type=pathlib.Path, help="path to checkpoint.eqx (digits)")
+    p.add_argument("checkpoint", type=pathlib.Path, help="path to checkpoint.eqx (images)")
     p.add_argument("--mask", choices=MASKS, default="lower-half", help="which pixels to hide")
     p.add_argument("--images", type=int, default=16, help="number of test digits")
     p.add_argument(
@@ -111,7 +114,7 @@ class _PerImage(AbstractCostedScore):
 
 def inpaint(model, config, images, mask, *, key, method=METHODS[0], noise_std=0.05, steps=100,
             progress=False):  # fmt: skip
-    """Complete `images` `(n, 1, 8, 8)` (values in [-1, 1]) observed on `mask`: returns the
+    """Complete `images` `(n, c, h, w)` (values in [-1, 1]) observed on `mask`: returns the
     sampler's result (`.x`, `.nfe` in network evaluations). Only `images * mask` reaches the
     sampler."""
     base = recipe_score(model, config)  # the unconditional score (null label if needed)
@@ -175,17 +178,21 @@ def run(args) -> int:
     if not args.noise_std > 0:
         raise UsageError(f"--noise-std must be > 0; got {args.noise_std}")
     model, config = load_model(args.checkpoint)
-    if config.dataset != "digits":
-        raise UsageError(f"inpaint needs a digits checkpoint; this one was trained on "
-                         f"{config.dataset}")  # fmt: skip
-    digits = _data.load_digits()
-    if args.images > digits.test.shape[0]:
-        raise UsageError(f"--images must be <= {digits.test.shape[0]} (the digits test split)")
-    mask = make_mask(args.mask)
+    if not is_image(config):
+        raise UsageError(f"inpaint needs an image checkpoint; this one was trained on "
+                         f"{config.dataset} (point data)")  # fmt: skip
+    try:  # in the checkpoint's convention (8 bits, 17 levels, [-1, 1]), at the bin centres
+        with library_warnings_as_notes("inpaint"):  # a changed data file: a note
+            splits = image_splits(config)
+    except DataFileError as err:
+        raise UsageError(str(err)) from None
+    if args.images > splits.test.shape[0]:
+        raise UsageError(f"--images must be <= {splits.test.shape[0]} (the {config.dataset} "
+                         "test split)")  # fmt: skip
+    mask = make_mask(args.mask, config.sample_shape)
     out = prepare_out(args.out)
-    # in the checkpoint's convention (8 bits or 17 levels), at the bin centres
-    test_k, dequantize = digit_data(digits.test[: args.images], config.levels)
-    truth = np.asarray(dequantize(None, jnp.asarray(test_k)))
+    truth = splits.test[: args.images]
+    labels = None if splits.test_labels is None else splits.test_labels[: args.images]
     if not args.no_progress:
         note("inpaint", f"compiling the {args.method}-guided sampler (first call) ...")
     with library_warnings_as_notes("inpaint"):
@@ -193,11 +200,10 @@ def run(args) -> int:
                          noise_std=args.noise_std, steps=args.steps,
                          progress=not args.no_progress)  # fmt: skip
     completed = np.clip(np.asarray(result.x), -1, 1)
-    train_k = digit_data(digits.train, config.levels)[0]
-    mean_image = np.asarray(dequantize(None, jnp.asarray(train_k))).mean(axis=0)
+    train = splits.train
+    mean_image = train.mean(axis=0)
     rmse = hidden_rmse(completed, truth, mask)
     baseline = hidden_rmse(np.broadcast_to(mean_image, truth.shape), truth, mask)
-    train = np.asarray(dequantize(None, jnp.asarray(train_k)))
     empirical = hidden_rmse(
         empirical_posterior(train, truth * mask, mask, args.noise_std, seed=args.seed), truth, mask
     )
@@ -206,10 +212,12 @@ def run(args) -> int:
              f"RMSE on the hidden pixels {rmse:.3f} (mean-image fill {baseline:.3f})")  # fmt: skip
     if not plot_inpainting(out / "inpaint.png", truth * mask, completed, truth, mask,
                            method=method, title=title,
-                           labels=digits.test_labels[: args.images]):  # fmt: skip
+                           labels=labels):  # fmt: skip
         write_png(out / "inpaint.png", grid(truth * mask, completed, truth, mask))
-    np.savez(out / "inpaint.npz", observed=truth * mask, mask=mask, completed=completed,
-             truth=truth, labels=digits.test_labels[: args.images])  # fmt: skip
+    arrays = dict(observed=truth * mask, mask=mask, completed=completed, truth=truth)
+    if labels is not None:
+        arrays["labels"] = labels
+    np.savez(out / "inpaint.npz", **arrays)
     report = {
         "checkpoint": str(args.checkpoint),
         "mask": args.mask,
@@ -226,7 +234,7 @@ def run(args) -> int:
     }
     (out / "inpaint.json").write_text(json.dumps(report, indent=2))
     print(
-        f"{args.images} test digits, {args.mask} hidden, {args.method}: RMSE on the hidden "
+        f"{args.images} test images, {args.mask} hidden, {args.method}: RMSE on the hidden "
         f"pixels {rmse:.3f} (baselines: mean-image fill {baseline:.3f}, empirical posterior "
         f"{empirical:.3f}; pixels in [-1, 1]) -> {out / 'inpaint.png'}, {out / 'inpaint.json'}"
     )

@@ -1,4 +1,5 @@
-"""`scoresde nll`: held-out negative log-likelihood (2-D data) or bits/dim (digits).
+"""`scoresde nll`: held-out negative log-likelihood (continuous data: 2-D toy sets, points and
+float images of a `--data` file) or bits/dim (quantised images: digits, mnist, uint8 files).
 
 The divergence of the PF-ODE drift defaults to one that fits the data's size: the exact trace
 for 2-D data (2 Jacobian-vector products per evaluation), one Rademacher probe of Hutchinson's
@@ -7,7 +8,9 @@ the documented figures; at least 1e-5, the library's default and the smallest st
 float32, the CLI's precision, against float64). A digits checkpoint is evaluated
 in the convention it was trained on (its config's `levels`): bits/dim at 17 levels on the grey
 levels for `--levels 17` (the digits default of `scoresde train`), at 8 bits on the 8-bit
-images for `--levels 256`.
+images for `--levels 256`; mnist and uint8 files at 8 bits. A file's checkpoint is evaluated
+on the file's test split (recorded in the checkpoint), with a note when the file changed since;
+float images in nats per image in the file's own units (the affine map onto [-1, 1] accounted).
 """
 
 import json
@@ -23,7 +26,8 @@ from .._likelihood import (
     flow as _likelihood,
 )
 from .._likelihood.log_likelihood import T_EPS
-from .._training import recipes
+from .._training import recipe_data
+from .._training.data_file import DataFileError
 from .._training.recipes import data_shape, load_model
 from .common import (
     HelpFormatter,
@@ -43,6 +47,7 @@ DIVERGENCES = ("auto", "exact", "hutchinson")
 # not validated against float64 and `log_likelihood` warns.
 DEFAULT_T_EPS = 1e-4
 MIN_T_EPS = T_EPS
+DEFAULT_NUM = 256
 # `--divergence auto` takes the exact trace up to this many dimensions per sample.
 EXACT_MAX_DIM = 8
 
@@ -51,17 +56,23 @@ def add_parser(subparsers):
     """Register `nll` on an argparse `subparsers` object."""
     p = subparsers.add_parser(
         "nll",
-        help="negative log-likelihood (2-D data) or bits/dim (digits) under a checkpoint",
+        help="negative log-likelihood (continuous data) or bits/dim (images) under a checkpoint",
         description="Evaluate a checkpoint's likelihood on held-out data by the PF-ODE (float32): "
-        "nats per sample for 2-D toy sets; bits/dim for the digits (297 test images, uniform "
-        "dequantisation onto [-1, 1]) in the checkpoint's own convention: the 17 grey levels "
-        "(the digits default, `train --levels 17`) or 8 bits (`train --levels 256`). Writes "
+        "nats per sample for continuous data (2-D toy sets; points and float images of a "
+        "--data file, on its recorded test split); bits/dim for quantised images (uniform "
+        "dequantisation onto [-1, 1]) in the checkpoint's own convention: for the digits (297 "
+        "test images) the 17 grey levels (the digits default, `train --levels 17`) or 8 bits "
+        "(`train --levels 256`); 8 bits for mnist (1000 test images) and uint8 files. Writes "
         "nll.json to --out.",
         formatter_class=HelpFormatter,
     )
     p.add_argument("checkpoint", type=pathlib.Path, help="path to checkpoint.eqx")
     p.add_argument(
-        "--num", type=int, default=256, help="held-out samples (digits: at most 297 test images)"
+        "--num",
+        type=int,
+        default=None,
+        help=f"held-out samples (default: {DEFAULT_NUM}, or the whole test split if smaller; at "
+        "most the test split: 297 digits, 1000 mnist images, a tenth of a file)",
     )
     p.add_argument(
         "--divergence",
@@ -128,19 +139,35 @@ def choose_divergence(name: str, dim: int, probes: int = 1) -> tuple[str, object
     )
 
 
-def held_out(config, num: int, key):
-    """`num` held-out points of the checkpoint's data set (`recipes.held_out`: digits test
-    images as the integers its convention dequantises, fresh draws of a 2-D set); `--num`
-    beyond the digits' test split is a usage error."""
+def held_out(config, num: int | None, key):
+    """`num` held-out points of the checkpoint's data set (`recipe_data.held_out`: test images
+    as the integers its convention dequantises, a file's test rows, fresh draws of a 2-D set;
+    `None`: `DEFAULT_NUM` or the whole test split if smaller); `--num` beyond the test split,
+    or a data file that is gone or no longer valid, is a usage error. A changed file is a
+    note."""
+    size = recipe_data.test_size(config)
+    if num is None:
+        num = DEFAULT_NUM if size is None else min(DEFAULT_NUM, size)
     try:
-        return recipes.held_out(config, num, key)
+        with library_warnings_as_notes("nll"):
+            return recipe_data.held_out(config, num, key)
+    except DataFileError as err:
+        raise UsageError(str(err)) from None
     except ValueError as err:
         raise UsageError(f"--{err}") from None  # "--num=N exceeds the digits test split ..."
 
 
+def describe(config) -> tuple[str, str]:
+    """`(what, convention)`: the data set's name (a file's path) and its convention's words
+    (" at 17 levels", " at 8 bits" or "")."""
+    what = config.data.path if config.data is not None else config.dataset
+    levels = config.data_levels
+    return what, {None: "", 17: " at 17 levels", 256: " at 8 bits"}[levels]
+
+
 def run(args) -> int:
     """Execute `scoresde nll` from parsed arguments; returns the exit status."""
-    if args.num < 1:
+    if args.num is not None and args.num < 1:
         raise UsageError(f"--num must be >= 1; got {args.num}")
     if args.probes < 1:
         raise UsageError(f"--probes must be >= 1; got {args.probes}")
@@ -148,7 +175,7 @@ def run(args) -> int:
         raise UsageError(f"--draws must be >= 1; got {args.draws}")
     if args.half_width is not None and not args.half_width > 0:
         raise UsageError(f"--half-width must be > 0; got {args.half_width:g}")
-    if args.half_width is not None and args.num < 2:
+    if args.half_width is not None and args.num is not None and args.num < 2:
         raise UsageError("--half-width needs --num 2 or more")
     if not MIN_T_EPS <= args.t_eps < 1:
         raise UsageError(
@@ -161,42 +188,43 @@ def run(args) -> int:
     num = int(data.shape[0])
     dim = math.prod(data_shape(config))
     name, divergence, cost = choose_divergence(args.divergence, dim, args.probes)
+    if args.half_width is not None and num < 2:
+        raise UsageError(f"--half-width needs 2 or more held-out samples; the test split has {num}")
     out = prepare_out(args.out)
-    convention = ""
-    if config.dataset == "digits":
-        convention = " at 17 levels" if config.levels == 17 else " at 8 bits"
+    what, convention = describe(config)
     note(
         "nll",
-        f"{num} samples of {config.dataset}{convention} ({dim} dimensions each); "
+        f"{num} samples of {what}{convention} ({dim} dimensions each); "
         f"divergence: {name}, "
         f"each ODE evaluation costs one score evaluation and {cost}; Dopri5 at "
         + ("rtol = atol = 1e-5" if args.half_width is None else "a planned tolerance")
         + f" from t_eps = {args.t_eps:g}",
     )
     if args.half_width is not None:
-        return _certified(args, model, config, data, divergence, name, out, convention, key)
+        return _certified(args, model, config, data, divergence, name, out, key)
     if not args.no_progress:
         note("nll", "compiling the likelihood ODE (first call) ...")
     show = not args.no_progress
     sharding = local_sharding("nll", args.no_shard)
     common = dict(key=key, divergence=divergence, t_eps=args.t_eps, sharding=sharding)
+    levels = config.data_levels
     with library_warnings_as_notes("nll"):
-        if config.dataset == "digits":
+        if levels is not None:
             bpd_fn = _likelihood.bits_per_dim
-            r_bpd = bpd_fn(model.sde, model, data, levels=config.levels, num_repeats=args.draws,
+            r_bpd = bpd_fn(model.sde, model, data, levels=levels, num_repeats=args.draws,
                            progress=show, **common)  # fmt: skip
             values, metric, nfe = r_bpd.bpd, "bits_per_dim", r_bpd.nfe
         else:
             ll_fn = _likelihood.log_likelihood
             r_ll = ll_fn(model.sde, model, data, progress=show, **common)
-            values, metric, nfe = -r_ll.log_prob, "nll_nats", r_ll.nfe
+            values, metric, nfe = -r_ll.log_prob - _log_scale(config), "nll_nats", r_ll.nfe
     report = dict(
         metric=metric,
         value=float(jnp.mean(values)),
         stderr=float(jnp.std(values) / jnp.sqrt(values.shape[0])),
         checkpoint=str(args.checkpoint),
         dataset=config.dataset,
-        **({"levels": config.levels, "draws": args.draws} if config.dataset == "digits" else {}),
+        **_data_fields(config, args.draws),
         num=num,
         divergence=name,
         t_eps=args.t_eps,
@@ -205,16 +233,37 @@ def run(args) -> int:
     (out / "nll.json").write_text(json.dumps(report, indent=2))
     print(
         f"{report['metric']} = {report['value']:.4f} +- {report['stderr']:.4f} "
-        f"({num} held-out samples of {config.dataset}{convention}, {name} divergence, mean NFE "
+        f"({num} held-out samples of {what}{convention}, {name} divergence, mean NFE "
         f"{report['mean_nfe']:.0f}) -> {out / 'nll.json'}"
     )
     return 0
 
 
-def _certified(args, model, config, data, divergence, name, out, convention, key) -> int:
+def _log_scale(config) -> float:
+    """Nats per sample between the model's space and the data's units (float images of a file:
+    the affine map onto [-1, 1]); 0 for other data."""
+    return 0.0 if config.data is None else config.data.log_scale()
+
+
+def _data_fields(config, draws: int) -> dict:
+    """The report's fields that say which data and convention were evaluated."""
+    fields: dict = {}
+    if config.data is not None:
+        fields.update(data_file=config.data.path, data_sha256=config.data.sha256,
+                      num_test=config.data.num_test, split_seed=config.seed)  # fmt: skip
+        if config.data.data_range is not None:
+            fields.update(data_range=list(config.data.data_range),
+                          nats_in="the file's units (the map onto [-1, 1] accounted)")  # fmt: skip
+    if config.data_levels is not None:
+        fields.update(levels=config.data_levels, draws=draws)
+    return fields
+
+
+def _certified(args, model, config, data, divergence, name, out, key) -> int:
     """`scoresde nll --half-width H`: the planned two-level estimate of the held-out set's mean
-    (bits/dim for the digits, nats otherwise)."""
-    digits = config.dataset == "digits"
+    (bits/dim for quantised images, nats otherwise)."""
+    digits = config.data_levels is not None
+    what, convention = describe(config)
     common = dict(
         key=key,
         divergence=divergence,
@@ -228,7 +277,12 @@ def _certified(args, model, config, data, divergence, name, out, convention, key
         try:
             if digits:
                 est = _mean_likelihood.estimate_bits_per_dim(
-                    model.sde, model, data, levels=config.levels, num_repeats=args.draws, **common
+                    model.sde,
+                    model,
+                    data,
+                    levels=config.data_levels,
+                    num_repeats=args.draws,
+                    **common,
                 )
                 nats, value, low, high = est.nats, est.bpd, est.low, est.high
                 errors = (est.stderr, est.stderr_probes, est.stderr_bias)
@@ -236,7 +290,8 @@ def _certified(args, model, config, data, divergence, name, out, convention, key
                 nats = _mean_likelihood.estimate_mean_log_likelihood(
                     model.sde, model, data, **common
                 )
-                value, low, high = -nats.mean, -nats.high, -nats.low
+                shift = _log_scale(config)
+                value, low, high = -nats.mean - shift, -nats.high - shift, -nats.low - shift
                 errors = (nats.stderr, nats.stderr_probes, nats.stderr_bias)
         except ValueError as err:
             raise UsageError(str(err)) from None
@@ -253,7 +308,7 @@ def _certified(args, model, config, data, divergence, name, out, convention, key
         total_nfe=int(nats.total_nfe),
         checkpoint=str(args.checkpoint),
         dataset=config.dataset,
-        **({"levels": config.levels, "draws": args.draws} if digits else {}),
+        **_data_fields(config, args.draws),
         num=int(data.shape[0]),
         divergence=name,
         probes=args.probes,
@@ -262,7 +317,7 @@ def _certified(args, model, config, data, divergence, name, out, convention, key
     (out / "nll.json").write_text(json.dumps(report, indent=2))
     print(
         f"{report['metric']} = {report['value']:.4f}, 95 % interval [{low:.4f}, {high:.4f}] "
-        f"(the mean of {report['num']} held-out samples of {config.dataset}{convention}; noise "
+        f"(the mean of {report['num']} held-out samples of {what}{convention}; noise "
         f"+-{1.96 * report['stderr_noise']:.4f}, solver bias +-{1.96 * report['stderr_bias']:.4f}; "
         f"cheap tol {report['cheap_tol']:g}, {report['num_tight']} tight re-solves, "
         f"{report['total_nfe']} evaluations) -> {out / 'nll.json'}"

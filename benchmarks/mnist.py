@@ -1,0 +1,236 @@
+"""MNIST (28x28) with the `scoresde train --dataset mnist` recipe: train it, then judge it by test
+bits/dim (8 bits, a certified interval) beside the classical baselines and by sample-quality
+metrics against their floors.
+
+The recipe is `scoresde train --dataset mnist`'s own code path (`recipes.train` on the
+`TrainConfig` its defaults give: the small three-resolution U-Net, likelihood weighting with
+importance-sampled times, EMA 0.999, batch 64; `--steps` its default unless given). Reported:
+
+- training wall time with XLA compile time apart, and the final loss;
+- test bits/dim at 8 bits (uniform dequantisation onto [-1, 1], as `scoresde nll`) on the first
+  `--num-test` of the 1000 test digits of `ss.load_mnist()` (the split the recipe holds out),
+  by `ss.estimate_bits_per_dim(population=False)`: the mean over THESE images with its 95 %
+  interval (cheap solves corrected by tight re-solves; planned for `--half-width`), beside the
+  classical baselines' rows of `benchmarks/results/real_data_mnist.json` (on all 1000 test
+  digits; `python benchmarks/real_data.py --dataset mnist`);
+- `ss.digit_metrics` of `--samples` samples (DPM-Solver++(2M), 50 steps, as `scoresde train`
+  draws its final ones) with `ss.DigitClassifier.mnist()`: class-histogram TV, Frechet distance
+  beside its floor (that many real training digits against the test digits), confidence.
+
+Writes `benchmarks/results/NAME.json`, `NAME.md` and `NAME.png` (64 samples beside 64 test
+digits); NAME is `mnist`, or `mnist_quick` with `--quick`.
+
+    python benchmarks/mnist.py                 # the CPU recipe (about an hour on 2 cores)
+    python benchmarks/mnist.py --quick         # smoke run: 50 steps, 8 test images, 64 samples
+    python benchmarks/mnist.py --model-size medium --batch-size 128 --steps 30000   # on a GPU
+"""
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import _common  # noqa: E402
+from digits_recipe import CompileClock  # noqa: E402
+
+import scoresde as ss  # noqa: E402
+from scoresde._training import recipes  # noqa: E402
+
+BASELINES = _common.RESULTS / "real_data_mnist.json"
+QUICK = dict(steps=50, num_test=8, samples=64, half_width=None, num_tight=2)
+
+
+def recipe_config(steps, model_size, batch_size, seed) -> recipes.TrainConfig:
+    """`scoresde train --dataset mnist`'s config, with the flags given (None: its default)."""
+    defaults = recipes.dataset_defaults("mnist")
+    return recipes.TrainConfig(
+        dataset="mnist",
+        weighting=defaults["weighting"],
+        levels=defaults["levels"],
+        steps=defaults["steps"] if steps is None else steps,
+        batch_size=defaults["batch_size"] if batch_size is None else batch_size,
+        model_size=model_size,
+        seed=seed,
+    )
+
+
+def test_bits_per_dim(model, images, *, seed, half_width, num_tight, t_eps=1e-4) -> dict:
+    """The certified mean bits/dim of `images` (8-bit) under `model`: planned for `half_width`
+    at 95 %, or (None) cheap solves at rtol = atol = 1e-3 corrected on `num_tight` of them."""
+    import jax.random as jr
+
+    plan = (dict(half_width=half_width) if half_width is not None
+            else dict(rtol=1e-3, atol=1e-3, num_tight=num_tight))  # fmt: skip
+    start = time.perf_counter()
+    est = ss.estimate_bits_per_dim(model.sde, model, images, key=jr.key(seed), levels=256,
+                                   population=False, t_eps=t_eps, **plan)  # fmt: skip
+    return dict(
+        bpd=float(est.bpd),
+        low=float(est.low),
+        high=float(est.high),
+        stderr=float(est.stderr),
+        stderr_probes=float(est.stderr_probes),
+        stderr_bias=float(est.stderr_bias),
+        num_test=int(images.shape[0]),
+        num_tight=int(est.nats.tight_indices.shape[0]),
+        cheap_tol=plan.get("rtol") if est.nats.cheap_tol is None else est.nats.cheap_tol,
+        total_nfe=int(est.nats.total_nfe),
+        t_eps=t_eps,
+        plan={k: v for k, v in plan.items()},
+        seconds=time.perf_counter() - start,
+    )
+
+
+def sample_metrics(model, config, num, seed, classifier):
+    """`num` samples (DPM-Solver++(2M), 50 steps) and their `ss.digit_metrics`."""
+    import jax.random as jr
+
+    start = time.perf_counter()
+    x = np.asarray(recipes.draw(model, config, "dpm++2m", num, 50, jr.key(seed + 1)).x)
+    seconds = time.perf_counter() - start
+    m = ss.digit_metrics(x, classifier=classifier)
+    row = dict(num_samples=m.num_samples, tv=m.histogram_tv, frechet=m.frechet,
+               frechet_floor=m.frechet_floor, confidence=m.confidence,
+               reference_confidence=m.reference_confidence,
+               classifier_test_accuracy=classifier.test_accuracy, seconds=seconds,
+               value_range=[float(x.min()), float(x.max())])  # fmt: skip
+    return row, x
+
+
+def markdown(row, baselines, quick: bool) -> str:
+    b, s, c = row["bpd"], row["samples"], row["config"]
+    lines = [
+        f"# 28x28 MNIST: the `scoresde train --dataset mnist` recipe{' (quick smoke run)' if quick else ''}",
+        "",
+        f"{c['steps']} steps of batch {c['batch_size']}, U-Net {c['model_size']}, "
+        f"{c['weighting']} weighting, 256 levels: {row['train_s']:.0f} s of training "
+        f"({row['compile_s']:.0f} s compiling), final loss {row['final_loss']:.4g}.",
+        "",
+        *(
+            [
+                "A smoke run of the script: its figures say the plumbing works, not how good the "
+                "recipe is (`python benchmarks/mnist.py` trains the whole recipe).",
+                "",
+            ]
+            if quick
+            else []
+        ),
+        f"Test bits/dim (8 bits) on the first {b['num_test']} test digits: **{b['bpd']:.3f}**, "
+        f"95 % interval [{b['low']:.3f}, {b['high']:.3f}] (the mean over these images; "
+        f"cheap tol {b['cheap_tol']:g}, {b['num_tight']} tight re-solves, {b['total_nfe']} "
+        f"evaluations, t_eps {b['t_eps']:g}). Classical baselines (all "
+        f"{baselines['num_test']} test digits, `benchmarks/results/real_data_mnist.json`):",
+        "",
+        "| model | bits/dim |",
+        "|---|---:|",
+        f"| this recipe | {b['bpd']:.3f} [{b['low']:.3f}, {b['high']:.3f}] |",
+    ]
+    lines += [f"| {r['name']} | {r['bpd']:.3f} +- {r['stderr_test']:.3f} |"
+              for r in baselines["rows"]]  # fmt: skip
+    lines += [
+        "",
+        f"Samples (DPM-Solver++(2M), 50 steps), {s['num_samples']} of them, against "
+        f"`DigitClassifier.mnist()` (test accuracy {s['classifier_test_accuracy']:.3f}):",
+        "",
+        "| metric | samples | real digits |",
+        "|---|---:|---:|",
+        f"| class-histogram TV | {s['tv']:.3f} | 0 |",
+        f"| Frechet distance | {s['frechet']:.2f} | {s['frechet_floor']:.2f} (floor) |",
+        f"| confidence | {s['confidence']:.3f} | {s['reference_confidence']:.3f} |",
+        "",
+        f"Sample values lie in [{s['value_range'][0]:.2f}, {s['value_range'][1]:.2f}] (the "
+        "data in [-1, 1]; the metrics keep values outside).",
+        "",
+        f"Reproduce: `{row['command']}`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_grid(samples, real, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+    for ax, images, name in ((axes[0], samples, "samples"), (axes[1], real, "test digits")):
+        n = min(64, len(images))
+        tiles = np.full((64, 30, 30), 128, np.uint8)
+        tiles[:n, 1:29, 1:29] = np.asarray(images[:n]).reshape(n, 28, 28)
+        ax.imshow(tiles.reshape(8, 8, 30, 30).transpose(0, 2, 1, 3).reshape(240, 240),
+                  cmap="gray", vmin=0, vmax=255)  # fmt: skip
+        ax.set_title(f"{n} {name}")
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 50 steps, 8 test images (fixed plan), 64 samples")  # fmt: skip
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    p.add_argument("--model-size", default="small", choices=tuple(recipes.UNET3_SIZES))
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--num-test", type=int, default=200, help="test digits for bits/dim")
+    p.add_argument("--half-width", type=float, default=0.05,
+                   help="bits/dim interval half-width to plan for (95 %%)")  # fmt: skip
+    p.add_argument("--samples", type=int, default=1000, help="samples for the digit metrics")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=pathlib.Path, default=None,
+                   help="keep the training run here (default: a temporary folder)")  # fmt: skip
+    p.add_argument("--name", default=None, help="results name (default: mnist or mnist_quick)")
+    args = p.parse_args(argv)
+    num_tight = None
+    if args.quick:
+        args.steps = QUICK["steps"] if args.steps is None else args.steps
+        args.num_test, args.samples = QUICK["num_test"], QUICK["samples"]
+        args.half_width, num_tight = QUICK["half_width"], QUICK["num_tight"]
+    name = args.name or ("mnist_quick" if args.quick else "mnist")
+    config = recipe_config(args.steps, args.model_size, args.batch_size, args.seed)
+    baselines = json.loads(BASELINES.read_text())
+    mnist = ss.load_mnist()
+    baselines["num_test"] = len(mnist.test)  # real_data.py fits them on the same default split
+
+    clock = CompileClock()
+    print(f"training {config.steps} steps ...", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or pathlib.Path(tmp)
+        clock.active, start = True, time.perf_counter()
+        result = recipes.train(config, out, progress=not args.quick)
+        train_s, clock.active = time.perf_counter() - start, False
+    model = result["model"]
+    print(f"  {train_s:.0f} s ({clock.seconds:.0f} s compiling), final loss "
+          f"{result['final_loss']:.4g}; test bits/dim ...", flush=True)  # fmt: skip
+    bpd = test_bits_per_dim(model, mnist.test[: args.num_test], seed=args.seed,
+                            half_width=args.half_width, num_tight=num_tight)  # fmt: skip
+    print(f"  {bpd['bpd']:.3f} [{bpd['low']:.3f}, {bpd['high']:.3f}] ({bpd['seconds']:.0f} s); "
+          f"{args.samples} samples and their metrics ...", flush=True)  # fmt: skip
+    classifier = ss.DigitClassifier.mnist()
+    metrics, x = sample_metrics(model, config, args.samples, args.seed, classifier)
+    command = "python benchmarks/mnist.py" + (" --quick" if args.quick else "")
+    row = dict(config=dataclasses.asdict(config), train_s=train_s, compile_s=clock.seconds,
+               final_loss=result["final_loss"], bpd=bpd, samples=metrics, command=command)  # fmt: skip
+    table = markdown(row, baselines, args.quick)
+    print("\n" + table)
+    results = _common.RESULTS
+    (results / f"{name}.md").write_text(table)
+    images = np.asarray(ss.quantize(x[:64], levels=256))
+    plot_grid(images, mnist.test[:64], results / f"{name}.png",
+              f"{config.steps} steps: bits/dim {bpd['bpd']:.3f}, Frechet {metrics['frechet']:.1f} "
+              f"(floor {metrics['frechet_floor']:.1f}), TV {metrics['tv']:.2f}")  # fmt: skip
+    _common.write(name, dict(**row, baselines=baselines["rows"],
+                             meta=_common.metadata(**{k: str(v) for k, v in vars(args).items()})))  # fmt: skip
+    print(f"wrote {name}.json, .md, .png in {results}")
+
+
+if __name__ == "__main__":
+    main()
