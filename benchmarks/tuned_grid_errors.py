@@ -32,7 +32,6 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import _common  # noqa: E402
-import default_grids  # noqa: E402
 import tuned_grids  # noqa: E402
 
 import scoresde as ss  # noqa: E402
