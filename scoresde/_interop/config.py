@@ -111,23 +111,7 @@ def parse_unet_config(raw: dict, source: str = "config.json") -> UNet2DConfig:
 
     **Raises:** `ValueError` naming the key (and `source`) for an unknown key, an unsupported
     value, or inconsistent block lists."""
-    if not isinstance(raw, dict):
-        raise ValueError(f"{source}: expected a JSON object; got {type(raw).__name__}.")
-    name = raw.get("_class_name", "UNet2DModel")
-    if name != "UNet2DModel":
-        raise ValueError(
-            f"{source}: _class_name {name!r} is not supported (only UNet2DModel is read)."
-        )
-    unknown = sorted(k for k in raw if not k.startswith("_") and k not in _DEFAULTS)
-    if unknown:
-        raise ValueError(f"{source}: unsupported UNet2DModel config key(s) {unknown}.")
-    c = {**_DEFAULTS, **{k: v for k, v in raw.items() if not k.startswith("_")}}
-    for key, allowed in _SUPPORTED.items():
-        if c[key] not in allowed:
-            raise ValueError(
-                f"{source}: config key {key!r} = {c[key]!r} is not supported; "
-                f"supported: {list(allowed)}."
-            )
+    c = checked_keys(raw, source, ("UNet2DModel",), "UNet2DModel", _DEFAULTS, _SUPPORTED)
     down, up = tuple(c["down_block_types"]), tuple(c["up_block_types"])
     channels = tuple(_int("block_out_channels", ch) for ch in c["block_out_channels"])
     for key, blocks, allowed in (
@@ -219,3 +203,28 @@ def read_json(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"No such file: {os.fspath(path)!r}.")
     with open(path) as f:
         return json.load(f)
+
+
+def checked_keys(raw, source, class_names, what, defaults, supported) -> dict:
+    """A diffusers config dict with its defaults filled in, after the checks every reader makes:
+    a JSON object, `_class_name` one of `class_names` (default the first), no key outside
+    `defaults`, and each key of `supported` holding one of its allowed values. Every error names
+    `source` and the key."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: expected a JSON object; got {type(raw).__name__}.")
+    name = raw.get("_class_name", class_names[0])
+    if name not in class_names:
+        raise ValueError(
+            f"{source}: _class_name {name!r} is not supported; supported: {list(class_names)}."
+        )
+    unknown = sorted(k for k in raw if not k.startswith("_") and k not in defaults)
+    if unknown:
+        raise ValueError(f"{source}: unsupported {what} config key(s) {unknown}.")
+    c = {**defaults, **{k: v for k, v in raw.items() if not k.startswith("_")}}
+    for key, allowed in supported.items():
+        if c[key] not in allowed:
+            raise ValueError(
+                f"{source}: config key {key!r} = {c[key]!r} is not supported; "
+                f"supported: {list(allowed)}."
+            )
+    return c

@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import _parametrisation
 from .._sde import DDPMSDE
+from .config import checked_keys
 
 SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")
 _DEFAULTS = {
@@ -175,23 +176,8 @@ def parse_scheduler_config(raw: dict, source: str = "scheduler_config.json") -> 
     **Raises:** `ValueError` naming the key (and `source`) for an unknown key or an
     unsupported value (a scheduler other than DDPM/DDIM, learned variances, zero-SNR
     rescaling, an unknown beta schedule)."""
-    if not isinstance(raw, dict):
-        raise ValueError(f"{source}: expected a JSON object; got {type(raw).__name__}.")
+    c = checked_keys(raw, source, tuple(SCHEDULERS), "scheduler", _DEFAULTS, _SUPPORTED)
     name = raw.get("_class_name", "DDPMScheduler")
-    if name not in SCHEDULERS:
-        raise ValueError(
-            f"{source}: _class_name {name!r} is not supported; supported: {list(SCHEDULERS)}."
-        )
-    unknown = sorted(k for k in raw if not k.startswith("_") and k not in _DEFAULTS)
-    if unknown:
-        raise ValueError(f"{source}: unsupported scheduler config key(s) {unknown}.")
-    c = {**_DEFAULTS, **{k: v for k, v in raw.items() if not k.startswith("_")}}
-    for key, allowed in _SUPPORTED.items():
-        if c[key] not in allowed:
-            raise ValueError(
-                f"{source}: config key {key!r} = {c[key]!r} is not supported; "
-                f"supported: {list(allowed)}."
-            )
     n = c["num_train_timesteps"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"{source}: config key 'num_train_timesteps' must be an int >= 1.")
