@@ -159,6 +159,17 @@ class GivenTimes(AbstractExplicitGrid):
     times: Float[Array, " steps_plus_one"] = eqx.field(converter=jnp.asarray)
 
 
+def resolve_explicit(grid: AbstractTimeGrid, sde: AbstractSDE, steps, t_eps):
+    """`(grid, steps, t_eps)` as a sampler runs them: a grid of given times implies `steps` and
+    `t_eps` (checked against those given) and is reduced to its times, `GivenTimes` (its other
+    fields, e.g. a [`scoresde.TimeGrid`][]'s provenance, are static and would compile the solve
+    again for each grid); any other grid passes through."""
+    if isinstance(grid, AbstractExplicitGrid):
+        steps, t_eps = grid.implied(sde, steps, t_eps)
+        grid = GivenTimes(grid.times)
+    return grid, steps, t_eps
+
+
 _ALIASES: dict[str, type[AbstractTimeGrid]] = {
     "uniform": UniformGrid,
     "log_snr": LogSNRGrid,

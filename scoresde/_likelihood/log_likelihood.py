@@ -40,7 +40,7 @@ from .._checks import (
 )
 from .._custom_types import ScoreFn
 from .._diffrax_private import SUCCESS_CODE, result_code
-from .._grid import AbstractExplicitGrid, LogSNRGrid, as_time_grid
+from .._grid import AbstractExplicitGrid, LogSNRGrid, as_time_grid, resolve_explicit
 from .._keys import sample_keys
 from .._progress import progress_meter
 from .._score_calls import diagnose_score, pf_drift
@@ -268,7 +268,8 @@ def fixed_step_controller(sde, grid, steps, t_eps, controller, schedule, nats_to
         grid_t_eps = float(grid.times[-1])
         if t_eps != T_EPS and abs(t_eps - grid_t_eps) > 1e-6 * abs(t_eps):
             raise ValueError(f"log_likelihood: the grid ends at {grid_t_eps} but t_eps={t_eps}.")
-        steps, t_eps = grid.implied(sde, steps, grid_t_eps)
+        t_eps = grid_t_eps
+    grid, steps, t_eps = resolve_explicit(grid, sde, steps, t_eps)
     if steps is None:
         raise ValueError("log_likelihood: a named grid needs steps=...")
     steps = check_int("steps", steps)

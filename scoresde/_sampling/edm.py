@@ -19,7 +19,7 @@ from .._checks import (
     raise_if_not_finite,
 )
 from .._custom_types import ScoreFn
-from .._grid import AbstractExplicitGrid, GivenTimes, KarrasGrid, as_time_grid
+from .._grid import KarrasGrid, as_time_grid, resolve_explicit
 from .._keys import latents_and_noise_keys
 from .._nfe import network_nfe
 from .._progress import scan_steps
@@ -138,10 +138,7 @@ def sample_edm(
                 f"sample_edm: rho={rho} sets the Karras grid's exponent; with grid= pass "
                 "ss.KarrasGrid(rho=...) as the grid instead."
             )
-        grid = as_time_grid(grid)
-        if isinstance(grid, AbstractExplicitGrid):
-            steps, t_eps = grid.implied(sde, steps, t_eps)
-            grid = GivenTimes(grid.times)  # the times alone: one compile for any provenance
+        grid, steps, t_eps = resolve_explicit(as_time_grid(grid), sde, steps, t_eps)
     steps = check_steps(18 if steps is None else steps)
     t_eps = sde.default_t_eps if t_eps is None else t_eps
     check_t_eps(t_eps, sde.T)

@@ -55,7 +55,7 @@ from .._checks import (
     finite_rows,
     raise_if_not_finite,
 )
-from .._grid import AbstractExplicitGrid, GivenTimes
+from .._grid import resolve_explicit
 from .._keys import latents_and_noise_keys
 from .._langevin.preconditioners import AbstractPreconditioner, IdentityPreconditioner
 from .._nfe import network_nfe
@@ -333,10 +333,8 @@ def sample_pc(
     shape = check_shape(shape)
     if step_hook is not None and not callable(step_hook):
         raise TypeError(f"step_hook must be callable as hook(t, x, key); got {step_hook!r}.")
-    grid = solver_grid(grid)  # None: uniform in t, as for the reverse SDE
-    if isinstance(grid, AbstractExplicitGrid):
-        steps, t_eps = grid.implied(sde, steps, t_eps)
-        grid = GivenTimes(grid.times)  # the times alone: one compile for any provenance
+    # None: uniform in t, as for the reverse SDE
+    grid, steps, t_eps = resolve_explicit(solver_grid(grid), sde, steps, t_eps)
     steps = check_steps(1000 if steps is None else steps)
     t_eps = sde.default_t_eps if t_eps is None else t_eps
     check_t_eps(t_eps, sde.T)

@@ -12,9 +12,9 @@ from .._checks import check_int, check_positive, check_steps, check_t_eps
 from .._grid import (
     AbstractExplicitGrid,
     AbstractTimeGrid,
-    GivenTimes,
     UniformGrid,
     as_time_grid,
+    resolve_explicit,
 )
 from .._solver.base import AbstractPFSolver
 
@@ -67,8 +67,7 @@ def decide_step_mode(
                 f"{name}: a grid of given times gives fixed steps; do not pass a "
                 f"stepsize_controller (got {type(controller).__name__})."
             )
-        steps, t_eps = grid.implied(sde, steps, t_eps)
-        grid = GivenTimes(grid.times)  # the times alone: one compile for any provenance
+    grid, steps, t_eps = resolve_explicit(grid, sde, steps, t_eps)
     t_eps = sde.default_t_eps if t_eps is None else t_eps
     check_t_eps(t_eps, sde.T)
     if steps is not None:
