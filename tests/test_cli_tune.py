@@ -214,7 +214,7 @@ def test_tune_help_shows_every_default(capsys, monkeypatch):
         cli.main(["tune", "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for default in ("(default: auto)", "(default: 256)", "(default: 100)", "(default: 0)",
+    for default in ("(default: auto)", "(default: 256)", "(default: 200)", "(default: 0)",
                     "(default: grid.json)"):  # fmt: skip
         assert default in text, default
     assert "scoresde sample CHECKPOINT --grid" in " ".join(text.split())

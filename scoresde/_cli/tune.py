@@ -10,7 +10,7 @@ import jax.random as jr
 from .._solver import DDIM, DPMSolver2, DPMSolverPP2M, DPMSolverPP3M, EDMHeun, UniPC
 from .._training.recipes import data_shape, load_model, recipe_score
 from .._tuning.time_grid import TimeGrid
-from .._tuning.tune_grid import solver_name, tune_grid
+from .._tuning.tune_grid import MAX_ITERATIONS, solver_name, tune_grid
 from .._tuning.tune_sampler import steps_for_budget, tune_sampler
 from .common import HelpFormatter, UsageError, add_no_progress, library_warnings_as_notes, note
 
@@ -58,7 +58,9 @@ def add_parser(subparsers):
         default=256,
         help="pilot latents (a quarter held out): each iteration solves them all",
     )
-    p.add_argument("--max-iterations", type=int, default=100, help="L-BFGS iterations per grid")
+    p.add_argument(
+        "--max-iterations", type=int, default=MAX_ITERATIONS, help="L-BFGS iterations per grid"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the pilot latents")
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="the grid's JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

@@ -28,7 +28,7 @@ from .._sampling.solve import _fixed_step_scan
 from .._score_calls import pf_drift
 from .._sde import check_sde_and_score
 from .time_grid import TimeGrid
-from .tune_grid import NAMED_GRIDS, check_fraction, search_grid, solver_name
+from .tune_grid import MAX_ITERATIONS, NAMED_GRIDS, check_fraction, search_grid, solver_name
 
 
 def likelihood_probes(sde, score, divergence, x, key, t_eps):
@@ -52,11 +52,15 @@ def log_likelihood_on_times(sde, score, solver, times, x, probes, divergence, va
         return prior_log_prob(z) + jnp.mean(deltas)
 
     log_prob = jax.vmap(one)(x, probes)
+    return log_prob, grid_nfe(sde, score, solver, divergence, variable, times.shape[0] - 1)
+
+
+def grid_nfe(sde, score, solver, divergence, variable, steps: int) -> int:
+    """Score evaluations of a `steps`-step likelihood solve by `solver` (as `log_likelihood`
+    counts them: the solver's, plus the probes' first evaluation); -1 if unknown."""
     term = dfx.ODETerm(AugmentedFlow(sde, score, divergence, variable, None))
-    cost = evaluation_cost(solver, term, u_grid[0], None)
-    steps = times.shape[0] - 1
-    nfe = -1 if cost is None else cost.init + cost.per_step * steps + divergence.evals_at_init
-    return log_prob, nfe
+    cost = evaluation_cost(solver, term, 0.0, None)
+    return -1 if cost is None else cost.init + cost.per_step * steps + divergence.evals_at_init
 
 
 @eqx.filter_jit
@@ -80,7 +84,7 @@ def tune_likelihood_grid(
     variable: AbstractIntegrationVariable | str = VARIABLE,
     prior_log_prob=None,
     held_out: float = 0.25,
-    max_iterations: int = 100,
+    max_iterations: int = MAX_ITERATIONS,
     reference_tol: float | None = None,
     progress: bool = False,
 ) -> TimeGrid:
@@ -137,10 +141,7 @@ def tune_likelihood_grid(
         "tune_likelihood_grid", sde, t_eps, error, fit, check, candidates, max_iterations,
         progress,
     )  # fmt: skip
-    _, nfe = log_likelihood_on_times(
-        sde, score, solver, times, x[:1], jax.tree.map(lambda p: p[:1], probes), divergence,
-        variable, prior,
-    )  # fmt: skip
+    nfe = grid_nfe(sde, score, solver, divergence, variable, steps)
     provenance = {
         "objective": "mean squared log-likelihood error (nats) against the adaptive solve "
         "with the same probes",

@@ -32,7 +32,7 @@ from .._score_calls import tweedie_batch
 from .._sde import check_sde_and_score
 from .._terms import BatchedScore
 from .time_grid import TimeGrid
-from .tune_grid import NAMED_GRIDS, check_fraction, search_grid
+from .tune_grid import MAX_ITERATIONS, NAMED_GRIDS, check_fraction, search_grid
 
 DIRECTIONS = 64
 
@@ -90,7 +90,7 @@ def tune_sde_grid(
     shape: tuple[int, ...],
     t_eps: float | None = None,
     held_out: float = 0.5,
-    max_iterations: int = 100,
+    max_iterations: int = MAX_ITERATIONS,
     reference_tol: float = 1e-5,
     progress: bool = False,
 ) -> TimeGrid:

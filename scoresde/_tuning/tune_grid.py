@@ -40,7 +40,6 @@ from .._grid import (
 from .._keys import draw_latents
 from .._sampling.ode import sample_ode
 from .._sde import check_sde_and_score
-from .._solver.base import AbstractPFSolver
 from .grid_solve import logits_from_times, mean_squared_error, solve_on_times, times_from_logits
 from .time_grid import TimeGrid
 
@@ -51,6 +50,12 @@ NAMED_GRIDS: dict[str, AbstractTimeGrid] = {
     "clipped_log_snr": ClippedLogSNRGrid(),
 }
 """The named grids a tuner starts from and compares against."""
+
+MAX_ITERATIONS = 200
+"""The tuners' default cap on L-BFGS iterations. Measured on the closed-form test (DPM-Solver++(2M),
+7 steps, 4-D Gaussian): a cap of 100 stopped the search still descending at 2.2x the optimum's
+error; it converged after 172 iterations (the stall rule stops it). On the mixtures and the digits
+U-Net at 5 and 10 NFE the stall rule stopped most searches before 100."""
 
 
 def solver_name(solver) -> str:
@@ -70,7 +75,7 @@ def check_fraction(name, value):
 
 
 def _check_solver(solver):
-    if isinstance(solver, AbstractPFSolver) or isinstance(solver, dfx.AbstractSolver):
+    if isinstance(solver, dfx.AbstractSolver):  # this package's solvers are diffrax's too
         if isinstance(solver, dfx.AbstractImplicitSolver):
             raise TypeError(
                 f"tune_grid: {type(solver).__name__} is implicit; tune an explicit solver."
@@ -103,7 +108,7 @@ def tune_grid(
     t_eps: float | None = None,
     init=None,
     held_out: float = 0.25,
-    max_iterations: int = 100,
+    max_iterations: int = MAX_ITERATIONS,
     reference_solver: dfx.AbstractSolver = dfx.Tsit5(),
     reference_tol: float = 1e-5,
     reference=None,

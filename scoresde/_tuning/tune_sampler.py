@@ -23,7 +23,7 @@ from .._sampling.ode import sample_ode
 from .._sde import check_sde_and_score
 from .._solver import DDIM, DPMSolver2, DPMSolverPP2M, DPMSolverPP3M, EDMHeun, UniPC
 from .time_grid import TimeGrid
-from .tune_grid import solver_name, tune_grid
+from .tune_grid import MAX_ITERATIONS, solver_name, tune_grid
 
 
 def default_candidates() -> tuple:
@@ -65,7 +65,7 @@ def tune_sampler(
     candidates=None,
     t_eps: float | None = None,
     held_out: float = 0.25,
-    max_iterations: int = 100,
+    max_iterations: int = MAX_ITERATIONS,
     reference_solver: dfx.AbstractSolver = dfx.Tsit5(),
     reference_tol: float = 1e-5,
     progress: bool = False,
