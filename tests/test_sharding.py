@@ -225,3 +225,12 @@ def test_cli_uses_all_local_devices_unless_no_shard(capsys):
             cli.main([command, "--help"])
         assert e.value.code == 0
         assert "--no-shard" in capsys.readouterr().out
+
+
+def test_the_module_runs_on_one_worker(request):
+    """`--dist loadgroup` keeps this module's tests on one worker, so its session fixture (a
+    4-device subprocess) is built once: xdist marks a grouped test's id with its group. With
+    pytest 9.2 and pytest-xdist 3.8 the mark is lost and the groups fall apart (pyproject.toml)."""
+    if not hasattr(request.config, "workerinput"):
+        pytest.skip("not running under pytest-xdist")
+    assert request.node.nodeid.endswith("@sharding")
