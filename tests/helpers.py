@@ -161,3 +161,23 @@ def record_figures() -> Iterator[list[dict]]:
         yield records
     finally:
         Figure.savefig = original  # type: ignore[method-assign]
+
+
+# What every metric card's settings name (scoresde._cli.card): the model, the data convention,
+# the number of items and the seed.
+CARD_KEYS = {"checkpoint", "dataset", "sde", "parametrisation", "training_steps", "ema",
+             "levels", "data_convention", "num", "seed"}  # fmt: skip
+
+
+def assert_card(settings: dict, **expected):
+    """A command's metric-card `settings` name every `CARD_KEYS` entry and hold `expected`."""
+    missing = CARD_KEYS - set(settings)
+    assert not missing, f"the metric card lacks {sorted(missing)}"
+    for key, value in expected.items():
+        assert settings[key] == value, (key, settings[key], value)
+
+
+def assert_in_interval(card: dict):
+    """A card's figure lies in its 95 % interval, which has width (or is None for one item)."""
+    low, high = card["interval"]
+    assert low <= card["value"] <= high, card

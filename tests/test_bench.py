@@ -252,6 +252,11 @@ def test_digit_rows_carry_the_digit_metrics_in_the_schema_and_the_table(small_ru
     )  # fmt: skip
     q = row["digits"]
     assert q["frechet"] > q["frechet_floor"] > 0 and 0 <= q["class_tv"] <= 1
+    # 95 % bootstrap intervals around each (Frechet well above the floor: disjoint)
+    for name in ("frechet", "frechet_floor", "class_tv"):
+        low, high = q[f"{name}_interval"]
+        assert low <= q[name] <= high and low < high, name
+    assert q["frechet_interval"][0] > q["frechet_floor_interval"][1]
     assert 0 < q["confidence"] < q["reference_confidence"] <= 1  # a Gaussian is not a digit
     row_schema = {**report.schema()["$defs"]["row_ok"], "$defs": report.schema()["$defs"]}
     jsonschema.validate(row, row_schema)
@@ -265,7 +270,11 @@ def test_digit_rows_carry_the_digit_metrics_in_the_schema_and_the_table(small_ru
     jsonschema.validate(payload, report.schema())
     table = report.markdown(payload)
     assert "Sample quality against the test digits" in table
-    assert f"| {q['frechet']:.2f} ({q['frechet_floor']:.2f}) | {q['class_tv']:.3f} |" in table
+    fr, fl, tv = q["frechet_interval"], q["frechet_floor_interval"], q["class_tv_interval"]
+    assert (f"| {q['frechet']:.2f} [{fr[0]:.2f}, {fr[1]:.2f}] | {q['frechet_floor']:.2f} "
+            f"[{fl[0]:.2f}, {fl[1]:.2f}] | {q['class_tv']:.3f} [{tv[0]:.3f}, {tv[1]:.3f}] |") in table  # fmt: skip
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**row, "digits": {**q, "frechet_interval": [1.0]}}, row_schema)
     assert "Sample quality" not in report.markdown(small_run[1])
 
 

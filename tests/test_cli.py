@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import assert_card, assert_in_interval
 
 from scoresde import cli
 from scoresde._cli import (
@@ -176,6 +177,9 @@ def test_nll_on_2d_data_is_exact_and_emits_no_raw_warning(toy_ckpt, tmp_path, ca
     assert "note:" not in err and "Warning" not in err
     report = json.loads((tmp_path / "nll.json").read_text())
     assert report["num"] == 4 and report["divergence"] == "exact"
+    assert_card(report["settings"], num=4, seed=1, solver="Dopri5, rtol = atol = 1e-5")
+    assert_in_interval(report)
+    assert report["interval"][1] - report["interval"][0] > 0 and "95 % interval" in out
     assert np.isfinite(report["value"]) and report["mean_nfe"] > 0
     assert "exact divergence" in out
 
@@ -250,6 +254,9 @@ def test_sample_npz_holds_samples_and_nfe(toy_ckpt, tmp_path, capsys):
         assert f["samples"].shape == (6, 2) and np.all(np.isfinite(f["samples"]))
         assert f["nfe"].shape == (6,) and np.all(f["nfe"] == 3)
     assert not (tmp_path / "samples.npy").exists()
+    card = json.loads((tmp_path / "sample.json").read_text())  # the metric card
+    assert_card(card["settings"], num=6, seed=0, steps=3, sampler="dpm++2m", levels=None)
+    assert card["nfe_mean"] == 3 and card["nfe_range"] == [3, 3]
 
 
 def test_sample_png_writes_one_image_per_sample(digits_ckpt, toy_ckpt, tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import types
 import jax.random as jr
 import numpy as np
 import pytest
-from helpers import record_figures
+from helpers import assert_card, record_figures
 
 from scoresde import cli
 from scoresde._cli import figures as figures_mod, inpaint as inpaint_cmd, sample as sample_cmd
@@ -80,7 +80,8 @@ def test_sample_with_label_titles_its_plot_and_prints_the_label_fraction_first(
         x=x, nfe=np.full(4, 6)))  # fmt: skip
     hist = np.zeros(10)
     hist[[3, 5]] = 0.75, 0.25
-    fake = _digits.DigitMetrics(hist, np.full(10, 0.1), 0.65, 0.9, 0.95, 12.0, 3.0, 4)
+    fake = _digits.DigitMetrics(hist, np.full(10, 0.1), 0.65, 0.9, 0.95, 12.0, 3.0, 4,
+                                (10.0, 14.0), (2.0, 4.0), (0.5, 0.8), 200, 0)  # fmt: skip
     monkeypatch.setattr(_digits, "digit_metrics", lambda samples, classifier=None: fake)
     argv = ["sample", str(cond_ckpt), "--label", "3", "--guidance", "2", "--num", "4",
             "--steps", "5", "--sampler", "sde", "--no-progress", "--out", str(tmp_path)]  # fmt: skip
@@ -95,6 +96,8 @@ def test_sample_with_label_titles_its_plot_and_prints_the_label_fraction_first(
     assert line.index("classified as label 3") < line.index("class TV 0.650")
     report = json.loads((tmp_path / "digit_metrics.json").read_text())
     assert report["label"] == 3 and report["label_fraction"] == 0.75
+    assert_card(report["settings"], num=4, seed=0, label=3, guidance=2.0, sampler="sde", steps=5)
+    assert report["frechet_interval"] == [10.0, 14.0] and "bootstrap" in report["interval_kind"]
 
 
 def test_sample_refuses_a_label_on_an_unconditional_checkpoint(plain_ckpt, tmp_path, capsys):

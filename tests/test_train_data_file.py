@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import assert_card, assert_in_interval
 
 import scoresde as ss
 from scoresde import cli
@@ -77,6 +78,11 @@ def test_points_file_trains_and_nll_evaluates_its_test_split(tmp_path, capsys, m
     argv = ["train", "--data", str(data), "--steps", "2", "--samples", "4", "--out", str(run)]
     assert cli.main([*argv, *TINY, "--seed", "3"]) == 0
     assert np.load(run / "samples.npy").shape == (4, 3)
+    card = json.loads((run / "train.json").read_text())  # the run's metric card
+    assert_card(card["settings"], num=27, seed=3, ema=True, training_steps=2,
+                levels=None, data_convention="continuous (as given)")  # fmt: skip
+    assert card["settings"]["config"]["seed"] == 3 and card["final_loss"]["window"] == 2
+    assert_in_interval(card["final_loss"])
     hyper = read_sidecar(run / "checkpoint.eqx")["hyperparameters"]
     assert hyper["data"]["shape"] == [3] and hyper["data"]["dtype"] == "float"
     assert recipes.TrainConfig.from_hyperparameters(hyper).data_levels is None
@@ -93,6 +99,8 @@ def test_points_file_trains_and_nll_evaluates_its_test_split(tmp_path, capsys, m
     np.testing.assert_array_equal(seen[0], x[test])  # the recorded split, all 3 test rows
     report = json.loads((tmp_path / "nll" / "nll.json").read_text())
     assert report["metric"] == "nll_nats" and report["num"] == 3 and report["split_seed"] == 3
+    assert_card(report["settings"], num=3, seed=1, dataset="file", ema=True)
+    assert report["interval"] == [0.0, 0.0] and report["nfe_range"] == [1.0, 1.0]
     assert "changed" not in capsys.readouterr().err  # negative control for the hash warning
     np.savez(data, x=x + 1)  # resuming on another file's content is refused, naming it
     assert cli.main(["train", "--resume", "--out", str(run), "--quiet"]) == 2
@@ -254,5 +262,12 @@ def test_inpaint_completes_the_recorded_test_split_of_an_image_file(tmp_path, ca
     _, test = split_rows(20, 2, seed=0)
     np.testing.assert_allclose(saved["truth"], (2 * (images[test] + 0.5) / 256 - 1), atol=1e-6)
     np.testing.assert_array_equal(saved["labels"], test % 3)
+    report = json.loads((out / "inpaint.json").read_text())
+    assert_card(report["settings"], num=2, seed=0, levels=256, ema=False)
+    assert report["settings"]["steps"] == 2 and report["settings"]["noise_std"] == 0.05
+    for name in ("model", "mean_image", "empirical_posterior"):
+        assert_in_interval(report["metrics"][f"{name}_hidden_rmse"])
+    assert report["metrics"]["model_hidden_rmse"]["value"] == report["hidden_rmse"]  # one figure
+    assert not any("accuracy" in k for k in report["metrics"])  # no digit classifier for tiles
     assert cli.main([*argv[:3], "3", *argv[4:], "--no-progress"]) == 2  # the split holds 2
     assert "test split" in capsys.readouterr().err

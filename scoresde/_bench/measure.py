@@ -212,13 +212,16 @@ def _digit_classifier():
 
 def digit_quality(x) -> dict:
     """`scoresde.digit_metrics` of digit samples in [-1, 1] (flattened `(n, 64)`): Frechet
-    distance to the test digits and its floor, class-histogram TV, mean confidence on the
-    samples and on real test digits."""
+    distance to the test digits and its floor, class-histogram TV (each with its 95 % bootstrap
+    interval), mean confidence on the samples and on real test digits."""
     m = digit_metrics(np.asarray(x).reshape(-1, 1, 8, 8), classifier=_digit_classifier())
     return dict(
         frechet=m.frechet,
+        frechet_interval=list(m.frechet_interval),
         frechet_floor=m.frechet_floor,
+        frechet_floor_interval=list(m.frechet_floor_interval),
         class_tv=m.histogram_tv,
+        class_tv_interval=list(m.histogram_tv_interval),
         confidence=m.confidence,
         reference_confidence=m.reference_confidence,
     )

@@ -130,19 +130,27 @@ def markdown(payload: dict) -> str:
         if digit_rows:
             lines += [
                 "",
-                "Sample quality against the test digits (`scoresde.digit_metrics`):",
+                "Sample quality against the test digits (`scoresde.digit_metrics`; 95 % "
+                "bootstrap intervals over the samples, and over the floor's training digits):",
                 "",
-                "| sampler | setting | Frechet (floor) | class TV | confidence (real digits) |",
-                "|---|---|---:|---:|---:|",
+                "| sampler | setting | Frechet | floor | class TV | confidence (real digits) |",
+                "|---|---|---:|---:|---:|---:|",
             ]
             for r in digit_rows:
                 q = r["digits"]
                 lines.append(
                     f"| {r['sampler']} | {r['setting']} | {q['frechet']:.2f} "
-                    f"({q['frechet_floor']:.2f}) | {q['class_tv']:.3f} | {q['confidence']:.3f} "
+                    f"{_interval(q['frechet_interval'], '.2f')} | {q['frechet_floor']:.2f} "
+                    f"{_interval(q['frechet_floor_interval'], '.2f')} | {q['class_tv']:.3f} "
+                    f"{_interval(q['class_tv_interval'], '.3f')} | {q['confidence']:.3f} "
                     f"({q['reference_confidence']:.3f}) |"
                 )
     return "\n".join(lines) + "\n"
+
+
+def _interval(bounds, spec: str) -> str:
+    """`[low, high]` formatted with `spec`."""
+    return f"[{bounds[0]:{spec}}, {bounds[1]:{spec}}]"
 
 
 def _log_ticks(axis):

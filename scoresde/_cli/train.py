@@ -9,11 +9,13 @@ run), then draws the end-of-training samples.
 
 import argparse
 import dataclasses
+import json
 import math
 import pathlib
 import shlex
 import signal
 import sys
+import time
 
 import jax
 import jax.random as jr
@@ -42,11 +44,14 @@ from .._training.recipes import (
 )
 from .._training.runs import (
     DEFAULT_CHECKPOINT_EVERY,
+    LOSSES_FILE,
     STATE_FILE,
     StopOnSignal,
     clear_run,
     existing_run,
+    read_losses,
 )
+from .card import model_card, normal_interval
 from .common import (
     HelpFormatter,
     UsageError,
@@ -63,7 +68,31 @@ from .sample import report_digit_metrics
 FINAL_SAMPLER, FINAL_STEPS = "dpm++2m", 50  # the end-of-training samples: DPM-Solver++(2M)
 
 
-def final_samples(model, config, out_dir, num, key):
+def write_train_card(out_dir, paths, config, *, seconds: float) -> dict:
+    """`train.json`: the run's metric card (`scoresde._cli.card`): its settings (the config, the
+    EMA weights saved, `num` the training rows) and the final loss, the mean of the last steps' losses with a 95 % normal
+    interval over them (each a fresh batch), beside the wall time of this call."""
+    losses = read_losses(out_dir / LOSSES_FILE, config.steps)
+    last = losses[np.isfinite(losses)][-LOSS_WINDOW:]
+    card = dict(
+        settings=dict(
+            **model_card(paths["checkpoint"], config),
+            num=paths["num_train"],
+            seed=config.seed,
+            batch_size=config.batch_size,
+            config=dataclasses.asdict(config),
+        ),  # fmt: skip
+        final_loss=dict(**normal_interval(last), window=int(last.size))
+        if last.size
+        else dict(value=None, interval=None, interval_kind="no finite loss in the run", window=0),
+        wall_s=seconds,
+        checkpoint=str(paths["checkpoint"]),
+    )
+    (out_dir / "train.json").write_text(json.dumps(card, indent=2, default=str))
+    return card
+
+
+def final_samples(model, config, out_dir, num, key, *, settings: dict | None = None):
     """`num` samples of the trained `model` (DPM-Solver++(2M), 50 steps): `samples.npy`, a
     `samples.png` grid (images) or scatter (2-D points), and for digits the sample-quality
     metrics (`scoresde.digit_metrics`) printed and written to `digit_metrics.json`."""
@@ -78,7 +107,15 @@ def final_samples(model, config, out_dir, num, key):
     print(f"{num} samples (DPM-Solver++(2M), {FINAL_STEPS} steps) -> "
           + ", ".join(str(w) for w in written))  # fmt: skip
     if config.dataset in ("digits", "mnist") and num >= 2:
-        report_digit_metrics(x, out_dir, config.levels, mnist=config.dataset == "mnist")
+        sample_settings = (
+            None
+            if settings is None
+            else dict(
+                settings, num=num, seed=config.seed + 1, sampler=FINAL_SAMPLER, steps=FINAL_STEPS
+            )
+        )
+        report_digit_metrics(x, out_dir, config.levels, mnist=config.dataset == "mnist",
+                             settings=sample_settings)  # fmt: skip
     return written
 
 
@@ -313,6 +350,7 @@ def run(args: argparse.Namespace) -> int:
              f"{sharding.mesh.size} devices: training on one")  # fmt: skip
         sharding = None
     resume_hint = f"scoresde train --resume --out {shlex.quote(str(out))}"
+    start = time.perf_counter()
     try:
         with StopOnSignal() as stop:
             paths = train(config, out, progress=not args.quiet, sharding=sharding,
@@ -333,13 +371,17 @@ def run(args: argparse.Namespace) -> int:
     if paths["loss_curve"] is not None:
         print(f"loss curve: {paths['loss_curve']}")
     window = min(LOSS_WINDOW, config.steps)
+    card = write_train_card(out, paths, config, seconds=time.perf_counter() - start)
+    spread = ("" if card["final_loss"]["interval"] is None else
+              ", 95 % interval [{:.4g}, {:.4g}]".format(*card["final_loss"]["interval"]))  # fmt: skip
     print(f"final loss: {paths['final_loss']:.4g} (mean of the last {window} steps, as on the "
-          "progress bar)")  # fmt: skip
+          f"progress bar{spread}) -> {out / 'train.json'}")  # fmt: skip
     if args.samples and jax.process_index() == 0:  # one process draws and writes them
         if not args.quiet:
             note("train", f"drawing {args.samples} samples from the trained model ...")
         try:
-            final_samples(paths["model"], config, out, args.samples, jr.key(config.seed + 1))
+            final_samples(paths["model"], config, out, args.samples, jr.key(config.seed + 1),
+                          settings=card["settings"])  # fmt: skip
         except KeyboardInterrupt:
             note("train", f"interrupted while drawing the samples; the trained checkpoint "
                  f"{paths['checkpoint']} is complete")  # fmt: skip

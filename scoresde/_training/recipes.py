@@ -312,8 +312,9 @@ def train(
     **Returns:** a dict with `step` (the steps taken in all), `interrupted` (True if `stop`
     ended the run before `config.steps`), `state` (the path of `state.eqx`, or None), and, for
     a finished run, the trained EMA `model`, the paths `checkpoint`, `sidecar` and
-    `loss_curve` (`None` without matplotlib), and the `final_loss` (the mean of the last 50
-    steps' losses, as the progress bar shows it: `fit.recent_loss`).
+    `loss_curve` (`None` without matplotlib), the `final_loss` (the mean of the last 50
+    steps' losses, as the progress bar shows it: `fit.recent_loss`) and `num_train` (the
+    training rows).
 
     **Raises:** `FileNotFoundError` if `resume` finds no `state.eqx`; `CheckpointError` if it
     holds another config."""
@@ -402,6 +403,7 @@ def train(
         "sidecar": sidecar,
         "loss_curve": png,
         "final_loss": final,
+        "num_train": int(rows.x.shape[0]),
     }
 
 
