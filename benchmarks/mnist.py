@@ -23,8 +23,11 @@ importance-sampled times, EMA 0.999, batch 64; `--steps` its default unless give
   posterior (a training digit drawn by its fit to the visible half: a nearest-neighbour
   baseline), each with a 95 % bootstrap interval over the images.
 
-Class-conditional sampling with guidance needs a conditional model (`--conditional`); this
-script measures the unconditional recipe.
+With `--conditional` it trains the same recipe class-conditionally (label dropout 0.1,
+`scoresde train --dataset mnist --conditional`) and measures classifier-free guidance instead of
+the likelihood: for each scale of `--guidance-scales`, `--per-label` samples of each of the ten
+labels (DPM-Solver++(2M), 50 steps) and the fraction the classifier assigns the requested label,
+with a 95 % bootstrap interval over the samples; its results go to NAME `mnist_conditional`.
 
 Writes `benchmarks/results/NAME.json`, `NAME.md` and `NAME.png` (64 samples beside 64 test
 digits); NAME is `mnist`, or `mnist_quick` with `--quick`.
@@ -57,11 +60,12 @@ QUICK = dict(steps=50, num_test=8, samples=64, half_width=None, num_tight=2, inp
 TRAINING_FILE = "bench_training.json"  # in --out: the training figures, for --eval-only
 
 
-def recipe_config(steps, model_size, batch_size, seed) -> recipes.TrainConfig:
+def recipe_config(steps, model_size, batch_size, seed, conditional=False) -> recipes.TrainConfig:
     """`scoresde train --dataset mnist`'s config, with the flags given (None: its default)."""
     defaults = recipes.dataset_defaults("mnist")
     return recipes.TrainConfig(
         dataset="mnist",
+        conditional=conditional,
         weighting=defaults["weighting"],
         levels=defaults["levels"],
         steps=defaults["steps"] if steps is None else steps,
@@ -116,6 +120,56 @@ def sample_metrics(model, config, num, seed, classifier):
                classifier_test_accuracy=classifier.test_accuracy, seconds=seconds,
                value_range=[float(x.min()), float(x.max())])  # fmt: skip
     return row, x
+
+
+def guidance_accuracy(model, config, scales, per_label, seed, classifier) -> list[dict]:
+    """For each classifier-free guidance scale: `per_label` samples of each label
+    (DPM-Solver++(2M), 50 steps, two network evaluations a step) and the fraction classified
+    as the requested label, with its 95 % bootstrap interval over the samples."""
+    import jax.random as jr
+
+    from scoresde._cli.card import bootstrap_interval
+
+    rows = []
+    for scale in scales:
+        start, hits = time.perf_counter(), []
+        for label in range(10):
+            score = recipes.recipe_score(model, config, label, scale)
+            key = jr.fold_in(jr.key(seed + 2), label)
+            x = np.asarray(
+                recipes.draw(model, config, "dpm++2m", per_label, 50, key, score=score).x
+            )
+            hits.append(classifier.predict(x) == label)
+        right = np.concatenate(hits)
+        card = bootstrap_interval(lambda rows, hit=right: hit[rows].mean(), len(right), seed=seed)
+        rows.append(dict(scale=scale, per_label=per_label, accuracy=card["value"],
+                         interval=card["interval"], seconds=time.perf_counter() - start))  # fmt: skip
+        print(f"  guidance {scale:g}: accuracy {card['value']:.3f} "
+              f"[{card['interval'][0]:.3f}, {card['interval'][1]:.3f}]", flush=True)  # fmt: skip
+    return rows
+
+
+def conditional_markdown(row) -> str:
+    c = row["config"]
+    lines = [
+        "# 28x28 MNIST: classifier-free guidance of the conditional recipe",
+        "",
+        f"`scoresde train --dataset mnist --conditional` for {c['steps']} steps of batch "
+        f"{c['batch_size']} (label dropout {c['p_uncond']:g}): {row['train_s']:.0f} s of "
+        f"training ({row['compile_s']:.0f} s compiling), final loss {row['final_loss']:.4g}.",
+        "",
+        "Fraction of samples the classifier (`DigitClassifier.mnist()`, test accuracy "
+        f"{row['classifier_test_accuracy']:.3f}) assigns the requested label, "
+        f"{row['guidance'][0]['per_label']} samples per label (DPM-Solver++(2M), 50 steps), "
+        "95 % bootstrap interval over the samples:",
+        "",
+        "| guidance scale | accuracy |",
+        "|---:|---:|",
+    ]
+    lines += [f"| {g['scale']:g} | {g['accuracy']:.3f} {_iv(g['interval'], '.3f')} |"
+              for g in row["guidance"]]  # fmt: skip
+    lines += ["", f"Reproduce: `{row['command']}`"]
+    return "\n".join(lines) + "\n"
 
 
 def inpainting(model, config, mnist, num, seed) -> dict:
@@ -287,6 +341,10 @@ def main(argv=None):
     p.add_argument("--name", default=None, help="results name (default: mnist or mnist_quick)")
     p.add_argument("--inpaint", type=int, default=100,
                    help="test digits to inpaint, lower half (0: skip)")  # fmt: skip
+    p.add_argument("--conditional", action="store_true",
+                   help="train the conditional recipe and measure guidance accuracy instead")  # fmt: skip
+    p.add_argument("--guidance-scales", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    p.add_argument("--per-label", type=int, default=50, help="samples per label and scale")
     p.add_argument("--eval-only", type=pathlib.Path, default=None, metavar="RUN",
                    help="judge a run kept with --out RUN again, without training: its "
                    f"checkpoint and the training figures it recorded ({TRAINING_FILE})")  # fmt: skip
@@ -297,7 +355,10 @@ def main(argv=None):
         args.num_test, args.samples = QUICK["num_test"], QUICK["samples"]
         args.half_width, num_tight = QUICK["half_width"], QUICK["num_tight"]
         args.inpaint = min(args.inpaint, QUICK["inpaint"])
+        args.per_label = min(args.per_label, 8)
     name = args.name or ("mnist_quick" if args.quick else "mnist")
+    if args.conditional and args.name is None:
+        name = name.replace("mnist", "mnist_conditional")
     baselines = json.loads(BASELINES.read_text())
     mnist = ss.load_mnist()
     baselines["num_test"] = len(mnist.test)  # real_data.py fits them on the same default split
@@ -306,8 +367,22 @@ def main(argv=None):
         model, config = recipes.load_model(args.eval_only / "checkpoint.eqx")
         training = json.loads((args.eval_only / TRAINING_FILE).read_text())
     else:
-        config = recipe_config(args.steps, args.model_size, args.batch_size, args.seed)
+        config = recipe_config(args.steps, args.model_size, args.batch_size, args.seed,
+                               conditional=args.conditional)  # fmt: skip
         model, training = train(config, args.out, quick=args.quick)
+    command = " ".join(["python benchmarks/mnist.py", *(sys.argv[1:] if argv is None else argv)])
+    if config.conditional:
+        classifier = ss.DigitClassifier.mnist()
+        row = dict(config=dataclasses.asdict(config), **training, command=command,
+                   classifier_test_accuracy=classifier.test_accuracy,
+                   guidance=guidance_accuracy(model, config, args.guidance_scales,
+                                              args.per_label, args.seed, classifier))  # fmt: skip
+        table = conditional_markdown(row)
+        print("\n" + table)
+        (_common.RESULTS / f"{name}.md").write_text(table)
+        _common.write(name, dict(**row, meta=_common.metadata(
+            **{k: str(v) for k, v in vars(args).items()})))  # fmt: skip
+        return
     print(f"  {training['train_s']:.0f} s ({training['compile_s']:.0f} s compiling), final loss "
           f"{training['final_loss']:.4g}; test bits/dim ...", flush=True)  # fmt: skip
     bpd = test_bits_per_dim(model, mnist.test[: args.num_test], seed=args.seed,
@@ -320,7 +395,6 @@ def main(argv=None):
     if args.inpaint:
         print(f"  inpainting {args.inpaint} test digits ...", flush=True)
         painted = inpainting(model, config, mnist, args.inpaint, args.seed)
-    command = " ".join(["python benchmarks/mnist.py", *(sys.argv[1:] if argv is None else argv)])
     row = dict(config=dataclasses.asdict(config), train_s=training["train_s"],
                compile_s=training["compile_s"], final_loss=training["final_loss"], bpd=bpd,
                samples=metrics, inpaint=painted, command=command)  # fmt: skip
