@@ -129,7 +129,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Train a score model on a built-in dataset or on your own file (--data); "
         "writes a checkpoint (EMA weights + JSON sidecar) and a loss-curve PNG to --out. "
         f"--dataset mnist: 28x28 digits at 256 levels, {mnist['steps']} steps of batch "
-        f"{mnist['batch_size']} by default (about an hour on 2 CPU cores: 0.47 s a step); on a "
+        f"{mnist['batch_size']} by default (about an hour on 2 CPU cores: 0.28 s a step); on a "
         f"GPU add {MNIST_GPU_FLAGS}.",
         formatter_class=HelpFormatter,
     )

@@ -183,13 +183,14 @@ class TrainConfig(AbstractModelConfig):
 # mnist (28x28, 4000 training digits): the digits recipe's loss (likelihood weighting with its
 # importance-sampled times; EMA 0.999 as every recipe) at the data's own 256 levels, on the
 # small three-resolution U-Net (16-32-32 channels, attention at 7x7; 268k parameters), sized for
-# a CPU budget of about an hour on 2 cores: a step of batch 64 took 0.47 s there (0.98 s at
-# batch 128: the time is linear in the batch) and the first call (compilation) 14 s, so 7000
-# steps take 7000 x 0.47 s + 14 s = 55 min, and the final 64 samples (DPM-Solver++(2M), 50
-# steps) about half a minute more. On a GPU: `MNIST_GPU_FLAGS` (docs/how-to/train.md).
+# a CPU budget of about an hour on 2 cores: measured (benchmarks/mnist.py, session 14, the
+# 2-core machine nearly quiet), 12000 steps of batch 64 took 3331 s with the first call's 14 s
+# of compilation, 0.28 s a step (an earlier estimate under load, 0.47 s, had set 7000 steps);
+# the final 64 samples (DPM-Solver++(2M), 50 steps) take about half a minute more. That run:
+# 1.338 bits/dim [1.332, 1.344] on 200 test digits, below the best classical baseline (1.734). On a GPU: `MNIST_GPU_FLAGS` (docs/how-to/train.md).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"levels": 17, "weighting": "likelihood", "steps": 3600},
-    "mnist": {"weighting": "likelihood", "steps": 7000, "batch_size": 64},
+    "mnist": {"weighting": "likelihood", "steps": 12000, "batch_size": 64},
 }
 MNIST_GPU_FLAGS = "--model-size medium --batch-size 128 --steps 30000"
 
