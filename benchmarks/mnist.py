@@ -196,7 +196,7 @@ def conditional_markdown(row) -> str:
     return "\n".join(lines) + "\n"
 
 
-def inpainting(model, config, mnist, num, seed) -> dict:
+def inpainting(model, config, mnist, num, seed, classifier) -> dict:
     """Lower-half inpainting of the first `num` test digits with `scoresde inpaint`'s code
     (DPS, 100 steps, noise std 0.05), hidden-pixel RMSE and classifier accuracy with 95 %
     bootstrap intervals over the images, beside the mean-image and empirical-posterior fills."""
@@ -221,7 +221,7 @@ def inpainting(model, config, mnist, num, seed) -> dict:
         filled = np.where(mask, truth, x)
         rows[name] = dict(
             hidden_rmse=cmd.hidden_rmse(x, truth, mask, seed=seed),
-            accuracy=cmd.digit_accuracy_card(filled, labels, 256, mnist=True, seed=seed),
+            accuracy=cmd.digit_accuracy_card(filled, labels, 256, classifier, seed=seed),
         )
     return dict(num=num, mask="lower-half", method="dps", steps=100, noise_std=0.05, seed=seed,
                 nfe_per_image=float(np.mean(np.asarray(result.nfe))), seconds=seconds,
@@ -418,7 +418,7 @@ def main(argv=None):
     painted = None
     if args.inpaint:
         print(f"  inpainting {args.inpaint} test digits ...", flush=True)
-        painted = inpainting(model, config, mnist, args.inpaint, args.seed)
+        painted = inpainting(model, config, mnist, args.inpaint, args.seed, classifier)
     row = dict(config=dataclasses.asdict(config), train_s=training["train_s"],
                compile_s=training["compile_s"], final_loss=training["final_loss"], bpd=bpd,
                samples=metrics, inpaint=painted, command=command)  # fmt: skip

