@@ -180,7 +180,7 @@ def test_nll_on_2d_data_is_exact_and_emits_no_raw_warning(toy_ckpt, tmp_path, ca
     assert_card(report["settings"], num=4, seed=1, solver="Dopri5, rtol = atol = 1e-5")
     assert_in_interval(report)
     assert report["interval"][1] - report["interval"][0] > 0 and "95 % interval" in out
-    assert np.isfinite(report["value"]) and report["mean_nfe"] > 0
+    assert np.isfinite(report["value"]) and report["nfe_mean"] > 0
     assert "exact divergence" in out
 
 

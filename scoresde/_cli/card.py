@@ -13,10 +13,10 @@ import pathlib
 
 import numpy as np
 
+from .._metrics.bootstrap import bootstrap_bounds
 from .._training.checkpoint import read_sidecar
 from .._training.recipes import TrainConfig
 
-LEVEL = 0.95
 Z_95 = 1.959963984540054  # the standard normal's 97.5 % quantile
 EMA_DECAY = 0.999  # the recipes' (`scoresde.fit`'s default)
 
@@ -75,9 +75,7 @@ def bootstrap_interval(statistic, num: int, *, seed: int, num_resamples: int = 1
     value = float(statistic(np.arange(num)))
     if num < 2:
         return dict(value=value, interval=None, interval_kind="none: one item")
-    rng = np.random.default_rng(seed)
-    draws = [statistic(rng.integers(0, num, num)) for _ in range(num_resamples)]
-    low, high = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    low, high = bootstrap_bounds(statistic, num, seed=seed, num_resamples=num_resamples)
     return dict(
         value=value,
         interval=[float(low), float(high)],

@@ -17,7 +17,6 @@ import json
 import math
 import pathlib
 
-import jax.numpy as jnp
 import jax.random as jr
 
 from .._likelihood import (
@@ -229,7 +228,6 @@ def run(args) -> int:
         num=num,
         divergence=name,
         t_eps=args.t_eps,
-        mean_nfe=float(jnp.mean(nfe)),
         **nfe_card(nfe),
         settings=_settings(args, config, num, name, solver="Dopri5, rtol = atol = 1e-5"),
     )
@@ -239,7 +237,7 @@ def run(args) -> int:
               f"{report['interval'][1]:.4f}] over the samples")  # fmt: skip
     print(
         f"{report['metric']} = {report['value']:.4f} ({spread}; {num} held-out samples of "
-        f"{what}{convention}, {name} divergence, mean NFE {report['mean_nfe']:.0f}) -> "
+        f"{what}{convention}, {name} divergence, mean NFE {report['nfe_mean']:.0f}) -> "
         f"{out / 'nll.json'}"
     )
     return 0

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._data import ImageData, load_digits, load_mnist
+from .bootstrap import bootstrap_bounds
 
 NUM_CLASSES = 10
 
@@ -231,19 +232,13 @@ class DigitClassifier:
 
 
 def _bootstrap(statistic, num: int, *, seed: int, num_resamples: int) -> tuple[float, float]:
-    """95 % bootstrap interval of `statistic(rows)` (`rows = arange(num)` for the estimate):
-    the 2.5 and 97.5 percentiles over `num_resamples` draws of `num` row indices with
-    replacement (NumPy's generator seeded with `seed`), moved so that the resamples' median sits
-    on the estimate and clipped at 0. Moved, because a resample repeats rows, and a distance
-    between fitted laws grows with the repeats: the plain percentiles of the Frechet distance lie
-    above the estimate's own spread."""
-    if num_resamples < 2:
-        raise ValueError(f"num_resamples must be >= 2; got {num_resamples}.")
-    rng = np.random.default_rng(seed)
-    values = [statistic(rng.integers(0, num, num)) for _ in range(num_resamples)]
-    low, median, high = np.quantile(values, [0.025, 0.5, 0.975])
-    estimate = statistic(np.arange(num))
-    return float(max(estimate - (median - low), 0.0)), float(estimate + (high - median))
+    """The re-centred 95 % bootstrap interval of a distance (`bootstrap_bounds` with
+    `recentre`: a resample repeats rows, and a distance between fitted laws grows with the
+    repeats, so the plain percentiles of the Frechet distance lie above the estimate's own
+    spread), clipped at 0."""
+    low, high = bootstrap_bounds(statistic, num, seed=seed, num_resamples=num_resamples,
+                                 recentre=True)  # fmt: skip
+    return max(low, 0.0), high
 
 
 def _bootstrap_frechet(features, reference, *, seed: int, num_resamples: int):
