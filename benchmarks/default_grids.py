@@ -33,6 +33,7 @@ gives the same solve as the named grid).
 
     python benchmarks/default_grids.py            # 8 minutes on 2 cores (+3 to train, once)
     python benchmarks/default_grids.py --quick    # smoke run: ring2d + digits-v at NFE 10, 2 min
+    python benchmarks/default_grids.py --summarise benchmarks/results/default_grids.json
 
 Writes `benchmarks/results/default_grids.json` (`default_grids_quick.json` with `--quick`;
 `--out` elsewhere).
@@ -215,6 +216,59 @@ def minimax(rows) -> dict:
     return out
 
 
+def oracle_by_budget(rows) -> dict:
+    """The best any default could do that knows the solver and the budget but not the model:
+    for each (solver, NFE budget), the named grid with the smallest worst ratio over the
+    problems, and in how many of those rows it lies within `GOAL` of the row's best. Its count
+    over all rows bounds every model-independent rule of choosing a named grid."""
+    out = {}
+    for sname in dict.fromkeys(r["solver"] for r in rows):
+        for budget in sorted({r["nfe_budget"] for r in rows if r["solver"] == sname}):
+            mine = [r for r in rows if r["solver"] == sname and r["nfe_budget"] == budget]
+            ratio = {g: [r["errors"][g] / r["errors"][r["best"]] for r in mine] for g in GRIDS}
+            best = min(GRIDS, key=lambda g: max(ratio[g]))
+            out[f"{sname} @ {budget}"] = dict(
+                grid=best, worst=max(ratio[best]), rows=len(mine),
+                within_goal=sum(x <= GOAL for x in ratio[best]),
+            )  # fmt: skip
+    return out
+
+
+def summarise(results, started) -> dict:
+    """The run's summary: per solver the minimax grid, the rows over the goal, and the bound
+    of `oracle_by_budget`; printed as it is built."""
+    judged = [r for r in results if r["judged"]]
+    print("\nper solver, each grid's worst and geometric-mean ratio to the best grid; the "
+          "minimax choice first:")  # fmt: skip
+    choice = minimax(results)
+    for sname, per_grid in choice.items():
+        text = "  ".join(f"{g} {w:.2f}/{m:.2f}" for g, (w, m) in per_grid.items())
+        print(f"  {sname:17s} {text}")
+    oracle = oracle_by_budget(judged)
+    within = sum(v["within_goal"] for v in oracle.values())
+    print(f"\nthe best named grid per (solver, budget), chosen knowing every row: within "
+          f"{GOAL}x in {within} of {len(judged)} rows")  # fmt: skip
+    for k, v in oracle.items():
+        print(f"  {k:24s} {v['grid']:16s} worst {v['worst']:6.2f}  "
+              f"{v['within_goal']}/{v['rows']} within {GOAL}x")  # fmt: skip
+    summary = dict(
+        minimax={s: dict(best=next(iter(v)), worst_and_geomean=v) for s, v in choice.items()},
+        goal=GOAL,
+        rows_judged=len(judged),
+        rows_over_goal=[
+            (r["problem"], r["solver"], r["nfe"], r["ratio"]) for r in judged if not r["ok"]
+        ],  # fmt: skip
+        worst_ratio=max((r["ratio"] for r in judged), default=None),
+        defaults={s: default_name(v[0]) for s, v in solvers().items()},
+        oracle_by_budget=oracle,
+        oracle_within_goal=within,
+        seconds=time.perf_counter() - started,
+    )
+    print(f"\n{len(judged)} judged rows; the defaults over {GOAL}x: "
+          f"{len(summary['rows_over_goal'])}; worst ratio {summary['worst_ratio']:.3f}")  # fmt: skip
+    return summary
+
+
 def fmt(v):
     return "inf" if not math.isfinite(v) else f"{v:.3g}"
 
@@ -240,7 +294,20 @@ def main(argv=None):
     p.add_argument("--nfes", nargs="+", type=int, default=None)
     p.add_argument("--train-steps", type=int, default=400)
     p.add_argument("--out", default=None, help="default: results/default_grids[_quick].json")
+    p.add_argument("--summarise", type=pathlib.Path, default=None, metavar="JSON",
+                   help="recompute the summary of a finished run's JSON from its rows "
+                   "(no solves) and write it back")  # fmt: skip
     args = p.parse_args(argv)
+    if args.summarise is not None:
+        import json
+
+        payload = json.loads(args.summarise.read_text())
+        seconds = payload["summary"]["seconds"]
+        payload["summary"] = summarise(payload["rows"], time.perf_counter())
+        payload["summary"]["seconds"] = seconds  # the run's, not this summary's
+        args.summarise.write_text(json.dumps(payload, indent=1, default=float))
+        print(f"wrote {args.summarise}")
+        return payload
     problems = args.problems or (["ring2d", "digits-v"] if args.quick else
                                  ["ring2d", "aniso64", "ring2d-edm", "aniso64-edm",
                                   "digits-eps", "digits-v"])  # fmt: skip
@@ -261,26 +328,7 @@ def main(argv=None):
         references[name] = dict(info, num=int(x_T.shape[0]))
         print(f"-- {name}: n = {x_T.shape[0]}, reference {info}", flush=True)
         results += bench(name, sde, score, x_T, ref, nfes, solver_names, key)
-    judged = [r for r in results if r["judged"]]
-    print(f"\nper solver, each grid's worst and geometric-mean ratio to the best grid over the "
-          f"rows {problems}; the minimax choice first:")  # fmt: skip
-    choice = minimax(results)
-    for sname, per_grid in choice.items():
-        text = "  ".join(f"{g} {w:.2f}/{m:.2f}" for g, (w, m) in per_grid.items())
-        print(f"  {sname:17s} {text}")
-    summary = dict(
-        minimax={s: dict(best=next(iter(v)), worst_and_geomean=v) for s, v in choice.items()},
-        goal=GOAL,
-        rows_judged=len(judged),
-        rows_over_goal=[
-            (r["problem"], r["solver"], r["nfe"], r["ratio"]) for r in judged if not r["ok"]
-        ],  # fmt: skip
-        worst_ratio=max((r["ratio"] for r in judged), default=None),
-        defaults={s: default_name(v[0]) for s, v in solvers().items()},
-        seconds=time.perf_counter() - started,
-    )
-    print(f"\n{len(judged)} judged rows; over {GOAL}x: {len(summary['rows_over_goal'])}; worst "
-          f"ratio {summary['worst_ratio']:.3f}; {summary['seconds']:.0f} s")  # fmt: skip
+    summary = summarise(results, started)
     payload = dict(
         benchmark="default_grids",
         **_common.metadata(
