@@ -16,6 +16,7 @@ import pytest
 import scipy.optimize
 
 import scoresde as ss
+from scoresde._tuning.tune_grid import split_pilot
 
 MEAN = np.array([0.5, -1.0, 0.0, 1.0])
 STD = np.array([0.05, 0.3, 1.0, 2.0])
@@ -181,6 +182,22 @@ def test_tune_grid_rejects_bad_arguments():
         ss.tune_grid(sde, score, shape=(8, 2), held_out=1.5, **kw)
     with pytest.raises(TypeError, match="solver"):
         ss.tune_grid(sde, score, shape=(8, 2), solver="unipc", steps=3, key=jr.PRNGKey(0))
+    for bad in (0, -3, True):
+        with pytest.raises(ValueError, match="fit_size"):
+            ss.tune_grid(sde, score, shape=(8, 2), fit_size=bad, **kw)
+
+
+def test_fit_size_moves_the_rest_of_the_pilot_to_the_check():
+    """`fit_size` caps the latents in the optimiser's gradient; the others join the held-out
+    check (the counts the report states), and without it a quarter is held out."""
+    sde = ss.VPSDE()
+    score = ss.analytic.marginal_score(ss.analytic.Gaussian(jnp.zeros(2), jnp.eye(2)), sde)
+    kw = dict(solver=ss.DDIM(), steps=3, key=jr.PRNGKey(0), shape=(16, 2), max_iterations=2)
+    assert split_pilot(16, 0.25, None, (16, 2)) == 12
+    assert split_pilot(16, 0.25, 5, (16, 2)) == 5
+    assert split_pilot(16, 0.25, 100, (16, 2)) == 12
+    info = ss.tune_grid(sde, score, fit_size=5, **kw).info
+    assert (info["pilot"], info["held_out"]) == (5, 11)
 
 
 def test_likelihood_on_a_grid(x64):

@@ -28,7 +28,14 @@ from .._sampling.solve import _fixed_step_scan
 from .._score_calls import pf_drift
 from .._sde import check_sde_and_score
 from .time_grid import TimeGrid
-from .tune_grid import MAX_ITERATIONS, NAMED_GRIDS, check_fraction, search_grid, solver_name
+from .tune_grid import (
+    MAX_ITERATIONS,
+    NAMED_GRIDS,
+    check_fraction,
+    search_grid,
+    solver_name,
+    split_pilot,
+)
 
 
 def likelihood_probes(sde, score, divergence, x, key, t_eps):
@@ -113,9 +120,7 @@ def tune_likelihood_grid(
     x = check_batch("x", x)
     num = x.shape[0]
     held_out = check_fraction("held_out", held_out)
-    num_check = max(1, round(num * held_out))
-    if num - num_check < 1:
-        raise ValueError(f"tune_likelihood_grid needs a pilot of >= 2 points; got {num}.")
+    num_fit = split_pilot(num, held_out, None, x.shape)
     variable = as_integration_variable(variable)
     prior = sde.prior_log_prob if prior_log_prob is None else prior_log_prob
     if reference_tol is None:
@@ -129,7 +134,7 @@ def tune_likelihood_grid(
     reference_seconds = time.perf_counter() - started
     probes = likelihood_probes(sde, score, divergence, x, key, t_eps)
     rows = lambda sl: (x[sl], jax.tree.map(lambda p: p[sl], probes), reference.log_prob[sl])
-    fit, check = rows(slice(0, num - num_check)), rows(slice(num - num_check, num))
+    fit, check = rows(slice(0, num_fit)), rows(slice(num_fit, num))
 
     def error(times, batch):
         xb, pb, ref = batch
@@ -151,8 +156,8 @@ def tune_likelihood_grid(
         "nfe": int(nfe),
         "divergence": repr(divergence),
         "variable": repr(variable),
-        "pilot": num - num_check,
-        "held_out": num_check,
+        "pilot": num_fit,
+        "held_out": num - num_fit,
         "reference": {
             "solver": "Dopri8",
             "tol": reference_tol,

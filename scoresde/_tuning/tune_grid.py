@@ -108,6 +108,7 @@ def tune_grid(
     t_eps: float | None = None,
     init=None,
     held_out: float = 0.25,
+    fit_size: int | None = None,
     max_iterations: int = MAX_ITERATIONS,
     reference_solver: dfx.AbstractSolver = dfx.Tsit5(),
     reference_tol: float = 1e-5,
@@ -125,6 +126,9 @@ def tune_grid(
     - `key`, `shape`: the pilot latents $x_T$ (`shape = (num, *data_shape)`, drawn as
       `sample_ode` draws them); the last `held_out` fraction of them is kept from the optimiser
       and decides the grid returned.
+    - `fit_size`: at most this many of the latents the optimiser may use enter its gradient
+      (the first ones); the others join the held-out check. Each iteration's cost is
+      proportional to it. Default: all of them.
     - `t_eps`: the end time (default `sde.default_t_eps`).
     - `init`: the grid to start from (a grid value, name or array of times); default: the best
       of the named grids (`uniform`, `log_snr`, `karras`, `clipped_log_snr`) on the pilot.
@@ -152,12 +156,7 @@ def tune_grid(
     ):
         raise ValueError(f"max_iterations must be an int >= 0; got {max_iterations!r}.")
     num = shape[0]
-    num_check = max(1, round(num * held_out))
-    if num - num_check < 1:
-        raise ValueError(
-            f"tune_grid needs a pilot of >= 2 latents (some to fit, some held out); got "
-            f"shape={shape}."
-        )
+    num_fit = split_pilot(num, held_out, fit_size, shape)
     t_eps = sde.default_t_eps if t_eps is None else t_eps
     check_t_eps(t_eps, sde.T)
     dtype = jnp.result_type(float)
@@ -175,8 +174,8 @@ def tune_grid(
             raise ValueError(f"reference must have shape {shape}; got {ref.shape}.")
         reference_info = {"solver": "given"}
     reference_seconds = time.perf_counter() - started
-    fit = (x_T[: num - num_check], ref[: num - num_check])
-    check = (x_T[num - num_check :], ref[num - num_check :])
+    fit = (x_T[:num_fit], ref[:num_fit])
+    check = (x_T[num_fit:], ref[num_fit:])
 
     def error(times, batch):
         return _error(sde, score, solver, times, *batch)
@@ -191,14 +190,29 @@ def tune_grid(
         "sde": repr(sde),
         "steps": steps,
         "t_eps": float(t_eps),
-        "pilot": num - num_check,
-        "held_out": num_check,
+        "pilot": num_fit,
+        "held_out": num - num_fit,
         "reference": reference_info,
         **search,
         "reference_seconds": reference_seconds,
         "seconds": time.perf_counter() - started,
     }
     return TimeGrid(jnp.asarray(np.asarray(times, np.float64)), solver_name(solver), provenance)
+
+
+def split_pilot(num: int, held_out: float, fit_size, shape) -> int:
+    """How many of `num` pilot latents the optimiser fits: all but the `held_out` fraction (at
+    least one held out), and at most `fit_size`; the rest are the held-out check."""
+    num_fit = num - max(1, round(num * held_out))
+    if num_fit < 1:
+        raise ValueError(
+            f"tuning needs a pilot of >= 2 latents (some to fit, some held out); got shape={shape}."
+        )
+    if fit_size is not None:
+        if isinstance(fit_size, bool) or not isinstance(fit_size, int) or fit_size < 1:
+            raise ValueError(f"fit_size must be an int >= 1 or None; got {fit_size!r}.")
+        num_fit = min(num_fit, fit_size)
+    return num_fit
 
 
 def search_grid(who, sde, t_eps, error, fit, check, candidates, max_iterations, progress):
