@@ -36,6 +36,7 @@ digits); NAME is `mnist`, or `mnist_quick` with `--quick`.
     python benchmarks/mnist.py --quick         # smoke run: 50 steps, 8 test images, 64 samples
     python benchmarks/mnist.py --model-size medium --batch-size 128 --steps 30000   # on a GPU
     python benchmarks/mnist.py --eval-only RUN     # judge a run kept with --out RUN again
+    python benchmarks/mnist.py --eval-only RUN --inpaint-only --inpaint-methods dps pigdm
 """
 
 import argparse
@@ -196,10 +197,11 @@ def conditional_markdown(row) -> str:
     return "\n".join(lines) + "\n"
 
 
-def inpainting(model, config, mnist, num, seed, classifier) -> dict:
+def inpainting(model, config, mnist, num, seed, classifier, methods=("dps",)) -> dict:
     """Lower-half inpainting of the first `num` test digits with `scoresde inpaint`'s code
-    (DPS, 100 steps, noise std 0.05), hidden-pixel RMSE and classifier accuracy with 95 %
-    bootstrap intervals over the images, beside the mean-image and empirical-posterior fills."""
+    (each of `methods`, 100 steps, noise std 0.05), hidden-pixel RMSE and classifier accuracy
+    with 95 % bootstrap intervals over the images, beside the mean-image and
+    empirical-posterior fills. The same key for every method: the same latents and noise."""
     import jax.random as jr
 
     from scoresde._cli import inpaint as cmd
@@ -208,14 +210,19 @@ def inpainting(model, config, mnist, num, seed, classifier) -> dict:
     labels = mnist.test_labels[:num]
     train = 2 * (mnist.train.astype(np.float64) + 0.5) / 256 - 1
     mask = cmd.make_mask("lower-half", (1, 28, 28))
-    start = time.perf_counter()
-    result = cmd.inpaint(model, config, truth.astype(np.float32), mask, key=jr.key(seed))
-    seconds = time.perf_counter() - start
-    fills = dict(
-        model=np.clip(np.asarray(result.x, np.float64), -1, 1),
-        mean_image=np.broadcast_to(train.mean(axis=0), truth.shape),
-        empirical_posterior=cmd.empirical_posterior(train, truth * mask, mask, 0.05, seed=seed),
-    )
+    fills, seconds, nfe = {}, {}, {}
+    for method in methods:
+        start = time.perf_counter()
+        result = cmd.inpaint(model, config, truth.astype(np.float32), mask, key=jr.key(seed),
+                             method=method)  # fmt: skip
+        seconds[method] = time.perf_counter() - start
+        nfe[method] = float(np.mean(np.asarray(result.nfe)))
+        name = "model" if len(methods) == 1 else f"model, {method}"
+        fills[name] = np.clip(np.asarray(result.x, np.float64), -1, 1)
+        print(f"  {method}: {seconds[method]:.0f} s", flush=True)
+    fills["mean_image"] = np.broadcast_to(train.mean(axis=0), truth.shape)
+    fills["empirical_posterior"] = cmd.empirical_posterior(train, truth * mask, mask, 0.05,
+                                                           seed=seed)  # fmt: skip
     rows = {}
     for name, x in fills.items():
         filled = np.where(mask, truth, x)
@@ -223,9 +230,34 @@ def inpainting(model, config, mnist, num, seed, classifier) -> dict:
             hidden_rmse=cmd.hidden_rmse(x, truth, mask, seed=seed),
             accuracy=cmd.digit_accuracy_card(filled, labels, 256, classifier, seed=seed),
         )
-    return dict(num=num, mask="lower-half", method="dps", steps=100, noise_std=0.05, seed=seed,
-                nfe_per_image=float(np.mean(np.asarray(result.nfe))), seconds=seconds,
+    return dict(num=num, mask="lower-half", method=",".join(methods), steps=100,
+                noise_std=0.05, seed=seed, nfe_per_image=nfe, seconds=seconds,
                 rows=rows)  # fmt: skip
+
+
+def inpainting_markdown(q) -> list[str]:
+    """The inpainting table's lines (methods, then the two baselines)."""
+    nfe = q["nfe_per_image"]
+    nfe = nfe if isinstance(nfe, dict) else {q["method"]: nfe}  # a single-method run
+    counts = ", ".join(f"{m.upper()} {n:.0f}" for m, n in nfe.items())
+    lines = [
+        f"Inpainting the lower half of the first {q['num']} test digits ({q['method'].upper()}, "
+        f"{q['steps']} reverse-SDE steps, noise std {q['noise_std']:g}; network evaluations "
+        f"per image counted as `scoresde inpaint` counts them: {counts}), 95 % bootstrap "
+        "intervals over the images (the same latents and noise for every method):",
+        "",
+        "| fill | hidden-pixel RMSE | classifier accuracy |",
+        "|---|---:|---:|",
+    ]
+    for name, r in q["rows"].items():
+        acc = r["accuracy"]
+        lines.append(
+            f"| {name.replace('_', ' ')} | {r['hidden_rmse']['value']:.3f} "
+            f"{_iv(r['hidden_rmse']['interval'], '.3f')} | "
+            + ("n/a" if acc is None else f"{acc['value']:.3f} {_iv(acc['interval'], '.3f')}")
+            + " |"
+        )
+    return lines + [""]
 
 
 def markdown(row, baselines, quick: bool) -> str:
@@ -280,28 +312,11 @@ def markdown(row, baselines, quick: bool) -> str:
         "",
     ]
     if row.get("inpaint") is not None:
-        q = row["inpaint"]
-        lines += [
-            f"Inpainting the lower half of the first {q['num']} test digits (DPS, {q['steps']} "
-            f"reverse-SDE steps, noise std {q['noise_std']:g}, {q['nfe_per_image']:.0f} network "
-            f"evaluations per image counted as `scoresde inpaint` counts them), 95 % bootstrap "
-            "intervals over the images:",
-            "",
-            "| fill | hidden-pixel RMSE | classifier accuracy |",
-            "|---|---:|---:|",
-        ]
-        for name, r in q["rows"].items():
-            acc = r["accuracy"]
-            lines.append(
-                f"| {name.replace('_', ' ')} | {r['hidden_rmse']['value']:.3f} "
-                f"{_iv(r['hidden_rmse']['interval'], '.3f')} | "
-                + ("n/a" if acc is None else f"{acc['value']:.3f} {_iv(acc['interval'], '.3f')}")
-                + " |"
-            )
-        lines.append("")
+        lines += inpainting_markdown(row["inpaint"])
     lines += [
-        "Class-conditional sampling with guidance: not measured here (the recipe is "
-        "unconditional; `scoresde train --dataset mnist --conditional` trains one).",
+        "Class-conditional sampling with guidance: the recipe is unconditional; "
+        "`python benchmarks/mnist.py --conditional` trains the conditional one and measures it "
+        "(`benchmarks/results/mnist_conditional.md`).",
         "",
         f"Reproduce: `{row['command']}`",
     ]
@@ -365,6 +380,11 @@ def main(argv=None):
     p.add_argument("--name", default=None, help="results name (default: mnist or mnist_quick)")
     p.add_argument("--inpaint", type=int, default=100,
                    help="test digits to inpaint, lower half (0: skip)")  # fmt: skip
+    p.add_argument("--inpaint-methods", nargs="+", default=["dps"],
+                   choices=("dps", "pigdm"), help="guidance methods to inpaint with")  # fmt: skip
+    p.add_argument("--inpaint-only", action="store_true",
+                   help="only the inpainting (with --eval-only RUN): results named "
+                   "mnist_inpaint")  # fmt: skip
     p.add_argument("--conditional", action="store_true",
                    help="train the conditional recipe and measure guidance accuracy instead")  # fmt: skip
     p.add_argument("--guidance-scales", type=float, nargs="+", default=[1.0, 2.0, 4.0])
@@ -393,6 +413,10 @@ def main(argv=None):
                                conditional=args.conditional)  # fmt: skip
         model, training = train(config, args.out, quick=args.quick)
     command = " ".join(["python benchmarks/mnist.py", *(sys.argv[1:] if argv is None else argv)])
+    if args.eval_only is not None:  # say how the judged run was trained
+        command = (f"python benchmarks/mnist.py {'--conditional ' if config.conditional else ''}"
+                   f"--steps {config.steps} --out RUN`, then `"
+                   + command.replace(str(args.eval_only), "RUN"))  # fmt: skip
     if config.conditional:
         if args.name is None:  # a conditional run (trained here or judged again) has its own
             name = name.replace("mnist", "mnist_conditional")
@@ -407,6 +431,23 @@ def main(argv=None):
         _common.write(name, dict(**row, meta=_common.metadata(
             **{k: str(v) for k, v in vars(args).items()})))  # fmt: skip
         return
+    if args.inpaint_only:
+        if args.eval_only is None or not args.inpaint:
+            p.error("--inpaint-only judges a kept run: give --eval-only RUN and --inpaint N > 0")
+        name = args.name or "mnist_inpaint"
+        classifier = ss.DigitClassifier.mnist()
+        painted = inpainting(model, config, mnist, args.inpaint, args.seed, classifier,
+                             methods=tuple(args.inpaint_methods))  # fmt: skip
+        table = "\n".join([
+            "# 28x28 MNIST: inpainting with the `scoresde train --dataset mnist` recipe", "",
+            f"{config.steps} training steps (the checkpoint of `--eval-only`).", "",
+            *inpainting_markdown(painted), f"Reproduce: `{command}`"]) + "\n"  # fmt: skip
+        print("\n" + table)
+        (_common.RESULTS / f"{name}.md").write_text(table)
+        _common.write(name, dict(config=dataclasses.asdict(config), inpaint=painted,
+                                 command=command, meta=_common.metadata(
+            **{k: str(v) for k, v in vars(args).items()})))  # fmt: skip
+        return
     print(f"  {training['train_s']:.0f} s ({training['compile_s']:.0f} s compiling), final loss "
           f"{training['final_loss']:.4g}; test bits/dim ...", flush=True)  # fmt: skip
     bpd = test_bits_per_dim(model, mnist.test[: args.num_test], seed=args.seed,
@@ -418,7 +459,8 @@ def main(argv=None):
     painted = None
     if args.inpaint:
         print(f"  inpainting {args.inpaint} test digits ...", flush=True)
-        painted = inpainting(model, config, mnist, args.inpaint, args.seed, classifier)
+        painted = inpainting(model, config, mnist, args.inpaint, args.seed, classifier,
+                             methods=tuple(args.inpaint_methods))  # fmt: skip
     row = dict(config=dataclasses.asdict(config), train_s=training["train_s"],
                compile_s=training["compile_s"], final_loss=training["final_loss"], bpd=bpd,
                samples=metrics, inpaint=painted, command=command)  # fmt: skip
