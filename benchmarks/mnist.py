@@ -239,9 +239,11 @@ def inpainting_markdown(q) -> list[str]:
     """The inpainting table's lines (methods, then the two baselines)."""
     nfe = q["nfe_per_image"]
     nfe = nfe if isinstance(nfe, dict) else {q["method"]: nfe}  # a single-method run
-    counts = ", ".join(f"{m.upper()} {n:.0f}" for m, n in nfe.items())
+    named = {"dps": "DPS", "pigdm": "PiGDM"}
+    counts = ", ".join(f"{named[m]} {n:.0f}" for m, n in nfe.items())
+    methods = " and ".join(named[m] for m in q["method"].split(","))
     lines = [
-        f"Inpainting the lower half of the first {q['num']} test digits ({q['method'].upper()}, "
+        f"Inpainting the lower half of the first {q['num']} test digits ({methods}, "
         f"{q['steps']} reverse-SDE steps, noise std {q['noise_std']:g}; network evaluations "
         f"per image counted as `scoresde inpaint` counts them: {counts}), 95 % bootstrap "
         "intervals over the images (the same latents and noise for every method):",

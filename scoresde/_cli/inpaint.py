@@ -3,9 +3,11 @@ the digits, mnist, or a `--data` file of images (its recorded test split).
 
 Each test image is observed on a mask (`y = x[mask] + noise`, noise std `--noise-std`); the
 hidden pixels are drawn from the model's approximate posterior with DPS
-(`scoresde.guidance.DPS`, the default: the measured best on the digits task, see
+(`scoresde.guidance.DPS`, the default: the measured best, on the 8x8 digits, see
 docs/how-to/inverse-problems.md: hidden-pixel RMSE 0.541 and classifier accuracy 0.71 against
-PiGDM's 0.645 and 0.63 on 100 test digits) or PiGDM (`scoresde.guidance.PiGDM`), one measurement
+PiGDM's 0.645 and 0.63 on 100 test digits; and on MNIST's lower half with the 12000-step recipe,
+`benchmarks/results/mnist_inpaint.md`: 0.498 and 0.83 against PiGDM's 0.542 and 0.82, the mean
+image's 0.539 and 0.54) or PiGDM (`scoresde.guidance.PiGDM`), one measurement
 per image through the samplers' per-sample `cond=`, on the fixed-step reverse SDE. Writes
 `inpaint.png` (a row per digit; titled columns observed | completed | truth), `inpaint.npz` and
 `inpaint.json`, and prints the RMSE on the hidden pixels beside two baselines: the mean
