@@ -82,7 +82,8 @@ def quality(name, samples, ref_samples, key, cache):
     return value, floor
 
 
-def bench(name, sde, score, x_T, ref, nfes, pilot, max_iterations, fit_size=None):
+def bench(name, sde, score, x_T, ref, nfes, pilot, max_iterations, fit_size=None,
+          network_times=False):  # fmt: skip
     rows, cache = [], {}
     t_eps = default_grids.t_eps(sde)
     for nfe in nfes:
@@ -100,7 +101,8 @@ def bench(name, sde, score, x_T, ref, nfes, pilot, max_iterations, fit_size=None
             started = time.perf_counter()
             tuned = ss.tune_grid(sde, score, solver=solver, steps=steps, key=jr.PRNGKey(0),
                                  shape=(pilot, *x_T.shape[1:]), t_eps=t_eps,
-                                 max_iterations=max_iterations, fit_size=fit_size)  # fmt: skip
+                                 max_iterations=max_iterations, fit_size=fit_size,
+                                 network_times=network_times)  # fmt: skip
             seconds = time.perf_counter() - started
             x = ss.sample_ode(sde, score, key=jr.PRNGKey(1), shape=x_T.shape, x_T=x_T,
                               solver=solver, grid=tuned).x  # fmt: skip
@@ -217,6 +219,8 @@ def main(argv=None):
     p.add_argument("--max-iterations", type=int, default=100)
     p.add_argument("--fit-size", type=int, default=None,
                    help="pilot latents in the tuner's gradient (tune_grid's fit_size)")  # fmt: skip
+    p.add_argument("--network-times", action="store_true",
+                   help="tune decoupled network times too (tune_grid's network_times)")  # fmt: skip
     p.add_argument("--train-steps", type=int, default=400)
     p.add_argument("--tag", default=None, help="results name (default tuned_grids[_quick])")
     args = p.parse_args(argv)
@@ -229,7 +233,7 @@ def main(argv=None):
         sde, score, x_T, ref, info = problem(name, sizes[name], jr.key(1), args.train_steps)
         print(f"-- {name}: {x_T.shape[0]} test latents, reference {info}", flush=True)
         rows += bench(name, sde, score, x_T, ref, nfes, args.pilot, args.max_iterations,
-                      args.fit_size)  # fmt: skip
+                      args.fit_size, args.network_times)  # fmt: skip
     ok = [r["ok"] for r in rows]
     print(f"\n{sum(ok)}/{len(ok)} rows meet the goals; {time.perf_counter() - started:.0f} s; "
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
@@ -238,7 +242,7 @@ def main(argv=None):
         benchmark="tuned_grids",
         **_common.metadata(quick=args.quick, problems=problems, nfes=nfes, pilot=args.pilot,
                            test_sizes=sizes, max_iterations=args.max_iterations,
-                           fit_size=args.fit_size,
+                           fit_size=args.fit_size, network_times=args.network_times,
                            train_steps=args.train_steps, load_average=os.getloadavg()[0]),
         rows=rows,
         seconds=time.perf_counter() - started,

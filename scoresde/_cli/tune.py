@@ -61,6 +61,12 @@ def add_parser(subparsers):
     p.add_argument(
         "--max-iterations", type=int, default=MAX_ITERATIONS, help="L-BFGS iterations per grid"
     )
+    p.add_argument(
+        "--network-times",
+        action="store_true",
+        help="also tune the time at which the network is asked at each step (decoupled "
+        "times; about twice the tuning time), kept where the held-out latents gain",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the pilot latents")
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="the grid's JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -145,7 +151,8 @@ def run(args) -> int:
         if solver is None:
             result = tune_sampler(
                 model.sde, score, nfe=args.nfe, key=key, shape=shape,
-                max_iterations=args.max_iterations, progress=progress,
+                max_iterations=args.max_iterations, network_times=args.network_times,
+                progress=progress,
             )  # fmt: skip
             grid, solver = result.grid, result.solver
             print_table(result.table)
@@ -154,12 +161,13 @@ def run(args) -> int:
                 note("tune", f"{solver_name(solver)}, {steps} steps ...")
             grid = tune_grid(
                 model.sde, score, solver=solver, steps=steps, key=key, shape=shape,
-                max_iterations=args.max_iterations, progress=False,
+                max_iterations=args.max_iterations, network_times=args.network_times,
+                progress=False,
             )  # fmt: skip
             print_grid_errors(grid)
     nfe = int(solver.evals_at_init) + grid.steps * int(solver.evals_per_step)
     grid = TimeGrid(grid.times, grid.solver, {**grid.info, "checkpoint": str(args.checkpoint),
-                                              "nfe": nfe})  # fmt: skip
+                                              "nfe": nfe}, grid.network_times)  # fmt: skip
     grid.to_json(out)
     chosen = grid.info["chosen"]
     print(

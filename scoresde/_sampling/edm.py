@@ -21,6 +21,7 @@ from .._checks import (
 from .._custom_types import ScoreFn
 from .._grid import KarrasGrid, as_time_grid, resolve_explicit
 from .._keys import latents_and_noise_keys
+from .._network_times import on_network_times
 from .._nfe import network_nfe
 from .._progress import scan_steps
 from .._score_calls import bind, check_cond, diagnose_score, tweedie_batch
@@ -128,6 +129,7 @@ def sample_edm(
     NaN or inf, where it does).
     """
     check_sde_and_score(sde, score)
+    score = on_network_times(grid, sde, score)  # a grid tuned with them
     key = check_key(key)
     shape = check_shape(shape)
     if grid is None:

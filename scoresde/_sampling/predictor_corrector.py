@@ -58,6 +58,7 @@ from .._checks import (
 from .._grid import resolve_explicit
 from .._keys import latents_and_noise_keys
 from .._langevin.preconditioners import AbstractPreconditioner, IdentityPreconditioner
+from .._network_times import on_network_times
 from .._nfe import network_nfe
 from .._progress import scan_steps
 from .._score_calls import bind, check_cond, checked_score, diagnose_score, tweedie_batch
@@ -319,6 +320,7 @@ def sample_pc(
         ```
     """
     check_sde_and_score(sde, score)
+    score = on_network_times(grid, sde, score)  # a grid tuned with them
     key = check_key(key)
     if not isinstance(predictor, AbstractPredictor):
         raise TypeError(

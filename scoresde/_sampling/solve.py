@@ -32,6 +32,7 @@ from .._checks import (
     raise_if_not_finite,
 )
 from .._keys import draw_latents, latents_and_noise_keys
+from .._network_times import on_network_times
 from .._progress import progress_meter
 from .._score_calls import bind, check_cond, diagnose_score, tweedie_batch
 from .._sde import check_sde_and_score
@@ -218,6 +219,7 @@ def run_sampler(
     arguments, decide the step mode, solve the batch (split over `sharding` / `chunk_size`)
     and report failures (`throw`) or mark them NaN."""
     check_sde_and_score(sde, score)
+    score = on_network_times(grid, sde, score)  # a grid tuned with them
     check_solver(solver, controller)
     if not stochastic:
         check_ode_solver(name, solver)

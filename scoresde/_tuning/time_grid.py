@@ -65,6 +65,9 @@ class TimeGrid(AbstractExplicitGrid):
       at $t_\varepsilon$).
     - `solver`: the name of the solver it was tuned for (`""` if none).
     - `provenance`: how it was found (a read-only mapping, see `info`).
+    - `network_times`: `None`, or the $N + 1$ times $t'_i$ at which the network is asked when
+      the solver is at $t_i$ (decoupled times, tuned by `tune_grid(..., network_times=True)`;
+      every sampler given this grid applies them, see `scoresde._network_times`).
 
     `to_json(path=None)` writes (and returns) the JSON text; `TimeGrid.from_json(path_or_text)`
     reads it back, times exact.
@@ -73,6 +76,16 @@ class TimeGrid(AbstractExplicitGrid):
     times: Float[Array, " steps_plus_one"] = eqx.field(converter=jnp.asarray)
     solver: str = eqx.field(static=True, default="")
     provenance: Any = eqx.field(static=True, default=(), converter=_frozen)
+    network_times: Float[Array, " steps_plus_one"] | None = eqx.field(
+        default=None, converter=lambda v: None if v is None else jnp.asarray(v)
+    )
+
+    def __check_init__(self):
+        if self.network_times is not None and self.network_times.shape != self.times.shape:
+            raise ValueError(
+                f"TimeGrid: network_times must have the shape of times {self.times.shape}; got "
+                f"{self.network_times.shape}."
+            )
 
     @property
     def steps(self) -> int:
@@ -93,6 +106,15 @@ class TimeGrid(AbstractExplicitGrid):
             "solver": self.solver,
             "steps": self.num_steps,
             "times": [repr(float(t)) for t in host],
+            **(
+                {}
+                if self.network_times is None
+                else {
+                    "network_times": [
+                        repr(float(t)) for t in np.asarray(self.network_times, np.float64)
+                    ]
+                }
+            ),
             "provenance": _json_safe(self.info),
         }
         text = json.dumps(payload, indent=1)
@@ -128,4 +150,13 @@ class TimeGrid(AbstractExplicitGrid):
             raise ValueError("TimeGrid.from_json: times must be strictly decreasing.")
         if payload.get("steps", times.size - 1) != times.size - 1:
             raise ValueError("TimeGrid.from_json: 'steps' disagrees with the number of times.")
-        return cls(jnp.asarray(times), payload.get("solver", ""), payload.get("provenance") or {})
+        network = payload.get("network_times")
+        if network is not None:
+            network = np.asarray([float(t) for t in network], np.float64)
+            if network.shape != times.shape or not np.all(np.isfinite(network)):
+                raise ValueError(
+                    "TimeGrid.from_json: network_times must be as many finite numbers as times."
+                )
+            network = jnp.asarray(network)
+        return cls(jnp.asarray(times), payload.get("solver", ""), payload.get("provenance") or {},
+                   network)  # fmt: skip

@@ -38,6 +38,7 @@ from .._grid import (
     as_time_grid,
 )
 from .._keys import draw_latents
+from .._network_times import NetworkTimeScore
 from .._sampling.ode import sample_ode
 from .._sde import check_sde_and_score
 from .grid_solve import logits_from_times, mean_squared_error, solve_on_times, times_from_logits
@@ -109,6 +110,7 @@ def tune_grid(
     init=None,
     held_out: float = 0.25,
     fit_size: int | None = None,
+    network_times: bool = False,
     max_iterations: int = MAX_ITERATIONS,
     reference_solver: dfx.AbstractSolver = dfx.Tsit5(),
     reference_tol: float = 1e-5,
@@ -129,6 +131,11 @@ def tune_grid(
     - `fit_size`: at most this many of the latents the optimiser may use enter its gradient
       (the first ones); the others join the held-out check. Each iteration's cost is
       proportional to it. Default: all of them.
+    - `network_times`: also learn, for each time $t_i$ but the last, the time $t'_i$ at which
+      the network is asked (LD3's decoupled times, `scoresde._network_times`): after the grid,
+      the grid's logits and the half log-SNR offsets $\lambda(t'_i) - \lambda(t_i)$ are
+      searched jointly from the tuned grid with zero offsets, and the held-out latents decide
+      whether they are kept. Twice the parameters; about twice the tuning time.
     - `t_eps`: the end time (default `sde.default_t_eps`).
     - `init`: the grid to start from (a grid value, name or array of times); default: the best
       of the named grids (`uniform`, `log_snr`, `karras`, `clipped_log_snr`) on the pilot.
@@ -185,6 +192,19 @@ def tune_grid(
     times, search = search_grid(
         "tune_grid", sde, t_eps, error, fit, check, candidates, max_iterations, progress
     )
+    net_times = None
+    if network_times and steps > 1 and max_iterations > 0:
+        net_times, joint = search_network_times(
+            sde, score, solver, t_eps, times, fit, check, max_iterations, progress
+        )
+        held = search["rms"][search["chosen"]]["held_out"]
+        search["rms"]["network_times"] = joint["rms"]
+        search["network_times_iterations"] = joint["iterations"]
+        search["network_times_seconds"] = joint["seconds"]
+        if joint["rms"]["held_out"] < held:
+            times, search["chosen"] = joint["times"], "network_times"
+        else:
+            net_times = None
     provenance = {
         "objective": "mean squared end-point error against a reference from the same latents",
         "sde": repr(sde),
@@ -197,7 +217,54 @@ def tune_grid(
         "reference_seconds": reference_seconds,
         "seconds": time.perf_counter() - started,
     }
-    return TimeGrid(jnp.asarray(np.asarray(times, np.float64)), solver_name(solver), provenance)
+    return TimeGrid(
+        jnp.asarray(np.asarray(times, np.float64)),
+        solver_name(solver),
+        provenance,
+        None if net_times is None else jnp.asarray(np.asarray(net_times, np.float64)),
+    )
+
+
+def _solve_decoupled(sde, score, solver, theta, t_eps, x_T):
+    """The solve of `theta` = (the grid's N logits, the first N nodes' offsets; the last, at
+    t_eps, is 0) with the network asked at the offset times."""
+    steps = theta.shape[0] // 2
+    times = times_from_logits(sde, theta[:steps], t_eps)
+    offsets = jnp.concatenate([theta[steps:], jnp.zeros(1, theta.dtype)])
+    return solve_on_times(sde, NetworkTimeScore(score, sde, times, offsets), solver, times, x_T)
+
+
+@eqx.filter_jit
+def _decoupled_error(sde, score, solver, theta, t_eps, x_T, reference):
+    return mean_squared_error(_solve_decoupled(sde, score, solver, theta, t_eps, x_T), reference)
+
+
+def search_network_times(sde, score, solver, t_eps, times, fit, check, max_iterations, progress):
+    """The grid's logits and the network times' offsets searched jointly (L-BFGS on the log
+    error of `fit`) from `times` with zero offsets. Returns `(network times, report)`, the
+    report holding the grid `times`, the RMS on `fit` and `check`, iterations and seconds."""
+    started = time.perf_counter()
+    steps = times.shape[0] - 1
+    logits = logits_from_times(sde, times).astype(times.dtype)
+    theta0 = jnp.concatenate([logits, jnp.zeros(steps, logits.dtype)])
+
+    def error(theta, batch):
+        return _decoupled_error(sde, score, solver, theta, t_eps, *batch)
+
+    theta, iterations = minimise_logits(
+        lambda th, batch: jnp.log(error(th, batch)), theta0, fit, max_iterations, progress
+    )
+    grid_times = times_from_logits(sde, theta[:steps], t_eps)
+    offsets = jnp.concatenate([theta[steps:], jnp.zeros(1, theta.dtype)])
+    network = sde.log_snr_inverse(sde.log_snr(grid_times) + offsets).astype(grid_times.dtype)
+    network = jnp.clip(network, grid_times[-1], grid_times[0]).at[-1].set(grid_times[-1])
+    rms = {
+        "pilot": math.sqrt(_host(error(theta, fit))),
+        "held_out": math.sqrt(_host(error(theta, check))),
+    }
+    report = {"times": grid_times, "rms": rms, "iterations": iterations,
+              "seconds": time.perf_counter() - started}  # fmt: skip
+    return network, report
 
 
 def split_pilot(num: int, held_out: float, fit_size, shape) -> int:

@@ -66,6 +66,7 @@ def tune_sampler(
     t_eps: float | None = None,
     held_out: float = 0.25,
     fit_size: int | None = None,
+    network_times: bool = False,
     max_iterations: int = MAX_ITERATIONS,
     reference_solver: dfx.AbstractSolver = dfx.Tsit5(),
     reference_tol: float = 1e-5,
@@ -111,11 +112,12 @@ def tune_sampler(
             print(f"tune_sampler: {name}, {steps} steps ...", file=sys.stderr, flush=True)
         grid = tune_grid(
             sde, score, solver=solver, steps=steps, key=key, shape=shape, t_eps=t_eps,
-            held_out=held_out, fit_size=fit_size, max_iterations=max_iterations,
+            held_out=held_out, fit_size=fit_size, network_times=network_times,
+            max_iterations=max_iterations,
             reference=reference,
         )  # fmt: skip
         rms = grid.info["rms"]
-        named = {k: v for k, v in rms.items() if k != "tuned"}
+        named = {k: v for k, v in rms.items() if k not in ("tuned", "network_times")}
         best_named = min(named, key=lambda k: named[k]["held_out"])
         chosen = grid.info["chosen"]
         rows.append({
