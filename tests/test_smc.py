@@ -176,6 +176,10 @@ def test_resample_threshold_extremes():
     always = ss.sample_smc(SDE, score, m, resample_threshold=1.0, **kw)
     assert not bool(jnp.any(never.resampled))
     assert bool(jnp.all(always.resampled[1:]))  # from the second step on the weights differ
+    # Resampling reads the weights: ignoring them at the call site (uniform weights give every
+    # particle one copy) would leave the paths of `never` unchanged (measured: 0.0 then; 0.66
+    # with the weights read). The noise follows the particle's slot, not its ancestor.
+    assert float(jnp.max(jnp.abs(always.x - never.x))) > 0.05
 
 
 def test_bad_input_errors():
