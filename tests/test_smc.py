@@ -176,9 +176,20 @@ def test_resample_threshold_extremes():
     always = ss.sample_smc(SDE, score, m, resample_threshold=1.0, **kw)
     assert not bool(jnp.any(never.resampled))
     assert bool(jnp.all(always.resampled[1:]))  # from the second step on the weights differ
-    # Resampling reads the weights: ignoring them at the call site (uniform weights give every
-    # particle one copy) would leave the paths of `never` unchanged (measured: 0.0 then; 0.66
-    # with the weights read). The noise follows the particle's slot, not its ancestor.
+
+
+def test_resampling_reads_the_weights():
+    """Resampling at every step moves the particles off the paths of never resampling; if the
+    call site ignored the weights (uniform weights give every particle one copy) the paths
+    would be those of `never` exactly (measured: 0.0 then, 0.66 at 32 particles and 10 steps
+    with the weights read). The noise follows a particle's slot, not its ancestor. Small, for
+    the default run (issue 26: a survivor of the mutation test)."""
+    prior, m = _gaussian_problem(jnp.float32)
+    score = ss.analytic.marginal_score(prior, SDE)
+    kw = dict(key=jr.key(0), shape=(16, 2), steps=4)
+    never = ss.sample_smc(SDE, score, m, resample_threshold=0.0, **kw)
+    always = ss.sample_smc(SDE, score, m, resample_threshold=1.0, **kw)
+    assert bool(jnp.all(always.resampled[1:]))
     assert float(jnp.max(jnp.abs(always.x - never.x))) > 0.05
 
 
