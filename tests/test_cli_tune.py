@@ -184,6 +184,7 @@ def test_draw_with_a_grid_refuses_a_sampler_steps_or_other_grids(toy_ckpt):
         (["--nfe", "1", "--solver", "dpm2"], "--nfe 1 affords no step"),
         (["--nfe", "4", "--pilot", "1"], "--pilot must be >= 2"),
         (["--nfe", "4", "--max-iterations", "-1"], "--max-iterations must be >= 0"),
+        (["--nfe", "4", "--fit-size", "0"], "--fit-size must be >= 1"),
     ],
 )
 def test_tune_bad_flags_fail_before_computing(extra, message, toy_ckpt, tmp_path, monkeypatch):
@@ -214,8 +215,8 @@ def test_tune_help_shows_every_default(capsys, monkeypatch):
         cli.main(["tune", "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for default in ("(default: auto)", "(default: 256)", "(default: 200)", "(default: 0)",
-                    "(default: grid.json)"):  # fmt: skip
+    for default in ("(default: auto)", "(default: 256)", "(default: 30)", "(default: 64)",
+                    "(default: 0)", "(default: grid.json)"):  # fmt: skip
         assert default in text, default
     assert "scoresde sample CHECKPOINT --grid" in " ".join(text.split())
 
