@@ -192,7 +192,7 @@ def test_fit_size_moves_the_rest_of_the_pilot_to_the_check():
     check (the counts the report states), and without it a quarter is held out."""
     sde = ss.VPSDE()
     score = ss.analytic.marginal_score(ss.analytic.Gaussian(jnp.zeros(2), jnp.eye(2)), sde)
-    kw = dict(solver=ss.DDIM(), steps=3, key=jr.PRNGKey(0), shape=(16, 2), max_iterations=2)
+    kw = dict(solver=ss.DDIM(), steps=3, key=jr.PRNGKey(0), shape=(16, 2), max_iterations=0)
     assert split_pilot(16, 0.25, None, (16, 2)) == 12
     assert split_pilot(16, 0.25, 5, (16, 2)) == 5
     assert split_pilot(16, 0.25, 100, (16, 2)) == 12
