@@ -36,11 +36,16 @@ class NetworkTimeScore(AbstractCostedScore):
 
     def __call__(self, t, x, *cond):
         offset = jnp.interp(t, self.times[::-1], self.offsets[::-1])  # times decrease
-        t_net = self.sde.log_snr_inverse(self.sde.log_snr(t) + offset)
-        t_net = jnp.clip(t_net, self.times[-1], self.times[0])  # where a network was trained
+        t_net = shifted_time(self.sde, t, offset, self.times)
         _, sigma = self.sde.marginal(t)
         _, sigma_net = self.sde.marginal(t_net)
         return ((sigma_net / sigma) * self.score(t_net, x, *cond)).astype(x.dtype)
+
+
+def shifted_time(sde, t, offset, times):
+    """$t'$ with $\lambda(t') = \lambda(t) + $ `offset`, kept within `times`' $[t_\varepsilon,
+    T]$ (where a network was trained)."""
+    return jnp.clip(sde.log_snr_inverse(sde.log_snr(t) + offset), times[-1], times[0])
 
 
 def offsets_of(sde, times, network_times):

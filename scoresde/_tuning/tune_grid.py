@@ -38,7 +38,7 @@ from .._grid import (
     as_time_grid,
 )
 from .._keys import draw_latents
-from .._network_times import NetworkTimeScore
+from .._network_times import NetworkTimeScore, shifted_time
 from .._sampling.ode import sample_ode
 from .._sde import check_sde_and_score
 from .grid_solve import logits_from_times, mean_squared_error, solve_on_times, times_from_logits
@@ -256,8 +256,8 @@ def search_network_times(sde, score, solver, t_eps, times, fit, check, max_itera
     )
     grid_times = times_from_logits(sde, theta[:steps], t_eps)
     offsets = jnp.concatenate([theta[steps:], jnp.zeros(1, theta.dtype)])
-    network = sde.log_snr_inverse(sde.log_snr(grid_times) + offsets).astype(grid_times.dtype)
-    network = jnp.clip(network, grid_times[-1], grid_times[0]).at[-1].set(grid_times[-1])
+    network = shifted_time(sde, grid_times, offsets, grid_times).astype(grid_times.dtype)
+    network = network.at[-1].set(grid_times[-1])
     rms = {
         "pilot": math.sqrt(_host(error(theta, fit))),
         "held_out": math.sqrt(_host(error(theta, check))),
