@@ -10,6 +10,8 @@ seen by the tuner) against a tight solve from the same latents. Per (problem, NF
 - `best tuned`: the smaller of the two tuned errors; `ratio` = best tuned / best named (goal
   <= 0.5 at 5 and 10 NFE, <= 1 at 20);
 - per solver, tuned / its own best named grid (goal <= 1);
+- each ratio's 95 % paired bootstrap interval over the test latents (`RESAMPLES` resamples of
+  the latents, both errors on the same resample);
 - sample quality: the sliced Wasserstein distance (ring2d, aniso64; 128 directions) or the
   Frechet distance in the digit classifier's features (digits) of the best named and the best
   tuned configuration's samples to data, beside the reference solve's own (its floor at this n);
@@ -27,6 +29,7 @@ error against NFE, named grids dashed, tuned solid); `_quick` with `--quick`.
 """
 
 import argparse
+import math
 import os
 import pathlib
 import sys
@@ -41,16 +44,32 @@ import _common  # noqa: E402
 import default_grids  # noqa: E402
 
 import scoresde as ss  # noqa: E402
+from scoresde._metrics.bootstrap import bootstrap_bounds  # noqa: E402
 from scoresde._tuning.tune_grid import NAMED_GRIDS  # noqa: E402
 
 NFES = (5, 10, 20)
 SOLVERS = {"UniPC": ss.UniPC(), "DPM-Solver++(2M)": ss.DPMSolverPP2M()}
 PILOT = 256
 GOAL = {5: 0.5, 10: 0.5, 20: 1.0}
+RESAMPLES = 2000
 
 
 def rms(x, ref) -> float:
     return default_grids.rms(x, ref)
+
+
+def squared_errors(x, ref):
+    """Each latent's mean squared error over its coordinates (inf where not finite)."""
+    x = np.asarray(x, np.float64).reshape(x.shape[0], -1)
+    per = np.mean((x - np.asarray(ref, np.float64).reshape(x.shape[0], -1)) ** 2, axis=1)
+    return np.where(np.all(np.isfinite(x), axis=1), per, np.inf)
+
+
+def ratio_interval(numerator, denominator, seed) -> list[float]:
+    """The 95 % paired bootstrap interval of RMS(numerator) / RMS(denominator), both the
+    per-latent squared errors of the same test latents (resampled together)."""
+    ratio = lambda rows: math.sqrt(np.mean(numerator[rows]) / np.mean(denominator[rows]))
+    return list(bootstrap_bounds(ratio, numerator.shape[0], seed=seed, num_resamples=RESAMPLES))
 
 
 def problem(name, num, key, train_steps):
@@ -88,7 +107,7 @@ def bench(name, sde, score, x_T, ref, nfes, pilot, max_iterations, fit_size=None
     t_eps = default_grids.t_eps(sde)
     for nfe in nfes:
         row = {"problem": name, "nfe": nfe, "solvers": {}}
-        samples = {}
+        samples, errors = {}, {}
         for sname, solver in SOLVERS.items():
             steps = nfe  # both take one evaluation per step
             named = {}
@@ -98,6 +117,7 @@ def bench(name, sde, score, x_T, ref, nfes, pilot, max_iterations, fit_size=None
                                   solver=solver, grid=times).x  # fmt: skip
                 named[gname] = rms(x, ref)
                 samples[(sname, gname)] = x
+                errors[(sname, gname)] = squared_errors(x, ref)
             started = time.perf_counter()
             tuned = ss.tune_grid(sde, score, solver=solver, steps=steps, key=jr.PRNGKey(0),
                                  shape=(pilot, *x_T.shape[1:]), t_eps=t_eps,
@@ -107,6 +127,7 @@ def bench(name, sde, score, x_T, ref, nfes, pilot, max_iterations, fit_size=None
             x = ss.sample_ode(sde, score, key=jr.PRNGKey(1), shape=x_T.shape, x_T=x_T,
                               solver=solver, grid=tuned).x  # fmt: skip
             samples[(sname, "tuned")] = x
+            errors[(sname, "tuned")] = squared_errors(x, ref)
             best_grid = min(named, key=named.get)
             info = tuned.info
             row["solvers"][sname] = {
@@ -114,6 +135,9 @@ def bench(name, sde, score, x_T, ref, nfes, pilot, max_iterations, fit_size=None
                 "best_named_grid": best_grid,
                 "tuned": rms(x, ref),
                 "tuned_over_best_named": rms(x, ref) / named[best_grid],
+                "tuned_over_best_named_interval": ratio_interval(
+                    errors[(sname, "tuned")], errors[(sname, best_grid)], seed=nfe
+                ),
                 "tuner_pilot": info["rms"][info["chosen"]]["pilot"],
                 "tuner_held_out": info["rms"][info["chosen"]]["held_out"],
                 "chosen": info["chosen"],
@@ -147,19 +171,28 @@ def bench(name, sde, score, x_T, ref, nfes, pilot, max_iterations, fit_size=None
             distance="frechet" if name.startswith("digits") else "sliced_wasserstein",
         )
         row["ratio"] = row["best_tuned"]["rms"] / row["best_named"]["rms"]
+        row["ratio_interval"] = ratio_interval(
+            errors[(best_tuned, "tuned")], errors[best_named], seed=nfe
+        )
         row["goal"] = GOAL[nfe] if nfe in GOAL else 1.0
         row["ok"] = row["ratio"] <= row["goal"] and all(
             v["tuned_over_best_named"] <= 1.0 for v in row["solvers"].values()
         )
         print(f"  -> {name} NFE {nfe}: best named {best_named} {configs[best_named]:.3e}, "
               f"best tuned {best_tuned} {row['best_tuned']['rms']:.3e}: ratio {row['ratio']:.2f} "
-              f"(goal {row['goal']}); {row['distance']} to data {q_named:.4g} -> {q_tuned:.4g} "
+              f"{interval(row['ratio_interval'])} (goal {row['goal']}); {row['distance']} to data {q_named:.4g} -> {q_tuned:.4g} "
               f"(reference {floor:.4g})", flush=True)  # fmt: skip
         rows.append(row)
     return rows
 
 
+def interval(bounds) -> str:
+    """`[low, high]`, or nothing for rows written before the intervals were."""
+    return "" if bounds is None else f"[{bounds[0]:.2f}, {bounds[1]:.2f}]"
+
+
 def markdown(rows) -> str:
+    """The table; ratios with their 95 % paired bootstrap intervals over the test latents."""
     lines = [
         "| problem | NFE | best named (solver, grid) | RMS | best tuned | RMS | ratio | "
         "UniPC tuned/named | 2M tuned/named | distance named -> tuned (reference) | tune s |",
@@ -167,13 +200,16 @@ def markdown(rows) -> str:
     ]
     for r in rows:
         s = r["solvers"]
+        own = lambda v: (
+            f"{v['tuned_over_best_named']:.2f} " + interval(v.get("tuned_over_best_named_interval"))
+        )
         secs = "/".join(f"{v['seconds']:.0f}" for v in s.values())
         lines.append(
             f"| {r['problem']} | {r['nfe']} | {r['best_named']['solver']}, "
             f"{r['best_named']['grid']} | {r['best_named']['rms']:.2e} | "
-            f"{r['best_tuned']['solver']} | {r['best_tuned']['rms']:.2e} | {r['ratio']:.2f} | "
-            f"{s['UniPC']['tuned_over_best_named']:.2f} | "
-            f"{s['DPM-Solver++(2M)']['tuned_over_best_named']:.2f} | "
+            f"{r['best_tuned']['solver']} | {r['best_tuned']['rms']:.2e} | {r['ratio']:.2f} "
+            f"{interval(r.get('ratio_interval'))} | {own(s['UniPC'])} | "
+            f"{own(s['DPM-Solver++(2M)'])} | "
             f"{r['best_named']['distance_to_data']:.4g} -> {r['best_tuned']['distance_to_data']:.4g}"
             f" ({r['distance_floor']:.4g}) | {secs} |"
         )

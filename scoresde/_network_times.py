@@ -43,7 +43,7 @@ class NetworkTimeScore(AbstractCostedScore):
 
 
 def shifted_time(sde, t, offset, times):
-    """$t'$ with $\lambda(t') = \lambda(t) + $ `offset`, kept within `times`' $[t_\varepsilon,
+    r"""$t'$ with $\lambda(t') = \lambda(t) + $ `offset`, kept within `times`' $[t_\varepsilon,
     T]$ (where a network was trained)."""
     return jnp.clip(sde.log_snr_inverse(sde.log_snr(t) + offset), times[-1], times[0])
 
