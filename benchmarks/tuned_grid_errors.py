@@ -87,7 +87,12 @@ def main(argv=None):
             sizes = {"ring2d": 1024, "aniso64": 512}
             sde, _, x_T, ref, _ = tuned_grids.problem(name, sizes[name], jr.key(1), 0)
             mix = ss.analytic.GaussianMixture.from_npz(_common.DATA / f"{name}.npz", jnp.float64)
-            cache[name] = (sde, ss.analytic.marginal_score(mix, sde), jnp.asarray(x_T, jnp.float64), ref)
+            cache[name] = (
+                sde,
+                ss.analytic.marginal_score(mix, sde),
+                jnp.asarray(x_T, jnp.float64),
+                ref,
+            )
         sde, score, x_T, ref = cache[name]
         entry = {"problem": name, "nfe": nfe, "ratio": row["ratio"], "solvers": {}}
         for sname, solver in tuned_grids.SOLVERS.items():

@@ -102,7 +102,7 @@ def quality(name, samples, ref_samples, key, cache):
 
 
 def bench(name, sde, score, x_T, ref, nfes, pilot, max_iterations, fit_size=None,
-          network_times=False):  # fmt: skip
+          network_times=False, network_scales=False):  # fmt: skip
     rows, cache = [], {}
     t_eps = default_grids.t_eps(sde)
     for nfe in nfes:
@@ -122,7 +122,8 @@ def bench(name, sde, score, x_T, ref, nfes, pilot, max_iterations, fit_size=None
             tuned = ss.tune_grid(sde, score, solver=solver, steps=steps, key=jr.PRNGKey(0),
                                  shape=(pilot, *x_T.shape[1:]), t_eps=t_eps,
                                  max_iterations=max_iterations, fit_size=fit_size,
-                                 network_times=network_times)  # fmt: skip
+                                 network_times=network_times,
+                                 network_scales=network_scales)  # fmt: skip
             seconds = time.perf_counter() - started
             x = ss.sample_ode(sde, score, key=jr.PRNGKey(1), shape=x_T.shape, x_T=x_T,
                               solver=solver, grid=tuned).x  # fmt: skip
@@ -257,6 +258,9 @@ def main(argv=None):
                    help="pilot latents in the tuner's gradient (tune_grid's fit_size)")  # fmt: skip
     p.add_argument("--network-times", action="store_true",
                    help="tune decoupled network times too (tune_grid's network_times)")  # fmt: skip
+    p.add_argument("--network-scales", action="store_true",
+                   help="and per-step scales of the network's output (tune_grid's "
+                   "network_scales)")  # fmt: skip
     p.add_argument("--train-steps", type=int, default=400)
     p.add_argument("--tag", default=None, help="results name (default tuned_grids[_quick])")
     args = p.parse_args(argv)
@@ -269,7 +273,7 @@ def main(argv=None):
         sde, score, x_T, ref, info = problem(name, sizes[name], jr.key(1), args.train_steps)
         print(f"-- {name}: {x_T.shape[0]} test latents, reference {info}", flush=True)
         rows += bench(name, sde, score, x_T, ref, nfes, args.pilot, args.max_iterations,
-                      args.fit_size, args.network_times)  # fmt: skip
+                      args.fit_size, args.network_times, args.network_scales)  # fmt: skip
     ok = [r["ok"] for r in rows]
     print(f"\n{sum(ok)}/{len(ok)} rows meet the goals; {time.perf_counter() - started:.0f} s; "
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
@@ -279,6 +283,7 @@ def main(argv=None):
         **_common.metadata(quick=args.quick, problems=problems, nfes=nfes, pilot=args.pilot,
                            test_sizes=sizes, max_iterations=args.max_iterations,
                            fit_size=args.fit_size, network_times=args.network_times,
+                           network_scales=args.network_scales,
                            train_steps=args.train_steps, load_average=os.getloadavg()[0]),
         rows=rows,
         seconds=time.perf_counter() - started,

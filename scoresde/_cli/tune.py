@@ -74,6 +74,12 @@ def add_parser(subparsers):
         help="also tune the time at which the network is asked at each step (decoupled "
         "times; about twice the tuning time), kept where the held-out latents gain",
     )
+    p.add_argument(
+        "--network-scales",
+        action="store_true",
+        help="also tune a scale of the network's output at each step, jointly with the network "
+        "times; kept where the held-out latents gain",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the pilot latents")
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="the grid's JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -171,7 +177,8 @@ def run(args) -> int:
             result = tune_sampler(
                 model.sde, score, nfe=args.nfe, key=key, shape=shape,
                 max_iterations=args.max_iterations, fit_size=args.fit_size,
-                network_times=args.network_times, progress=progress,
+                network_times=args.network_times, network_scales=args.network_scales,
+                progress=progress,
             )  # fmt: skip
             grid, solver = result.grid, result.solver
             print_table(result.table)
@@ -181,12 +188,14 @@ def run(args) -> int:
             grid = tune_grid(
                 model.sde, score, solver=solver, steps=steps, key=key, shape=shape,
                 max_iterations=args.max_iterations, fit_size=args.fit_size,
-                network_times=args.network_times, progress=False,
+                network_times=args.network_times, network_scales=args.network_scales,
+                progress=False,
             )  # fmt: skip
             print_grid_errors(grid)
     nfe = int(solver.evals_at_init) + grid.steps * int(solver.evals_per_step)
     grid = TimeGrid(grid.times, grid.solver, {**grid.info, "checkpoint": str(args.checkpoint),
-                                              "nfe": nfe}, grid.network_times)  # fmt: skip
+                                              "nfe": nfe}, grid.network_times,
+                    grid.network_scales)  # fmt: skip
     grid.to_json(out)
     chosen = grid.info["chosen"]
     print(

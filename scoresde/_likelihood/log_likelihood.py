@@ -264,11 +264,12 @@ def fixed_step_controller(sde, grid, steps, t_eps, controller, schedule, nats_to
             "the same steps: use schedule=PerSample() or SharedSteps()."
         )
     grid = as_time_grid(LogSNRGrid() if grid is None else grid)
-    if getattr(grid, "network_times", None) is not None:
+    if any(getattr(grid, n, None) is not None for n in ("network_times", "network_scales")):
         raise ValueError(
-            "log_likelihood: this grid asks the network at decoupled times (tuned for "
-            "sampling); its ODE is not the model's, so its likelihood is not the model's. Pass "
-            "a grid without network times (e.g. ss.TimeGrid(grid.times))."
+            "log_likelihood: this grid carries network times or network scales (tuned for "
+            "sampling: the network asked at other times, its output scaled); its ODE is not the "
+            "model's, so its likelihood is not the model's. Pass a grid without them (e.g. "
+            "ss.TimeGrid(grid.times))."
         )
     if isinstance(grid, AbstractExplicitGrid):
         grid_t_eps = float(grid.times[-1])

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._checks import is_concrete
 from .._grid import AbstractExplicitGrid
 
 FORMAT = "scoresde.TimeGrid"
@@ -68,6 +69,8 @@ class TimeGrid(AbstractExplicitGrid):
     - `network_times`: `None`, or the $N + 1$ times $t'_i$ at which the network is asked when
       the solver is at $t_i$ (decoupled times, tuned by `tune_grid(..., network_times=True)`;
       every sampler given this grid applies them, see `scoresde._network_times`).
+    - `network_scales`: `None`, or the $N + 1$ positive scales $c_i$ of the network's output
+      at $t_i$ (tuned by `tune_grid(..., network_scales=True)`; applied likewise).
 
     `to_json(path=None)` writes (and returns) the JSON text; `TimeGrid.from_json(path_or_text)`
     reads it back, times exact.
@@ -79,13 +82,21 @@ class TimeGrid(AbstractExplicitGrid):
     network_times: Float[Array, " steps_plus_one"] | None = eqx.field(
         default=None, converter=lambda v: None if v is None else jnp.asarray(v)
     )
+    network_scales: Float[Array, " steps_plus_one"] | None = eqx.field(
+        default=None, converter=lambda v: None if v is None else jnp.asarray(v)
+    )
 
     def __check_init__(self):
-        if self.network_times is not None and self.network_times.shape != self.times.shape:
-            raise ValueError(
-                f"TimeGrid: network_times must have the shape of times {self.times.shape}; got "
-                f"{self.network_times.shape}."
-            )
+        for name in ("network_times", "network_scales"):
+            value = getattr(self, name)
+            if value is not None and value.shape != self.times.shape:
+                raise ValueError(
+                    f"TimeGrid: {name} must have the shape of times {self.times.shape}; got "
+                    f"{value.shape}."
+                )
+        scales = self.network_scales
+        if scales is not None and is_concrete(scales) and not bool(jnp.all(scales > 0)):
+            raise ValueError("TimeGrid: network_scales must be positive.")
 
     @property
     def steps(self) -> int:
@@ -106,15 +117,14 @@ class TimeGrid(AbstractExplicitGrid):
             "solver": self.solver,
             "steps": self.num_steps,
             "times": [repr(float(t)) for t in host],
-            **(
-                {}
-                if self.network_times is None
-                else {
-                    "network_times": [
-                        repr(float(t)) for t in np.asarray(self.network_times, np.float64)
-                    ]
-                }
-            ),
+            **{
+                name: [repr(float(v)) for v in np.asarray(value, np.float64)]
+                for name, value in (
+                    ("network_times", self.network_times),
+                    ("network_scales", self.network_scales),
+                )
+                if value is not None
+            },
             "provenance": _json_safe(self.info),
         }
         text = json.dumps(payload, indent=1)
@@ -150,13 +160,16 @@ class TimeGrid(AbstractExplicitGrid):
             raise ValueError("TimeGrid.from_json: times must be strictly decreasing.")
         if payload.get("steps", times.size - 1) != times.size - 1:
             raise ValueError("TimeGrid.from_json: 'steps' disagrees with the number of times.")
-        network = payload.get("network_times")
-        if network is not None:
-            network = np.asarray([float(t) for t in network], np.float64)
-            if network.shape != times.shape or not np.all(np.isfinite(network)):
-                raise ValueError(
-                    "TimeGrid.from_json: network_times must be as many finite numbers as times."
-                )
-            network = jnp.asarray(network)
+        per_time = {}
+        for name in ("network_times", "network_scales"):
+            values = payload.get(name)
+            if values is not None:
+                values = np.asarray([float(v) for v in values], np.float64)
+                if values.shape != times.shape or not np.all(np.isfinite(values)):
+                    raise ValueError(
+                        f"TimeGrid.from_json: {name} must be as many finite numbers as times."
+                    )
+                values = jnp.asarray(values)
+            per_time[name] = values
         return cls(jnp.asarray(times), payload.get("solver", ""), payload.get("provenance") or {},
-                   network)  # fmt: skip
+                   **per_time)  # fmt: skip

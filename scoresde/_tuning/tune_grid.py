@@ -111,6 +111,7 @@ def tune_grid(
     held_out: float = 0.25,
     fit_size: int | None = None,
     network_times: bool = False,
+    network_scales: bool = False,
     max_iterations: int = MAX_ITERATIONS,
     reference_solver: dfx.AbstractSolver = dfx.Tsit5(),
     reference_tol: float = 1e-5,
@@ -136,6 +137,10 @@ def tune_grid(
       the grid's logits and the half log-SNR offsets $\lambda(t'_i) - \lambda(t_i)$ are
       searched jointly from the tuned grid with zero offsets, and the held-out latents decide
       whether they are kept. Twice the parameters; about twice the tuning time.
+    - `network_scales`: also learn a scale $c_i > 0$ of the network's output at each time but
+      the last (`scoresde._network_times`): the logits, the network times' offsets and
+      $\ln c_i$ are searched jointly from the best found so far (scales 1) and kept only if
+      the held-out error falls (the grid then carries network times too).
     - `t_eps`: the end time (default `sde.default_t_eps`).
     - `init`: the grid to start from (a grid value, name or array of times); default: the best
       of the named grids (`uniform`, `log_snr`, `karras`, `clipped_log_snr`) on the pilot.
@@ -192,19 +197,22 @@ def tune_grid(
     times, search = search_grid(
         "tune_grid", sde, t_eps, error, fit, check, candidates, max_iterations, progress
     )
-    net_times = None
-    if network_times and steps > 1 and max_iterations > 0:
-        net_times, joint = search_network_times(
-            sde, score, solver, t_eps, times, fit, check, max_iterations, progress
-        )
+    net_times = net_scales = None
+    offsets = jnp.zeros(steps, times.dtype)
+    for stage, wanted in (("network_times", network_times), ("network_scales", network_scales)):
+        if not (wanted and steps > 1 and max_iterations > 0):
+            continue
+        found, joint = search_network_times(
+            sde, score, solver, t_eps, times, offsets, fit, check, max_iterations, progress,
+            scales=stage == "network_scales",
+        )  # fmt: skip
         held = search["rms"][search["chosen"]]["held_out"]
-        search["rms"]["network_times"] = joint["rms"]
-        search["network_times_iterations"] = joint["iterations"]
-        search["network_times_seconds"] = joint["seconds"]
+        search["rms"][stage] = joint["rms"]
+        search[f"{stage}_iterations"] = joint["iterations"]
+        search[f"{stage}_seconds"] = joint["seconds"]
         if joint["rms"]["held_out"] < held:
-            times, search["chosen"] = joint["times"], "network_times"
-        else:
-            net_times = None
+            times, offsets, search["chosen"] = joint["times"], joint["offsets"], stage
+            net_times, net_scales = found
     provenance = {
         "objective": "mean squared end-point error against a reference from the same latents",
         "sde": repr(sde),
@@ -222,16 +230,24 @@ def tune_grid(
         solver_name(solver),
         provenance,
         None if net_times is None else jnp.asarray(np.asarray(net_times, np.float64)),
+        None if net_scales is None else jnp.asarray(np.asarray(net_scales, np.float64)),
     )
 
 
+def _unpack(sde, theta, t_eps):
+    """`(times, offsets, log_scales or None)` of `theta`, rows (the grid's N logits, the first N
+    nodes' offsets[, their log-scales]); the last node's, at t_eps, are 0."""
+    times = times_from_logits(sde, theta[0], t_eps)
+    last = jnp.zeros(1, theta.dtype)
+    rows = [jnp.concatenate([row, last]) for row in theta[1:]]
+    return times, rows[0], (rows[1] if len(rows) > 1 else None)
+
+
 def _solve_decoupled(sde, score, solver, theta, t_eps, x_T):
-    """The solve of `theta` = (the grid's N logits, the first N nodes' offsets; the last, at
-    t_eps, is 0) with the network asked at the offset times."""
-    steps = theta.shape[0] // 2
-    times = times_from_logits(sde, theta[:steps], t_eps)
-    offsets = jnp.concatenate([theta[steps:], jnp.zeros(1, theta.dtype)])
-    return solve_on_times(sde, NetworkTimeScore(score, sde, times, offsets), solver, times, x_T)
+    """The solve of `theta` (`_unpack`) with the network asked at the offset times, scaled."""
+    times, offsets, log_scales = _unpack(sde, theta, t_eps)
+    wrapped = NetworkTimeScore(score, sde, times, offsets, log_scales)
+    return solve_on_times(sde, wrapped, solver, times, x_T)
 
 
 @eqx.filter_jit
@@ -239,14 +255,19 @@ def _decoupled_error(sde, score, solver, theta, t_eps, x_T, reference):
     return mean_squared_error(_solve_decoupled(sde, score, solver, theta, t_eps, x_T), reference)
 
 
-def search_network_times(sde, score, solver, t_eps, times, fit, check, max_iterations, progress):
-    """The grid's logits and the network times' offsets searched jointly (L-BFGS on the log
-    error of `fit`) from `times` with zero offsets. Returns `(network times, report)`, the
-    report holding the grid `times`, the RMS on `fit` and `check`, iterations and seconds."""
+def search_network_times(sde, score, solver, t_eps, times, offsets, fit, check, max_iterations,
+                         progress, *, scales=False):  # fmt: skip
+    """The grid's logits and the network times' offsets (with `scales`, the log-scales too)
+    searched jointly (L-BFGS on the log error of `fit`) from `times` and the first N nodes'
+    `offsets` (scales 1). Returns `((network times, network scales or None), report)`, the
+    report holding the grid `times`, its `offsets`, the RMS on `fit` and `check`, iterations and
+    seconds."""
     started = time.perf_counter()
-    steps = times.shape[0] - 1
     logits = logits_from_times(sde, times).astype(times.dtype)
-    theta0 = jnp.concatenate([logits, jnp.zeros(steps, logits.dtype)])
+    rows = [logits, jnp.asarray(offsets, logits.dtype)[: logits.shape[0]]]
+    if scales:
+        rows.append(jnp.zeros_like(logits))
+    theta0 = jnp.stack(rows)
 
     def error(theta, batch):
         return _decoupled_error(sde, score, solver, theta, t_eps, *batch)
@@ -254,17 +275,16 @@ def search_network_times(sde, score, solver, t_eps, times, fit, check, max_itera
     theta, iterations = minimise_logits(
         lambda th, batch: jnp.log(error(th, batch)), theta0, fit, max_iterations, progress
     )
-    grid_times = times_from_logits(sde, theta[:steps], t_eps)
-    offsets = jnp.concatenate([theta[steps:], jnp.zeros(1, theta.dtype)])
-    network = shifted_time(sde, grid_times, offsets, grid_times).astype(grid_times.dtype)
+    grid_times, full_offsets, log_scales = _unpack(sde, theta, t_eps)
+    network = shifted_time(sde, grid_times, full_offsets, grid_times).astype(grid_times.dtype)
     network = network.at[-1].set(grid_times[-1])
     rms = {
         "pilot": math.sqrt(_host(error(theta, fit))),
         "held_out": math.sqrt(_host(error(theta, check))),
     }
-    report = {"times": grid_times, "rms": rms, "iterations": iterations,
+    report = {"times": grid_times, "offsets": theta[1], "rms": rms, "iterations": iterations,
               "seconds": time.perf_counter() - started}  # fmt: skip
-    return network, report
+    return (network, None if log_scales is None else jnp.exp(log_scales)), report
 
 
 def split_pilot(num: int, held_out: float, fit_size, shape) -> int:

@@ -67,6 +67,7 @@ def tune_sampler(
     held_out: float = 0.25,
     fit_size: int | None = None,
     network_times: bool = False,
+    network_scales: bool = False,
     max_iterations: int = MAX_ITERATIONS,
     reference_solver: dfx.AbstractSolver = dfx.Tsit5(),
     reference_tol: float = 1e-5,
@@ -113,11 +114,14 @@ def tune_sampler(
         grid = tune_grid(
             sde, score, solver=solver, steps=steps, key=key, shape=shape, t_eps=t_eps,
             held_out=held_out, fit_size=fit_size, network_times=network_times,
+            network_scales=network_scales,
             max_iterations=max_iterations,
             reference=reference,
         )  # fmt: skip
         rms = grid.info["rms"]
-        named = {k: v for k, v in rms.items() if k not in ("tuned", "network_times")}
+        named = {
+            k: v for k, v in rms.items() if k not in ("tuned", "network_times", "network_scales")
+        }
         best_named = min(named, key=lambda k: named[k]["held_out"])
         chosen = grid.info["chosen"]
         rows.append({
