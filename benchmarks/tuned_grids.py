@@ -142,6 +142,7 @@ def bench(name, sde, score, x_T, ref, nfes, pilot, max_iterations, fit_size=None
                 "tuner_pilot": info["rms"][info["chosen"]]["pilot"],
                 "tuner_held_out": info["rms"][info["chosen"]]["held_out"],
                 "chosen": info["chosen"],
+                "tuner_rms": info["rms"],
                 "iterations": info["iterations"],
                 "seconds": seconds,
                 "times": [float(t) for t in np.asarray(tuned.times)],

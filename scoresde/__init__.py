@@ -256,6 +256,10 @@ from ._training.trained import (
     load_checkpoint as load_checkpoint,
 )
 from ._tuning.likelihood_grid import tune_likelihood_grid as tune_likelihood_grid
+from ._tuning.likelihood_schedule import (
+    ScheduleChoice as ScheduleChoice,
+    choose_schedule as choose_schedule,
+)
 from ._tuning.sde_grid import tune_sde_grid as tune_sde_grid
 from ._tuning.time_grid import TimeGrid as TimeGrid
 from ._tuning.tune_grid import tune_grid as tune_grid

@@ -234,25 +234,29 @@ def tune_grid(
     )
 
 
-def _unpack(sde, theta, t_eps):
-    """`(times, offsets, log_scales or None)` of `theta`, rows (the grid's N logits, the first N
-    nodes' offsets[, their log-scales]); the last node's, at t_eps, are 0."""
-    times = times_from_logits(sde, theta[0], t_eps)
+def _unpack(sde, theta, t_eps, parts):
+    """`(times, offsets, log_scales or None)` of the flat `theta`: `parts` blocks of N (the
+    grid's logits, the first N nodes' offsets[, their log-scales]); the last node's offset and
+    log-scale, at t_eps, are 0."""
+    steps = theta.shape[0] // parts
+    blocks = [theta[k * steps : (k + 1) * steps] for k in range(parts)]
+    times = times_from_logits(sde, blocks[0], t_eps)
     last = jnp.zeros(1, theta.dtype)
-    rows = [jnp.concatenate([row, last]) for row in theta[1:]]
-    return times, rows[0], (rows[1] if len(rows) > 1 else None)
+    rows = [jnp.concatenate([block, last]) for block in blocks[1:]]
+    return times, rows[0], (rows[1] if parts > 2 else None)
 
 
-def _solve_decoupled(sde, score, solver, theta, t_eps, x_T):
+def _solve_decoupled(sde, score, solver, theta, t_eps, x_T, parts):
     """The solve of `theta` (`_unpack`) with the network asked at the offset times, scaled."""
-    times, offsets, log_scales = _unpack(sde, theta, t_eps)
+    times, offsets, log_scales = _unpack(sde, theta, t_eps, parts)
     wrapped = NetworkTimeScore(score, sde, times, offsets, log_scales)
     return solve_on_times(sde, wrapped, solver, times, x_T)
 
 
 @eqx.filter_jit
-def _decoupled_error(sde, score, solver, theta, t_eps, x_T, reference):
-    return mean_squared_error(_solve_decoupled(sde, score, solver, theta, t_eps, x_T), reference)
+def _decoupled_error(sde, score, solver, theta, t_eps, x_T, reference, parts):
+    solution = _solve_decoupled(sde, score, solver, theta, t_eps, x_T, parts)
+    return mean_squared_error(solution, reference)
 
 
 def search_network_times(sde, score, solver, t_eps, times, offsets, fit, check, max_iterations,
@@ -264,26 +268,31 @@ def search_network_times(sde, score, solver, t_eps, times, offsets, fit, check, 
     seconds."""
     started = time.perf_counter()
     logits = logits_from_times(sde, times).astype(times.dtype)
-    rows = [logits, jnp.asarray(offsets, logits.dtype)[: logits.shape[0]]]
+    steps = logits.shape[0]
+    blocks = [logits, jnp.asarray(offsets, logits.dtype)[:steps]]
     if scales:
-        rows.append(jnp.zeros_like(logits))
-    theta0 = jnp.stack(rows)
+        blocks.append(jnp.zeros_like(logits))
+    parts = len(blocks)
 
     def error(theta, batch):
-        return _decoupled_error(sde, score, solver, theta, t_eps, *batch)
+        return _decoupled_error(sde, score, solver, theta, t_eps, *batch, parts)
 
     theta, iterations = minimise_logits(
-        lambda th, batch: jnp.log(error(th, batch)), theta0, fit, max_iterations, progress
+        lambda th, batch: jnp.log(error(th, batch)),
+        jnp.concatenate(blocks),
+        fit,
+        max_iterations,
+        progress,
     )
-    grid_times, full_offsets, log_scales = _unpack(sde, theta, t_eps)
+    grid_times, full_offsets, log_scales = _unpack(sde, theta, t_eps, parts)
     network = shifted_time(sde, grid_times, full_offsets, grid_times).astype(grid_times.dtype)
     network = network.at[-1].set(grid_times[-1])
     rms = {
         "pilot": math.sqrt(_host(error(theta, fit))),
         "held_out": math.sqrt(_host(error(theta, check))),
     }
-    report = {"times": grid_times, "offsets": theta[1], "rms": rms, "iterations": iterations,
-              "seconds": time.perf_counter() - started}  # fmt: skip
+    report = {"times": grid_times, "offsets": full_offsets[:steps], "rms": rms,
+              "iterations": iterations, "seconds": time.perf_counter() - started}  # fmt: skip
     return (network, None if log_scales is None else jnp.exp(log_scales)), report
 
 
