@@ -48,13 +48,27 @@ def test_predicted_evaluations_per_schedule():
     ids=["flat cost (a wide device): per-sample", "cost linear in the width: lanes"],
 )
 def test_the_choice_follows_the_cost_of_a_width(monkeypatch, seconds_of_width, expected):
+    """A device whose evaluation costs the same at every width favours the fewest (wide)
+    evaluations, PerSample; one whose cost grows with the width favours Lanes."""
     score, x = _problem()
+
+    def calibrate(schedule, run, repeats):  # the real solve, priced by the device above
+        result = run()
+        evaluations, width = ls.predicted_evaluations(
+            schedule, np.asarray(result.nfe), result.nfe.shape[0], float(result.nfe[0])
+        )
+        return result, evaluations * seconds_of_width(width)
+
+    monkeypatch.setattr(ls, "calibrate", calibrate)
     monkeypatch.setattr(ls, "evaluation_seconds", lambda *a: seconds_of_width(a[-2]))
-    choice = ss.choose_schedule(SDE, score, x, batch_size=512, key=jr.key(0))
+    candidates = (ss.PerSample(), ss.Lanes(4), ss.Lanes(8))
+    choice = ss.choose_schedule(SDE, score, x, batch_size=512, key=jr.key(0),
+                                candidates=candidates, rtol=1e-3, atol=1e-3)  # fmt: skip
     assert isinstance(choice.schedule, expected)
     predicted = [row["predicted_seconds"] for row in choice.table]
     assert predicted == sorted(predicted)
     assert choice.table[0]["schedule"] == repr(choice.schedule)
+    assert choice.pilot_nfe["calibration_batch"] == 24  # the pilot: already twice the lanes
     # the pilot's spread is what the per-sample rows pay for: its max above its mean
     assert choice.pilot_nfe["max"] > choice.pilot_nfe["mean"]
 
@@ -69,6 +83,8 @@ def test_choose_schedule_measures_and_reports():
     assert choice.batch_size == 64
     assert {row["schedule"] for row in choice.table} == {repr(c) for c in candidates}
     assert all(row["seconds_per_evaluation"] > 0 for row in choice.table)
+    # the calibration batch: the pilot's 24 rows (already twice the 8 lanes)
+    assert choice.pilot_nfe["calibration_batch"] == 24
     pilot = ss.log_likelihood(SDE, score, x, key=jr.key(0), rtol=1e-4, atol=1e-4)
     assert choice.pilot_nfe["mean"] == pytest.approx(float(jnp.mean(pilot.nfe)))
     shared = ss.log_likelihood(

@@ -8,14 +8,16 @@ batch of $B$ samples whose adaptive solves take $n_i$ score evaluations each:
 - [`scoresde.Lanes`][]`(L)`: about $\sum_i n_i / L$ evaluations of width $L$, plus the drain at
   the end, when lanes fall idle one by one (modelled as half the expected largest $n_i$ of $L$);
 - [`scoresde.SharedSteps`][]: one step sequence for the batch, $n_{\rm shared}$ evaluations of
-  width $B$ (measured on the pilot; its results depend on the batch, so it is a candidate only
-  when asked for).
+  width $B$ (its results depend on the batch, so it is a candidate only when asked for).
 
-$\mathbb E[\max]$ is taken over the pilot's empirical law of $n_i$ (exact for it:
-$\sum_k n_{(k)}[(k/m)^B - ((k-1)/m)^B]$ over the $m$ sorted pilot counts), and the seconds of one
-evaluation of each width are measured on this machine. The predicted seconds per batch are
-their product; the smallest wins. PerSample and Lanes solve every sample alike, so the choice
-changes the time, not the result.
+$\mathbb E[\max]$ is taken over an empirical law of $n_i$ (exact for it:
+$\sum_k n_{(k)}[(k/m)^B - ((k-1)/m)^B]$ over the $m$ sorted counts). The seconds of one
+evaluation are calibrated on the real loops: every candidate solves a calibration batch (the
+pilot's rows repeated, at least twice the widest lanes) and its time is divided by its predicted
+evaluations there, which prices each loop's own overhead; a full-width schedule's price is then
+scaled from the calibration width to $B$ by the ratio of timed evaluations of the two widths.
+The predicted seconds per batch are evaluations times price; the smallest wins. PerSample and
+Lanes solve every sample alike, so the choice changes the time, not the result.
 """
 
 import math
@@ -35,6 +37,7 @@ from .._sde import check_sde_and_score
 from .likelihood_grid import likelihood_probes
 
 LANE_WIDTHS = (32, 64, 128, 256, 512)
+EVALUATIONS = 16  # evaluations per timed loop in `evaluation_seconds`
 # Options that set the schedule or the steps themselves: not forwarded to the pilot's solve.
 _OWN_OPTIONS = ("schedule", "lanes", "grid", "steps", "sharding", "chunk_size", "throw")
 
@@ -42,9 +45,10 @@ _OWN_OPTIONS = ("schedule", "lanes", "grid", "steps", "sharding", "chunk_size", 
 class ScheduleChoice(eqx.Module):
     """The result of [`scoresde.choose_schedule`][]: `schedule`, the value to pass as
     `log_likelihood(..., schedule=...)` for batches of `batch_size`; `table`, one row per
-    candidate (its predicted batched evaluations, their width, the measured seconds of one
-    evaluation of that width and the predicted seconds per batch), fastest first; `pilot_nfe`,
-    the pilot's per-sample evaluations (mean, quartiles, max)."""
+    candidate (its predicted batched evaluations at `batch_size`, their width, the seconds of
+    one evaluation in its loop, the predicted seconds per batch and its measured seconds on the
+    calibration batch), fastest first; `pilot_nfe`, the per-sample evaluations of the
+    calibration batch (mean, quartiles, max) and its size."""
 
     schedule: AbstractSchedule
     batch_size: int = eqx.field(static=True)
@@ -73,8 +77,9 @@ def predicted_evaluations(schedule, nfe, batch_size: int, shared_nfe=None) -> tu
 
 
 def evaluation_seconds(sde, score, x, probes, divergence, variable, t_eps, width, repeats):
-    """The fastest of `repeats` timed evaluations of the augmented likelihood drift on `width`
-    samples (the pilot's rows repeated), compiled beforehand."""
+    """Seconds of one evaluation of the augmented likelihood drift on `width` samples (the
+    pilot's rows repeated): the fastest of `repeats` timed runs of `EVALUATIONS` evaluations in
+    one compiled loop (no dispatch per evaluation, as inside a solve), compiled beforehand."""
     rows = jnp.arange(width) % x.shape[0]
     xs = x[rows]
     ps = jax.tree.map(lambda p: p[rows], probes)
@@ -86,7 +91,12 @@ def evaluation_seconds(sde, score, x, probes, divergence, variable, t_eps, width
         def one(xi, pi, di):
             return AugmentedFlow(sde, score, divergence, variable, pi)(u, (xi, di), None)
 
-        return jax.vmap(one)(xs, ps, deltas)
+        def body(_, state):  # each evaluation feeds the next, so none is skipped
+            xs, deltas = state
+            fx, est = jax.vmap(one)(xs, ps, deltas)
+            return xs + 1e-30 * fx, deltas + 1e-30 * est
+
+        return jax.lax.fori_loop(0, EVALUATIONS, body, (xs, deltas))
 
     jax.block_until_ready(evaluate(xs, ps, deltas))
     best = math.inf
@@ -94,7 +104,20 @@ def evaluation_seconds(sde, score, x, probes, divergence, variable, t_eps, width
         started = time.perf_counter()
         jax.block_until_ready(evaluate(xs, ps, deltas))
         best = min(best, time.perf_counter() - started)
-    return best
+    return best / EVALUATIONS
+
+
+def calibrate(schedule, run, repeats):
+    """`(result, fastest seconds)` of `run()`, the calibration solve of `schedule`, over
+    `repeats` runs after a compiling one."""
+    result = run()
+    jax.block_until_ready(result.log_prob)
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        jax.block_until_ready(run().log_prob)
+        best = min(best, time.perf_counter() - started)
+    return result, best
 
 
 def choose_schedule(
@@ -111,23 +134,25 @@ def choose_schedule(
     r"""The fastest schedule of [`scoresde.log_likelihood`][] for batches of `batch_size`,
     predicted from a pilot of data points `x` (a few hundred rows like the data to come).
 
-    The pilot is solved per sample with `options` (any `log_likelihood` option but the
-    schedule's and the steps': `solver`, `rtol`, `atol`, `t_eps`, `divergence`, `variable`,
-    ...), which gives the spread of evaluations $n_i$; one evaluation of each width is timed
-    here (`repeats` runs, the fastest kept). Each candidate's time per batch is then predicted
-    as in the module doc: `PerSample()` pays $\mathbb E[\max_{i\le B} n_i]$ evaluations of
-    width $B$, `Lanes(L)` about $B\bar n/L$ of width $L$.
+    Every candidate solves a calibration batch, the pilot's rows repeated to at least twice the
+    widest lanes (at most `batch_size` rows), with `options` (any `log_likelihood` option but
+    the schedule's and the steps': `solver`, `rtol`, `atol`, `t_eps`, `divergence`,
+    `variable`, ...); each is compiled, then timed `repeats` times (the fastest kept). The
+    per-sample solve gives the spread of evaluations $n_i$; each candidate's time per batch is
+    then predicted as in the module doc: `PerSample()` pays $\mathbb E[\max_{i\le B} n_i]$
+    evaluations of width $B$, `Lanes(L)` about $B\bar n/L$ of width $L$, each at the price its
+    own loop paid on the calibration batch.
 
     **Arguments:** `candidates`, the schedules to choose from (default: `PerSample()` and
     `Lanes(L)` for every `L` of 32, 64, ..., 512 below `batch_size`; both solve each sample
     alike). `SharedSteps()` changes the results (one step sequence for the batch), so it is
-    considered only when passed here; its evaluations are measured by a shared solve of the
-    pilot. `key`: the probes' key, as in `log_likelihood`.
+    considered only when passed here; its evaluations are those of its calibration solve. `key`:
+    the probes' key, as in `log_likelihood`.
 
     **Returns:** a [`scoresde.ScheduleChoice`][]: `schedule` to pass as
     `log_likelihood(..., schedule=choice.schedule)`, and the `table` it was chosen from.
-    The prediction ignores each loop's own overhead: check it with
-    `benchmarks/likelihood_schedule.py`, which times every candidate beside it.
+    It costs a compilation and `repeats + 1` calibration solves per candidate: worth it before
+    many batches. `benchmarks/likelihood_schedule.py` times every candidate beside the choice.
     """
     check_sde_and_score(sde, score)
     x = check_batch("x", x)
@@ -149,33 +174,50 @@ def choose_schedule(
             "candidates must be a non-empty sequence of ss.PerSample(), ss.Lanes(L) or "
             f"ss.SharedSteps(); got {candidates!r}."
         )
-    pilot = log_likelihood(sde, score, x, key=key, schedule=PerSample(), **options)
-    nfe = np.asarray(pilot.nfe, np.float64)
-    shared_nfe = None
-    if any(isinstance(c, SharedSteps) for c in candidates):
-        shared = log_likelihood(sde, score, x, key=key, schedule=SharedSteps(), **options)
-        shared_nfe = float(np.asarray(shared.nfe)[0])
+    widest = max((c.lanes for c in candidates if isinstance(c, Lanes) and c.lanes < batch_size),
+                 default=1)  # fmt: skip
+    size = min(batch_size, max(x.shape[0], 2 * widest))
+    calibration = x[jnp.arange(size) % x.shape[0]]
+
+    def solve(schedule):
+        return lambda: log_likelihood(
+            sde, score, calibration, key=key, schedule=schedule, **options
+        )
+
+    measured = {}
+    per_sample, seconds = calibrate(PerSample(), solve(PerSample()), repeats)
+    measured[repr(PerSample())] = (per_sample, seconds)
+    nfe = np.asarray(per_sample.nfe, np.float64)
     divergence = options.get("divergence", DIVERGENCE)
     variable = as_integration_variable(options.get("variable", VARIABLE))
     t_eps = options.get("t_eps", T_EPS)
     probe_key = key if divergence.stochastic else None
     probes = likelihood_probes(sde, score, divergence, x, probe_key, t_eps)
-    seconds_of_width = {}
+    width_scale = 1.0
+    if batch_size != size:  # full-width schedules: price at width B from that at the calibration
+        at = lambda w: evaluation_seconds(sde, score, x, probes, divergence, variable, t_eps, w,
+                                          repeats)  # fmt: skip
+        width_scale = at(batch_size) / at(size)
     rows = []
     for schedule in candidates:
+        name = repr(schedule)
+        if name not in measured:
+            measured[name] = calibrate(schedule, solve(schedule), repeats)
+        result, seconds = measured[name]
+        shared_nfe = float(np.asarray(result.nfe)[0])
+        calibration_evaluations, _ = predicted_evaluations(schedule, nfe, size, shared_nfe)
         evaluations, width = predicted_evaluations(schedule, nfe, batch_size, shared_nfe)
-        if width not in seconds_of_width:
-            seconds_of_width[width] = evaluation_seconds(
-                sde, score, x, probes, divergence, variable, t_eps, width, repeats
-            )
-        per_evaluation = seconds_of_width[width]
+        per_evaluation = seconds / calibration_evaluations
+        if width == batch_size and batch_size != size:
+            per_evaluation *= width_scale
         rows.append(
             {
-                "schedule": repr(schedule),
+                "schedule": name,
                 "evaluations": evaluations,
                 "width": width,
                 "seconds_per_evaluation": per_evaluation,
                 "predicted_seconds": evaluations * per_evaluation,
+                "calibration_seconds": seconds,
             }
         )
     order = sorted(range(len(rows)), key=lambda i: rows[i]["predicted_seconds"])
@@ -189,5 +231,6 @@ def choose_schedule(
             "quartiles": [float(q) for q in quartiles],
             "max": float(np.max(nfe)),
             "pilot": int(x.shape[0]),
+            "calibration_batch": int(size),
         },
     )
