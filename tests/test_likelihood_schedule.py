@@ -61,9 +61,9 @@ def test_the_choice_follows_the_cost_of_a_width(monkeypatch, seconds_of_width, e
 
     monkeypatch.setattr(ls, "calibrate", calibrate)
     monkeypatch.setattr(ls, "evaluation_seconds", lambda *a: seconds_of_width(a[-2]))
-    candidates = (ss.PerSample(), ss.Lanes(4), ss.Lanes(8))
+    candidates = (ss.PerSample(), ss.Lanes(8))
     choice = ss.choose_schedule(SDE, score, x, batch_size=512, key=jr.key(0),
-                                candidates=candidates, rtol=1e-3, atol=1e-3)  # fmt: skip
+                                candidates=candidates, rtol=1e-4, atol=1e-4)  # fmt: skip
     assert isinstance(choice.schedule, expected)
     predicted = [row["predicted_seconds"] for row in choice.table]
     assert predicted == sorted(predicted)
