@@ -26,6 +26,11 @@ test reference Dopri8 rtol 1e-10 in float64); `digits-v` (the v-prediction digit
 
 Writes `benchmarks/results/tuned_grids.json` and `.md` and `tuned_grids.png` (work-precision:
 error against NFE, named grids dashed, tuned solid); `_quick` with `--quick`.
+
+Every tuning compiles new XLA programs, and each maps memory sections: one process tuning both
+mixtures with `--network-times --network-scales` passed Linux's default limit of 65,530 mappings
+(`vm.max_map_count`; LLVM then fails with "Cannot allocate memory" while RAM is free). Raise it
+(`sysctl -w vm.max_map_count=262144`) or run one problem per process.
 """
 
 import argparse
