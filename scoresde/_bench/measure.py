@@ -31,6 +31,7 @@ from .._likelihood.flow import bits_per_dim, log_likelihood
 from .._metrics import sample_distances as _metrics
 from .._metrics.digits import DigitClassifier, digit_metrics
 from .._sampling.sample import sample_ode
+from .._timing import timed_after_compile
 from .problems import Problem
 
 
@@ -164,18 +165,10 @@ def run_sampler(
         "budget": budget,
         "setting": spec.setting(budget),
     }
-    call = lambda: spec.run(problem, key, x_T, budget)
     try:
-        start = time.perf_counter()
-        result = call()
-        jax.block_until_ready(result.x)
-        first = time.perf_counter() - start
-        wall = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            result = call()
-            jax.block_until_ready(result.x)
-            wall = min(wall, time.perf_counter() - start)
+        result, first, wall = timed_after_compile(
+            lambda: spec.run(problem, key, x_T, budget), repeats
+        )
     except (RuntimeError, FloatingPointError) as e:  # a failed solve is a status, not a number
         row.update(status=f"failed: {str(e).splitlines()[0]}")
         return row

@@ -20,9 +20,6 @@ The predicted seconds per batch are evaluations times price; the smallest wins. 
 Lanes solve every sample alike, so the choice changes the time, not the result.
 """
 
-import math
-import time
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -34,6 +31,7 @@ from .._likelihood.integration_variable import as_integration_variable
 from .._likelihood.log_likelihood import DIVERGENCE, T_EPS, VARIABLE, log_likelihood
 from .._likelihood.vector_fields import AugmentedFlow
 from .._sde import check_sde_and_score
+from .._timing import timed_after_compile
 from .likelihood_grid import likelihood_probes
 
 LANE_WIDTHS = (32, 64, 128, 256, 512)
@@ -98,26 +96,15 @@ def evaluation_seconds(sde, score, x, probes, divergence, variable, t_eps, width
 
         return jax.lax.fori_loop(0, EVALUATIONS, body, (xs, deltas))
 
-    jax.block_until_ready(evaluate(xs, ps, deltas))
-    best = math.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(evaluate(xs, ps, deltas))
-        best = min(best, time.perf_counter() - started)
-    return best / EVALUATIONS
+    _, _, fastest = timed_after_compile(lambda: evaluate(xs, ps, deltas), repeats)
+    return fastest / EVALUATIONS
 
 
 def calibrate(schedule, run, repeats):
     """`(result, fastest seconds)` of `run()`, the calibration solve of `schedule`, over
     `repeats` runs after a compiling one."""
-    result = run()
-    jax.block_until_ready(result.log_prob)
-    best = math.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(run().log_prob)
-        best = min(best, time.perf_counter() - started)
-    return result, best
+    result, _, fastest = timed_after_compile(run, repeats)
+    return result, fastest
 
 
 def choose_schedule(
@@ -188,13 +175,13 @@ def choose_schedule(
     per_sample, seconds = calibrate(PerSample(), solve(PerSample()), repeats)
     measured[repr(PerSample())] = (per_sample, seconds)
     nfe = np.asarray(per_sample.nfe, np.float64)
-    divergence = options.get("divergence", DIVERGENCE)
-    variable = as_integration_variable(options.get("variable", VARIABLE))
-    t_eps = options.get("t_eps", T_EPS)
-    probe_key = key if divergence.stochastic else None
-    probes = likelihood_probes(sde, score, divergence, x, probe_key, t_eps)
     width_scale = 1.0
     if batch_size != size:  # full-width schedules: price at width B from that at the calibration
+        divergence = options.get("divergence", DIVERGENCE)
+        variable = as_integration_variable(options.get("variable", VARIABLE))
+        t_eps = options.get("t_eps", T_EPS)
+        probe_key = key if divergence.stochastic else None
+        probes = likelihood_probes(sde, score, divergence, x, probe_key, t_eps)
         at = lambda w: evaluation_seconds(sde, score, x, probes, divergence, variable, t_eps, w,
                                           repeats)  # fmt: skip
         width_scale = at(batch_size) / at(size)
@@ -204,7 +191,7 @@ def choose_schedule(
         if name not in measured:
             measured[name] = calibrate(schedule, solve(schedule), repeats)
         result, seconds = measured[name]
-        shared_nfe = float(np.asarray(result.nfe)[0])
+        shared_nfe = float(result.nfe[0]) if isinstance(schedule, SharedSteps) else None
         calibration_evaluations, _ = predicted_evaluations(schedule, nfe, size, shared_nfe)
         evaluations, width = predicted_evaluations(schedule, nfe, batch_size, shared_nfe)
         per_evaluation = seconds / calibration_evaluations

@@ -23,7 +23,7 @@ from .._sampling.ode import sample_ode
 from .._sde import check_sde_and_score
 from .._solver import DDIM, DPMSolver2, DPMSolverPP2M, DPMSolverPP3M, EDMHeun, UniPC
 from .time_grid import TimeGrid
-from .tune_grid import MAX_ITERATIONS, solver_name, tune_grid
+from .tune_grid import MAX_ITERATIONS, NAMED_GRIDS, solver_name, tune_grid
 
 
 def default_candidates() -> tuple:
@@ -119,9 +119,7 @@ def tune_sampler(
             reference=reference,
         )  # fmt: skip
         rms = grid.info["rms"]
-        named = {
-            k: v for k, v in rms.items() if k not in ("tuned", "network_times", "network_scales")
-        }
+        named = {k: rms[k] for k in NAMED_GRIDS}  # the tuner's other rows are its own stages
         best_named = min(named, key=lambda k: named[k]["held_out"])
         chosen = grid.info["chosen"]
         rows.append({
