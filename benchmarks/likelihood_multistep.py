@@ -17,7 +17,6 @@ the named ones 0.13-0.24 (`benchmarks/likelihood_budget.py`, `tune_likelihood_gr
 Writes `benchmarks/results/likelihood_multistep.json`.
 """
 
-import math
 import pathlib
 import sys
 import time
@@ -26,7 +25,6 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import diffrax as dfx  # noqa: E402
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
@@ -34,11 +32,11 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _common import metadata, mix64, write  # noqa: E402
+from likelihood_budget import reference_log_prob, rms_with_interval  # noqa: E402
 
 import scoresde as ss  # noqa: E402
 from scoresde._likelihood.log_likelihood import DIVERGENCE, T_EPS, VARIABLE  # noqa: E402
 from scoresde._likelihood.vector_fields import AugmentedFlow  # noqa: E402
-from scoresde._metrics.bootstrap import bootstrap_bounds  # noqa: E402
 from scoresde._tuning.likelihood_grid import likelihood_probes  # noqa: E402
 
 SDE = ss.VPSDE()
@@ -102,8 +100,7 @@ def main():
     score = ss.analytic.marginal_score(mix, SDE)
     test = mix.sample(jr.key(1), 256 + 512)[256:]
     key = jr.key(1)
-    ref = ss.log_likelihood(SDE, score, test, key=key, solver=dfx.Dopri8(), rtol=1e-10,
-                            atol=1e-10, max_steps=100_000).log_prob  # fmt: skip
+    ref = reference_log_prob(score, test, key)
     probes = likelihood_probes(SDE, score, DIVERGENCE, test, key, T_EPS)
     rows = []
     for order, corrector in ((3, False), (4, False), (3, True), (4, True)):
@@ -111,13 +108,12 @@ def main():
         for name, grid in GRIDS.items():
             times = grid.times_for(SDE, steps, T_EPS, dtype=jnp.float64)
             u = VARIABLE.u_of_t(SDE, times[::-1])
-            errors = np.asarray(adams(order, corrector)(score, test, probes, u) - ref)
-            rms = lambda r, e=errors: math.sqrt(np.mean(e[r] ** 2))
-            low, high = bootstrap_bounds(rms, errors.shape[0], seed=0, num_resamples=2000)
+            errors = np.asarray(adams(order, corrector)(score, test, probes, u)) - ref
             row = {"order": order, "corrector": corrector, "steps": steps, "nfe": 37,
-                   "grid": name, "rms": rms(np.arange(errors.shape[0])),
-                   "interval": [low, high], "max_abs": float(np.abs(errors).max())}  # fmt: skip
+                   "grid": name, **rms_with_interval(errors),
+                   "max_abs": float(np.abs(errors).max())}  # fmt: skip
             rows.append(row)
+            low, high = row["interval"]
             print(f"{'PECE' if corrector else 'AB'}{order} {steps} steps (37 NFE), {name}: RMS "
                   f"{row['rms']:.3f} [{low:.3f}, {high:.3f}] nats, largest "
                   f"{row['max_abs']:.2f}", flush=True)  # fmt: skip
